@@ -1,0 +1,1 @@
+"""latentarc codec: tiny-autoencoder latents, adaptive quantization, integer entropy coding."""

@@ -1,0 +1,49 @@
+"""The interface every latent autoencoder implements, whatever its family (TAE, diffusers VAEs).
+
+The codec only needs: images in [0, 1] → latents at 1/``downscale`` resolution, latents → images, and a
+fingerprint of the *decoder* weights, which streams carry so that an archive can never be decoded by a model
+that would give other pixels.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+
+import torch
+from torch import nn
+
+
+class LatentAutoencoder(nn.Module, abc.ABC):
+    """Images (N, 3, H, W) in [0, 1], H and W multiples of ``downscale``  ⇄  latents (N, C, H/d, W/d)."""
+
+    #: registry name, written into streams
+    name: str
+    latent_channels: int
+    downscale: int = 8
+
+    @property
+    @abc.abstractmethod
+    def fingerprint(self) -> str:
+        """Hex SHA-256 identifying the decoder weights."""
+
+    @abc.abstractmethod
+    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Return images in [0, 1] (clamped)."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+def state_dict_fingerprint(module: nn.Module) -> str:
+    """SHA-256 over a module's tensors (names, dtypes, shapes, bytes), independent of the file format."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

@@ -1,0 +1,316 @@
+"""The neural image codec: autoencoder latents, adaptive quantization, integer entropy coding, one container.
+
+Encode: pad to a multiple of the latent stride (edge replication) → encoder → per-image decoder sensitivity →
+steps for the requested operating point → symbols → per-channel integer models → ANS payload → container.
+Decode is the exact inverse up to the decoder network, and every quality figure reported at encode time comes
+from running that same decode path, so the recorded PSNR is the PSNR a restore will get.
+
+Operating points (exactly one): ``quality`` 0–100 (a fixed base step per quality), ``target_bpp`` (bisection
+on the base step against the exact stream size, landing within ±5% where the image allows it) or ``min_psnr``
+(the largest base step whose *decoded* PSNR meets the floor, found with a bracketing secant search).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import bitstream, entropy
+from .autoencoder import LatentAutoencoder
+from .errors import BitstreamError, CorruptStream, ModelMismatch, QualityFloorUnreachable, UnsupportedVersion
+from .images import DEFAULT_MAX_PIXELS, Picture, decode_alpha, encode_alpha, restored_mode, to_image
+from .metrics import psnr
+from .quantize import QuantParams, choose_params, decoder_sensitivity, dequantize, quantize, uniform_params
+
+DEFAULT_QUALITY = 75
+_SECTION_ALPHA, _SECTION_ICC, _SECTION_EXIF = "ALPH", "ICCP", "EXIF"
+
+
+def quality_to_step(quality: float) -> float:
+    """Base quantization step for a 0–100 quality: 0.04 at 100 (about the autoencoder's own ceiling), doubling
+    every 12.5 points down to 10.24 at 0 (almost every symbol zero)."""
+    if not 0 <= quality <= 100:
+        raise ValueError(f"quality must be in [0, 100], got {quality}")
+    return 0.04 * 2.0 ** ((100.0 - quality) / 12.5)
+
+
+STEP_FINEST, STEP_COARSEST = quality_to_step(100), quality_to_step(0)
+
+
+@dataclass
+class EncodeResult:
+    data: bytes
+    width: int
+    height: int
+    psnr: float | None  # measured by decoding, against the original planes
+    params: dict = field(default_factory=dict)  # JSON-able summary for tables and `info`
+
+    @property
+    def bpp(self) -> float:
+        return len(self.data) * 8.0 / (self.width * self.height)
+
+
+@dataclass
+class Decoded:
+    image: "object"  # PIL.Image.Image in the restored mode
+    mode: str  # the original's mode
+    icc: bytes | None
+    exif: bytes | None
+    rgb: np.ndarray  # decoded colour planes (H, W, 3) uint8
+
+
+@dataclass
+class _Analysis:
+    """Everything about one image that does not depend on the operating point."""
+
+    pic: Picture
+    latent: np.ndarray  # (C, h, w) float32
+    sensitivity: np.ndarray  # (C,)
+    pad: tuple[int, int]  # right, bottom
+    sections: dict[str, bytes]
+
+
+class NeuralCodec:
+    """Codec over any :class:`LatentAutoencoder`. ``adaptive=False`` uses one global step (the baseline)."""
+
+    def __init__(
+        self,
+        model: LatentAutoencoder,
+        *,
+        adaptive: bool = True,
+        sensitivity_crop: int = 32,
+        probes: int = 2,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+    ):
+        self.model = model
+        self.name = model.name
+        self.adaptive = adaptive
+        self.sensitivity_crop = sensitivity_crop
+        self.probes = probes
+        self.max_pixels = max_pixels
+
+    # ---------------------------------------------------------------- encode
+    def encode(
+        self,
+        pic: Picture,
+        *,
+        quality: float | None = None,
+        target_bpp: float | None = None,
+        min_psnr: float | None = None,
+        measure: bool = True,
+    ) -> EncodeResult:
+        if sum(x is not None for x in (quality, target_bpp, min_psnr)) > 1:
+            raise ValueError("give at most one of quality, target_bpp, min_psnr")
+        a = self._analyse(pic)
+        if min_psnr is not None:
+            return self._encode_min_psnr(a, min_psnr)
+        if target_bpp is not None:
+            step, knob = self._step_for_bpp(a, target_bpp), {"target_bpp": target_bpp}
+        else:
+            q = DEFAULT_QUALITY if quality is None else quality
+            step, knob = quality_to_step(q), {"quality": q}
+        data, params = self._code(a, step)
+        measured = psnr(pic.reference(), self._reconstruct_planes(a, data)) if measure else None
+        return EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob))
+
+    @torch.no_grad()
+    def _analyse(self, pic: Picture) -> _Analysis:
+        d = self.model.downscale
+        h, w = pic.height, pic.width
+        pad_b, pad_r = (-h) % d, (-w) % d
+        rgb = np.pad(pic.rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
+        x = torch.from_numpy(rgb).to(self.model.device).permute(2, 0, 1)[None].float().div_(255.0)
+        z = self.model.encode(x)[0]
+        sens = (
+            decoder_sensitivity(self.model, z, crop=self.sensitivity_crop, probes=self.probes)
+            if self.adaptive
+            else np.ones(z.shape[0])
+        )
+        sections = {}
+        if pic.alpha is not None:
+            sections[_SECTION_ALPHA] = encode_alpha(pic.alpha)
+        if pic.icc:
+            sections[_SECTION_ICC] = pic.icc
+        if pic.exif:
+            sections[_SECTION_EXIF] = pic.exif
+        return _Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections)
+
+    def _quantize(self, a: _Analysis, step: float):
+        qp = choose_params(a.latent, step, a.sensitivity) if self.adaptive else uniform_params(a.latent, step)
+        symbols = quantize(a.latent, qp).reshape(a.latent.shape[0], -1)
+        models = [entropy.fit(s) for s in symbols]
+        return qp, symbols, models
+
+    def _stream(self, a: _Analysis, qp: QuantParams, models, payload: bytes) -> bytes:
+        return bitstream.pack(
+            bitstream.Stream(
+                codec=self.name,
+                width=a.pic.width,
+                height=a.pic.height,
+                mode=a.pic.mode,
+                params=qp.pack() + entropy.pack_models(models),
+                payload=payload,
+                model_fingerprint=bytes.fromhex(self.model.fingerprint)[: bitstream.FINGERPRINT_BYTES],
+                entropy_model=entropy.ENTROPY_MODEL_ID,
+                pad_right=a.pad[0],
+                pad_bottom=a.pad[1],
+                sections=a.sections,
+            )
+        )
+
+    def _code(self, a: _Analysis, step: float) -> tuple[bytes, dict]:
+        qp, symbols, models = self._quantize(a, step)
+        data = self._stream(a, qp, models, entropy.encode(symbols, models))
+        return data, {"base_step": round(step, 6), "adaptive": self.adaptive}
+
+    def _estimated_bytes(self, a: _Analysis, step: float) -> float:
+        """Stream size from the ideal code length — exact to a few bytes, without running the coder."""
+        qp, symbols, models = self._quantize(a, step)
+        bits = sum(entropy.ideal_bits(s, m) for s, m in zip(symbols, models))
+        return len(self._stream(a, qp, models, b"")) + 4 * math.ceil(bits / 32)
+
+    def _step_for_bpp(self, a: _Analysis, target_bpp: float, iterations: int = 40) -> float:
+        """Bisection in log-step: stream size decreases monotonically (in practice) with the step."""
+        if target_bpp <= 0:
+            raise ValueError("target_bpp must be positive")
+        target = target_bpp * a.pic.width * a.pic.height / 8.0
+        lo, hi = math.log(STEP_FINEST), math.log(STEP_COARSEST)
+        best = (math.inf, STEP_FINEST)
+        for _ in range(iterations):
+            mid = 0.5 * (lo + hi)
+            size = self._estimated_bytes(a, math.exp(mid))
+            best = min(best, (abs(size - target), math.exp(mid)))
+            if size > target:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-4:
+                break
+        return best[1]
+
+    def _encode_min_psnr(self, a: _Analysis, floor: float, max_evals: int = 10) -> EncodeResult:
+        """Largest step whose decoded PSNR ≥ ``floor``; every candidate returned was decoded and measured."""
+        ref = a.pic.reference()
+
+        def evaluate(log_step: float):
+            data, params = self._code(a, math.exp(log_step))
+            return psnr(ref, self._reconstruct_planes(a, data)), data, params
+
+        lo, hi = math.log(STEP_FINEST), math.log(STEP_COARSEST)
+        p_lo, d_lo, par_lo = evaluate(lo)
+        if p_lo < floor:
+            raise QualityFloorUnreachable(
+                f"best achievable PSNR with {self.name} is {p_lo:.2f} dB, below the floor {floor:.2f} dB"
+            )
+        best = (p_lo, d_lo, par_lo)
+        p_hi, d_hi, par_hi = evaluate(hi)
+        if p_hi >= floor:
+            best = (p_hi, d_hi, par_hi)
+        else:
+            # bracketing secant (Illinois) on PSNR(log step) - floor, which is close to linear
+            f_lo, f_hi, side = p_lo - floor, p_hi - floor, 0
+            for _ in range(max_evals - 2):
+                if hi - lo < 0.02:  # steps within 2%: not worth another decode
+                    break
+                x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
+                x = min(max(x, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
+                p, d, par = evaluate(x)
+                if p >= floor:
+                    if len(d) < len(best[1]):
+                        best = (p, d, par)
+                    lo, f_lo = x, p - floor
+                    if side == 1:
+                        f_hi /= 2
+                    side = 1
+                else:
+                    hi, f_hi = x, p - floor
+                    if side == -1:
+                        f_lo /= 2
+                    side = -1
+        p, data, params = best
+        return EncodeResult(data, a.pic.width, a.pic.height, p, dict(params, min_psnr=floor))
+
+    def _reconstruct_planes(self, a: _Analysis, data: bytes) -> np.ndarray:
+        dec = self.decode(data)
+        from .images import colour_planes
+
+        return colour_planes(dec.rgb, a.pic.mode)
+
+    # ---------------------------------------------------------------- decode
+    def parse(self, data: bytes) -> tuple[bitstream.Stream, QuantParams, list[entropy.ChannelModel]]:
+        """Container and parameter checks, all before any network runs."""
+        s = bitstream.parse(data)
+        if s.codec != self.name:
+            raise ModelMismatch(f"stream was made with codec {s.codec!r}; this decoder is {self.name!r}")
+        mine = bytes.fromhex(self.model.fingerprint)[: bitstream.FINGERPRINT_BYTES]
+        if s.model_fingerprint != mine:
+            raise ModelMismatch(
+                f"stream needs decoder weights {s.model_fingerprint.hex()}…, the loaded {self.name} weights are {mine.hex()}…"
+            )
+        if s.entropy_model != entropy.ENTROPY_MODEL_ID:
+            raise UnsupportedVersion(f"entropy model id {s.entropy_model} is not known to this build")
+        d = self.model.downscale
+        if (s.width + s.pad_right) % d or (s.height + s.pad_bottom) % d or s.pad_right >= d or s.pad_bottom >= d:
+            raise CorruptStream("padding is inconsistent with the model's stride")
+        if s.width * s.height > self.max_pixels:
+            raise CorruptStream(f"declared size {s.width}x{s.height} exceeds the {self.max_pixels} pixel guard")
+        qp, rest = QuantParams.unpack(s.params)
+        if qp.channels != self.model.latent_channels:
+            raise CorruptStream(f"stream has {qp.channels} latent channels, the model {self.model.latent_channels}")
+        return s, qp, entropy.unpack_models(rest, qp.channels)
+
+    @torch.no_grad()
+    def decode(self, data: bytes) -> Decoded:
+        s, qp, models = self.parse(data)
+        d = self.model.downscale
+        h, w = (s.height + s.pad_bottom) // d, (s.width + s.pad_right) // d
+        try:
+            symbols = entropy.decode(s.payload, models, h * w)
+        except BitstreamError:
+            raise
+        except Exception as e:  # constriction reports exhausted or invalid data with its own exceptions
+            raise CorruptStream(f"entropy decoding failed: {e}") from None
+        latent = torch.from_numpy(dequantize(symbols.reshape(-1, h, w), qp)).to(self.model.device)
+        img = self.model.decode(latent[None])[0]
+        rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
+        rgb = np.ascontiguousarray(rgb[: s.height, : s.width])
+        alpha = None
+        if _SECTION_ALPHA in s.sections:
+            alpha = decode_alpha(s.sections[_SECTION_ALPHA], s.width, s.height)
+        image = to_image(rgb, s.mode, alpha)
+        return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb)
+
+    def info(self, data: bytes) -> dict:
+        """Header, parameters, and payload size against the model's ideal code length."""
+        s, qp, models = self.parse(data)
+        d = self.model.downscale
+        n = ((s.height + s.pad_bottom) // d) * ((s.width + s.pad_right) // d)
+        symbols = entropy.decode(s.payload, models, n)
+        ideal = sum(entropy.ideal_bits(sym, m) for sym, m in zip(symbols, models))
+        side = len(data) - len(s.payload)
+        return {
+            "codec": s.codec,
+            "format_version": s.format_version,
+            "model_fingerprint": s.model_fingerprint.hex(),
+            "entropy_model": s.entropy_model,
+            "width": s.width,
+            "height": s.height,
+            "pad_right": s.pad_right,
+            "pad_bottom": s.pad_bottom,
+            "mode": s.mode,
+            "restored_mode": restored_mode(s.mode, _SECTION_ALPHA in s.sections),
+            "sections": {k: len(v) for k, v in s.sections.items()},
+            "latent_channels": qp.channels,
+            "steps": [round(x, 6) for x in qp.step_values().tolist()],
+            "channel_models": [[m.max_abs, m.p_zero, m.theta] for m in models],
+            "stream_bytes": len(data),
+            "payload_bytes": len(s.payload),
+            "side_info_bytes": side,
+            "ideal_payload_bytes": round(ideal / 8, 1),
+            "ideal_total_bytes": round(ideal / 8 + side, 1),
+            "overhead_vs_ideal_pct": round(100 * (len(data) / (ideal / 8 + side) - 1), 4) if ideal else 0.0,
+            "bpp": round(len(data) * 8 / (s.width * s.height), 5),
+        }

@@ -1,0 +1,129 @@
+"""Tiny AutoEncoder (TAESD family) that loads the original ``.pth`` checkpoints, including TAE-FLUX.2.
+
+The FLUX.2 variant adds a GroupNorm branch to the blocks at latent resolution (encoder blocks 11–13, decoder
+blocks 3–5): ``x ← x + conv1x1(relu(GroupNorm(4, 4C)(conv1x1(x))))`` before the usual residual block. diffusers'
+``AutoencoderTiny`` has no such branch, hence this implementation. Module indices match the checkpoints'
+``nn.Sequential`` keys exactly, so ``load_state_dict(strict=True)`` validates the architecture.
+
+Both networks are split where the resolution changes: the GroupNorm part (global statistics over the whole
+latent) runs on the full latent, which is small (1/64 of the pixels), while the full-resolution convolutions run
+tile by tile through :func:`run_tiled`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .autoencoder import LatentAutoencoder
+from .tiling import run_tiled
+
+
+def _conv(n_in: int, n_out: int, **kw) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kw)
+
+
+class Clamp(nn.Module):
+    """Soft clamp of decoder input latents to (-3, 3), as in the checkpoints."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class Block(nn.Module):
+    def __init__(self, n_in: int, n_out: int, groupnorm_branch: bool = False):
+        super().__init__()
+        self.conv = nn.Sequential(_conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.fuse = nn.ReLU()
+        self.pool = (
+            nn.Sequential(
+                nn.Conv2d(n_in, 4 * n_in, 1, bias=False),
+                nn.GroupNorm(4, 4 * n_in),
+                nn.ReLU(),
+                nn.Conv2d(4 * n_in, n_in, 1, bias=False),
+            )
+            if groupnorm_branch
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pool is not None:
+            x = x + self.pool(x)
+        return self.fuse(self.conv(x) + self.skip(x))
+
+
+def build_encoder(latent_channels: int, groupnorm_deep: bool) -> nn.Sequential:
+    B = lambda gn=False: Block(64, 64, gn)  # noqa: E731
+    down = lambda: _conv(64, 64, stride=2, bias=False)  # noqa: E731
+    return nn.Sequential(
+        _conv(3, 64), B(),
+        down(), B(), B(), B(),
+        down(), B(), B(), B(),
+        down(), B(groupnorm_deep), B(groupnorm_deep), B(groupnorm_deep),
+        _conv(64, latent_channels),
+    )  # fmt: skip
+
+
+def build_decoder(latent_channels: int, groupnorm_deep: bool) -> nn.Sequential:
+    B = lambda gn=False: Block(64, 64, gn)  # noqa: E731
+    up = lambda: (nn.Upsample(scale_factor=2), _conv(64, 64, bias=False))  # noqa: E731
+    return nn.Sequential(
+        Clamp(), _conv(latent_channels, 64), nn.ReLU(),
+        B(groupnorm_deep), B(groupnorm_deep), B(groupnorm_deep), *up(),
+        B(), B(), B(), *up(),
+        B(), B(), B(), *up(),
+        B(), _conv(64, 3),
+    )  # fmt: skip
+
+
+#: index of the first encoder layer at latent resolution / first decoder layer above it
+_ENC_SPLIT = 11
+_DEC_SPLIT = 6
+
+
+class TinyAutoencoder(LatentAutoencoder):
+    """TAESD-family autoencoder with tiled full-resolution stages.
+
+    ``tile`` is the kept tile core in latent units (8 px each) and ``halo`` the context around it; the
+    defaults (64 and 16 latents: 512 px cores with 128 px of context) exceed both networks' receptive fields,
+    and bound the full-resolution activations to about ``(8*(tile+2*halo))² × 64 ch × 4 B`` ≈ 150 MB per tensor.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        encoder_state: dict,
+        decoder_state: dict,
+        *,
+        latent_channels: int,
+        groupnorm_deep: bool,
+        decoder_sha256: str,
+        tile: int = 64,
+        halo: int = 16,
+    ):
+        super().__init__()
+        self.name = name
+        self.latent_channels = latent_channels
+        self.encoder = build_encoder(latent_channels, groupnorm_deep)
+        self.decoder = build_decoder(latent_channels, groupnorm_deep)
+        self.encoder.load_state_dict(encoder_state, strict=True)
+        self.decoder.load_state_dict(decoder_state, strict=True)
+        self.eval().requires_grad_(False)
+        self._fingerprint = decoder_sha256
+        self.tile, self.halo = tile, halo
+
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        body, head = self.encoder[:_ENC_SPLIT], self.encoder[_ENC_SPLIT:]
+        feats = run_tiled(body, images, unit_in=8, unit_out=1, out_channels=64, tile=self.tile, halo=self.halo)
+        return head(feats)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        head, tail = self.decoder[:_DEC_SPLIT], self.decoder[_DEC_SPLIT:]
+        feats = head(latents)
+        out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo)
+        return out.clamp_(0, 1)

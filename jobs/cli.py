@@ -1,0 +1,154 @@
+"""``latentarc``: one command line for the codec and the archival jobs.
+
+Exit codes (DESIGN.md §2): 0 success, 1 partial or integrity failure, 2 usage or configuration error. Errors
+that latentarc raises on purpose print as one line (``latentarc: error: <Kind>: <what>``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", help="explicit weight file or folder (else $LATENTARC_MODEL_DIR, cache, download)")
+    p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+
+
+def _knobs(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quality", type=float, help="0–100 (default 75)")
+    g.add_argument("--target-bpp", type=float, help="rate control: land within ±5%% of this many bits per pixel")
+    g.add_argument("--min-psnr", type=float, help="smallest stream whose decoded PSNR (dB) meets this floor")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="latentarc", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("encode", help="one image to one bitstream file")
+    p.add_argument("image")
+    p.add_argument("out")
+    p.add_argument("--codec", default="tae-f2", help="registry model name (default tae-f2)")
+    p.add_argument("--global-step", action="store_true", help="one quantization step for all channels (baseline)")
+    _knobs(p)
+    _add_model_args(p)
+
+    p = sub.add_parser("decode", help="one bitstream file to one image")
+    p.add_argument("stream")
+    p.add_argument("out", help="output image; the extension picks the format (PNG recommended)")
+    p.add_argument("--refine", choices=["none"], default="none", help="diffusion refinement (none for now)")
+    _add_model_args(p)
+
+    p = sub.add_parser("info", help="print the bitstream header as JSON")
+    p.add_argument("stream")
+    _add_model_args(p)
+
+    p = sub.add_parser("bench", help="rate–distortion and speed table over a folder of images")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("--codec", default="tae-f2")
+    p.add_argument("--qualities", default="25,50,75,100", help="comma-separated operating points")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
+    p.add_argument("--compare-global", action="store_true", help="also run the single-global-step baseline")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    _add_model_args(p)
+
+    p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")
+    p.add_argument("--out", default="latentarc-demo", help="folder for the stream and the decoded image")
+    _add_model_args(p)
+    return ap
+
+
+def _cmd_encode(a) -> int:
+    from latentarc.codec.api import load_codec
+    from latentarc.codec.images import read_image
+
+    pic = read_image(Path(a.image).read_bytes())
+    codec = load_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step)
+    t = time.perf_counter()
+    res = codec.encode(pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr)
+    dt = time.perf_counter() - t
+    Path(a.out).write_bytes(res.data)
+    print(
+        f"{a.image}: {pic.width}x{pic.height} {pic.mode} → {a.out}: {len(res.data)} bytes, "
+        f"{res.bpp:.4f} bpp, PSNR {res.psnr:.2f} dB, {dt:.1f} s"
+    )
+    if a.target_bpp and abs(res.bpp / a.target_bpp - 1) > 0.05:
+        print(f"warning: {a.target_bpp} bpp is not reachable for this image; nearest is {res.bpp:.4f}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _cmd_decode(a) -> int:
+    from latentarc.codec.api import codec_for_stream
+    from latentarc.codec.images import save_image
+
+    data = Path(a.stream).read_bytes()
+    dec = codec_for_stream(data, weights=a.weights, device=a.device).decode(data)
+    save_image(dec.image, a.out, icc=dec.icc, exif=dec.exif)
+    print(f"{a.stream} → {a.out}: {dec.image.size[0]}x{dec.image.size[1]} {dec.image.mode}")
+    return EXIT_OK
+
+
+def _cmd_info(a) -> int:
+    from latentarc.codec.api import codec_for_stream
+
+    data = Path(a.stream).read_bytes()
+    print(json.dumps(codec_for_stream(data, weights=a.weights, device=a.device).info(data), indent=2))
+    return EXIT_OK
+
+
+def _cmd_bench(a) -> int:
+    from latentarc.jobs.bench import run_bench
+
+    return run_bench(a)
+
+
+def _cmd_demo(a) -> int:
+    from latentarc.jobs.sample import sample_image
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    src = out / "sample.png"
+    sample_image().save(src)
+    stream, decoded = out / "sample.larc", out / "sample.decoded.png"
+    for argv in (
+        ["encode", str(src), str(stream), "--quality", "60"],
+        ["info", str(stream)],
+        ["decode", str(stream), str(decoded)],
+    ):
+        if a.weights:
+            argv += ["--weights", a.weights]
+        print("$ latentarc " + " ".join(argv))
+        rc = main(argv)
+        if rc:
+            return rc
+    return EXIT_OK
+
+
+_COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "bench": _cmd_bench, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from latentarc.codec.errors import BitstreamError, ImageError, LatentarcError, ModelError
+
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    try:
+        return _COMMANDS[a.verb](a)
+    except (ModelError, ValueError) as e:
+        print(f"latentarc: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (BitstreamError, ImageError, LatentarcError, OSError) as e:
+        print(f"latentarc: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_PARTIAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ray Data compress / restore jobs (see the pipeline issue)."""
