@@ -8,9 +8,17 @@ blocks 3–5): ``x ← x + conv1x1(relu(GroupNorm(4, 4C)(conv1x1(x))))`` before 
 Both networks are split where the resolution changes: the GroupNorm part (global statistics over the whole
 latent) runs on the full latent, which is small (1/64 of the pixels), while the full-resolution convolutions run
 tile by tile through :func:`run_tiled`.
+
+Determinism across thread counts: oneDNN's 1x1 convolution over 256 channels (the GroupNorm branch) blocks its
+reduction differently with 1 and 2 threads, so decoded pixels differed by ±1 in a few places. The latent-
+resolution part therefore runs on PyTorch's native convolution (oneDNN off), which is thread-count invariant;
+it is 1/64 of the pixels, so this costs little. The full-resolution stages were measured invariant with oneDNN.
 """
 
 from __future__ import annotations
+
+import contextlib
+import warnings
 
 import torch
 from torch import nn
@@ -77,6 +85,15 @@ def build_decoder(latent_channels: int, groupnorm_deep: bool) -> nn.Sequential:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def _native_conv():
+    """oneDNN off for the block (thread-count-invariant convolutions); silences its unrelated TF32 notice."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*TF32.*")
+        with torch.backends.mkldnn.flags(enabled=False):
+            yield
+
+
 #: index of the first encoder layer at latent resolution / first decoder layer above it
 _ENC_SPLIT = 11
 _DEC_SPLIT = 6
@@ -120,10 +137,12 @@ class TinyAutoencoder(LatentAutoencoder):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         body, head = self.encoder[:_ENC_SPLIT], self.encoder[_ENC_SPLIT:]
         feats = run_tiled(body, images, unit_in=8, unit_out=1, out_channels=64, tile=self.tile, halo=self.halo)
-        return head(feats)
+        with _native_conv():
+            return head(feats)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         head, tail = self.decoder[:_DEC_SPLIT], self.decoder[_DEC_SPLIT:]
-        feats = head(latents)
+        with _native_conv():
+            feats = head(latents)
         out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo)
         return out.clamp_(0, 1)
