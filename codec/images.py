@@ -102,7 +102,7 @@ def read_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
                 raise UnsupportedImage(f"animated {img.format} with {img.n_frames} frames: only still images are coded")
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageTooLarge(str(e)) from None
+        raise ImageTooLarge(f"decompression-bomb guard: {e}") from None
     except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         raise UnreadableImage(f"cannot decode image: {e}") from None
     icc = img.info.get("icc_profile") or None

@@ -85,6 +85,7 @@ class NeuralCodec:
         sensitivity_crop: int = 32,
         probes: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        min_coded: int = 64,
     ):
         self.model = model
         self.name = model.name
@@ -92,6 +93,9 @@ class NeuralCodec:
         self.sensitivity_crop = sensitivity_crop
         self.probes = probes
         self.max_pixels = max_pixels
+        # tiny images are edge-padded to at least this many pixels per side: a lone 8x8 block gives the
+        # convolutions no context (a flat 1x1 image came back 60 levels off); the padding is carried in the header
+        self.min_coded = min_coded
 
     # ---------------------------------------------------------------- encode
     def encode(
@@ -119,9 +123,8 @@ class NeuralCodec:
 
     @torch.no_grad()
     def _analyse(self, pic: Picture) -> _Analysis:
-        d = self.model.downscale
         h, w = pic.height, pic.width
-        pad_b, pad_r = (-h) % d, (-w) % d
+        pad_b, pad_r = self._coded_size(h) - h, self._coded_size(w) - w
         rgb = np.pad(pic.rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
         x = torch.from_numpy(rgb).to(self.model.device).permute(2, 0, 1)[None].float().div_(255.0)
         z = self.model.encode(x)[0]
@@ -138,6 +141,10 @@ class NeuralCodec:
         if pic.exif:
             sections[_SECTION_EXIF] = pic.exif
         return _Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections)
+
+    def _coded_size(self, n: int) -> int:
+        d = self.model.downscale
+        return max(-(-n // d) * d, self.min_coded)
 
     def _quantize(self, a: _Analysis, step: float):
         qp = choose_params(a.latent, step, a.sensitivity) if self.adaptive else uniform_params(a.latent, step)
@@ -254,8 +261,9 @@ class NeuralCodec:
         if s.entropy_model != entropy.ENTROPY_MODEL_ID:
             raise UnsupportedVersion(f"entropy model id {s.entropy_model} is not known to this build")
         d = self.model.downscale
-        if (s.width + s.pad_right) % d or (s.height + s.pad_bottom) % d or s.pad_right >= d or s.pad_bottom >= d:
-            raise CorruptStream("padding is inconsistent with the model's stride")
+        for size, pad in ((s.width, s.pad_right), (s.height, s.pad_bottom)):
+            if (size + pad) % d or pad >= max(d, self.min_coded):
+                raise CorruptStream("padding is inconsistent with the model's stride")
         if s.width * s.height > self.max_pixels:
             raise CorruptStream(f"declared size {s.width}x{s.height} exceeds the {self.max_pixels} pixel guard")
         qp, rest = QuantParams.unpack(s.params)

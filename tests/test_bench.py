@@ -98,3 +98,58 @@ def test_bench_end_to_end(tmp_path, monkeypatch, capsys):
     bd = doc["summary"]["bd_rate"]
     assert bd["method"] == "linear"
     assert bd["bd_rate_pct"] is None or math.isfinite(bd["bd_rate_pct"])
+
+
+@pytest.mark.skipif(
+    not (MODELS / "taef2_encoder.pth").is_file() or len(list(PHOTOS.glob("*.png"))) < 2,
+    reason="needs the shared weights and photos",
+)
+def test_bench_rate_control_checks(tmp_path, monkeypatch, capsys):
+    """--targets and --floors without the RD table: the target lands within ±5%, no stream is below its floor."""
+    from latentarc.jobs.cli import main
+
+    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(PHOTOS.glob("*.png"))[:2]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "rc.json"
+
+    # 64×64 crops: the container and channel models alone are ~0.75 bpp here, so the target sits above that
+    rc = main(["bench", str(folder), "--qualities", "", "--crop", "64", "--targets", "1.5", "--floors", "15",
+               "--json", str(out)])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "target bpp" in captured.out and "min-PSNR floors" in captured.out
+    assert "adaptive:" not in captured.out  # no RD table with --qualities ""
+
+    doc = json.loads(out.read_text())
+    assert doc["rows"] == [] and doc["qualities"] == []
+    trows = doc["target_rows"]
+    assert len(trows) == 2 and {r["target_bpp"] for r in trows} == {1.5}
+    for r in trows:
+        assert abs(r["rel_error_pct"]) <= 5.0 and r["within_5pct"]
+        assert r["bpp"] == pytest.approx(r["bytes"] * 8 / (64 * 64))
+    (ts,) = doc["summary"]["targets"]
+    assert ts["images"] == 2 and ts["outside_5pct"] == 0 and ts["max_abs_error_pct"] <= 5.0
+
+    frows = doc["floor_rows"]
+    assert len(frows) == 2
+    for r in frows:
+        assert r["status"] == "met" and not r["below_floor"]
+        assert r["psnr"] >= 15.0 and r["margin_db"] == pytest.approx(r["psnr"] - 15.0)
+    (fs,) = doc["summary"]["floors"]
+    assert fs["violations"] == 0 and fs["met"] == 2 and fs["unreachable"] == 0 and fs["min_margin_db"] >= 0
+
+
+def test_bench_rate_control_parsing():
+    from latentarc.jobs.bench import parse_floors, parse_qualities, parse_targets
+
+    assert parse_qualities("", allow_empty=True) == []
+    with pytest.raises(ValueError):
+        parse_qualities("")
+    assert parse_targets("0.25, 0.5,0.25") == [0.25, 0.5]
+    assert parse_targets(None) == [] and parse_floors("24,27") == [24.0, 27.0]
+    for bad in ("0", "-1", "x", "nan"):
+        with pytest.raises(ValueError):
+            parse_targets(bad)
