@@ -28,6 +28,15 @@ def _knobs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-psnr", type=float, help="smallest stream whose decoded PSNR (dB) meets this floor")
 
 
+def _ray_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray-address", help="auto, ray://host:port, … (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
+                   help='fsspec options for every s3:// location, e.g. {"endpoint_url": "http://…"}')
+    p.add_argument("--workers", type=int, help="model actors (default: one per GPU, else one per CPU)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    p.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="latentarc", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -50,10 +59,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stream")
     _add_model_args(p)
 
+    p = sub.add_parser("compress", help="archive a collection into a Parquet bitstream table (Ray Data)")
+    p.add_argument("src", help="local folder, file://, s3://bucket/prefix, or a manifest (.txt/.lst) of URIs")
+    p.add_argument("table", help="table root: local folder or s3://bucket/prefix")
+    p.add_argument("--codec", default="tae-f2")
+    _knobs(p)
+    _ray_args(p)
+    p.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling the source and archive arrivals")
+    p.add_argument("--retry-errors", action="store_true", help="retry unchanged inputs that failed in earlier runs")
+    p.add_argument("--price-per-gb-month", type=float, default=0.023)
+    p.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default Pillow's 89.5 MP)")
+    p.add_argument("--no-ms-ssim", action="store_true", help="skip the MS-SSIM column (saves one decode per image)")
+    p.add_argument("--weights", help="explicit weight file or folder, passed to every actor")
+
+    p = sub.add_parser("restore", help="decode all or some rows of a table back to images")
+    p.add_argument("table")
+    p.add_argument("dst", help="destination folder or s3://bucket/prefix")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--keys", help="file with one key per line")
+    sel.add_argument("--prefix", help="restore keys starting with this prefix")
+    p.add_argument("--format", choices=["png", "tiff", "webp"], default="png")
+    p.add_argument("--refine", choices=["none"], default="none", help="diffusion refinement (none for now)")
+    _ray_args(p)
+    p.add_argument("--weights", help="explicit weight file or folder, passed to every actor")
+
     p = sub.add_parser("bench", help="rate–distortion and speed table over a folder of images")
     p.add_argument("images", help="folder of images")
     p.add_argument("--codec", default="tae-f2")
-    p.add_argument("--qualities", default="25,50,75,100", help="comma-separated operating points")
+    p.add_argument(
+        "--qualities",
+        default="10,25,40,55,70,85,100",
+        help='comma-separated operating points for the RD table ("" for none, with --targets or --floors)',
+    )
+    p.add_argument("--targets", help="comma-separated bpp targets: check rate control lands within ±5%%")
+    p.add_argument("--floors", help="comma-separated PSNR floors (dB): check --min-psnr never returns less")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
     p.add_argument("--compare-global", action="store_true", help="also run the single-global-step baseline")
@@ -104,6 +143,48 @@ def _cmd_info(a) -> int:
     return EXIT_OK
 
 
+def _cmd_compress(a) -> int:
+    from latentarc.pipeline.compress import CompressOptions, run_compress, watch
+    from latentarc.pipeline.runtime import init_ray
+    from latentarc.pipeline.savings import summary_lines
+
+    init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
+    opts = CompressOptions(codec=a.codec, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
+                           quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr, workers=a.workers,
+                           batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
+                           price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim)
+    kw = {"source_options": a.storage_options, "table_options": a.storage_options}
+    show = lambda r: print("\n".join(summary_lines(r)), flush=True)  # noqa: E731
+    if a.watch:
+        try:
+            reports = watch(a.src, a.table, opts, a.watch, on_report=show, **kw)
+        except KeyboardInterrupt:
+            return EXIT_OK
+    else:
+        reports = [run_compress(a.src, a.table, opts, **kw)]
+        show(reports[0])
+    return EXIT_PARTIAL if any(r["errors"] for r in reports) else EXIT_OK
+
+
+def _cmd_restore(a) -> int:
+    from latentarc.pipeline.restore import run_restore
+    from latentarc.pipeline.runtime import init_ray
+
+    keys = None
+    if a.keys:
+        keys = [k.strip() for k in Path(a.keys).read_text().splitlines() if k.strip() and not k.startswith("#")]
+    init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
+    r = run_restore(a.table, a.dst, keys=keys, prefix=a.prefix, table_options=a.storage_options,
+                    dst_options=a.storage_options, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
+                    workers=a.workers, batch_size=a.batch_size, suffix="." + a.format)
+    print(f"restored {r.restored} of {r.requested} images to {a.dst} in {r.seconds:.1f} s")
+    for f in r.failures:
+        print(f"  failed {f['key']}: {f['error_type']}: {f['message']}", file=sys.stderr)
+    for k in r.missing:
+        print(f"  not in table: {k}", file=sys.stderr)
+    return EXIT_PARTIAL if r.failures or r.missing else EXIT_OK
+
+
 def _cmd_bench(a) -> int:
     from latentarc.jobs.bench import run_bench
 
@@ -132,7 +213,15 @@ def _cmd_demo(a) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"encode": _cmd_encode, "decode": _cmd_decode, "info": _cmd_info, "bench": _cmd_bench, "demo": _cmd_demo}
+_COMMANDS = {
+    "encode": _cmd_encode,
+    "decode": _cmd_decode,
+    "info": _cmd_info,
+    "compress": _cmd_compress,
+    "restore": _cmd_restore,
+    "bench": _cmd_bench,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

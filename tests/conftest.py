@@ -58,3 +58,66 @@ def photo_crop(index: int, size: int = 128):
 @pytest.fixture
 def small_pic():
     return photo_crop(0, 96)
+
+
+# --- object store (moto's S3 server on 127.0.0.1, nothing else) ----------------------------------------------
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 for the session; yields s3fs storage options pointing at it.
+
+    s3fs accepts ``endpoint_url`` at the top level (as well as inside ``client_kwargs``).
+    """
+    from moto.server import ThreadedMotoServer
+
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+    }
+    dropped = ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+    old = {k: os.environ.get(k) for k in (*env, *dropped)}
+    os.environ.update(env)
+    for k in dropped:
+        os.environ.pop(k, None)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3):
+    """A fresh, empty bucket on the moto server; returns ``"s3://<name>"``."""
+    import uuid
+
+    import s3fs
+
+    fs = s3fs.S3FileSystem(**s3, use_listings_cache=False, skip_instance_cache=True)
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    fs.mkdir(name)
+    yield f"s3://{name}"
+    try:
+        fs.rm(name, recursive=True)
+    except Exception:  # noqa: BLE001 - cleanup of an in-memory server
+        pass
+
+
+# --- Ray: one local cluster for the whole session -------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """``ray.init(num_cpus=2)`` once; the pipeline joins it instead of starting its own."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()

@@ -1,0 +1,83 @@
+"""Connecting to Ray and sizing the actor pools from what the cluster really has."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, progress: bool = True) -> None:
+    """Join ``address`` (``auto``, ``ray://…``; default ``$RAY_ADDRESS``) or start a local Ray on this machine.
+
+    A Ray already initialised in this process (tests, notebooks) is used as it is.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs = {"log_to_driver": True, "include_dashboard": False}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=num_cpus, **kwargs)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = progress
+
+
+#: Deliberate fault tolerance for the model actors. Ray Data's defaults are unlimited restarts and retries
+#: (max_restarts=-1, max_task_retries=-1), so one input that kills its actor every time (native crash, OOM
+#: kill) would loop forever. Three restarts and three retries ride out a lost node or a transient OOM, then
+#: the batch fails and the driver records its inputs as errors instead of losing or retrying them endlessly.
+ACTOR_FAULT_TOLERANCE = {"max_restarts": 3, "max_task_retries": 3}
+
+
+def actor_pool_args(plan: "PoolPlan") -> dict:
+    """Keyword arguments for ``map_batches`` with a callable class on the planned pool."""
+    from ray.data import ActorPoolStrategy
+
+    return {
+        "compute": ActorPoolStrategy(min_size=1, max_size=plan.size),
+        "num_cpus": plan.num_cpus,
+        "num_gpus": plan.num_gpus,
+        **ACTOR_FAULT_TOLERANCE,
+    }
+
+
+@contextlib.contextmanager
+def quiet_remote_args_notice():
+    """Ray ≥ 2.5x warns that remote args such as max_restarts move to named parameters by 2.64 (pinned below
+    that in pyproject); the values above are deliberate, so the notice is silenced where they are passed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated.*")
+        yield
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How many model actors, and what each asks the scheduler for."""
+
+    size: int
+    num_cpus: float
+    num_gpus: float
+    decode_cpus: float  # per decode task
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.num_gpus else "cpu"
+
+
+def plan_pool(workers: int | None = None) -> PoolPlan:
+    """One actor per GPU when the cluster has GPUs; otherwise one per CPU, each holding 0.75 CPU so that
+    decode tasks (0.25 CPU) can always be scheduled beside a full pool instead of starving behind it."""
+    import ray
+
+    res = ray.cluster_resources()
+    gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    if gpus:
+        return PoolPlan(size=workers or gpus, num_cpus=1.0, num_gpus=1.0, decode_cpus=1.0)
+    size = workers or max(1, int(cpus))
+    return PoolPlan(size=size, num_cpus=0.75, num_gpus=0.0, decode_cpus=0.25)

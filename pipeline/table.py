@@ -1,0 +1,570 @@
+"""The bitstream table: Parquet files plus a commit log, on a local folder or an object store.
+
+Layout under the table root::
+
+    data/<run_id>-<part>.parquet        rows of TABLE_SCHEMA (one row per archived image)
+    _errors/<run_id>-<part>.parquet     rows of ERRORS_SCHEMA (inputs that could not be archived)
+    _commits/<UTC stamp>-<run_id>.json  one record per committed run (the only thing readers trust)
+    _reports/<run_id>.json              savings report of a run
+
+Why a commit log: a run writes many part files from many workers, possibly on S3 where nothing can be renamed
+atomically. Part files are invisible until one commit record naming them is written (one PUT on S3, temp file +
+``os.replace`` locally), so a crashed run leaves only orphans (:meth:`BitstreamTable.orphans`) and never a
+half-visible table. Readers list ``_commits/`` and read exactly the files the records name.
+
+Later commits win: when a key appears in several commits (a changed source re-archived by a later run), the
+row of the latest commit is the effective one, in :meth:`~BitstreamTable.read` and
+:meth:`~BitstreamTable.index` alike. Commit records are ordered by their file name, whose UTC stamp is made
+strictly greater than the last existing one at commit time.
+
+Row groups: data files are cut into row groups of about :data:`ROW_GROUP_BYTES` (32 MiB) of payload, at most
+:data:`ROW_GROUP_MAX_ROWS` rows, rows sorted by key within a file. Restores read whole row groups, so a
+selective restore costs at most ~32 MiB per matching group, large enough for efficient ranged S3 reads and
+for Ray Data read tasks, small enough that a ``--keys`` restore does not pull whole files. ``key`` min/max
+statistics (with the sort) let ``isin`` / prefix filters skip row groups and files. Payload is stored
+without compression and without dictionary encoding (it is entropy coded already); other columns use zstd.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import posixpath
+import re
+import secrets
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from latentarc.pipeline.errors import TableError
+from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA, conform_table
+from latentarc.pipeline.storage import _invalidate, _stat_many, arrow_filesystem, is_local, open_fs, write_bytes_atomic
+
+ROW_GROUP_BYTES = 32 * 2**20
+ROW_GROUP_MAX_ROWS = 4096
+_ROW_OVERHEAD = 256  # rough bytes per row besides payload and metadata
+
+DATA_DIR = "data"
+ERRORS_DIR = "_errors"
+COMMITS_DIR = "_commits"
+REPORTS_DIR = "_reports"
+
+_STAMP_FMT = "%Y%m%dT%H%M%S%fZ"
+_COMMIT_RE = re.compile(r"^(\d{8}T\d{12}Z)-(.+)\.json$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RANK = "_rank"
+_COMMIT = "_commit"
+
+__all__ = ["BitstreamTable", "ROW_GROUP_BYTES", "ROW_GROUP_MAX_ROWS", "new_run_id"]
+
+
+def _stamp(t: _dt.datetime) -> str:
+    return t.astimezone(_dt.timezone.utc).strftime(_STAMP_FMT)
+
+
+def _parse_stamp(s: str) -> _dt.datetime:
+    return _dt.datetime.strptime(s, _STAMP_FMT).replace(tzinfo=_dt.timezone.utc)
+
+
+def new_run_id() -> str:
+    """A sortable run id: UTC timestamp to the microsecond plus 6 random hex digits."""
+    return f"{_stamp(_dt.datetime.now(_dt.timezone.utc))}-{secrets.token_hex(3)}"
+
+
+def _check_name(what: str, name: str) -> str:
+    name = str(name)
+    if not _NAME_RE.match(name):
+        raise TableError(f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-' only")
+    return name
+
+
+def _json_default(o: Any):
+    if hasattr(o, "item") and callable(o.item):  # numpy scalars
+        return o.item()
+    if isinstance(o, (_dt.datetime, _dt.date)):
+        return o.isoformat()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o)
+    if isinstance(o, (bytes, bytearray)):
+        return o.hex()
+    return str(o)
+
+
+def _dumps(obj: dict) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True).encode()
+
+
+def _prefix_upper(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None if there is none)."""
+    chars = list(prefix)
+    while chars:
+        c = ord(chars[-1]) + 1
+        if 0xD800 <= c <= 0xDFFF:
+            c = 0xE000
+        if c <= 0x10FFFF:
+            chars[-1] = chr(c)
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _key_filter(keys: Iterable[str] | None, prefix: str | None):
+    """A pyarrow expression on ``key`` (None = everything). Returns ``False`` when nothing can match."""
+    expr = None
+    if keys is not None:
+        if isinstance(keys, str):
+            keys = [keys]
+        wanted = list(dict.fromkeys(str(k) for k in keys))
+        if not wanted:
+            return False
+        expr = pc.field("key").isin(pa.array(wanted, pa.string()))
+    if prefix:
+        # starts_with alone is not used for statistics pruning on every pyarrow version: add the key range
+        e = (pc.field("key") >= prefix) & pc.starts_with(pc.field("key"), prefix)
+        upper = _prefix_upper(prefix)
+        if upper is not None:
+            e = e & (pc.field("key") < upper)
+        expr = e if expr is None else expr & e
+    return expr
+
+
+class BitstreamTable:
+    """A Parquet bitstream table with a commit log (see the module docstring for layout and semantics).
+
+    ``uri`` is a local folder, ``file://`` URL or ``s3://bucket/prefix``; ``storage_options`` go to s3fs.
+    File paths returned by this class (:meth:`data_files`, :meth:`error_files`, :meth:`orphans`, :meth:`plan`)
+    are filesystem paths without protocol; use them with :attr:`fs` / :attr:`arrow_fs`, or :meth:`uri_of`.
+    """
+
+    new_run_id = staticmethod(new_run_id)
+
+    def __init__(self, uri: str, storage_options: dict | None = None):
+        self.uri = uri
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = open_fs(uri, self.storage_options)
+        self._arrow_fs = None
+
+    def __reduce__(self):  # ship to Ray workers by URI, not by live connections
+        return (type(self), (self.uri, self.storage_options))
+
+    def __repr__(self) -> str:
+        return f"BitstreamTable({self.uri!r})"
+
+    # --- paths ------------------------------------------------------------------------------------------------
+    @property
+    def arrow_fs(self):
+        """The table's filesystem as a :mod:`pyarrow.fs` filesystem (for pyarrow / Ray Data readers)."""
+        if self._arrow_fs is None:
+            self._arrow_fs = arrow_filesystem(self.fs)
+        return self._arrow_fs
+
+    def path(self, rel: str) -> str:
+        """Full filesystem path of a path relative to the table root."""
+        return f"{self.root.rstrip('/')}/{rel}" if self.root != "/" else f"/{rel}"
+
+    def uri_of(self, path: str) -> str:
+        """A URI for a full path (``s3://...`` on S3, the plain path locally)."""
+        return path if is_local(self.fs) else self.fs.unstrip_protocol(path)
+
+    def _rel(self, p: str, folder: str) -> str:
+        p = str(p)
+        if "://" in p:
+            p = self.fs._strip_protocol(p)
+        root = self.root.rstrip("/") + "/"
+        if p.startswith(root):
+            p = p[len(root) :]
+        parts = p.split("/")
+        if len(parts) != 2 or parts[0] != folder or parts[1] in ("", ".", ".."):
+            raise TableError(f"{p!r} is not a file directly under {folder}/ of {self.uri}")
+        return p
+
+    def _list(self, folder: str) -> list[str]:
+        """Full paths of the plain files directly under ``folder`` (hidden temp files excluded)."""
+        full = self.path(folder)
+        if is_local(self.fs):
+            try:
+                names = os.listdir(full)
+            except (FileNotFoundError, NotADirectoryError):
+                return []
+            return sorted(
+                f"{full}/{n}" for n in names if not n.startswith(".") and os.path.isfile(os.path.join(full, n))
+            )
+        _invalidate(self.fs, full)
+        try:
+            entries = self.fs.ls(full, detail=True)
+        except FileNotFoundError:
+            return []
+        out = []
+        for e in entries:
+            name = e["name"].rstrip("/")
+            if e.get("type", "file") == "file" and not posixpath.basename(name).startswith(".") and name != full:
+                out.append(name)
+        return sorted(out)
+
+    def _cat(self, paths: list[str]) -> dict[str, bytes]:
+        if not paths:
+            return {}
+        if is_local(self.fs):
+            out = {}
+            for p in paths:
+                with open(p, "rb") as f:
+                    out[p] = f.read()
+            return out
+        got = self.fs.cat(paths, on_error="raise")
+        if isinstance(got, bytes):  # one path may come back unwrapped
+            got = {paths[0]: got}
+        return got
+
+    # --- writing ----------------------------------------------------------------------------------------------
+    def write_part(self, run_id: str, kind: str, table: pa.Table, *, part: str | int | None = None) -> str:
+        """Write one uncommitted Parquet file of ``kind`` ``"data"`` or ``"errors"``; return its relative path.
+
+        The table is conformed to TABLE_SCHEMA / ERRORS_SCHEMA (:class:`TableError` names a bad column); data
+        keys must be unique within a part. ``part`` defaults to random hex (safe from parallel workers).
+        Nothing becomes visible until :meth:`commit` names the file.
+        """
+        run_id = _check_name("run id", run_id)
+        part = _check_name("part", part if part is not None else secrets.token_hex(6))
+        if kind == "data":
+            schema, folder = TABLE_SCHEMA, DATA_DIR
+        elif kind == "errors":
+            schema, folder = ERRORS_SCHEMA, ERRORS_DIR
+        else:
+            raise TableError(f"kind must be 'data' or 'errors', not {kind!r}")
+        table = conform_table(table, schema)
+        if kind == "data" and table.num_rows and pc.count_distinct(table["key"]).as_py() != table.num_rows:
+            raise TableError("duplicate keys within one data part")
+        if table.num_rows:
+            table = table.sort_by("key")
+        rel = f"{folder}/{run_id}-{part}.parquet"
+        full = self.path(rel)
+        if is_local(self.fs):
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            if os.path.exists(full):
+                raise TableError(f"part file exists already: {full}")
+        elif self.fs.exists(full):
+            raise TableError(f"part file exists already: {full}")
+        if kind == "data":
+            names = schema.names
+            opts = dict(
+                compression={n: ("NONE" if n == "payload" else "ZSTD") for n in names},
+                use_dictionary=["mode", "codec", "model_sha256", "run_id"],
+                write_statistics=[n for n in names if n not in ("payload", "metadata", "params")],
+            )
+            groups = _row_groups(table)
+        else:
+            opts = dict(compression="ZSTD")
+            groups = [(0, table.num_rows)] if table.num_rows else []
+        try:
+            with pq.ParquetWriter(full, schema, filesystem=self.arrow_fs, **opts) as writer:
+                for start, stop in groups:
+                    writer.write_table(table.slice(start, stop - start), row_group_size=stop - start)
+        except OSError as e:
+            raise TableError(f"cannot write {self.uri_of(full)}: {e}") from e
+        _invalidate(self.fs, self.path(folder))
+        return rel
+
+    def commit(
+        self,
+        run_id: str,
+        data_files: Iterable[str],
+        error_files: Iterable[str],
+        *,
+        rows: int,
+        errors: int,
+        report: dict | None = None,
+    ) -> str:
+        """Make a run's part files visible, atomically, by writing its commit record; return its relative path.
+
+        Files may be given relative to the root (as :meth:`write_part` returns them) or as full paths/URIs;
+        they must exist. A run id can be committed once.
+        """
+        run_id = _check_name("run id", run_id)
+        data_rel = list(dict.fromkeys(self._rel(p, DATA_DIR) for p in data_files))
+        err_rel = list(dict.fromkeys(self._rel(p, ERRORS_DIR) for p in error_files))
+        entries = self._commit_entries()
+        if any(rec.get("run_id") == run_id for _, rec in entries):
+            raise TableError(f"run {run_id} is committed already")
+        for rel in data_rel + err_rel:
+            if not self.fs.exists(self.path(rel)):
+                raise TableError(f"cannot commit {run_id}: {rel} does not exist")
+        now = _dt.datetime.now(_dt.timezone.utc)
+        if entries:
+            last = _parse_stamp(_COMMIT_RE.match(posixpath.basename(entries[-1][0])).group(1))
+            if now <= last:
+                now = last + _dt.timedelta(microseconds=1)
+        record: dict[str, Any] = {
+            "run_id": run_id,
+            "committed_at": now.isoformat(),
+            "data_files": data_rel,
+            "error_files": err_rel,
+            "rows": int(rows),
+            "errors": int(errors),
+        }
+        if report is not None:
+            record["report"] = report
+        rel = f"{COMMITS_DIR}/{_stamp(now)}-{run_id}.json"
+        write_bytes_atomic(self.fs, self.path(rel), _dumps(record))
+        _invalidate(self.fs, self.path(COMMITS_DIR))
+        return rel
+
+    def write_report(self, run_id: str, report: dict) -> str:
+        """Write ``_reports/<run_id>.json`` (atomically); return its relative path."""
+        run_id = _check_name("run id", run_id)
+        rel = f"{REPORTS_DIR}/{run_id}.json"
+        write_bytes_atomic(self.fs, self.path(rel), _dumps(report))
+        _invalidate(self.fs, self.path(REPORTS_DIR))
+        return rel
+
+    def stored_bytes(self, files: Iterable[str]) -> int:
+        """Total size in bytes of ``files`` (relative to the root, full paths or URIs); missing ones count 0."""
+        paths = []
+        root = self.root.rstrip("/") + "/"
+        for f in files:
+            f = str(f)
+            if "://" in f:
+                f = self.fs._strip_protocol(f)
+            paths.append(f if f.startswith(root) else self.path(f))
+        stats = _stat_many(self.fs, list(dict.fromkeys(paths)))
+        return sum(st[0] for st in stats.values() if st is not None)
+
+    # --- commit log ---------------------------------------------------------------------------------------------
+    def _commit_entries(self) -> list[tuple[str, dict]]:
+        paths = [p for p in self._list(COMMITS_DIR) if _COMMIT_RE.match(posixpath.basename(p))]
+        paths.sort(key=posixpath.basename)
+        blobs = self._cat(paths)
+        out = []
+        for p in paths:
+            try:
+                rec = json.loads(blobs[p])
+            except (KeyError, ValueError) as e:
+                raise TableError(f"damaged commit record {self.uri_of(p)}: {e}") from e
+            if not isinstance(rec, dict) or not isinstance(rec.get("data_files"), list):
+                raise TableError(f"damaged commit record {self.uri_of(p)}: not a commit")
+            out.append((p, rec))
+        return out
+
+    def committed(self) -> list[dict]:
+        """Commit records, oldest first."""
+        return [rec for _, rec in self._commit_entries()]
+
+    def exists(self) -> bool:
+        """True when the table has at least one committed run."""
+        return any(_COMMIT_RE.match(posixpath.basename(p)) for p in self._list(COMMITS_DIR))
+
+    def _ranked(self, kind: str, records: list[dict] | None = None) -> list[tuple[str, int, int]]:
+        """``[(full path, commit index, rank)]`` of committed files, rank increasing with commit order."""
+        records = self.committed() if records is None else records
+        field = "data_files" if kind == "data" else "error_files"
+        seen: dict[str, tuple[int, int]] = {}
+        rank = 0
+        for ci, rec in enumerate(records):
+            for rel in rec.get(field) or []:
+                seen.pop(rel, None)  # a file named twice belongs to its latest commit
+                seen[rel] = (ci, rank)
+                rank += 1
+        return [(self.path(rel), ci, r) for rel, (ci, r) in seen.items()]
+
+    def data_files(self) -> list[str]:
+        """Full paths of committed data files, in commit order."""
+        return [p for p, _, _ in self._ranked("data")]
+
+    def error_files(self) -> list[str]:
+        """Full paths of committed error files, in commit order."""
+        return [p for p, _, _ in self._ranked("errors")]
+
+    def orphans(self) -> list[str]:
+        """Full paths of files under ``data/`` and ``_errors/`` that no commit names (left by crashed runs)."""
+        referenced = {p for p, _, _ in self._ranked("data")} | {p for p, _, _ in self._ranked("errors")}
+        present = self._list(DATA_DIR) + self._list(ERRORS_DIR)
+        return sorted(p for p in present if p not in referenced)
+
+    def reports(self) -> list[dict]:
+        """Every ``_reports/<run_id>.json``, ordered by run id, each with its ``run_id`` set."""
+        paths = [p for p in self._list(REPORTS_DIR) if p.endswith(".json")]
+        blobs = self._cat(paths)
+        out = []
+        for p in sorted(paths, key=posixpath.basename):
+            try:
+                rep = json.loads(blobs[p])
+            except ValueError as e:
+                raise TableError(f"damaged report {self.uri_of(p)}: {e}") from e
+            if isinstance(rep, dict):
+                rep.setdefault("run_id", posixpath.basename(p)[: -len(".json")])
+                out.append(rep)
+        return out
+
+    # --- reading ------------------------------------------------------------------------------------------------
+    def _dataset(self, files: list[tuple[str, int, int]], schema: pa.Schema) -> ds.Dataset:
+        full = pa.schema(list(schema) + [pa.field(_COMMIT, pa.int32()), pa.field(_RANK, pa.int64())])
+        parts = [
+            (pc.field(_COMMIT) == pa.scalar(ci, pa.int32())) & (pc.field(_RANK) == pa.scalar(r, pa.int64()))
+            for _, ci, r in files
+        ]
+        try:
+            return ds.FileSystemDataset.from_paths(
+                [p for p, _, _ in files],
+                schema=full,
+                format=ds.ParquetFileFormat(),
+                filesystem=self.arrow_fs,
+                partitions=parts,
+            )
+        except (OSError, pa.ArrowInvalid) as e:
+            raise TableError(f"cannot open the files of {self.uri}: {e}") from e
+
+    def _to_table(self, dataset: ds.Dataset, **kw) -> pa.Table:
+        try:
+            return dataset.to_table(**kw)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise TableError(f"cannot read {self.uri}: {e}") from e
+
+    def _plan(self, filt, records=None) -> list[tuple[tuple[str, int, int], list[str] | None]]:
+        files = self._ranked("data", records)
+        if not files or filt is False:
+            return []
+        kw = {"filter": filt} if filt is not None else {}
+        keys = self._to_table(self._dataset(files, TABLE_SCHEMA), columns=["key", _RANK], **kw)
+        if keys.num_rows == 0:
+            return []
+        best = keys.group_by("key").aggregate([(_RANK, "max")])
+        rows_per = dict(zip(*keys.group_by(_RANK).aggregate([("key", "count")]).select([_RANK, "key_count"])
+                            .to_pydict().values()))
+        wins_per = dict(zip(*best.group_by(f"{_RANK}_max").aggregate([("key", "count")])
+                            .select([f"{_RANK}_max", "key_count"]).to_pydict().values()))
+        plan = []
+        for f in files:
+            r = f[2]
+            wins = wins_per.get(r, 0)
+            if not wins:
+                continue
+            if wins == rows_per.get(r, 0):
+                plan.append((f, None))
+            else:
+                winners = best.filter(pc.equal(best[f"{_RANK}_max"], r))["key"].to_pylist()
+                plan.append((f, winners))
+        return plan
+
+    def plan(self, *, keys: Iterable[str] | None = None, prefix: str | None = None) -> list[tuple[str, list[str] | None]]:
+        """Which committed data files hold the effective rows matching the filter.
+
+        ``[(full path, None)]`` when every matching row of the file is effective, ``[(path, [keys])]`` when
+        only those keys are (the others were superseded by a later commit). Files with nothing to contribute
+        are left out. Useful to split a restore over Ray tasks; :meth:`read` is built on it.
+        """
+        return [(f[0], w) for f, w in self._plan(_key_filter(keys, prefix))]
+
+    def read(
+        self,
+        columns: list[str] | None = None,
+        *,
+        keys: Iterable[str] | None = None,
+        prefix: str | None = None,
+    ) -> pa.Table:
+        """Effective committed rows (one per key, the latest commit's), sorted by key.
+
+        ``keys`` keeps only those keys (``isin``), ``prefix`` only keys starting with it (both: intersection);
+        filters are pushed down so non-matching files and row groups are skipped. ``columns`` selects columns
+        (default: all of TABLE_SCHEMA).
+        """
+        columns = list(TABLE_SCHEMA.names) if columns is None else list(columns)
+        unknown = [c for c in columns if c not in TABLE_SCHEMA.names]
+        if unknown:
+            raise TableError(f"unknown column(s) {', '.join(map(repr, unknown))}")
+        out_schema = pa.schema([TABLE_SCHEMA.field(c) for c in columns])
+        filt = _key_filter(keys, prefix)
+        plan = self._plan(filt)
+        if not plan:
+            return out_schema.empty_table()
+        scan_cols = list(dict.fromkeys(["key", *columns, _RANK]))
+        kw = {"filter": filt} if filt is not None else {}
+        pieces = []
+        whole = [f for f, w in plan if w is None]
+        if whole:
+            pieces.append(self._to_table(self._dataset(whole, TABLE_SCHEMA), columns=scan_cols, **kw))
+        for f, winners in plan:
+            if winners is not None:
+                only = pc.field("key").isin(pa.array(winners, pa.string()))
+                pieces.append(
+                    self._to_table(self._dataset([f], TABLE_SCHEMA), columns=scan_cols,
+                                   filter=only if filt is None else filt & only)
+                )
+        table = pa.concat_tables(pieces)
+        if pc.count_distinct(table["key"]).as_py() != table.num_rows:
+            table = _keep_last(table)  # duplicates inside one commit's files: the later file wins
+        table = table.sort_by("key")
+        return pa.Table.from_arrays([table[c] for c in columns], schema=out_schema)
+
+    def index(self) -> dict[str, tuple[int, str | None]]:
+        """``key -> (source_size, source_etag)`` of the effective rows (reads only those columns)."""
+        files = self._ranked("data")
+        if not files:
+            return {}
+        t = self._to_table(self._dataset(files, TABLE_SCHEMA), columns=["key", "source_size", "source_etag", _RANK])
+        t = t.sort_by(_RANK)  # stable: later commits overwrite earlier ones below
+        return dict(zip(t["key"].to_pylist(), zip(t["source_size"].to_pylist(), t["source_etag"].to_pylist())))
+
+    def errors(self, latest_only: bool = True) -> pa.Table:
+        """Committed error rows whose key has no table row from the same or a later commit.
+
+        ``latest_only``: one row per key, from its latest failing commit; otherwise every such error row
+        (history). Sorted by key (then commit order).
+        """
+        records = self.committed()
+        efiles = self._ranked("errors", records)
+        if not efiles:
+            return ERRORS_SCHEMA.empty_table()
+        et = self._to_table(self._dataset(efiles, ERRORS_SCHEMA))
+        if et.num_rows == 0:
+            return ERRORS_SCHEMA.empty_table()
+        dfiles = self._ranked("data", records)
+        ok: dict[str, int] = {}
+        if dfiles:
+            err_keys = pc.unique(et["key"])
+            dt = self._to_table(
+                self._dataset(dfiles, TABLE_SCHEMA), columns=["key", _COMMIT], filter=pc.field("key").isin(err_keys)
+            )
+            for k, c in zip(dt["key"].to_pylist(), dt[_COMMIT].to_pylist()):
+                if c > ok.get(k, -1):
+                    ok[k] = c
+        keep = [ok.get(k, -1) < c for k, c in zip(et["key"].to_pylist(), et[_COMMIT].to_pylist())]
+        et = et.filter(pa.array(keep, pa.bool_()))
+        et = et.sort_by([("key", "ascending"), (_RANK, "ascending")])
+        if latest_only and et.num_rows:
+            et = _keep_last(et, sorted_by_key=True)
+        return pa.Table.from_arrays([et[c] for c in ERRORS_SCHEMA.names], schema=ERRORS_SCHEMA)
+
+
+def _row_groups(table: pa.Table) -> list[tuple[int, int]]:
+    """Row ranges of about ROW_GROUP_BYTES (payload + metadata + overhead), at most ROW_GROUP_MAX_ROWS rows."""
+    n = table.num_rows
+    if n == 0:
+        return []
+    sizes = pc.binary_length(table["payload"]).to_numpy(zero_copy_only=False)
+    meta = pc.fill_null(pc.binary_length(table["metadata"]), 0).to_numpy(zero_copy_only=False)
+    groups, start, acc = [], 0, 0
+    for i in range(n):
+        acc += int(sizes[i]) + int(meta[i]) + _ROW_OVERHEAD
+        if acc >= ROW_GROUP_BYTES or i + 1 - start >= ROW_GROUP_MAX_ROWS:
+            groups.append((start, i + 1))
+            start, acc = i + 1, 0
+    if start < n:
+        groups.append((start, n))
+    return groups
+
+
+def _keep_last(table: pa.Table, *, sorted_by_key: bool = False) -> pa.Table:
+    """The last row of each key (by row order, or by ``_rank`` then row order when not sorted by key)."""
+    if not sorted_by_key:
+        idx = pa.array(range(table.num_rows), pa.int64())
+        table = table.append_column("__row", idx).sort_by([("key", "ascending"), (_RANK, "ascending"),
+                                                            ("__row", "ascending")]).drop_columns(["__row"])
+    k = table["key"].combine_chunks()
+    if len(k) <= 1:
+        return table
+    last = pc.not_equal(k.slice(0, len(k) - 1), k.slice(1))
+    mask = pa.concat_arrays([last, pa.array([True])])
+    return table.filter(mask)
