@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     _add_model_args(p)
 
+    p = sub.add_parser("bench-pipeline", help="compress-job throughput against a plain single-process loop")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("--limit", type=int, default=12)
+    p.add_argument("--quality", type=float, default=50)
+    p.add_argument("--json", dest="json_out")
+    p.add_argument("--weights")
+    _ray_args(p)
+
     p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")
     p.add_argument("--out", default="latentarc-demo", help="folder for the stream and the decoded image")
     _add_model_args(p)
@@ -191,6 +199,12 @@ def _cmd_bench(a) -> int:
     return run_bench(a)
 
 
+def _cmd_bench_pipeline(a) -> int:
+    from latentarc.jobs.pipeline_bench import run_pipeline_bench
+
+    return run_pipeline_bench(a)
+
+
 def _cmd_demo(a) -> int:
     from latentarc.jobs.sample import sample_image
 
@@ -220,6 +234,7 @@ _COMMANDS = {
     "compress": _cmd_compress,
     "restore": _cmd_restore,
     "bench": _cmd_bench,
+    "bench-pipeline": _cmd_bench_pipeline,
     "demo": _cmd_demo,
 }
 
