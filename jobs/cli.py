@@ -83,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_args(p)
     p.add_argument("--weights", help="explicit weight file or folder, passed to every actor")
 
+    p = sub.add_parser("verify", help="check a table's files, commits, checksums and models (exit 1 on a problem)")
+    p.add_argument("table", help="table root: local folder or s3://bucket/prefix")
+    p.add_argument("--decode", action="store_true", help="also decode rows and re-measure PSNR where originals exist")
+    p.add_argument("--sample", type=float, default=1.0, metavar="FRACTION",
+                   help="decode only this deterministic fraction of rows (with --decode; default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
+    p.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
+                   help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
+    p.add_argument("--weights", help="explicit weight file or folder (else $LATENTARC_MODEL_DIR, cache, download)")
+    p.add_argument("--tolerance-db", type=float, default=0.05, help="allowed |decoded PSNR - stored PSNR| (dB)")
+
     p = sub.add_parser("bench", help="rate–distortion and speed table over a folder of images")
     p.add_argument("images", help="folder of images")
     p.add_argument("--codec", default="tae-f2")
@@ -193,6 +205,15 @@ def _cmd_restore(a) -> int:
     return EXIT_PARTIAL if r.failures or r.missing else EXIT_OK
 
 
+def _cmd_verify(a) -> int:
+    from latentarc.pipeline.verify import print_report, verify_table
+
+    r = verify_table(a.table, a.storage_options, decode=a.decode, sample=a.sample, seed=a.seed,
+                     weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"), tolerance_db=a.tolerance_db)
+    print_report(r, as_json=a.as_json)
+    return EXIT_OK if r.ok else EXIT_PARTIAL
+
+
 def _cmd_bench(a) -> int:
     from latentarc.jobs.bench import run_bench
 
@@ -233,6 +254,7 @@ _COMMANDS = {
     "info": _cmd_info,
     "compress": _cmd_compress,
     "restore": _cmd_restore,
+    "verify": _cmd_verify,
     "bench": _cmd_bench,
     "bench-pipeline": _cmd_bench_pipeline,
     "demo": _cmd_demo,

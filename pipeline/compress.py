@@ -8,6 +8,7 @@ archives what it had not committed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,7 +33,9 @@ class CompressOptions:
     price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH
     ms_ssim: bool = True
     extensions: set[str] | None = None
-    #: test hook for crash safety: called after the parts are written and before the commit
+    #: crash-safety harness hooks (pipeline/faults.py): a FaultPlan for the actors, and a callable run after the
+    #: parts are written and before the commit
+    faults: object = field(default=None, repr=False)
     before_commit: object = field(default=None, repr=False)
 
 
@@ -56,6 +59,21 @@ def pending(listing, table, *, retry_errors: bool):
         else:
             todo.append(o)
     return todo, skipped
+
+
+@contextlib.contextmanager
+def tolerate_failed_blocks():
+    """Let the run go on past a block whose task failed for good (Ray Data drops such blocks); the driver's
+    accounting then records the block's inputs as errors. The default (0) would abort the whole run — and lose
+    every other input's work — for one bad batch."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    old, ctx.max_errored_blocks = ctx.max_errored_blocks, -1
+    try:
+        yield
+    finally:
+        ctx.max_errored_blocks = old
 
 
 def run_compress(
@@ -89,27 +107,28 @@ def run_compress(
     if todo:
         plan = plan_pool(opts.workers)
         knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr}
-        n_blocks = max(1, min(len(todo), -(-len(todo) // opts.batch_size)))
-        ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)
-        ds = ds.map_batches(
-            read_and_decode,
-            batch_size=opts.batch_size,
-            batch_format="pyarrow",
-            num_cpus=plan.decode_cpus,
-            fn_kwargs={"storage_options": source_options, "run_id": run_id,
-                       "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS},
-        )
-        with quiet_remote_args_notice():
+        with tolerate_failed_blocks():  # before the dataset exists: Ray Data snapshots the context at creation
+            n_blocks = max(1, min(len(todo), -(-len(todo) // opts.batch_size)))
+            ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)
             ds = ds.map_batches(
-                EncodeActor,
+                read_and_decode,
                 batch_size=opts.batch_size,
                 batch_format="pyarrow",
-                fn_constructor_kwargs={"codec": opts.codec, "weights": opts.weights, "knobs": knobs,
-                                       "run_id": run_id, "ms_ssim": opts.ms_ssim},
-                **actor_pool_args(plan),
+                num_cpus=plan.decode_cpus,
+                fn_kwargs={"storage_options": source_options, "run_id": run_id,
+                           "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS},
             )
-        sink = ArchiveSink(table_uri, table_options, run_id)
-        ds.write_datasink(sink)
+            with quiet_remote_args_notice():
+                ds = ds.map_batches(
+                    EncodeActor,
+                    batch_size=opts.batch_size,
+                    batch_format="pyarrow",
+                    fn_constructor_kwargs={"codec": opts.codec, "weights": opts.weights, "knobs": knobs,
+                                           "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
+                    **actor_pool_args(plan),
+                )
+            sink = ArchiveSink(table_uri, table_options, run_id)
+            ds.write_datasink(sink)
         parts = sink.result
 
     # account for every input: anything that came back neither as a row nor as an error is recorded, not lost
@@ -118,8 +137,9 @@ def run_compress(
     if missing:
         now = datetime.now(timezone.utc)
         lost = [{"key": o.key, "source_uri": o.uri, "source_size": o.size, "source_etag": o.etag,
-                 "stage": "pipeline", "error_type": "NotReturned",
-                 "message": "the pipeline returned no result for this input", "at": now, "run_id": run_id}
+                 "stage": "pipeline", "error_type": "BatchFailed",
+                 "message": "its batch failed after Ray's retries (see the Ray logs); re-run with --retry-errors",
+                 "at": now, "run_id": run_id}
                 for o in missing]
         path = table.write_part(run_id, "errors", rows_to_table(lost, ERRORS_SCHEMA))
         parts.append({"data_files": [], "error_files": [path], "keys": [], "error_keys": [o.key for o in missing],

@@ -120,22 +120,29 @@ def picture_from_row(row: dict):
 class EncodeActor:
     """One model per actor process (loaded once, on the GPU when the actor was given one)."""
 
-    def __init__(self, *, codec: str, weights: str | None, knobs: dict, run_id: str, ms_ssim: bool = True):
+    def __init__(self, *, codec: str, weights: str | None, knobs: dict, run_id: str, ms_ssim: bool = True,
+                 faults=None):
         import torch
 
         from latentarc.codec.api import load_codec
+
+        # one torch thread per actor: the pool already runs one actor per CPU, more threads only oversubscribe
+        torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.codec = load_codec(codec, weights=weights, device=device)
         self.knobs = {k: v for k, v in knobs.items() if v is not None}
         self.run_id = run_id
         self.with_ms_ssim = ms_ssim
+        self.faults = faults
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from latentarc.codec import bitstream
         from latentarc.codec.images import colour_planes
         from latentarc.codec.metrics import ms_ssim
 
+        if self.faults is not None:
+            self.faults.before_batch(batch.column("key").to_pylist())
         out = []
         for row in batch.to_pylist():
             if row["kind"] == KIND_ERROR:
