@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import torch
 
-from . import bitstream
 from .neural import NeuralCodec
 from .registry import load_model
+
+if TYPE_CHECKING:
+    from .base import ImageCodec
 
 DEFAULT_CODEC = "tae-f2"
 
@@ -28,6 +31,9 @@ def load_codec(
     return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive)
 
 
-def codec_for_stream(data: bytes, **kw) -> NeuralCodec:
-    """The codec a stream was made with, after the envelope (magic, version, CRC) checks out."""
-    return load_codec(bitstream.parse(data).codec, **kw)
+def codec_for_stream(data: bytes, **kw) -> "ImageCodec":
+    """The codec a stream was made with, after the envelope (magic, version, CRC) checks out: neural, classical
+    or passthrough (dispatch on the stream's codec name through :func:`latentarc.codec.codecs.get_codec`)."""
+    from .codecs import codec_for_stream as _dispatch
+
+    return _dispatch(data, **kw)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -46,6 +46,9 @@ class Picture:
     icc: bytes | None = None
     exif: bytes | None = None
     depth16: np.ndarray | None = None  # the original 16-bit plane, so quality on 16-bit inputs is measured honestly
+    #: the file bytes this picture was read from (set by :func:`read_image`): what the ``passthrough`` codec
+    #: stores verbatim. None for pictures built from planes.
+    source_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -131,7 +134,7 @@ def read_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             rgb = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
         except ValueError as e:
             raise UnsupportedImage(f"cannot convert mode {mode} to RGB: {e}") from None
-    return Picture(rgb, alpha, mode, icc, exif, sixteen)
+    return Picture(rgb, alpha, mode, icc, exif, sixteen, source_bytes=bytes(data))
 
 
 def to_image(rgb: np.ndarray, mode: str, alpha: np.ndarray | None = None) -> Image.Image:

@@ -28,6 +28,19 @@ def _knobs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-psnr", type=float, help="smallest stream whose decoded PSNR (dB) meets this floor")
 
 
+_CODEC_HELP = ("auto, a model registry name (tae-f2, diffusers:<ref>), avif, jxl, webp, jpeg or passthrough "
+               "(default tae-f2); auto keeps, per image, the smallest stream among --codecs that meets the floor "
+               "(--min-psnr and/or --min-ms-ssim), else the original file")
+
+
+def _codec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--codec", default="tae-f2", help=_CODEC_HELP)
+    p.add_argument("--codecs", default="tae-f2,avif,jxl", metavar="LIST",
+                   help="comma-separated codecs --codec auto chooses from (default tae-f2,avif,jxl)")
+    p.add_argument("--min-ms-ssim", type=float, metavar="M",
+                   help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
+
+
 def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="auto, ray://host:port, … (default: $RAY_ADDRESS, else a local Ray)")
     p.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
@@ -44,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("encode", help="one image to one bitstream file")
     p.add_argument("image")
     p.add_argument("out")
-    p.add_argument("--codec", default="tae-f2", help="registry model name (default tae-f2)")
+    _codec_args(p)
     p.add_argument("--global-step", action="store_true", help="one quantization step for all channels (baseline)")
     _knobs(p)
     _add_model_args(p)
@@ -62,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compress", help="archive a collection into a Parquet bitstream table (Ray Data)")
     p.add_argument("src", help="local folder, file://, s3://bucket/prefix, or a manifest (.txt/.lst) of URIs")
     p.add_argument("table", help="table root: local folder or s3://bucket/prefix")
-    p.add_argument("--codec", default="tae-f2")
+    _codec_args(p)
     _knobs(p)
     _ray_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling the source and archive arrivals")
@@ -126,18 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_encode(a) -> int:
-    from latentarc.codec.api import load_codec
+    from latentarc.codec.codecs import encode_with, get_codec
     from latentarc.codec.images import read_image
 
     pic = read_image(Path(a.image).read_bytes())
-    codec = load_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step)
+    codec = get_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs)
     t = time.perf_counter()
-    res = codec.encode(pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr)
+    res = encode_with(codec, pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
+                      min_ms_ssim=a.min_ms_ssim)
     dt = time.perf_counter() - t
     Path(a.out).write_bytes(res.data)
+    chosen = ""
+    if "auto" in res.params:
+        auto = res.params["auto"]
+        chosen = f" [auto: {auto['chosen']}; candidates {json.dumps(auto['candidates'])}]"
     print(
         f"{a.image}: {pic.width}x{pic.height} {pic.mode} → {a.out}: {len(res.data)} bytes, "
-        f"{res.bpp:.4f} bpp, PSNR {res.psnr:.2f} dB, {dt:.1f} s"
+        f"{res.bpp:.4f} bpp, PSNR {res.psnr:.2f} dB, {dt:.1f} s{chosen}"
     )
     if a.target_bpp and abs(res.bpp / a.target_bpp - 1) > 0.05:
         print(f"warning: {a.target_bpp} bpp is not reachable for this image; nearest is {res.bpp:.4f}", file=sys.stderr)
@@ -150,9 +168,25 @@ def _cmd_decode(a) -> int:
 
     data = Path(a.stream).read_bytes()
     dec = codec_for_stream(data, weights=a.weights, device=a.device).decode(data)
-    save_image(dec.image, a.out, icc=dec.icc, exif=dec.exif)
+    original = getattr(dec, "original", None)  # passthrough: the original file, written verbatim in its format
+    if original is not None and _same_format(original, a.out):
+        Path(a.out).write_bytes(original)
+    else:
+        save_image(dec.image, a.out, icc=dec.icc, exif=dec.exif)
     print(f"{a.stream} → {a.out}: {dec.image.size[0]}x{dec.image.size[1]} {dec.image.mode}")
     return EXIT_OK
+
+
+def _same_format(data: bytes, out: str) -> bool:
+    import io
+
+    from PIL import Image
+
+    try:
+        fmt = Image.open(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001
+        return False
+    return fmt is not None and Image.registered_extensions().get(Path(out).suffix.lower()) == fmt
 
 
 def _cmd_info(a) -> int:
@@ -169,8 +203,9 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.savings import summary_lines
 
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
-    opts = CompressOptions(codec=a.codec, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
-                           quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr, workers=a.workers,
+    opts = CompressOptions(codec=a.codec, codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
+                           quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
+                           min_ms_ssim=a.min_ms_ssim, workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
                            price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim)
     kw = {"source_options": a.storage_options, "table_options": a.storage_options}

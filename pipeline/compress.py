@@ -21,11 +21,15 @@ log = logging.getLogger("latentarc.compress")
 
 @dataclass
 class CompressOptions:
+    #: a codec name (codec.codecs.get_codec): neural, avif/jxl/webp/jpeg, passthrough, or auto (per image, the
+    #: smallest stream among ``codecs`` meeting the min_psnr / min_ms_ssim floor, else the original file)
     codec: str = "tae-f2"
+    codecs: str | None = None  # what auto chooses from (default codec.codecs.DEFAULT_AUTO_CODECS)
     weights: str | None = None
     quality: float | None = None
     target_bpp: float | None = None
     min_psnr: float | None = None
+    min_ms_ssim: float | None = None
     workers: int | None = None
     batch_size: int = 4
     max_pixels: int | None = None
@@ -106,7 +110,8 @@ def run_compress(
     parts: list[dict] = []
     if todo:
         plan = plan_pool(opts.workers)
-        knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr}
+        knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
+                 "min_ms_ssim": opts.min_ms_ssim}
         with tolerate_failed_blocks():  # before the dataset exists: Ray Data snapshots the context at creation
             n_blocks = max(1, min(len(todo), -(-len(todo) // opts.batch_size)))
             ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)
@@ -116,14 +121,17 @@ def run_compress(
                 batch_format="pyarrow",
                 num_cpus=plan.decode_cpus,
                 fn_kwargs={"storage_options": source_options, "run_id": run_id,
-                           "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS},
+                           "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
+                           # passthrough (alone or as auto's fallback) stores the original bytes
+                           "keep_source": opts.codec in ("auto", "passthrough")},
             )
             with quiet_remote_args_notice():
                 ds = ds.map_batches(
                     EncodeActor,
                     batch_size=opts.batch_size,
                     batch_format="pyarrow",
-                    fn_constructor_kwargs={"codec": opts.codec, "weights": opts.weights, "knobs": knobs,
+                    fn_constructor_kwargs={"codec": opts.codec, "codecs": opts.codecs, "weights": opts.weights,
+                                           "knobs": knobs,
                                            "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
                     **actor_pool_args(plan),
                 )

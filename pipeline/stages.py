@@ -55,8 +55,10 @@ def _rows_to_arrow(rows: list[dict]) -> pa.Table:
 
 
 # ----------------------------------------------------------------------------------------- compress stages
-def read_and_decode(batch: pa.Table, *, storage_options: dict | None, run_id: str, max_pixels: int) -> pa.Table:
-    """CPU task: fetch each object's bytes and decode them into the planes the codec stores."""
+def read_and_decode(batch: pa.Table, *, storage_options: dict | None, run_id: str, max_pixels: int,
+                    keep_source: bool = False) -> pa.Table:
+    """CPU task: fetch each object's bytes and decode them into the planes the codec stores (plus the bytes
+    themselves with ``keep_source``, for the passthrough codec)."""
     from latentarc.codec.images import read_image
 
     from .storage import read_bytes
@@ -92,6 +94,7 @@ def read_and_decode(batch: pa.Table, *, storage_options: dict | None, run_id: st
                 "icc": pic.icc,
                 "exif": pic.exif,
                 "format": _format_of(data),
+                **({"source": data} if keep_source else {}),
             }
         )
     return _rows_to_arrow(out)
@@ -114,23 +117,27 @@ def picture_from_row(row: dict):
     rgb = np.frombuffer(row["rgb"], np.uint8).reshape(h, w, 3)
     alpha = None if row["alpha"] is None else np.frombuffer(row["alpha"], np.uint8).reshape(h, w)
     depth16 = None if row["depth16"] is None else np.frombuffer(row["depth16"], "<u2").reshape(h, w).astype(np.uint16)
-    return Picture(rgb, alpha, row["mode"], row["icc"], row["exif"], depth16)
+    return Picture(rgb, alpha, row["mode"], row["icc"], row["exif"], depth16, source_bytes=row.get("source"))
 
 
 class EncodeActor:
-    """One model per actor process (loaded once, on the GPU when the actor was given one)."""
+    """One codec per actor process (models loaded once, on the GPU when the actor was given one).
+
+    With ``codec="auto"`` the row's ``codec`` is the codec chosen for that image, ``params`` holds the decision
+    (``params["auto"]``) and ``psnr`` / ``ms_ssim`` are the chosen stream's, measured by decoding it.
+    """
 
     def __init__(self, *, codec: str, weights: str | None, knobs: dict, run_id: str, ms_ssim: bool = True,
-                 faults=None):
+                 faults=None, codecs: str | None = None):
         import torch
 
-        from latentarc.codec.api import load_codec
+        from latentarc.codec.codecs import get_codec
 
         # one torch thread per actor: the pool already runs one actor per CPU, more threads only oversubscribe
         torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.codec = load_codec(codec, weights=weights, device=device)
+        self.codec = get_codec(codec, weights=weights, device=device, codecs=codecs)
         self.knobs = {k: v for k, v in knobs.items() if v is not None}
         self.run_id = run_id
         self.with_ms_ssim = ms_ssim
@@ -138,7 +145,8 @@ class EncodeActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from latentarc.codec import bitstream
-        from latentarc.codec.images import colour_planes
+        from latentarc.codec.classical import decoded_planes
+        from latentarc.codec.codecs import encode_with, model_sha256
         from latentarc.codec.metrics import ms_ssim
 
         if self.faults is not None:
@@ -151,11 +159,13 @@ class EncodeActor:
             item = {"key": row["key"], "uri": row["source_uri"], "size": row["source_size"], "etag": row["source_etag"]}
             try:
                 pic = picture_from_row(row)
-                res = self.codec.encode(pic, **self.knobs)
-                quality = None
-                if self.with_ms_ssim:
-                    decoded = self.codec.decode(res.data).rgb
-                    quality = ms_ssim(pic.reference(), colour_planes(decoded, pic.mode))
+                res = encode_with(self.codec, pic, **self.knobs)
+                name = bitstream.parse(res.data).codec  # the chosen codec's, for auto
+                measured = res.params.get("auto", res.params).get("ms_ssim")  # measured by a floor search
+                quality = None if measured is None else float(measured)
+                if quality is None and self.with_ms_ssim:
+                    quality = ms_ssim(pic.reference(), decoded_planes(self.codec.decode(res.data), pic.mode))
+                member = self.codec.member(name) if hasattr(self.codec, "member") else self.codec
             except Exception as e:  # noqa: BLE001
                 out.append(_error(item, "encode", e, self.run_id))
                 continue
@@ -171,9 +181,9 @@ class EncodeActor:
                     "width": pic.width,
                     "height": pic.height,
                     "mode": pic.mode,
-                    "codec": self.codec.name,
+                    "codec": name,
                     "format_version": bitstream.FORMAT_VERSION,
-                    "model_sha256": self.codec.model.fingerprint,
+                    "model_sha256": model_sha256(member),
                     "params": json.dumps(res.params, sort_keys=True),
                     "payload": res.data,
                     "payload_size": len(res.data),
@@ -233,11 +243,14 @@ class RestoreActor:
     def _codec(self, name: str):
         import torch
 
-        from latentarc.codec.api import load_codec
+        from latentarc.codec.codecs import get_codec
+        from latentarc.codec.errors import CorruptStream
 
+        if name == "auto":
+            raise CorruptStream("a stream cannot name the codec 'auto'")
         if name not in self._codecs:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._codecs[name] = load_codec(name, weights=self.weights, device=device)
+            self._codecs[name] = get_codec(name, weights=self.weights, device=device)
         return self._codecs[name]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -255,18 +268,23 @@ class RestoreActor:
             key = row["key"]
             t0 = time.perf_counter()
             try:
-                target = safe_join(root, posixpath.splitext(key)[0] + self.suffix, fs=fs)
                 data = row["payload"]
                 if bitstream.crc32c(data) != row["payload_crc32c"]:
                     from latentarc.codec.errors import ChecksumMismatch
 
                     raise ChecksumMismatch("payload does not match the table's payload_crc32c")
                 dec = self._codec(bitstream.parse(data).codec).decode(data)
-                buf = io.BytesIO()
-                save_image(dec.image, buf, icc=dec.icc, exif=dec.exif, format=_FORMATS[self.suffix])
+                original = getattr(dec, "original", None)
+                if original is not None:  # passthrough: the original file, bit for bit, under the key's own name
+                    target, body = safe_join(root, key, fs=fs), original
+                else:
+                    target = safe_join(root, posixpath.splitext(key)[0] + self.suffix, fs=fs)
+                    buf = io.BytesIO()
+                    save_image(dec.image, buf, icc=dec.icc, exif=dec.exif, format=_FORMATS[self.suffix])
+                    body = buf.getvalue()
                 fs.makedirs(posixpath.dirname(target), exist_ok=True)
-                write_bytes_atomic(fs, target, buf.getvalue())
-                out.append({"key": key, "ok": True, "path": target, "bytes": buf.tell(), "error_type": None,
+                write_bytes_atomic(fs, target, body)
+                out.append({"key": key, "ok": True, "path": target, "bytes": len(body), "error_type": None,
                             "message": None, "seconds": time.perf_counter() - t0})
             except Exception as e:  # noqa: BLE001
                 out.append({"key": key, "ok": False, "path": None, "bytes": 0, "error_type": type(e).__name__,

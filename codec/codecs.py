@@ -1,0 +1,256 @@
+"""The codec registry: every codec name a stream, a table row or the command line can hold → an :class:`ImageCodec`.
+
+=================  ==========================================================================================
+``tae-f2``, …      neural codecs of the model registry (``codec.registry``; ``diffusers:<ref>`` too)
+``avif`` ``jxl``   classical codecs through Pillow (``codec.classical``)
+``webp`` ``jpeg``
+``passthrough``    the original file bytes, lossless by definition
+``auto``           :class:`AutoCodec`: per image, the smallest stream among the enabled codecs whose *decoded*
+                   quality meets a floor (``min_psnr`` and/or ``min_ms_ssim``); passthrough when none does
+=================  ==========================================================================================
+
+Streams never say ``auto``: an auto encode writes the chosen codec's own stream, so :func:`codec_for_stream`
+always dispatches to a concrete codec.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Callable, Sequence
+
+from . import bitstream
+from .base import ImageCodec
+from .classical import CLASSICAL, ClassicalCodec, PassthroughCodec, decoded_planes
+from .errors import CorruptStream, LatentarcError, QualityFloorUnreachable
+from .images import Picture
+from .metrics import ms_ssim, psnr
+from .neural import Decoded, EncodeResult
+
+__all__ = ["get_codec", "codec_for_stream", "AutoCodec", "encode_with", "smallest_meeting", "model_sha256",
+           "DEFAULT_AUTO_CODECS", "names"]
+
+#: codecs ``auto`` tries when none are named
+DEFAULT_AUTO_CODECS = ("tae-f2", "avif", "jxl")
+
+
+# ------------------------------------------------------------------------------------------ registry
+def _neural(name: str, *, weights=None, device=None, adaptive: bool = True, **_) -> ImageCodec:
+    from .api import load_codec
+
+    return load_codec(name, weights=weights, device=device, adaptive=adaptive)
+
+
+def _classical(name: str, **_) -> ImageCodec:
+    return ClassicalCodec(name)
+
+
+def _passthrough(name: str, **_) -> ImageCodec:
+    return PassthroughCodec()
+
+
+def _auto(name: str, *, codecs: str | Sequence[str] | None = None, min_psnr: float | None = None,
+          min_ms_ssim: float | None = None, weights=None, device=None, **opts) -> ImageCodec:
+    names = _codec_list(codecs)
+    bad = [n for n in names if n == "auto"]
+    if bad:
+        raise ValueError("'auto' cannot be one of the codecs auto chooses from")
+    members = [get_codec(n, weights=weights, device=device, **opts) for n in names if n != "passthrough"]
+    return AutoCodec(members, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
+
+
+_BUILDERS: dict[str, Callable[..., ImageCodec]] = {
+    **{n: _classical for n in CLASSICAL},
+    "passthrough": _passthrough,
+    "auto": _auto,
+}
+
+
+def names() -> list[str]:
+    """Codec names besides the model registry's (which are all accepted too)."""
+    return sorted(_BUILDERS)
+
+
+def get_codec(name: str, *, weights: str | os.PathLike | None = None, device=None, **opts) -> ImageCodec:
+    """The codec ``name``. Any name that is not classical, ``passthrough`` or ``auto`` is a model registry name
+    (``UnknownModel`` if it is not one). ``opts``: ``adaptive`` (neural), ``codecs`` / ``min_psnr`` /
+    ``min_ms_ssim`` (auto); options another kind of codec does not use are ignored."""
+    return _BUILDERS.get(name, _neural)(name, weights=weights, device=device, **opts)
+
+
+def codec_for_stream(data: bytes, *, weights=None, device=None, **opts) -> ImageCodec:
+    """The codec a stream was made with, after the envelope (magic, version, CRC) checks out."""
+    name = bitstream.parse(data).codec
+    if name == "auto":
+        raise CorruptStream("a stream cannot name the codec 'auto'")
+    return get_codec(name, weights=weights, device=device, **opts)
+
+
+def _codec_list(codecs: str | Sequence[str] | None) -> list[str]:
+    if codecs is None:
+        return list(DEFAULT_AUTO_CODECS)
+    if isinstance(codecs, str):
+        codecs = codecs.split(",")
+    out = list(dict.fromkeys(c.strip() for c in codecs if c.strip()))
+    if not out:
+        raise ValueError("no codecs given")
+    return out
+
+
+def model_sha256(codec) -> str | None:
+    """The decoder-weight fingerprint of a neural codec; None for codecs without weights."""
+    return getattr(getattr(codec, "model", None), "fingerprint", None)
+
+
+# ------------------------------------------------------------------------------------------ quality floors
+def _measure(codec, pic: Picture, data: bytes, want_ms_ssim: bool = True) -> tuple[float, float | None]:
+    planes = decoded_planes(codec.decode(data), pic.mode)
+    ref = pic.reference()
+    return psnr(ref, planes), (ms_ssim(ref, planes) if want_ms_ssim else None)
+
+
+def _meets(p: float, m: float | None, min_psnr, min_ms_ssim) -> bool:
+    # an MS-SSIM that cannot be measured (images under 11 px) cannot be shown to meet a floor
+    return (min_psnr is None or p >= min_psnr) and (min_ms_ssim is None or (m is not None and m >= min_ms_ssim))
+
+
+def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_ms_ssim: float | None = None,
+                     iterations: int = 7) -> tuple[EncodeResult, float, float | None]:
+    """The smallest stream of ``codec`` whose decoded quality meets the floors: ``(result, psnr, ms_ssim)``
+    (``ms_ssim`` None when there is no MS-SSIM floor). Raises :class:`QualityFloorUnreachable`.
+
+    A PSNR floor alone uses the codec's own ``min_psnr`` search. With an MS-SSIM floor, classical codecs search
+    their ladder (``encode_floor``); other codecs bisect ``quality`` 0–100, every candidate decoded, after first
+    trying the PSNR-floor stream when there is a PSNR floor too (if it meets both, nothing smaller can).
+    """
+    if min_psnr is None and min_ms_ssim is None:
+        raise ValueError("give min_psnr and/or min_ms_ssim")
+    if min_ms_ssim is None:
+        res = codec.encode(pic, min_psnr=min_psnr)
+        return res, res.psnr, None
+    if hasattr(codec, "encode_floor"):
+        res = codec.encode_floor(pic, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
+        return res, res.psnr, res.params.get("ms_ssim")
+    knob = {"min_ms_ssim": min_ms_ssim} | ({"min_psnr": min_psnr} if min_psnr is not None else {})
+    if min_psnr is not None:
+        res = codec.encode(pic, min_psnr=min_psnr)
+        p, m = _measure(codec, pic, res.data)
+        if _meets(p, m, min_psnr, min_ms_ssim):
+            return _with(res, p, knob, m), p, m
+
+    def at(q: float):
+        res = codec.encode(pic, quality=q, measure=False)
+        p, m = _measure(codec, pic, res.data)
+        return res, p, m, _meets(p, m, min_psnr, min_ms_ssim)
+
+    best = at(100.0)
+    if not best[3]:
+        raise QualityFloorUnreachable(
+            f"best achievable with {codec.name} is {best[1]:.2f} dB, MS-SSIM {best[2]}, below the floor {knob}"
+        )
+    lo, hi = 0.0, 100.0  # hi passes
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        cand = at(mid)
+        if cand[3]:
+            hi = mid
+            if len(cand[0].data) <= len(best[0].data):
+                best = cand
+        else:
+            lo = mid
+    res, p, m, _ = best
+    return _with(res, p, knob, m), p, m
+
+
+def _with(res: EncodeResult, p: float, knob: dict, m: float | None) -> EncodeResult:
+    return EncodeResult(res.data, res.width, res.height, p, dict(res.params, **knob, ms_ssim=m))
+
+
+def encode_with(codec, pic: Picture, *, quality=None, target_bpp=None, min_psnr=None, min_ms_ssim=None,
+                measure: bool = True) -> EncodeResult:
+    """``codec.encode`` with one more knob, ``min_ms_ssim``, for any codec (alone or with ``min_psnr``)."""
+    if isinstance(codec, AutoCodec):
+        return codec.encode(pic, quality=quality, target_bpp=target_bpp, min_psnr=min_psnr,
+                            min_ms_ssim=min_ms_ssim, measure=measure)
+    if min_ms_ssim is None:
+        return codec.encode(pic, quality=quality, target_bpp=target_bpp, min_psnr=min_psnr, measure=measure)
+    if quality is not None or target_bpp is not None:
+        raise ValueError("a MS-SSIM floor combines with min_psnr only, not with quality or target_bpp")
+    return smallest_meeting(codec, pic, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)[0]
+
+
+def _num(x: float | None):
+    """JSON-safe number (tables keep params as strict JSON)."""
+    if x is None:
+        return None
+    return round(x, 4) if math.isfinite(x) else ("inf" if x > 0 else "-inf")
+
+
+# ------------------------------------------------------------------------------------------ auto
+class AutoCodec:
+    """Per image, the smallest stream among ``codecs`` whose decoded quality meets the floor.
+
+    Every enabled codec runs its own floor search (:func:`smallest_meeting`); the smallest qualifying stream
+    wins. ``passthrough`` (the original file) is the fallback when no codec reaches the floor, and also wins
+    when the original file is smaller than every qualifying stream — an archive never stores an image in more
+    bytes than its source. The chosen stream is the chosen codec's own, so decoding never needs ``auto``.
+
+    ``EncodeResult.params`` = the chosen stream's params plus ``{"auto": {"chosen", "candidates" (name → stream
+    bytes, "unreachable", or "error: …"), "floor", "psnr", "ms_ssim"}}``; ``psnr`` and ``ms_ssim`` are measured
+    on the chosen stream by decoding it.
+    """
+
+    name = "auto"
+
+    def __init__(self, codecs: Sequence[ImageCodec], *, min_psnr: float | None = None,
+                 min_ms_ssim: float | None = None, passthrough: PassthroughCodec | None = None):
+        self.codecs: dict[str, ImageCodec] = {c.name: c for c in codecs if c.name != "passthrough"}
+        self.passthrough = passthrough or PassthroughCodec()
+        self.min_psnr, self.min_ms_ssim = min_psnr, min_ms_ssim
+
+    def member(self, name: str) -> ImageCodec | None:
+        """The enabled codec called ``name`` (``passthrough`` included), else None."""
+        return self.passthrough if name == self.passthrough.name else self.codecs.get(name)
+
+    def encode(self, pic: Picture, *, quality: float | None = None, target_bpp: float | None = None,
+               min_psnr: float | None = None, min_ms_ssim: float | None = None, measure: bool = True) -> EncodeResult:
+        if quality is not None or target_bpp is not None:
+            raise ValueError("codec auto chooses by a quality floor (min_psnr / min_ms_ssim), not quality or target_bpp")
+        min_psnr = self.min_psnr if min_psnr is None else min_psnr
+        min_ms_ssim = self.min_ms_ssim if min_ms_ssim is None else min_ms_ssim
+        if min_psnr is None and min_ms_ssim is None:
+            raise ValueError("codec auto needs a quality floor: min_psnr and/or min_ms_ssim")
+        floor = {k: v for k, v in (("min_psnr", min_psnr), ("min_ms_ssim", min_ms_ssim)) if v is not None}
+        candidates: dict[str, object] = {}
+        best: tuple[EncodeResult, str, float, float | None] | None = None
+        for name, codec in self.codecs.items():
+            try:
+                res, p, m = smallest_meeting(codec, pic, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
+            except QualityFloorUnreachable:
+                candidates[name] = "unreachable"
+                continue
+            except (LatentarcError, ValueError, OSError, RuntimeError) as e:  # e.g. a size a format cannot hold
+                candidates[name] = f"error: {type(e).__name__}: {e}"[:300]
+                continue
+            candidates[name] = len(res.data)
+            if best is None or len(res.data) < len(best[0].data):
+                best = (res, name, p, m)
+        pt = self.passthrough.encode(pic)
+        candidates[self.passthrough.name] = len(pt.data)
+        if best is None or len(pt.data) < len(best[0].data):
+            best = (pt, self.passthrough.name, math.inf, 1.0)
+        res, name, p, m = best
+        if m is None and measure:
+            p, m = _measure(self.member(name), pic, res.data)
+        auto = {"chosen": name, "candidates": candidates, "floor": floor, "psnr": _num(p), "ms_ssim": _num(m)}
+        return EncodeResult(res.data, res.width, res.height, p, dict(res.params, auto=auto))
+
+    def decode(self, data: bytes) -> Decoded:
+        return self._for(data).decode(data)
+
+    def info(self, data: bytes) -> dict:
+        return self._for(data).info(data)
+
+    def _for(self, data: bytes) -> ImageCodec:
+        name = bitstream.parse(data).codec
+        return self.member(name) or codec_for_stream(data)
