@@ -155,10 +155,10 @@ class _Models:
 
     def get(self, name: str, key: str):
         if name not in self.codecs and name not in self.failed:
-            from latentarc.codec.api import load_codec
+            from latentarc.codec.codecs import get_codec
 
             try:
-                self.codecs[name] = load_codec(name, weights=self.weights, device=self.device)
+                self.codecs[name] = get_codec(name, weights=self.weights, device=self.device)
             except ModelError as e:
                 self.failed[name] = _err(e)
             except Exception as e:  # noqa: BLE001 - a broken weight file must not abort the verification
@@ -369,11 +369,18 @@ class _Verifier:
         col = row.get("model_sha256")
         head = s.model_fingerprint.hex()
         bad = []
+        codec = self.models.get(s.codec, where["key"])
+        if codec is not None and getattr(codec, "model", None) is None:  # classical / passthrough: no weights
+            if col is not None or any(s.model_fingerprint):
+                bad.append(f"{s.codec!r} uses no model, yet the row or the header names weights ({col or head})")
+            if bad:
+                self.f.problem("model", "; ".join(bad), **where)
+                return None
+            return codec
         if col is None:
             bad.append("model_sha256 is null")
         elif col[: 2 * bitstream.FINGERPRINT_BYTES].lower() != head:
             bad.append(f"the stream header names weights {head}…, model_sha256 is {col}")
-        codec = self.models.get(s.codec, where["key"])
         if codec is not None:
             have = codec.model.fingerprint.lower()
             if have[: 2 * bitstream.FINGERPRINT_BYTES] != head:

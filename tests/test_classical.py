@@ -281,3 +281,10 @@ def test_auto_in_compress_and_restore(tmp_path):
             continue
         out = np.asarray(Image.open(dst / (key.rsplit(".", 1)[0] + ".png")))
         assert psnr(read_image(originals[key]).reference(), out) == pytest.approx(r["psnr"])
+
+    # verify understands rows without a model (classical, passthrough) and re-measures them against the sources
+    from latentarc.pipeline.verify import verify_table
+
+    checked = verify_table(str(tmp_path / "table"), decode=True, weights=str(MODELS))
+    assert checked.ok, checked.problems
+    assert checked.decoded_with_reference == 3
