@@ -101,11 +101,14 @@ def decode(payload: bytes, models: list[ChannelModel], n: int) -> np.ndarray:
     """Inverse of :func:`encode` for ``len(models)`` channels of ``n`` symbols each."""
     if len(payload) % 4:
         raise CorruptStream("entropy-coded payload is not a whole number of 32-bit words")
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     out = np.zeros((len(models), n), dtype=np.int32)
-    for c, m in enumerate(models):
-        if m.max_abs:
-            out[c] = coder.decode(_categorical(frequencies(m)), n).astype(np.int32) - m.max_abs
+    try:  # constriction reports invalid data with its own exceptions (a ValueError for a trailing zero word)
+        coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+        for c, m in enumerate(models):
+            if m.max_abs:
+                out[c] = coder.decode(_categorical(frequencies(m)), n).astype(np.int32) - m.max_abs
+    except Exception as e:  # noqa: BLE001
+        raise CorruptStream(f"entropy decoding failed: {e}") from None
     if not coder.is_empty():
         raise CorruptStream("entropy-coded payload has data left after the last symbol")
     return out

@@ -17,10 +17,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from . import bitstream, entropy
 from .autoencoder import LatentAutoencoder
-from .errors import BitstreamError, CorruptStream, ModelMismatch, QualityFloorUnreachable, UnsupportedVersion
+from .errors import (
+    BitstreamError,
+    CorruptStream,
+    ModelMismatch,
+    QualityFloorUnreachable,
+    UnreadableImage,
+    UnsupportedVersion,
+)
 from .images import DEFAULT_MAX_PIXELS, Picture, decode_alpha, encode_alpha, restored_mode, to_image
 from .metrics import psnr
 from .quantize import QuantParams, choose_params, decoder_sensitivity, dequantize, quantize, uniform_params
@@ -266,6 +274,9 @@ class NeuralCodec:
                 raise CorruptStream("padding is inconsistent with the model's stride")
         if s.width * s.height > self.max_pixels:
             raise CorruptStream(f"declared size {s.width}x{s.height} exceeds the {self.max_pixels} pixel guard")
+        if _SECTION_ALPHA in s.sections and restored_mode(s.mode, True) not in ("RGBA", "LA"):
+            # the encoder never writes alpha for 16-bit greyscale; Pillow cannot attach it (ValueError)
+            raise CorruptStream(f"an alpha section is not valid for mode {s.mode!r}")
         qp, rest = QuantParams.unpack(s.params)
         if qp.channels != self.model.latent_channels:
             raise CorruptStream(f"stream has {qp.channels} latent channels, the model {self.model.latent_channels}")
@@ -274,6 +285,12 @@ class NeuralCodec:
     @torch.no_grad()
     def decode(self, data: bytes) -> Decoded:
         s, qp, models = self.parse(data)
+        alpha = None
+        if _SECTION_ALPHA in s.sections:  # the lossless plane is checked before any network runs
+            try:
+                alpha = decode_alpha(s.sections[_SECTION_ALPHA], s.width, s.height)
+            except Image.DecompressionBombError as e:  # a forged PNG header; not an OSError, so decode_alpha misses it
+                raise UnreadableImage(f"alpha plane is damaged: {e}") from None
         d = self.model.downscale
         h, w = (s.height + s.pad_bottom) // d, (s.width + s.pad_right) // d
         try:
@@ -286,9 +303,6 @@ class NeuralCodec:
         img = self.model.decode(latent[None])[0]
         rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         rgb = np.ascontiguousarray(rgb[: s.height, : s.width])
-        alpha = None
-        if _SECTION_ALPHA in s.sections:
-            alpha = decode_alpha(s.sections[_SECTION_ALPHA], s.width, s.height)
         image = to_image(rgb, s.mode, alpha)
         return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb)
 

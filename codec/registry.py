@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from .autoencoder import LatentAutoencoder
-from .errors import UnknownModel
+from .errors import ModelError, UnknownModel
 from .weights import WeightFile, resolve
 
 _TAESD_BASE = "https://github.com/madebyollin/taesd/raw/main/"
@@ -95,7 +95,12 @@ def _build_tae(s: ModelSpec, opts: dict) -> LatentAutoencoder:
     from .tae import TinyAutoencoder
 
     paths = opts.pop("paths")
-    load = lambda p: torch.load(p, map_location="cpu", weights_only=True)  # noqa: E731
+
+    def load(p):
+        try:  # weights_only: a checkpoint is tensors, never code; a pickle that wants more is refused
+            return torch.load(p, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - UnpicklingError, truncated zip, ...: one typed error
+            raise ModelError(f"{p}: not a loadable weights-only checkpoint ({type(e).__name__})") from None
     return TinyAutoencoder(
         s.name,
         load(paths["encoder"]),

@@ -41,9 +41,20 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
 
 
+def _json_options(text: str) -> dict:
+    """Parse ``--storage-options``; on error never echo the value back: it usually holds credentials."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON (at character {e.pos})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
 def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help="auto, ray://host:port, … (default: $RAY_ADDRESS, else a local Ray)")
-    p.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
+    p.add_argument("--storage-options", type=_json_options, default=None, metavar="JSON",
                    help='fsspec options for every s3:// location, e.g. {"endpoint_url": "http://…"}')
     p.add_argument("--workers", type=int, help="model actors (default: one per GPU, else one per CPU)")
     p.add_argument("--batch-size", type=int, default=4, help="images per batch")
@@ -102,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", type=float, default=1.0, metavar="FRACTION",
                    help="decode only this deterministic fraction of rows (with --decode; default 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --sample draw")
-    p.add_argument("--storage-options", type=json.loads, default=None, metavar="JSON",
+    p.add_argument("--storage-options", type=_json_options, default=None, metavar="JSON",
                    help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
     p.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
     p.add_argument("--weights", help="explicit weight file or folder (else $LATENTARC_MODEL_DIR, cache, download)")
@@ -113,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default="tae-f2")
     p.add_argument(
         "--qualities",
-        default="10,25,40,55,70,85,100",
+        default=None,
         help='comma-separated operating points for the RD table ("" for none, with --targets or --floors)',
     )
     p.add_argument("--targets", help="comma-separated bpp targets: check rate control lands within ±5%%")
@@ -122,7 +133,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
     p.add_argument("--compare-global", action="store_true", help="also run the single-global-step baseline")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    p.add_argument("--codecs", metavar="LIST",
+                   help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
+                        "--qualities then applies to every codec (default: codec-specific lists)")
+    p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here")
     _add_model_args(p)
+
+    p = sub.add_parser("report", help="savings and quality report of a committed table")
+    p.add_argument("table", help="table root: local folder or s3://bucket/prefix")
+    p.add_argument("--json", dest="as_json", action="store_true", help="print the numbers as JSON")
+    p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with plots and crops")
+    p.add_argument("--price-per-gb-month", type=float, default=0.023)
+    p.add_argument("--storage-options", type=_json_options, default=None, metavar="JSON",
+                   help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
+    p.add_argument("--weights", help="explicit weight file or folder, for decoding the crops")
 
     p = sub.add_parser("bench-pipeline", help="compress-job throughput against a plain single-process loop")
     p.add_argument("images", help="folder of images")
@@ -250,9 +274,23 @@ def _cmd_verify(a) -> int:
 
 
 def _cmd_bench(a) -> int:
+    if a.codecs:
+        from latentarc.jobs.rd_bench import run_rd_bench_cli
+
+        return run_rd_bench_cli(a)
     from latentarc.jobs.bench import run_bench
 
+    if a.qualities is None:
+        a.qualities = "10,25,40,55,70,85,100"
     return run_bench(a)
+
+
+def _cmd_report(a) -> int:
+    from latentarc.pipeline.report import run_report
+
+    run_report(a.table, as_json=a.as_json, html_path=a.html, price_per_gb_month=a.price_per_gb_month,
+               storage_options=a.storage_options, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
+    return EXIT_OK
 
 
 def _cmd_bench_pipeline(a) -> int:
@@ -291,6 +329,7 @@ _COMMANDS = {
     "restore": _cmd_restore,
     "verify": _cmd_verify,
     "bench": _cmd_bench,
+    "report": _cmd_report,
     "bench-pipeline": _cmd_bench_pipeline,
     "demo": _cmd_demo,
 }
