@@ -283,7 +283,10 @@ class NeuralCodec:
         return s, qp, entropy.unpack_models(rest, qp.channels)
 
     @torch.no_grad()
-    def decode(self, data: bytes) -> Decoded:
+    def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
+        """``refine`` (a :class:`~latentarc.codec.refine.RefineConfig`) denoises the dequantized latent before
+        the decoder network; ``refiner`` a :class:`~latentarc.codec.refine.Refiner` or refiner name (default:
+        the codec's own, see ``refine.refiner_for_codec``). Nothing about refinement is read from the stream."""
         s, qp, models = self.parse(data)
         alpha = None
         if _SECTION_ALPHA in s.sections:  # the lossless plane is checked before any network runs
@@ -300,6 +303,10 @@ class NeuralCodec:
         except Exception as e:  # constriction reports exhausted or invalid data with its own exceptions
             raise CorruptStream(f"entropy decoding failed: {e}") from None
         latent = torch.from_numpy(dequantize(symbols.reshape(-1, h, w), qp)).to(self.model.device)
+        if refine is not None and refine.active:
+            from .refine import apply as apply_refinement
+
+            latent = apply_refinement(latent[None], qp.step_values(), refine, refiner, self.name)[0]
         img = self.model.decode(latent[None])[0]
         rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         rgb = np.ascontiguousarray(rgb[: s.height, : s.width])

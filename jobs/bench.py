@@ -6,6 +6,18 @@ MS-SSIM of the decoded colour planes against the original's, and bits per pixel 
 ``--compare-global`` the same runs again with one global quantization step (the baseline), followed by the
 Bjøntegaard delta rate of the adaptive curve against the baseline (:mod:`latentarc.codec.rd`).
 
+Rate-control checks (adaptive codec only, the one ``latentarc encode`` uses by default):
+
+* ``--targets 0.25,0.5,1.0``: every image is encoded with ``target_bpp`` (``measure=False``) and the achieved
+  bpp's relative error against the target is recorded; per target the table gives n, mean and max |error| and
+  how many images land outside ±5% (the codec's promise, "where the image allows it").
+* ``--floors 24,27``: every image is encoded with ``min_psnr`` (which decodes several candidates internally),
+  then the returned stream is decoded *independently* and its PSNR measured against the original; a stream
+  below its floor is a violation (must never happen). Images whose floor the codec cannot reach raise
+  :class:`~latentarc.codec.errors.QualityFloorUnreachable` — correct behaviour, counted separately.
+
+``--qualities ""`` skips the RD table (only with ``--targets`` or ``--floors``).
+
 Timing: one untimed warm-up encode/decode per variant on a small crop runs first, so lazy initialisation
 (thread pools, kernels) is not charged to the first image. Speeds are total seconds / total megapixels.
 """
@@ -25,17 +37,43 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", "
 VARIANTS = {"adaptive": True, "global-step": False}
 
 
-def parse_qualities(text: str) -> list[float]:
+def _parse_numbers(text: str | None, flag: str) -> list[float]:
+    if text is None:
+        return []
     try:
-        qs = [float(x) for x in text.split(",") if x.strip()]
+        xs = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"--qualities must be comma-separated numbers, got {text!r}") from None
-    if not qs:
+        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}") from None
+    for x in xs:
+        if not math.isfinite(x):
+            raise ValueError(f"{flag}: {x} is not a finite number")
+    return list(dict.fromkeys(xs))  # drop repeats, keep order
+
+
+def parse_qualities(text: str, *, allow_empty: bool = False) -> list[float]:
+    qs = _parse_numbers(text, "--qualities")
+    if not qs and not allow_empty:
         raise ValueError("--qualities is empty")
     for q in qs:
         if not 0 <= q <= 100:
             raise ValueError(f"quality must be in [0, 100], got {q:g}")
-    return list(dict.fromkeys(qs))  # drop repeats, keep order
+    return qs
+
+
+def parse_targets(text: str | None) -> list[float]:
+    ts = _parse_numbers(text, "--targets")
+    for t in ts:
+        if t <= 0:
+            raise ValueError(f"target bpp must be positive, got {t:g}")
+    return ts
+
+
+def parse_floors(text: str | None) -> list[float]:
+    fs = _parse_numbers(text, "--floors")
+    for f in fs:
+        if f <= 0:
+            raise ValueError(f"PSNR floor must be positive, got {f:g}")
+    return fs
 
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
@@ -98,6 +136,147 @@ def measure_one(codec, pic, quality: float) -> dict:
         "decode_s": t2 - t1,
         "base_step": res.params.get("base_step"),
     }
+
+
+TARGET_TOLERANCE = 0.05  # the ±5% the rate control promises
+
+
+def measure_target(codec, pic, target_bpp: float) -> dict:
+    """Rate control: encode with ``target_bpp`` (no decode) and compare the achieved rate with the target."""
+    t0 = time.perf_counter()
+    res = codec.encode(pic, target_bpp=target_bpp, measure=False)
+    t1 = time.perf_counter()
+    bpp = len(res.data) * 8.0 / (pic.width * pic.height)
+    rel = bpp / target_bpp - 1.0
+    return {
+        "target_bpp": target_bpp,
+        "bytes": len(res.data),
+        "bpp": bpp,
+        "rel_error_pct": 100.0 * rel,
+        "within_5pct": abs(rel) <= TARGET_TOLERANCE,
+        "encode_s": t1 - t0,
+        "base_step": res.params.get("base_step"),
+    }
+
+
+def measure_floor(codec, pic, floor: float) -> dict:
+    """Quality floor: encode with ``min_psnr``, then decode the returned stream on its own and measure it."""
+    from latentarc.codec.errors import QualityFloorUnreachable
+    from latentarc.codec.images import colour_planes
+    from latentarc.codec.metrics import psnr
+
+    t0 = time.perf_counter()
+    try:
+        res = codec.encode(pic, min_psnr=floor)
+    except QualityFloorUnreachable as e:
+        return {"floor": floor, "status": "unreachable", "error": str(e), "encode_s": time.perf_counter() - t0}
+    t1 = time.perf_counter()
+    dec = codec.decode(res.data)
+    t2 = time.perf_counter()
+    measured = psnr(pic.reference(), colour_planes(dec.rgb, pic.mode))
+    below = measured < floor
+    return {
+        "floor": floor,
+        "status": "violation" if below else "met",
+        "bytes": len(res.data),
+        "bpp": len(res.data) * 8.0 / (pic.width * pic.height),
+        "psnr": measured,  # independent decode
+        "psnr_reported": res.psnr,  # what the encoder said it measured
+        "margin_db": measured - floor,
+        "below_floor": below,
+        "encode_s": t1 - t0,
+        "decode_s": t2 - t1,
+        "base_step": res.params.get("base_step"),
+    }
+
+
+def summarise_targets(rows: list[dict], targets: list[float]) -> list[dict]:
+    out = []
+    for t in targets:
+        rs = [r for r in rows if r["target_bpp"] == t]
+        if not rs:
+            continue
+        errs = [abs(r["rel_error_pct"]) for r in rs]
+        mp = sum(r["width"] * r["height"] for r in rs) / 1e6
+        out.append(
+            {
+                "target_bpp": t,
+                "images": len(rs),
+                "mean_bpp": float(np.mean([r["bpp"] for r in rs])),
+                "mean_abs_error_pct": float(np.mean(errs)),
+                "max_abs_error_pct": float(np.max(errs)),
+                "outside_5pct": sum(not r["within_5pct"] for r in rs),
+                "outside_images": [r["image"] for r in rs if not r["within_5pct"]],
+                "encode_s_per_mp": sum(r["encode_s"] for r in rs) / mp,
+            }
+        )
+    return out
+
+
+def summarise_floors(rows: list[dict], floors: list[float]) -> list[dict]:
+    out = []
+    for f in floors:
+        rs = [r for r in rows if r["floor"] == f]
+        if not rs:
+            continue
+        done = [r for r in rs if r["status"] != "unreachable"]
+        margins = [r["margin_db"] for r in done]
+        out.append(
+            {
+                "floor": f,
+                "images": len(rs),
+                "met": sum(r["status"] == "met" for r in rs),
+                "unreachable": sum(r["status"] == "unreachable" for r in rs),
+                "violations": sum(r["status"] == "violation" for r in rs),
+                "violation_images": [r["image"] for r in rs if r["status"] == "violation"],
+                "unreachable_images": [r["image"] for r in rs if r["status"] == "unreachable"],
+                "mean_bpp": float(np.mean([r["bpp"] for r in done])) if done else None,
+                "min_margin_db": float(np.min(margins)) if done else None,
+                "mean_margin_db": float(np.mean(margins)) if done else None,
+            }
+        )
+    return out
+
+
+def format_targets(summary: list[dict]) -> str:
+    head = (
+        f"{'target':>7}  {'n':>4}  {'mean bpp':>8}  {'mean|err|%':>10}  {'max|err|%':>9}  {'out ±5%':>7}  "
+        f"{'enc s/MP':>8}"
+    )
+    lines = ["target bpp (rate control, adaptive):", head, "-" * len(head)]
+    for s in summary:
+        lines.append(
+            f"{s['target_bpp']:7g}  {s['images']:4d}  {s['mean_bpp']:8.4f}  {s['mean_abs_error_pct']:10.2f}  "
+            f"{s['max_abs_error_pct']:9.2f}  {s['outside_5pct']:7d}  {s['encode_s_per_mp']:8.2f}"
+        )
+    for s in summary:
+        if s["outside_images"]:
+            lines.append(f"  outside ±5% at {s['target_bpp']:g} bpp: {', '.join(s['outside_images'])}")
+    return "\n".join(lines)
+
+
+def format_floors(summary: list[dict]) -> str:
+    head = (
+        f"{'floor dB':>8}  {'n':>4}  {'met':>4}  {'unreach':>7}  {'violations':>10}  {'mean bpp':>8}  "
+        f"{'min margin dB':>13}  {'mean margin dB':>14}"
+    )
+    lines = ["min-PSNR floors (adaptive; PSNR from an independent decode):", head, "-" * len(head)]
+
+    def num(x, spec):
+        return "n/a" if x is None else format(x, spec)
+
+    for s in summary:
+        lines.append(
+            f"{s['floor']:8g}  {s['images']:4d}  {s['met']:4d}  {s['unreachable']:7d}  {s['violations']:10d}  "
+            f"{num(s['mean_bpp'], '.4f'):>8}  {num(s['min_margin_db'], '+.3f'):>13}  "
+            f"{num(s['mean_margin_db'], '+.3f'):>14}"
+        )
+    for s in summary:
+        if s["violations"]:
+            lines.append(f"  VIOLATIONS at {s['floor']:g} dB: {', '.join(s['violation_images'])}")
+        if s["unreachable"]:
+            lines.append(f"  unreachable at {s['floor']:g} dB: {', '.join(s['unreachable_images'])}")
+    return "\n".join(lines)
 
 
 def summarise(rows: list[dict], qualities: list[float]) -> list[dict]:
@@ -180,17 +359,22 @@ def run_bench(args) -> int:
     from latentarc.codec.errors import ImageError
     from latentarc.codec.images import read_image
 
-    qualities = parse_qualities(args.qualities)
+    targets = parse_targets(getattr(args, "targets", None))
+    floors = parse_floors(getattr(args, "floors", None))
+    qualities = parse_qualities(args.qualities, allow_empty=bool(targets or floors))
     if args.crop is not None and args.crop < 1:
         raise ValueError("--crop must be at least 1")
     files = list_images(args.images, args.limit)
-    variants = ["adaptive"] + (["global-step"] if args.compare_global else [])
+    variants = (["adaptive"] + (["global-step"] if args.compare_global else [])) if qualities else ["adaptive"]
     codecs = {
         v: load_codec(args.codec, weights=args.weights, device=args.device, adaptive=VARIANTS[v]) for v in variants
     }
 
     rows: list[dict] = []
+    target_rows: list[dict] = []
+    floor_rows: list[dict] = []
     skipped: list[dict] = []
+    images: list[dict] = []
     warmed: set[str] = set()
     t_start = time.perf_counter()
     for i, path in enumerate(files, 1):
@@ -200,52 +384,97 @@ def run_bench(args) -> int:
             print(f"[{i}/{len(files)}] {path.name}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
             skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
             continue
+        images.append({"image": path.name, "width": pic.width, "height": pic.height})
+        where = {"image": path.name, "width": pic.width, "height": pic.height}
         t_img = time.perf_counter()
         for v in variants:
             codec = codecs[v]
             if v not in warmed:  # untimed: lazy initialisation is not the first image's cost
-                measure_one(codec, centre_crop(pic, 64), qualities[0])
+                measure_one(codec, centre_crop(pic, 64), qualities[0] if qualities else 50.0)
                 warmed.add(v)
             for q in qualities:
-                r = measure_one(codec, pic, q)
-                rows.append({"variant": v, "image": path.name, "width": pic.width, "height": pic.height, **r})
-        mine = [r for r in rows if r["image"] == path.name]
-        brief = ", ".join(
-            f"{r['variant'][0]}{_qlabel(r['quality'])}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB" for r in mine
-        )
+                rows.append({"variant": v, **where, **measure_one(codec, pic, q)})
+        for t in targets:
+            target_rows.append({**where, **measure_target(codecs["adaptive"], pic, t)})
+        for f in floors:
+            floor_rows.append({**where, **measure_floor(codecs["adaptive"], pic, f)})
+
+        brief = [
+            f"{r['variant'][0]}{_qlabel(r['quality'])}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB"
+            for r in rows
+            if r["image"] == path.name
+        ]
+        brief += [
+            f"t{r['target_bpp']:g}: {r['bpp']:.3f} bpp ({r['rel_error_pct']:+.1f}%)"
+            for r in target_rows
+            if r["image"] == path.name
+        ]
+        for r in floor_rows:
+            if r["image"] != path.name:
+                continue
+            if r["status"] == "unreachable":
+                brief.append(f"f{r['floor']:g}: unreachable")
+            else:
+                flag = " BELOW FLOOR" if r["below_floor"] else ""
+                brief.append(f"f{r['floor']:g}: {r['bpp']:.3f} bpp {r['psnr']:.2f} dB{flag}")
         print(
-            f"[{i}/{len(files)}] {path.name} {pic.width}x{pic.height}: {time.perf_counter() - t_img:.1f} s ({brief})",
+            f"[{i}/{len(files)}] {path.name} {pic.width}x{pic.height}: {time.perf_counter() - t_img:.1f} s "
+            f"({', '.join(brief)})",
             file=sys.stderr,
             flush=True,
         )
-    if not rows:
+    if not images:
         raise ValueError(f"no readable images in {args.images}")
 
-    summaries = {v: summarise([r for r in rows if r["variant"] == v], qualities) for v in variants}
-    n_img = len({r["image"] for r in rows})
-    mp = sum(r["width"] * r["height"] for r in rows if r["variant"] == "adaptive" and r["quality"] == qualities[0])
-    print(f"latentarc bench: codec {args.codec}, {n_img} images, {mp / 1e6:.3f} MP, qualities {args.qualities}")
-    for v in variants:
+    n_img = len(images)
+    mp = sum(r["width"] * r["height"] for r in images)
+    parts = [f"qualities {','.join(_qlabel(q) for q in qualities)}" if qualities else "no RD table"]
+    if targets:
+        parts.append(f"targets {','.join(f'{t:g}' for t in targets)} bpp")
+    if floors:
+        parts.append(f"floors {','.join(f'{f:g}' for f in floors)} dB")
+    print(f"latentarc bench: codec {args.codec}, {n_img} images, {mp / 1e6:.3f} MP, {'; '.join(parts)}")
+
+    summaries = {v: summarise([r for r in rows if r["variant"] == v], qualities) for v in variants} if qualities else {}
+    for v in summaries:
         print()
         print(format_table(v, summaries[v]))
 
     bd = None
-    if args.compare_global:
+    if qualities and args.compare_global:
         bd = _bd(summaries)
         print()
         print(format_bd(bd))
+
+    target_summary = summarise_targets(target_rows, targets) if targets else None
+    if target_summary is not None:
+        print()
+        print(format_targets(target_summary))
+    floor_summary = summarise_floors(floor_rows, floors) if floors else None
+    if floor_summary is not None:
+        print()
+        print(format_floors(floor_summary))
 
     if args.json_out:
         doc = {
             "codec": args.codec,
             "images": args.images,
             "qualities": qualities,
+            "targets": targets,
+            "floors": floors,
             "crop": args.crop,
             "limit": args.limit,
-            "variants": variants,
+            "variants": variants if qualities else [],
             "rows": rows,
+            "target_rows": target_rows,
+            "floor_rows": floor_rows,
             "skipped": skipped,
-            "summary": {"variants": summaries, "bd_rate": bd},
+            "summary": {
+                "variants": summaries,
+                "bd_rate": bd,
+                "targets": target_summary,
+                "floors": floor_summary,
+            },
             "elapsed_s": time.perf_counter() - t_start,
         }
         out = Path(args.json_out)

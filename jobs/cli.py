@@ -41,6 +41,23 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
 
 
+def _refine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--refine", choices=["none", "faithful", "realistic"], default="none",
+                   help="diffusion refinement of the dequantized latent: faithful (deterministic DDIM) or "
+                        "realistic (DDIM eta=1, seeded noise); default none")
+    p.add_argument("--steps", type=int, default=4, help="refinement steps K (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of realistic refinement's noise (default 0)")
+    p.add_argument("--refiner", metavar="NAME",
+                   help="tae-f2-denoiser, diffusers-unet:<hub id or folder>, or a train-refiner folder "
+                        "(default: the codec's own)")
+
+
+def _refine_config(a):
+    from latentarc.codec.refine import RefineConfig
+
+    return RefineConfig(a.refine, a.steps, a.seed)
+
+
 def _json_options(text: str) -> dict:
     """Parse ``--storage-options``; on error never echo the value back: it usually holds credentials."""
     try:
@@ -57,7 +74,7 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-options", type=_json_options, default=None, metavar="JSON",
                    help='fsspec options for every s3:// location, e.g. {"endpoint_url": "http://…"}')
     p.add_argument("--workers", type=int, help="model actors (default: one per GPU, else one per CPU)")
-    p.add_argument("--batch-size", type=int, default=4, help="images per batch")
+    p.add_argument("--batch-size", type=int, default=1, help="images per actor call (default 1: best balance)")
     p.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
 
 
@@ -76,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("decode", help="one bitstream file to one image")
     p.add_argument("stream")
     p.add_argument("out", help="output image; the extension picks the format (PNG recommended)")
-    p.add_argument("--refine", choices=["none"], default="none", help="diffusion refinement (none for now)")
+    _refine_args(p)
     _add_model_args(p)
 
     p = sub.add_parser("info", help="print the bitstream header as JSON")
@@ -103,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     sel.add_argument("--keys", help="file with one key per line")
     sel.add_argument("--prefix", help="restore keys starting with this prefix")
     p.add_argument("--format", choices=["png", "tiff", "webp"], default="png")
-    p.add_argument("--refine", choices=["none"], default="none", help="diffusion refinement (none for now)")
+    _refine_args(p)
     _ray_args(p)
     p.add_argument("--weights", help="explicit weight file or folder, passed to every actor")
 
@@ -156,6 +173,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights")
     _ray_args(p)
 
+    p = sub.add_parser("train-refiner", help="train the tae-f2 latent denoiser used by --refine")
+    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+                   help="folder of training photos (default ../shared/data/photos)")
+    p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
+    p.add_argument("--steps", type=int, default=2000, help="training iterations")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--crop", type=int, default=32, help="latent crop size (pixels / 8)")
+    p.add_argument("--channels", default="64,128,128", help="U-Net block_out_channels")
+    p.add_argument("--layers", type=int, default=1, help="U-Net layers_per_block")
+    p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
+    p.add_argument("--max-side", type=int, default=1024, help="downscale photos to this longer side first")
+    p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
+    p.add_argument("--probes", type=int, default=2, help="Hutchinson probes of the decoder sensitivity (as encode)")
+    p.add_argument("--cache", help="folder for the cached latents (default ~/.cache/latentarc/refiner-latents)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--log-every", type=int, default=100)
+    _add_model_args(p)
+
     p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")
     p.add_argument("--out", default="latentarc-demo", help="folder for the stream and the decoded image")
     _add_model_args(p)
@@ -191,7 +227,14 @@ def _cmd_decode(a) -> int:
     from latentarc.codec.images import save_image
 
     data = Path(a.stream).read_bytes()
-    dec = codec_for_stream(data, weights=a.weights, device=a.device).decode(data)
+    codec = codec_for_stream(data, weights=a.weights, device=a.device)
+    refine = _refine_config(a)
+    if refine.active:
+        if not hasattr(codec, "model"):
+            raise ValueError(f"--refine applies to neural codecs; this stream is {codec.name}")
+        dec = codec.decode(data, refine=refine, refiner=a.refiner)
+    else:
+        dec = codec.decode(data)
     original = getattr(dec, "original", None)  # passthrough: the original file, written verbatim in its format
     if original is not None and _same_format(original, a.out):
         Path(a.out).write_bytes(original)
@@ -255,7 +298,8 @@ def _cmd_restore(a) -> int:
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
     r = run_restore(a.table, a.dst, keys=keys, prefix=a.prefix, table_options=a.storage_options,
                     dst_options=a.storage_options, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
-                    workers=a.workers, batch_size=a.batch_size, suffix="." + a.format)
+                    workers=a.workers, batch_size=a.batch_size, suffix="." + a.format,
+                    refine=_refine_config(a), refiner=a.refiner)
     print(f"restored {r.restored} of {r.requested} images to {a.dst} in {r.seconds:.1f} s")
     for f in r.failures:
         print(f"  failed {f['key']}: {f['error_type']}: {f['message']}", file=sys.stderr)
@@ -299,6 +343,12 @@ def _cmd_bench_pipeline(a) -> int:
     return run_pipeline_bench(a)
 
 
+def _cmd_train_refiner(a) -> int:
+    from latentarc.jobs.train_refiner import run_train_refiner
+
+    return run_train_refiner(a)
+
+
 def _cmd_demo(a) -> int:
     from latentarc.jobs.sample import sample_image
 
@@ -332,6 +382,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "bench-pipeline": _cmd_bench_pipeline,
     "demo": _cmd_demo,
+    "train-refiner": _cmd_train_refiner,
 }
 
 

@@ -31,7 +31,8 @@ class CompressOptions:
     min_psnr: float | None = None
     min_ms_ssim: float | None = None
     workers: int | None = None
-    batch_size: int = 4
+    batch_size: int = 1  # images per actor call: images are encoded one at a time, so 1 balances load best
+    rows_per_part: int = 64  # Parquet part size: the sink buffers this many rows before writing a part
     max_pixels: int | None = None
     retry_errors: bool = False
     price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH
@@ -113,7 +114,8 @@ def run_compress(
         knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
                  "min_ms_ssim": opts.min_ms_ssim}
         with tolerate_failed_blocks():  # before the dataset exists: Ray Data snapshots the context at creation
-            n_blocks = max(1, min(len(todo), -(-len(todo) // opts.batch_size)))
+            # one image per block (up to 50k blocks): an actor that draws large images must not hold others back
+            n_blocks = max(1, min(len(todo), 50_000))
             ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)
             ds = ds.map_batches(
                 read_and_decode,
@@ -135,7 +137,7 @@ def run_compress(
                                            "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
                     **actor_pool_args(plan),
                 )
-            sink = ArchiveSink(table_uri, table_options, run_id)
+            sink = ArchiveSink(table_uri, table_options, run_id, rows_per_part=opts.rows_per_part)
             ds.write_datasink(sink)
         parts = sink.result
 

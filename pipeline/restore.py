@@ -38,8 +38,11 @@ def run_restore(
     workers: int | None = None,
     batch_size: int = 4,
     suffix: str = ".png",
+    refine=None,
+    refiner: str | None = None,
 ) -> RestoreResult:
-    """Restore the selected rows (all of the table when neither ``keys`` nor ``prefix`` is given)."""
+    """Restore the selected rows (all of the table when neither ``keys`` nor ``prefix`` is given). ``refine``
+    (a ``codec.refine.RefineConfig``) and ``refiner`` (a refiner name) apply diffusion refinement to neural rows."""
     import ray.data
 
     from .runtime import actor_pool_args, plan_pool, quiet_remote_args_notice
@@ -78,7 +81,7 @@ def run_restore(
                 batch_size=batch_size,
                 batch_format="pyarrow",
                 fn_constructor_kwargs={"dst": dst, "storage_options": dst_options, "weights": weights,
-                                       "suffix": suffix},
+                                       "suffix": suffix, "refine": refine, "refiner": refiner},
                 **actor_pool_args(plan),
             )
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):

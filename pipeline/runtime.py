@@ -40,7 +40,8 @@ def actor_pool_args(plan: "PoolPlan") -> dict:
     from ray.data import ActorPoolStrategy
 
     return {
-        "compute": ActorPoolStrategy(min_size=1, max_size=plan.size),
+        # a fixed pool: an autoscaling one starts with one actor and leaves CPUs idle on short runs
+        "compute": ActorPoolStrategy(size=plan.size),
         "num_cpus": plan.num_cpus,
         "num_gpus": plan.num_gpus,
         **ACTOR_FAULT_TOLERANCE,

@@ -16,9 +16,16 @@ class ArchiveSink(Datasink):
     commit leaves no visible row at all.
     """
 
-    def __init__(self, table_uri: str, storage_options: dict | None, run_id: str):
+    def __init__(self, table_uri: str, storage_options: dict | None, run_id: str, rows_per_part: int = 64):
         self.table_uri, self.storage_options, self.run_id = table_uri, storage_options, run_id
+        self.rows_per_part = rows_per_part
         self.result: list[dict] = []
+
+    @property
+    def min_rows_per_write(self) -> int:
+        """Ray Data buffers blocks up to this many rows per write, so one-image blocks do not become one-row
+        Parquet files."""
+        return self.rows_per_part
 
     def write(self, blocks, ctx) -> dict:
         from .schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table

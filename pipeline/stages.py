@@ -236,8 +236,10 @@ def read_rows(batch: pa.Table, *, table, keys: list[str] | None, prefix: str | N
 class RestoreActor:
     """Decode rows and write the images under their keys in the destination."""
 
-    def __init__(self, *, dst: str, storage_options: dict | None, weights: str | None, suffix: str):
+    def __init__(self, *, dst: str, storage_options: dict | None, weights: str | None, suffix: str,
+                 refine=None, refiner: str | None = None):
         self.dst, self.storage_options, self.weights, self.suffix = dst, storage_options, weights, suffix
+        self.refine, self.refiner = (refine if refine is not None and refine.active else None), refiner
         self._codecs: dict[str, object] = {}
 
     def _codec(self, name: str):
@@ -273,7 +275,11 @@ class RestoreActor:
                     from latentarc.codec.errors import ChecksumMismatch
 
                     raise ChecksumMismatch("payload does not match the table's payload_crc32c")
-                dec = self._codec(bitstream.parse(data).codec).decode(data)
+                codec = self._codec(bitstream.parse(data).codec)
+                if self.refine is not None and hasattr(codec, "model"):  # classical rows have nothing to refine
+                    dec = codec.decode(data, refine=self.refine, refiner=self.refiner)
+                else:
+                    dec = codec.decode(data)
                 original = getattr(dec, "original", None)
                 if original is not None:  # passthrough: the original file, bit for bit, under the key's own name
                     target, body = safe_join(root, key, fs=fs), original

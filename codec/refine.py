@@ -1,0 +1,382 @@
+"""Diffusion refinement at decode: denoise the dequantized latent, starting where its noise level matches.
+
+Where it sits: ``parse → entropy decode → dequantize → refine → model.decode``. Nothing about refinement is
+stored in the stream (zero extra bits): the starting noise level is computed from the per-channel
+quantization steps the stream already carries, and mode, step count and seed are decode-time choices.
+
+The timestep mapping (:func:`timestep_for_steps`)
+-------------------------------------------------
+Uniform quantization with step ``Δ_c`` leaves an error ``e`` that is close to uniform on ``[-Δ_c/2, Δ_c/2]``,
+i.e. of variance ``Δ_c² / 12`` per element of channel ``c``. The denoiser works on latents normalised by the
+scale it was trained at, ``x = (z - μ_c) / σ_c`` (``σ_c`` = ``latent_std``: per channel or one number; 1 for
+Stable-Diffusion latents, which the VAE wrapper already multiplies by ``scaling_factor``), so in its units the
+dequantized latent is ``x̂ = x_0 + e`` with
+
+    σ_q² = mean_c (Δ_c / σ_c)² / 12 .
+
+A variance-preserving schedule has ``x_t = √ᾱ_t x_0 + √(1-ᾱ_t) ε``; dividing by ``√ᾱ_t`` gives
+``x_t / √ᾱ_t = x_0 + √((1-ᾱ_t)/ᾱ_t) ε``. So ``x̂`` *is* a (rescaled) sample at the timestep whose
+noise-to-signal ratio matches the quantization error:
+
+    t* = max { t : (1-ᾱ_t)/ᾱ_t ≤ σ_q² }         (0 when no t qualifies, i.e. Δ → 0)
+
+and the start sample is ``x_{t*} = √ᾱ_{t*} · x̂`` (scaling ``x̂`` so that its noise is the schedule's). ``t*``
+is non-decreasing in every ``Δ_c``. ``t* = 0`` means the quantization noise is below the schedule's smallest
+noise level (``β_0``, ≈1e-3 in SD's schedule): refinement is then a no-op, as it is for ``num_steps = 0``.
+
+Sampling from t*
+----------------
+The diffusers scheduler is used as it is (``set_timesteps`` / ``step``); only the *grid* is chosen here, the
+way img2img pipelines do it: the smallest ``set_timesteps(N)`` whose grid has at least ``K`` timesteps ≤ t*,
+then the lowest ``K`` of those (the first one, ``t_start ≤ t*``, is where sampling starts; ``√ᾱ`` is taken at
+``t_start``). The scheduler must be a ``DDIMScheduler`` (any other diffusers scheduler's config is converted
+with ``DDIMScheduler.from_config``):
+
+* ``faithful`` — DDIM with ``eta = 0``: deterministic, the same pixels on every run;
+* ``realistic`` — DDIM with ``eta = 1`` (DDPM-like ancestral sampling): fresh noise from
+  ``torch.Generator().manual_seed(seed)`` at every step, so a given seed is reproducible, another seed gives
+  another plausible texture.
+
+Backends: :class:`DiffusersUNetRefiner` (Stable-Diffusion-family ``UNet2DConditionModel``, unconditional with
+an empty-prompt embedding, for ``diffusers:<VAE>`` codecs — Relic et al. 2024) and
+:class:`LatentDenoiserRefiner` (a timestep-conditioned ``UNet2DModel`` trained by ``latentarc train-refiner``
+on tae-f2 latents). Names resolve with :func:`load_refiner`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+from .errors import ModelError, WeightsNotFound
+
+MODES = ("none", "faithful", "realistic")
+DEFAULT_STEPS = 4
+ETA = {"faithful": 0.0, "realistic": 1.0}
+
+#: where a shipped tae-f2 denoiser lives: ``codec/weights/tae-f2-denoiser/`` (safetensors + config.json + CARD.md)
+DENOISER_NAME = "tae-f2-denoiser"
+PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
+#: which refiner a codec uses when none is named
+DEFAULT_REFINERS = {"tae-f2": DENOISER_NAME}
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Decode-time refinement choice. ``steps`` is the number of denoising steps K; ``seed`` seeds the noise
+    of ``realistic`` (``faithful`` ignores it)."""
+
+    mode: str = "none"
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"refine mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.steps < 0:
+            raise ValueError(f"refine steps must be ≥ 0; got {self.steps}")
+
+    @property
+    def active(self) -> bool:
+        return self.mode != "none" and self.steps > 0
+
+
+@runtime_checkable
+class Refiner(Protocol):
+    def refine(self, latent: torch.Tensor, steps: torch.Tensor, *, mode: str, num_steps: int, seed: int) -> torch.Tensor:
+        """``latent`` (1, C, h, w) dequantized, in the codec model's latent units; ``steps`` (C,) the
+        quantization step of each channel in the same units. Returns the refined latent, same shape and units."""
+        ...
+
+
+# ------------------------------------------------------------------------------------------ the mapping
+def _as_channel_tensor(x, c: int | None = None) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x, dtype=np.float64) if not torch.is_tensor(x) else x, dtype=torch.float64)
+    return t.flatten().cpu()
+
+
+def noise_ratio(steps, latent_std=1.0) -> float:
+    """σ_q² = mean_c (Δ_c / σ_c)² / 12: the quantization error variance in the denoiser's normalised units."""
+    d = _as_channel_tensor(steps)
+    s = _as_channel_tensor(latent_std)
+    return float(((d / s) ** 2).mean() / 12.0)
+
+
+def timestep_for_steps(scheduler, steps, latent_std=1.0) -> int:
+    """t* = max{t : (1-ᾱ_t)/ᾱ_t ≤ σ_q²} on the scheduler's training schedule (0 when none); see module doc."""
+    ac = scheduler.alphas_cumprod.double().cpu()
+    nsr = (1.0 - ac) / ac  # increasing in t for every variance-preserving schedule
+    ratio = noise_ratio(steps, latent_std)
+    ok = torch.nonzero(nsr <= ratio).flatten()
+    return int(ok.max()) if ok.numel() else 0
+
+
+def sampling_timesteps(scheduler, t_star: int, num_steps: int) -> list[int]:
+    """The K (or fewer, when t* is small) scheduler timesteps ≤ t*, highest first; ``scheduler`` is set to the
+    grid they come from (needed by ``DDIMScheduler.step`` for the previous timestep)."""
+    if num_steps <= 0 or t_star <= 0:
+        return []
+    total = int(scheduler.config.num_train_timesteps)
+    for n in range(num_steps, total + 1):
+        scheduler.set_timesteps(n)
+        below = [int(t) for t in scheduler.timesteps if int(t) <= t_star]
+        if len(below) >= num_steps:
+            return below[-num_steps:]
+    return below
+
+
+def _ddim(scheduler):
+    from diffusers import DDIMScheduler
+
+    if isinstance(scheduler, DDIMScheduler):
+        return DDIMScheduler.from_config(scheduler.config)  # a private copy: set_timesteps mutates it
+    return DDIMScheduler.from_config(scheduler.config)
+
+
+class _DiffusionRefiner:
+    """Shared sampling loop; subclasses give ``_predict(x_t, t)`` (the raw model output the scheduler expects)."""
+
+    in_channels: int
+
+    def __init__(self, scheduler, *, latent_mean=0.0, latent_std=1.0, name: str = ""):
+        self.scheduler = _ddim(scheduler)
+        self.latent_mean = _as_channel_tensor(latent_mean).float()
+        self.latent_std = _as_channel_tensor(latent_std).float()
+        self.name = name
+        self._lock = threading.Lock()  # the scheduler holds the grid: one refinement at a time per instance
+
+    def _stats(self, c: int, device):
+        def shape(v):
+            if v.numel() not in (1, c):
+                raise ModelError(f"refiner {self.name}: latent statistics have {v.numel()} values for {c} channels")
+            return v.to(device).view(1, -1, 1, 1)
+
+        return shape(self.latent_mean), shape(self.latent_std)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def timestep(self, steps) -> int:
+        return timestep_for_steps(self.scheduler, steps, self.latent_std)
+
+    @torch.no_grad()
+    def refine(self, latent: torch.Tensor, steps, *, mode: str = "faithful", num_steps: int = DEFAULT_STEPS,
+               seed: int = 0) -> torch.Tensor:
+        RefineConfig(mode, num_steps, seed)  # validates
+        if mode == "none" or num_steps <= 0:
+            return latent
+        if latent.ndim != 4 or latent.shape[0] != 1:
+            raise ValueError(f"refine takes one latent (1, C, h, w); got {tuple(latent.shape)}")
+        c = latent.shape[1]
+        if c != self.in_channels:
+            raise ModelError(f"refiner {self.name} takes {self.in_channels} latent channels, the codec has {c}")
+        with self._lock:
+            t_star = self.timestep(steps)
+            grid = sampling_timesteps(self.scheduler, t_star, num_steps)
+            if not grid:
+                return latent
+            dev = self.device
+            mu, sd = self._stats(c, dev)
+            x0_hat = (latent.to(dev, torch.float32) - mu) / sd
+            ac = self.scheduler.alphas_cumprod[grid[0]].to(dev, torch.float32)
+            x = ac.sqrt() * x0_hat
+            gen = torch.Generator(device="cpu").manual_seed(int(seed))
+            eta = ETA[mode]
+            for t in grid:
+                out = self._predict(x, t)
+                noise = None
+                if eta > 0:
+                    noise = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(dev)
+                x = self.scheduler.step(out, t, x, eta=eta, variance_noise=noise).prev_sample
+            return (x * sd + mu).to(latent.device, latent.dtype)
+
+
+class DiffusersUNetRefiner(_DiffusionRefiner):
+    """Backend A: a Stable-Diffusion-family ``UNet2DConditionModel``, unconditional (empty-prompt embedding)."""
+
+    def __init__(self, unet, scheduler, empty_prompt_embeds: torch.Tensor, *, latent_std=1.0, name=""):
+        super().__init__(scheduler, latent_std=latent_std, name=name)
+        self.unet = unet.eval().requires_grad_(False)
+        self.in_channels = int(unet.config.in_channels)
+        self.empty_prompt_embeds = empty_prompt_embeds
+
+    def to(self, device):
+        self.unet.to(device)
+        self.empty_prompt_embeds = self.empty_prompt_embeds.to(device)
+        return self
+
+    def _predict(self, x, t):
+        emb = self.empty_prompt_embeds.to(x.device, x.dtype)
+        tt = torch.tensor([t], device=x.device)
+        return self.unet(x.to(self.unet.dtype), tt, encoder_hidden_states=emb.to(self.unet.dtype)).sample.float()
+
+
+class LatentDenoiserRefiner(_DiffusionRefiner):
+    """Backend B: a timestep-conditioned ``UNet2DModel`` trained on tae-f2 latents (``latentarc train-refiner``).
+    The scheduler's ``prediction_type`` says what the U-Net predicts (the trainer uses ``"sample"``, i.e. x_0)."""
+
+    def __init__(self, unet, scheduler, *, latent_mean=0.0, latent_std=1.0, name=DENOISER_NAME):
+        super().__init__(scheduler, latent_mean=latent_mean, latent_std=latent_std, name=name)
+        self.unet = unet.eval().requires_grad_(False)
+        self.in_channels = int(unet.config.in_channels)
+
+    def to(self, device):
+        self.unet.to(device)
+        return self
+
+    def _predict(self, x, t):
+        tt = torch.tensor([t], device=x.device)
+        return self.unet(x.to(self.unet.dtype), tt).sample.float()
+
+
+# ------------------------------------------------------------------------------------------ loading
+_CACHE: dict[tuple, Refiner] = {}
+_LOAD_LOCK = threading.Lock()
+EMPTY_PROMPT_FILES = ("empty_prompt_embeds.safetensors", "empty_prompt_embeds.pt")
+
+
+def _load_empty_prompt(folder: Path | None, unet) -> tuple[torch.Tensor, bool]:
+    """The empty-prompt text embedding (1, L, D) from the folder, else zeros of the U-Net's shape (flag True)."""
+    if folder is not None:
+        for name in EMPTY_PROMPT_FILES:
+            p = folder / name
+            if p.is_file():
+                if p.suffix == ".safetensors":
+                    from safetensors.torch import load_file
+
+                    tensors = load_file(str(p))
+                    t = tensors.get("empty_prompt_embeds", next(iter(tensors.values())))
+                else:
+                    t = torch.load(p, map_location="cpu", weights_only=True)
+                return (t if t.ndim == 3 else t[None]).float(), False
+    dim = unet.config.cross_attention_dim
+    dim = dim[0] if isinstance(dim, (list, tuple)) else dim
+    return torch.zeros(1, 77, int(dim)), True
+
+
+def _load_diffusers_unet(ref: str, latent_std=1.0) -> DiffusersUNetRefiner:
+    """``diffusers-unet:<hub id or folder>``: a pipeline folder (or hub repo) with ``unet/`` and ``scheduler/``
+    subfolders, plus an optional ``empty_prompt_embeds.safetensors`` (key ``empty_prompt_embeds``) or ``.pt``.
+    Without that file the embedding is zeros of shape (1, 77, cross_attention_dim) — a warning says so; for a
+    real SD model compute the CLIP embedding of "" once and save it next to ``unet/``."""
+    import warnings
+
+    import diffusers
+
+    from .diffusers_vae import _looks_local, _one_line
+    from .weights import ENV_OFFLINE
+
+    local = _looks_local(ref)
+    kw: dict = {}
+    folder = None
+    if local:
+        folder = Path(ref).expanduser()
+        if not (folder / "unet" / "config.json").is_file():
+            raise WeightsNotFound(f"diffusers-unet:{ref}: no unet/config.json in {folder}")
+        ref = str(folder)
+    elif os.environ.get(ENV_OFFLINE):
+        kw["local_files_only"] = True
+    try:
+        unet = diffusers.UNet2DConditionModel.from_pretrained(ref, subfolder="unet", **kw)
+        try:
+            scheduler = diffusers.DDIMScheduler.from_pretrained(ref, subfolder="scheduler", **kw)
+        except Exception:  # noqa: BLE001 - a pipeline without a scheduler folder: SD's own schedule
+            scheduler = diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                                clip_sample=False, set_alpha_to_one=False)
+    except Exception as e:  # noqa: BLE001
+        raise WeightsNotFound(f"diffusers-unet:{ref}: cannot load the U-Net ({_one_line(e)})") from e
+    emb, zeros = _load_empty_prompt(folder, unet)
+    if zeros:
+        warnings.warn(f"diffusers-unet:{ref}: no {EMPTY_PROMPT_FILES[0]}; using a zero empty-prompt embedding",
+                      stacklevel=3)
+    return DiffusersUNetRefiner(unet.float(), scheduler, emb, latent_std=latent_std, name="diffusers-unet:" + ref)
+
+
+def denoiser_folders(explicit: str | os.PathLike | None = None) -> list[Path]:
+    """Where ``tae-f2-denoiser`` is looked for, in order: an explicit folder, ``$LATENTARC_MODEL_DIR/
+    tae-f2-denoiser``, the user cache, then the folder shipped in the package (``codec/weights/``)."""
+    from .weights import ENV_MODEL_DIR, cache_dir
+
+    out = []
+    if explicit:
+        out.append(Path(explicit))
+    if os.environ.get(ENV_MODEL_DIR):
+        out.append(Path(os.environ[ENV_MODEL_DIR]) / DENOISER_NAME)
+    out += [cache_dir() / DENOISER_NAME, PACKAGE_WEIGHTS / DENOISER_NAME]
+    return out
+
+
+def load_denoiser_folder(folder: Path, name: str = DENOISER_NAME) -> LatentDenoiserRefiner:
+    """A folder written by ``latentarc train-refiner``: ``config.json`` (U-Net + scheduler + latent statistics)
+    and ``model.safetensors``."""
+    import diffusers
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    unet = diffusers.UNet2DModel.from_config(cfg["unet"])
+    try:
+        unet.load_state_dict(load_file(str(folder / "model.safetensors")))
+    except Exception as e:  # noqa: BLE001
+        raise ModelError(f"{folder}: denoiser weights do not load ({type(e).__name__}: {e})") from None
+    scheduler = diffusers.DDIMScheduler.from_config(cfg["scheduler"])
+    return LatentDenoiserRefiner(unet, scheduler, latent_mean=cfg["latent_mean"], latent_std=cfg["latent_std"],
+                                 name=name)
+
+
+def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = None) -> Refiner:
+    """Build (once per process and device) the refiner ``name``:
+
+    * ``diffusers-unet:<hub id or folder>`` — Backend A;
+    * ``tae-f2-denoiser`` — Backend B, from :func:`denoiser_folders` (``weights`` = an explicit folder);
+    * a folder written by ``latentarc train-refiner``.
+    """
+    device = torch.device(device or "cpu")
+    key = (name, str(weights), str(device))
+    with _LOAD_LOCK:
+        if key not in _CACHE:
+            prefix, _, ref = name.partition(":")
+            if prefix == "diffusers-unet" and ref:
+                r = _load_diffusers_unet(ref)
+            elif name == DENOISER_NAME:
+                folder = next((f for f in denoiser_folders(weights) if (f / "config.json").is_file()), None)
+                if folder is None:
+                    raise ModelError("no refiner for tae-f2: run latentarc train-refiner "
+                                     f"(looked in {', '.join(str(f) for f in denoiser_folders(weights))})")
+                r = load_denoiser_folder(folder)
+            elif (Path(name) / "config.json").is_file():
+                r = load_denoiser_folder(Path(name), name=name)
+            else:
+                raise ModelError(f"unknown refiner {name!r}; known: {DENOISER_NAME}, diffusers-unet:<hub id or "
+                                 "folder>, or a folder written by latentarc train-refiner")
+            _CACHE[key] = r.to(device)
+        return _CACHE[key]
+
+
+def refiner_for_codec(codec_name: str, *, device=None) -> Refiner:
+    """The refiner a codec uses when none is named; a typed error when there is none."""
+    name = DEFAULT_REFINERS.get(codec_name)
+    if name is None:
+        raise ModelError(f"no default refiner for {codec_name}: pass --refiner diffusers-unet:<hub id or folder> "
+                         "(an SD-family U-Net for the same latent space)")
+    return load_refiner(name, device=device)
+
+
+def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | None, codec_name: str,
+          device=None) -> torch.Tensor:
+    """Refine one dequantized latent (1, C, h, w); ``refiner`` None → the codec's default refiner."""
+    if not config.active:
+        return latent
+    if refiner is None:
+        refiner = refiner_for_codec(codec_name, device=device or latent.device)
+    elif isinstance(refiner, str):
+        refiner = load_refiner(refiner, device=device or latent.device)
+    return refiner.refine(latent, torch.as_tensor(np.asarray(steps, dtype=np.float64)), mode=config.mode,
+                          num_steps=config.steps, seed=config.seed)

@@ -1,0 +1,372 @@
+"""``latentarc bench IMAGES --codecs tae-f2,avif,jxl,webp,jpeg --out DIR``: multi-codec rate–distortion and speed.
+
+For every image (sorted, first ``limit``, centre-cropped to at most ``crop``×``crop``), every codec and every
+quality: encode (timed, ``measure=False``), decode (timed), PSNR and MS-SSIM of the decoded colour planes
+against the original's (exactly as the codecs measure them), bits per pixel of the whole LARC stream (container
+included, for every codec alike). One untimed warm-up encode/decode per codec on a 64×64 crop runs first.
+
+Per codec and quality the *mean curve* averages bpp, PSNR and MS-SSIM over the images; speeds are total
+megapixels / total seconds. BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when AVIF
+is not benchmarked) uses :func:`latentarc.codec.rd.bd_report`: the auto method (cubic with ≥ 4 points, else
+piecewise-linear), the piecewise-linear figure always, and whether the cubic fit is monotonic. A second BD-rate
+uses MS-SSIM in dB (``-10·log10(1 − MS-SSIM)``) as the quality axis.
+
+Writes into ``out_dir``: ``rd.json`` (rows, summary, speed, BD table), ``rd_psnr.png``, ``rd_msssim.png``,
+``speed.png`` and ``index.html`` (self-contained: inline CSS, the plots embedded as base64 PNG).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
+DEFAULT_QUALITIES = {"tae-f2": [10.0, 25.0, 40.0, 55.0, 70.0]}
+CLASSICAL_QUALITIES = [10.0, 30.0, 50.0, 70.0, 90.0]
+REFERENCE = "avif"
+
+
+def default_qualities(codec: str) -> list[float]:
+    return list(DEFAULT_QUALITIES.get(codec, CLASSICAL_QUALITIES if codec in ("avif", "jxl", "webp", "jpeg")
+                                      else DEFAULT_QUALITIES["tae-f2"]))
+
+
+def _codec_names(codecs) -> list[str]:
+    if isinstance(codecs, str):
+        codecs = codecs.split(",")
+    out = list(dict.fromkeys(c.strip() for c in codecs if c and c.strip()))
+    if not out:
+        raise ValueError("--codecs is empty")
+    bad = [c for c in out if c in ("auto", "passthrough")]
+    if bad:
+        raise ValueError(f"cannot benchmark {', '.join(bad)} on a quality scale")
+    return out
+
+
+def _qualities_for(qualities, codec: str) -> list[float]:
+    if qualities is None:
+        return default_qualities(codec)
+    if isinstance(qualities, dict):
+        return [float(q) for q in qualities.get(codec, default_qualities(codec))]
+    return [float(q) for q in qualities]
+
+
+def _msssim_db(m: float | None) -> float | None:
+    if m is None or not math.isfinite(m):
+        return None
+    return math.inf if m >= 1.0 else -10.0 * math.log10(1.0 - m)
+
+
+def measure(codec, pic, quality: float) -> dict:
+    from latentarc.codec.classical import decoded_planes
+    from latentarc.codec.metrics import ms_ssim, psnr
+
+    t0 = time.perf_counter()
+    res = codec.encode(pic, quality=quality, measure=False)
+    t1 = time.perf_counter()
+    dec = codec.decode(res.data)
+    t2 = time.perf_counter()
+    ref, test = pic.reference(), decoded_planes(dec, pic.mode)
+    mp = pic.width * pic.height / 1e6
+    return {
+        "quality": quality,
+        "bytes": len(res.data),
+        "bpp": len(res.data) * 8.0 / (pic.width * pic.height),
+        "psnr": psnr(ref, test),
+        "ms_ssim": ms_ssim(ref, test),
+        "encode_s": t1 - t0,
+        "decode_s": t2 - t1,
+        "encode_mp_s": mp / (t1 - t0) if t1 > t0 else None,
+        "decode_mp_s": mp / (t2 - t1) if t2 > t1 else None,
+    }
+
+
+def _mean(xs) -> float | None:
+    v = [x for x in xs if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def summarise(rows: list[dict], codecs: list[str], qualities: dict[str, list[float]]) -> tuple[dict, dict]:
+    curves: dict[str, list[dict]] = {}
+    speed: dict[str, dict] = {}
+    for c in codecs:
+        rs_c = [r for r in rows if r["codec"] == c]
+        curves[c] = []
+        for q in qualities[c]:
+            rs = [r for r in rs_c if r["quality"] == q]
+            if not rs:
+                continue
+            mp = sum(r["width"] * r["height"] for r in rs) / 1e6
+            curves[c].append({
+                "quality": q,
+                "images": len(rs),
+                "bpp": float(np.mean([r["bpp"] for r in rs])),
+                "psnr": float(np.mean([r["psnr"] for r in rs])),
+                "ms_ssim": _mean([r["ms_ssim"] for r in rs]),
+                "encode_mp_s": mp / sum(r["encode_s"] for r in rs),
+                "decode_mp_s": mp / sum(r["decode_s"] for r in rs),
+            })
+        if rs_c:
+            mp = sum(r["width"] * r["height"] for r in rs_c) / 1e6
+            speed[c] = {"megapixels": mp, "encode_mp_s": mp / sum(r["encode_s"] for r in rs_c),
+                        "decode_mp_s": mp / sum(r["decode_s"] for r in rs_c)}
+    return curves, speed
+
+
+def bd_table(curves: dict[str, list[dict]], reference: str) -> dict:
+    from latentarc.codec.rd import bd_report
+
+    out = {}
+    ref = curves.get(reference) or []
+    for c, pts in curves.items():
+        if c == reference:
+            continue
+        entry: dict = {}
+        try:
+            entry["psnr"] = bd_report([p["bpp"] for p in pts], [p["psnr"] for p in pts],
+                                      [p["bpp"] for p in ref], [p["psnr"] for p in ref])
+        except ValueError as e:
+            entry["psnr"] = {"bd_rate_pct": None, "error": str(e)}
+        try:
+            a = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in pts]
+            b = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in ref]
+            a = [(r, q) for r, q in a if q is not None and math.isfinite(q)]
+            b = [(r, q) for r, q in b if q is not None and math.isfinite(q)]
+            entry["ms_ssim_db"] = bd_report([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b])
+        except ValueError as e:
+            entry["ms_ssim_db"] = {"bd_rate_pct": None, "error": str(e)}
+        out[c] = entry
+    return out
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{x:+.2f}%"
+
+
+def format_bd(bd: dict, reference: str) -> str:
+    head = f"{'codec':<10} {'BD-rate':>9} {'method':>7} {'linear':>9} {'PSNR interval dB':>17} {'cubic ok':>8} {'BD-rate MS-SSIM':>15}"
+    lines = [f"BD-rate vs {reference} (PSNR; negative = fewer bits than {reference} at equal quality):",
+             head, "-" * len(head)]
+    for c, e in bd.items():
+        p, m = e["psnr"], e["ms_ssim_db"]
+        if p.get("bd_rate_pct") is None:
+            lines.append(f"{c:<10} {'n/a':>9}  {p.get('error', '')}")
+            continue
+        lo, hi = p["psnr_interval"]
+        mono = "" if p["method"] != "cubic" else ("yes" if p.get("cubic_monotone") else "NO")
+        lines.append(f"{c:<10} {_pct(p['bd_rate_pct']):>9} {p['method']:>7} {_pct(p['linear_pct']):>9} "
+                     f"{f'{lo:.2f}–{hi:.2f}':>17} {mono:>8} {_pct(m.get('bd_rate_pct')):>15}")
+    lines.append("  method: cubic = Bjøntegaard fit (≥ 4 points), linear = piecewise-linear log-rate; 'cubic ok' "
+                 "NO means the fit bends back, prefer the linear figure. MS-SSIM column: quality axis "
+                 "-10·log10(1−MS-SSIM).")
+    return "\n".join(lines)
+
+
+def format_curves(curves: dict[str, list[dict]], speed: dict[str, dict]) -> str:
+    head = f"{'codec':<10} {'q':>5} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'enc MP/s':>9} {'dec MP/s':>9}"
+    lines = ["mean curves:", head, "-" * len(head)]
+    for c, pts in curves.items():
+        for p in pts:
+            ms = "n/a" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}"
+            lines.append(f"{c:<10} {p['quality']:>5g} {p['bpp']:8.4f} {p['psnr']:8.2f} {ms:>8} "
+                         f"{p['encode_mp_s']:9.3f} {p['decode_mp_s']:9.3f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ plots / HTML
+COLOURS = {"tae-f2": "#d62728", "avif": "#1f77b4", "jxl": "#2ca02c", "webp": "#9467bd", "jpeg": "#7f7f7f"}
+
+
+def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
+    from latentarc.pipeline.report import pyplot
+
+    plt = pyplot()
+    files = {}
+    for metric, label, name in (("psnr", "PSNR (dB)", "rd_psnr.png"), ("ms_ssim", "MS-SSIM", "rd_msssim.png")):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for c, pts in curves.items():
+            xs = [p["bpp"] for p in pts if p[metric] is not None and math.isfinite(p[metric])]
+            ys = [p[metric] for p in pts if p[metric] is not None and math.isfinite(p[metric])]
+            if xs:
+                ax.plot(xs, ys, marker="o", label=c, color=COLOURS.get(c))
+        ax.set_xlabel("bits per pixel")
+        ax.set_ylabel(label)
+        ax.set_title(f"rate–distortion: bpp vs {label}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.savefig(out / name, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        files[metric] = out / name
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = list(speed)
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [speed[n]["encode_mp_s"] for n in names], 0.4, label="encode", color="#1f77b4")
+    ax.bar(x + 0.2, [speed[n]["decode_mp_s"] for n in names], 0.4, label="decode", color="#ff7f0e")
+    ax.set_xticks(x, names)
+    ax.set_yscale("log")
+    ax.set_ylabel("megapixels / s (log)")
+    ax.set_title("speed (mean over all qualities)")
+    ax.legend()
+    fig.savefig(out / "speed.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    files["speed"] = out / "speed.png"
+    return files
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<img class=plot alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _html(result: dict, files: dict[str, Path]) -> str:
+    from latentarc.pipeline.report import html_table, page
+
+    ref = result["reference"]
+    bd_rows = []
+    for c, e in result["bd"].items():
+        p, m = e["psnr"], e["ms_ssim_db"]
+        if p.get("bd_rate_pct") is None:
+            bd_rows.append([c, "n/a", "", "", p.get("error", ""), "", _pct(m.get("bd_rate_pct"))])
+            continue
+        lo, hi = p["psnr_interval"]
+        mono = "" if p["method"] != "cubic" else ("yes" if p.get("cubic_monotone") else "no")
+        bd_rows.append([c, _pct(p["bd_rate_pct"]), p["method"], _pct(p["linear_pct"]), f"{lo:.2f}–{hi:.2f}", mono,
+                        _pct(m.get("bd_rate_pct"))])
+    curve_rows = [
+        [c, f"{p['quality']:g}", f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
+         "n/a" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}", f"{p['encode_mp_s']:.3f}", f"{p['decode_mp_s']:.3f}"]
+        for c, pts in result["curves"].items() for p in pts
+    ]
+    speed_rows = [[c, f"{s['megapixels']:.3f}", f"{s['encode_mp_s']:.3f}", f"{s['decode_mp_s']:.3f}"]
+                  for c, s in result["speed"].items()]
+    imgs = result["images"]
+    body = [
+        "<h1>latentarc rate–distortion benchmark</h1>",
+        f"<div class=muted>{len(imgs)} images"
+        + (f", centre-cropped to ≤ {result['crop']}×{result['crop']}" if result.get("crop") else "")
+        + f"; codecs {', '.join(result['codecs'])}; bpp of the whole LARC stream</div>",
+        f"<h2>BD-rate vs {html.escape(ref)}</h2>",
+        html_table(["codec", "BD-rate (PSNR)", "method", "piecewise-linear", "PSNR interval (dB)", "cubic monotone",
+                    "BD-rate (MS-SSIM dB)"], bd_rows),
+        f"<p class=muted>Negative: fewer bits than {html.escape(ref)} at equal quality. cubic = Bjøntegaard fit "
+        "(≥ 4 points), linear = piecewise-linear log-rate interpolation.</p>",
+        "<h2>Rate–distortion</h2>",
+        _img(files["psnr"], "bpp vs PSNR"),
+        _img(files["ms_ssim"], "bpp vs MS-SSIM"),
+        "<h2>Speed</h2>",
+        _img(files["speed"], "speed"),
+        html_table(["codec", "megapixels", "encode MP/s", "decode MP/s"], speed_rows),
+        "<h2>Mean curves</h2>",
+        html_table(["codec", "quality", "bpp", "PSNR dB", "MS-SSIM", "encode MP/s", "decode MP/s"], curve_rows),
+        "<h2>Images</h2>",
+        html_table(["image", "width", "height"], [[i["image"], i["width"], i["height"]] for i in imgs]),
+    ]
+    return page("latentarc RD benchmark", "\n".join(body))
+
+
+def _json_safe(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+# ------------------------------------------------------------------------------------------ run
+def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-bench", crop=None, limit=None,
+                 weights=None, *, device=None, log=sys.stderr) -> dict:
+    """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
+    defaults), one list for every codec, or ``{codec: list}``. Returns the dict written to ``rd.json`` (plus
+    ``files``: what was written)."""
+    from latentarc.codec.codecs import get_codec
+    from latentarc.codec.errors import ImageError
+    from latentarc.codec.images import read_image
+
+    from .bench import centre_crop, list_images
+
+    names = _codec_names(codecs)
+    qs = {c: _qualities_for(qualities, c) for c in names}
+    for c, ql in qs.items():
+        if not ql:
+            raise ValueError(f"no qualities for {c}")
+        for q in ql:
+            if not 0 <= q <= 100:
+                raise ValueError(f"quality must be in [0, 100], got {q:g}")
+    if crop is not None and crop < 1:
+        raise ValueError("--crop must be at least 1")
+    if isinstance(images, (str, Path)):
+        files = list_images(images, limit)
+    else:
+        files = [Path(p) for p in images][: limit or None]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    built = {c: get_codec(c, weights=weights, device=device) for c in names}
+
+    pics, skipped = [], []
+    for path in files:
+        try:
+            pics.append((path.name, centre_crop(read_image(path.read_bytes()), crop)))
+        except ImageError as e:
+            skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
+            print(f"{path.name}: skipped ({type(e).__name__}: {e})", file=log)
+    if not pics:
+        raise ValueError("no readable images")
+
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+    for c in names:
+        codec = built[c]
+        measure(codec, centre_crop(pics[0][1], 64), qs[c][0])  # untimed warm-up
+        t_c = time.perf_counter()
+        for name, pic in pics:
+            for q in qs[c]:
+                rows.append({"codec": c, "image": name, "width": pic.width, "height": pic.height,
+                             **measure(codec, pic, q)})
+        print(f"{c}: {len(pics)} images × {len(qs[c])} qualities in {time.perf_counter() - t_c:.1f} s", file=log)
+    curves, speed = summarise(rows, names, qs)
+    reference = REFERENCE if REFERENCE in names else names[0]
+    bd = bd_table(curves, reference)
+    result = {
+        "codecs": names,
+        "qualities": qs,
+        "crop": crop,
+        "images": [{"image": n, "width": p.width, "height": p.height} for n, p in pics],
+        "skipped": skipped,
+        "reference": reference,
+        "rows": rows,
+        "curves": curves,
+        "speed": speed,
+        "bd": bd,
+        "seconds": time.perf_counter() - t_start,
+    }
+    files_written = _plots(curves, speed, out)
+    (out / "rd.json").write_text(json.dumps(_json_safe(result), indent=2))
+    (out / "index.html").write_text(_html(result, files_written), encoding="utf-8")
+    result["files"] = {k: str(v) for k, v in files_written.items()} | {"json": str(out / "rd.json"),
+                                                                       "html": str(out / "index.html")}
+    return result
+
+
+def run_rd_bench_cli(a) -> int:
+    from .bench import parse_qualities
+
+    qualities = None if a.qualities is None else parse_qualities(a.qualities)
+    out = a.out or "rd-bench"
+    r = run_rd_bench(a.images, a.codecs, qualities, out, crop=a.crop, limit=a.limit, weights=a.weights,
+                     device=a.device)
+    print(format_curves(r["curves"], r["speed"]))
+    print()
+    print(format_bd(r["bd"], r["reference"]))
+    print(f"\nwrote {out}/rd.json, rd_psnr.png, rd_msssim.png, speed.png, index.html")
+    if getattr(a, "json_out", None):
+        Path(a.json_out).write_text(json.dumps(_json_safe({k: v for k, v in r.items() if k != "files"}), indent=2))
+    return 0

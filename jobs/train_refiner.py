@@ -1,0 +1,293 @@
+"""``latentarc train-refiner``: train the tae-f2 latent denoiser used by ``--refine`` (codec/refine.py, Backend B).
+
+Data: the photos in IMAGES (default ``../shared/data/photos``), each optionally downscaled so its longer side is
+at most ``--max-side``, encoded once to tae-f2 latents together with the codec's own per-channel decoder
+sensitivities; both are cached in one ``.npz`` (keyed by the file list, size and encoder fingerprint). A FIXED
+set is held out: every ``--holdout-every``-th file in name order (index 4, 9, 14, …), recorded in config.json
+and CARD.md, and used only for the validation numbers.
+
+Model: a ``diffusers.UNet2DModel`` (32 channels in and out, timestep-conditioned), predicting **x_0**
+(``prediction_type="sample"`` in the DDIM scheduler config): the quantization error is not Gaussian, so the
+clean latent is the well-defined target whatever the corruption was. Latents are normalised per channel by
+the training set's mean and std (stored in config.json; ``refine.timestep_for_steps`` uses the same std).
+
+Corruption, per sample, on a random ``--crop``×``--crop`` latent window: a base step drawn log-uniformly over
+the codec's quality range (0.12 … 6.8, quality 100 … 0), per-channel steps from
+``codec.quantize.choose_params`` with the image's sensitivities (exactly what the encoder does), t* from the
+same steps (``refine.timestep_for_steps``), then with probability ½ the codec's corruption at t*
+(``x_t* = √ᾱ · (dequantize(quantize(z)) - μ)/σ``, the start sample the decoder builds) and otherwise
+Gaussian noise at a timestep uniform in [1, t*] (the states the DDIM steps below t* visit). Loss: MSE to x_0.
+AdamW, ``--steps`` iterations of ``--batch-size``; CUDA when available.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BASE_STEP_RANGE = (0.12, 6.8)  # quality 100 … 0 (codec.neural.quality_to_step)
+
+
+def held_out(files: list[str], every: int = 5) -> list[str]:
+    """The fixed held-out files: every ``every``-th name in sorted order (indices every-1, 2·every-1, …)."""
+    names = sorted(files)
+    return [n for i, n in enumerate(names) if i % every == every - 1]
+
+
+def make_scheduler():
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="sample")
+
+
+def make_unet(channels: tuple[int, ...], layers: int, crop: int, latent_channels: int = 32):
+    from diffusers import UNet2DModel
+
+    n = len(channels)
+    return UNet2DModel(sample_size=crop, in_channels=latent_channels, out_channels=latent_channels,
+                       block_out_channels=tuple(channels), layers_per_block=layers,
+                       down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
+                       norm_num_groups=min(32, min(channels)))
+
+
+def _load_rgb(path: Path, max_side: int | None) -> np.ndarray:
+    from PIL import Image
+
+    from latentarc.codec.images import read_image
+
+    pic = read_image(path.read_bytes())
+    rgb = pic.rgb if pic.rgb.ndim == 3 else np.repeat(pic.rgb[..., None], 3, axis=2)
+    if rgb.dtype != np.uint8:
+        rgb = (rgb / 257).astype(np.uint8)
+    h, w = rgb.shape[:2]
+    if max_side and max(h, w) > max_side:
+        s = max_side / max(h, w)
+        rgb = np.asarray(Image.fromarray(rgb[..., :3]).resize((max(8, round(w * s)), max(8, round(h * s))),
+                                                            Image.LANCZOS))
+    h, w = rgb.shape[:2]
+    return np.ascontiguousarray(rgb[: h - h % 8, : w - w % 8, :3])
+
+
+def encode_latents(paths: list[Path], model, max_side: int | None, cache_dir: Path, probes: int = 2) -> dict:
+    """{name: (latent (C,h,w) float32, sensitivity (C,))}, from the cache when the key matches."""
+    from latentarc.codec.quantize import decoder_sensitivity
+
+    key = hashlib.sha256(json.dumps([[p.name, p.stat().st_size] for p in paths] + [max_side, probes, model.fingerprint])
+                         .encode()).hexdigest()[:16]
+    cache = cache_dir / f"tae-f2-latents-{key}.npz"
+    if cache.is_file():
+        with np.load(cache) as f:
+            return {p.name: (f[f"z_{i}"], f[f"s_{i}"]) for i, p in enumerate(paths)}
+    out, arrays = {}, {}
+    with torch.no_grad():
+        for i, p in enumerate(paths):
+            rgb = _load_rgb(p, max_side)
+            x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(model.device)
+            z = model.encode(x)[0]
+            sens = decoder_sensitivity(model, z, crop=32, probes=probes)
+            out[p.name] = (z.float().cpu().numpy(), sens)
+            arrays[f"z_{i}"], arrays[f"s_{i}"] = out[p.name]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(cache)
+    return out
+
+
+class Corruptor:
+    """The codec's corruption of a latent crop, in the denoiser's normalised units."""
+
+    def __init__(self, scheduler, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator):
+        self.scheduler, self.mean, self.std, self.rng = scheduler, mean, std, rng
+        self.ac = scheduler.alphas_cumprod.double().numpy()
+
+    def quantized(self, z: np.ndarray, sens: np.ndarray, base: float) -> tuple[np.ndarray, int]:
+        from latentarc.codec.quantize import choose_params, dequantize, quantize
+        from latentarc.codec.refine import timestep_for_steps
+
+        qp = choose_params(z, base, sens)
+        zq = dequantize(quantize(z, qp), qp)
+        return zq, timestep_for_steps(self.scheduler, qp.step_values(), self.std)
+
+    def norm(self, z):
+        return (z - self.mean[:, None, None]) / self.std[:, None, None]
+
+    def sample(self, z: np.ndarray, sens: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """(x_t, t, x_0) for one crop."""
+        lo, hi = np.log(BASE_STEP_RANGE[0]), np.log(BASE_STEP_RANGE[1])
+        zq, t_star = self.quantized(z, sens, float(np.exp(self.rng.uniform(lo, hi))))
+        x0 = self.norm(z)
+        if t_star > 0 and self.rng.random() < 0.5:
+            return (np.sqrt(self.ac[t_star]) * self.norm(zq)).astype(np.float32), t_star, x0.astype(np.float32)
+        t = int(self.rng.integers(1, max(t_star, 1) + 1))
+        eps = self.rng.standard_normal(x0.shape)
+        return (np.sqrt(self.ac[t]) * x0 + np.sqrt(1 - self.ac[t]) * eps).astype(np.float32), t, x0.astype(np.float32)
+
+
+def _crop(z: np.ndarray, size: int, rng) -> np.ndarray:
+    _, h, w = z.shape
+    y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+    return z[:, y : y + size, x : x + size]
+
+
+@torch.no_grad()
+def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, device) -> dict:
+    """Held-out latent MSE (normalised units) of the dequantized latent vs the denoiser's one-shot x_0 at t*,
+    on the centre crop, at three base steps (quality ≈ 75, 50, 25)."""
+    out = {}
+    for base in (0.32, 0.87, 2.4):
+        before = after = 0.0
+        n = 0
+        for name in names:
+            z, sens = latents[name]
+            _, h, w = z.shape
+            if h < crop or w < crop:
+                continue
+            y, x = (h - crop) // 2, (w - crop) // 2
+            zc = z[:, y : y + crop, x : x + crop]
+            zq, t = corr.quantized(zc, sens, base)
+            x0, xq = corr.norm(zc), corr.norm(zq)
+            before += float(((xq - x0) ** 2).mean())
+            if t > 0:
+                xt = torch.from_numpy((np.sqrt(corr.ac[t]) * xq).astype(np.float32))[None].to(device)
+                pred = unet(xt, torch.tensor([t], device=device)).sample[0].float().cpu().numpy()
+                after += float(((pred - x0) ** 2).mean())
+            else:
+                after += float(((xq - x0) ** 2).mean())
+            n += 1
+        if n:
+            out[f"base_step_{base}"] = {"mse_dequantized": before / n, "mse_denoised": after / n, "images": n}
+    return out
+
+
+def train(a) -> dict:
+    from safetensors.torch import save_file
+
+    from latentarc.codec.registry import load_model
+
+    device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    src = Path(a.images)
+    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"))
+    if a.limit:
+        paths = paths[: a.limit]
+    hold = held_out([p.name for p in paths], a.holdout_every)
+    train_names = [p.name for p in paths if p.name not in hold]
+    if not train_names:
+        raise ValueError(f"no training images in {src}")
+    t0 = time.perf_counter()
+    model = load_model("tae-f2", weights=a.weights, device=device)
+    cache = Path(a.cache) if a.cache else Path.home() / ".cache" / "latentarc" / "refiner-latents"
+    latents = encode_latents(paths, model, a.max_side, cache, a.probes)
+    encode_s = time.perf_counter() - t0
+    usable = [n for n in train_names if min(latents[n][0].shape[1:]) >= a.crop]
+    if not usable:
+        raise ValueError(f"no training latent is at least {a.crop}x{a.crop}; lower --crop or raise --max-side")
+    flat = np.concatenate([latents[n][0].reshape(latents[n][0].shape[0], -1) for n in train_names], axis=1)
+    mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
+
+    sched = make_scheduler()
+    channels = tuple(int(c) for c in a.channels.split(","))
+    unet = make_unet(channels, a.layers, a.crop, latents[usable[0]][0].shape[0]).to(device)
+    opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=1e-4)
+    corr = Corruptor(sched, mean, std, rng)
+    losses = []
+    t1 = time.perf_counter()
+    unet.train()
+    for it in range(a.steps):
+        xs, ts, x0s = [], [], []
+        for _ in range(a.batch_size):
+            z, sens = latents[usable[rng.integers(len(usable))]]
+            xt, t, x0 = corr.sample(_crop(z, a.crop, rng), sens)
+            xs.append(xt), ts.append(t), x0s.append(x0)
+        xt = torch.from_numpy(np.stack(xs)).to(device)
+        x0 = torch.from_numpy(np.stack(x0s)).to(device)
+        lr = a.lr * min(1.0, (it + 1) / max(1, a.steps // 20)) * 0.5 * (1 + math.cos(math.pi * it / max(1, a.steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        loss = torch.nn.functional.mse_loss(unet(xt, torch.tensor(ts, device=device)).sample, x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if a.log_every and (it + 1) % a.log_every == 0:
+            print(f"step {it + 1}/{a.steps} loss {np.mean(losses[-a.log_every:]):.5f} "
+                  f"({time.perf_counter() - t1:.0f} s)", flush=True)
+    train_s = time.perf_counter() - t1
+    unet.eval()
+    val = validate(unet, corr, latents, hold, a.crop, device)
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
+    final = float(np.mean(losses[-max(1, min(50, len(losses))):]))
+    cfg = {
+        "name": "tae-f2-denoiser",
+        "unet": {k: v for k, v in dict(unet.config).items()},
+        "scheduler": dict(sched.config),
+        "latent_mean": mean.tolist(),
+        "latent_std": std.tolist(),
+        "prediction": "x0 (scheduler prediction_type=sample)",
+        "data": str(src),
+        "max_side": a.max_side,
+        "trained_on": train_names,
+        "held_out": hold,
+        "holdout_rule": f"every {a.holdout_every}th file in name order",
+        "steps": a.steps,
+        "batch_size": a.batch_size,
+        "crop": a.crop,
+        "lr": a.lr,
+        "seed": a.seed,
+        "device": str(device),
+        "encode_seconds": round(encode_s, 1),
+        "train_seconds": round(train_s, 1),
+        "final_loss": final,
+        "validation": val,
+    }
+    (out / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
+    (out / "CARD.md").write_text(_card(cfg))
+    print(f"trained {a.steps} steps in {train_s:.0f} s (+{encode_s:.0f} s encoding) on {device}; "
+          f"final loss {final:.5f}; held out {len(hold)} images → {out}")
+    for k, v in val.items():
+        print(f"  held-out {k}: latent MSE {v['mse_dequantized']:.5f} dequantized → {v['mse_denoised']:.5f} denoised")
+    return cfg
+
+
+def _card(c: dict) -> str:
+    rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | {v['images']} |"
+                     for k, v in c["validation"].items())
+    return f"""# tae-f2-denoiser
+
+Latent denoiser for `latentarc decode --refine` with the `tae-f2` codec (codec/refine.py, Backend B):
+a diffusers `UNet2DModel` (blocks {c['unet']['block_out_channels']}, {c['unet']['layers_per_block']} layer(s)
+per block), timestep-conditioned, predicting x_0 in per-channel normalised latent units, DDIM schedule
+(scaled_linear, 1000 steps).
+
+* Data: {len(c['trained_on'])} photos from `{c['data']}` (longer side ≤ {c['max_side']} px), random
+  {c['crop']}×{c['crop']} latent crops.
+* Held out ({c['holdout_rule']}, never trained on): {', '.join(c['held_out'])}.
+* Corruption: the codec's own adaptive quantization at log-uniform base steps {BASE_STEP_RANGE[0]}–{BASE_STEP_RANGE[1]}
+  at the matched timestep t*, or Gaussian noise at t ~ U[1, t*], ½ each.
+* Training: {c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
+  {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
+
+Held-out latent MSE (normalised units, centre crop, one x_0 prediction at t*):
+
+| base step | dequantized | denoised | images |
+| --- | --- | --- | --- |
+{rows}
+"""
+
+
+def run_train_refiner(a) -> int:
+    train(a)
+    return 0

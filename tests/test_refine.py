@@ -1,0 +1,250 @@
+"""Diffusion refinement at decode (codec/refine.py), on tiny randomly initialised diffusers models (no network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+
+from latentarc.codec import refine as R  # noqa: E402
+from latentarc.codec.errors import ModelError  # noqa: E402
+from latentarc.codec.refine import (  # noqa: E402
+    DiffusersUNetRefiner,
+    RefineConfig,
+    load_refiner,
+    timestep_for_steps,
+)
+
+
+def sd_scheduler():
+    return diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                   clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def tiny_unet(seed=0, channels=4):
+    torch.manual_seed(seed)
+    return diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=channels, out_channels=channels, layers_per_block=1,
+        block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32, attention_head_dim=8,
+        norm_num_groups=32,
+    )
+
+
+@pytest.fixture(scope="module")
+def unet_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sd-tiny")
+    tiny_unet().save_pretrained(d / "unet", safe_serialization=True)
+    sd_scheduler().save_pretrained(d / "scheduler")
+    return d
+
+
+@pytest.fixture(scope="module")
+def refiner(unet_dir):
+    with pytest.warns(UserWarning, match="zero empty-prompt"):
+        return load_refiner("diffusers-unet:" + str(unet_dir))
+
+
+def latent(seed=3, c=4, h=8, w=8):
+    return torch.randn(1, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+STEPS = torch.full((4,), 0.5)
+
+
+# ------------------------------------------------------------------------------------------ the mapping
+def test_timestep_monotone_in_step_and_zero_for_tiny_steps():
+    s = sd_scheduler()
+    assert timestep_for_steps(s, np.full(4, 1e-6)) == 0
+    assert timestep_for_steps(s, np.zeros(4)) == 0
+    ts = [timestep_for_steps(s, np.full(4, d)) for d in (0.01, 0.05, 0.1, 0.3, 0.5, 1.0, 2.0, 4.0)]
+    assert ts == sorted(ts) and ts[0] < ts[-1] and 0 < ts[-1] <= 999
+    # matches the definition: (1-ᾱ)/ᾱ at t* ≤ Δ²/12 < the same at t*+1
+    t = timestep_for_steps(s, np.full(4, 0.5))
+    ac = s.alphas_cumprod.double()
+    nsr = (1 - ac) / ac
+    assert nsr[t] <= 0.25 / 12 < nsr[t + 1]
+    # per-channel latent scale: doubling σ is the same as halving Δ
+    assert timestep_for_steps(s, np.full(4, 0.5), latent_std=2.0) == timestep_for_steps(s, np.full(4, 0.25))
+    # monotone in each channel's step
+    base = np.full(4, 0.3)
+    bigger = base.copy()
+    bigger[2] = 0.9
+    assert timestep_for_steps(s, bigger) >= timestep_for_steps(s, base)
+
+
+def test_sampling_grid_has_k_steps_below_t_star():
+    s = sd_scheduler()
+    grid = R.sampling_timesteps(s, 300, 4)
+    assert len(grid) == 4 and grid == sorted(grid, reverse=True) and grid[0] <= 300
+    assert R.sampling_timesteps(s, 0, 4) == [] and R.sampling_timesteps(s, 300, 0) == []
+
+
+def test_config_validation():
+    assert not RefineConfig().active and RefineConfig("faithful", 2).active and not RefineConfig("faithful", 0).active
+    with pytest.raises(ValueError):
+        RefineConfig("sharp")
+    with pytest.raises(ValueError):
+        RefineConfig("faithful", -1)
+
+
+# ------------------------------------------------------------------------------------------ backend A
+def test_diffusers_unet_refiner_shape_and_determinism(refiner):
+    assert isinstance(refiner, R.Refiner) and isinstance(refiner, DiffusersUNetRefiner)
+    z = latent()
+    a = refiner.refine(z, STEPS, mode="faithful", num_steps=2, seed=0)
+    b = refiner.refine(z, STEPS, mode="faithful", num_steps=2, seed=99)  # faithful ignores the seed
+    assert a.shape == z.shape and torch.isfinite(a).all() and not torch.equal(a, z)
+    assert torch.equal(a, b)
+    r1 = refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=1)
+    r2 = refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=1)
+    r3 = refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=2)
+    assert torch.equal(r1, r2) and not torch.equal(r1, r3) and not torch.equal(r1, a)
+
+
+def test_noop_cases(refiner):
+    z = latent()
+    assert refiner.refine(z, STEPS, mode="none", num_steps=4, seed=0) is z
+    assert refiner.refine(z, STEPS, mode="faithful", num_steps=0, seed=0) is z
+    assert refiner.refine(z, torch.full((4,), 1e-6), mode="realistic", num_steps=4, seed=0) is z  # t* = 0
+
+
+def test_empty_prompt_file_is_used(unet_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    d = tmp_path / "with-emb"
+    shutil.copytree(unet_dir, d)
+    emb = torch.randn(1, 5, 32)
+    save_file({"empty_prompt_embeds": emb}, str(d / "empty_prompt_embeds.safetensors"))
+    r = load_refiner("diffusers-unet:" + str(d))
+    assert torch.equal(r.empty_prompt_embeds, emb)
+    assert r.refine(latent(), STEPS, mode="faithful", num_steps=1, seed=0).shape == (1, 4, 8, 8)
+
+
+def test_channel_mismatch_and_unknown_names(refiner, tmp_path):
+    with pytest.raises(ModelError, match="latent channels"):
+        refiner.refine(latent(c=8), torch.full((8,), 0.5), mode="faithful", num_steps=1, seed=0)
+    with pytest.raises(ModelError):
+        load_refiner("no-such-refiner")
+    with pytest.raises(ModelError):
+        load_refiner("diffusers-unet:" + str(tmp_path / "missing"))
+
+
+# ------------------------------------------------------------------------------------------ codec integration
+@pytest.fixture(scope="module")
+def vae_codec(tmp_path_factory):
+    from latentarc.codec.neural import NeuralCodec
+    from latentarc.codec.registry import load_model
+
+    torch.manual_seed(0)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+        latent_channels=4, norm_num_groups=4, sample_size=32, scaling_factor=0.5,
+    )
+    d = tmp_path_factory.mktemp("vae")
+    vae.save_pretrained(d, safe_serialization=True)
+    return NeuralCodec(load_model("diffusers:" + str(d)), adaptive=False, min_coded=16)
+
+
+def test_decode_with_refine_uses_no_stream_bits(vae_codec, refiner):
+    from latentarc.codec.images import Picture
+
+    rgb = np.random.default_rng(0).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    data = vae_codec.encode(Picture(rgb, None, "RGB"), quality=20, measure=False).data
+    before = bytes(data)
+    plain = vae_codec.decode(data)
+    assert np.array_equal(vae_codec.decode(data, refine=RefineConfig("none")).rgb, plain.rgb)
+    f1 = vae_codec.decode(data, refine=RefineConfig("faithful", 2), refiner=refiner)
+    f2 = vae_codec.decode(data, refine=RefineConfig("faithful", 2), refiner=refiner)
+    assert f1.rgb.shape == plain.rgb.shape and np.array_equal(f1.rgb, f2.rgb)
+    assert data == before  # zero extra bits: the stream is neither read for nor changed by refinement
+    with pytest.raises(ModelError, match="no default refiner"):
+        vae_codec.decode(data, refine=RefineConfig("faithful", 2))
+
+
+def test_tae_f2_without_denoiser_is_a_typed_error(codec, small_pic, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(tmp_path / "models"))  # only the denoiser is looked up here
+    monkeypatch.setattr(R, "PACKAGE_WEIGHTS", tmp_path / "pkg")
+    R._CACHE.pop((R.DENOISER_NAME, "None", "cpu"), None)
+    data = codec.encode(small_pic, quality=50, measure=False).data
+    with pytest.raises(ModelError, match="no refiner for tae-f2: run latentarc train-refiner"):
+        codec.decode(data, refine=RefineConfig("faithful", 2))
+
+
+# ------------------------------------------------------------------------------------------ backend B + training
+def test_train_refiner_end_to_end(tmp_path, codec, small_pic):
+    from latentarc.jobs.cli import main
+    from latentarc.jobs.train_refiner import held_out
+
+    from .conftest import PHOTOS
+
+    out = tmp_path / "den"
+    rc = main(["train-refiner", str(PHOTOS), "--out", str(out), "--steps", "3", "--batch-size", "2",
+               "--limit", "4", "--holdout-every", "2", "--probes", "1", "--max-side", "128", "--crop", "8",
+               "--channels", "32,32",
+               "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+    assert rc == 0
+    for f in ("model.safetensors", "config.json", "CARD.md"):
+        assert (out / f).is_file()
+    cfg = json.loads((out / "config.json").read_text())
+    files = sorted(p.name for p in PHOTOS.glob("*.png"))[:4]
+    assert cfg["held_out"] == held_out(files, 2) == [files[1], files[3]] and cfg["held_out"] and set(cfg["held_out"]) <= set(files)
+    assert not set(cfg["held_out"]) & set(cfg["trained_on"])
+    assert "held out" in (out / "CARD.md").read_text().lower()
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # latents cached once
+
+    r = load_refiner(str(out))
+    assert isinstance(r, R.LatentDenoiserRefiner)
+    data = codec.encode(small_pic, quality=40, measure=False).data
+    a = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
+    b = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
+    assert a.rgb.shape == codec.decode(data).rgb.shape and np.array_equal(a.rgb, b.rgb)
+
+
+def test_cli_decode_refine(tmp_path, codec, small_pic, monkeypatch):
+    from latentarc.jobs.cli import main
+
+    data = codec.encode(small_pic, quality=50, measure=False).data
+    (tmp_path / "s.larc").write_bytes(data)
+    monkeypatch.setattr(R, "PACKAGE_WEIGHTS", tmp_path / "pkg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    R._CACHE.clear()
+    rc = main(["decode", str(tmp_path / "s.larc"), str(tmp_path / "o.png"), "--refine", "faithful", "--steps", "2",
+               "--device", "cpu"])
+    assert rc == 2  # ModelError: no trained denoiser for tae-f2
+    rc = main(["decode", str(tmp_path / "s.larc"), str(tmp_path / "o.png"), "--refine", "none", "--device", "cpu"])
+    assert rc == 0 and (tmp_path / "o.png").is_file()
+
+
+def test_restore_actor_passes_refinement(tmp_path, codec, small_pic, monkeypatch):
+    import pyarrow as pa
+
+    from latentarc.codec import bitstream
+    from latentarc.jobs.cli import build_parser
+    from latentarc.pipeline.stages import RestoreActor
+
+    a = build_parser().parse_args(["restore", "t", "d", "--refine", "realistic", "--steps", "3", "--seed", "5",
+                                   "--refiner", "tae-f2-denoiser"])
+    assert (a.refine, a.steps, a.seed, a.refiner) == ("realistic", 3, 5, "tae-f2-denoiser")
+    monkeypatch.setattr(R, "PACKAGE_WEIGHTS", tmp_path / "pkg")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    R._CACHE.clear()
+    data = codec.encode(small_pic, quality=50, measure=False).data
+    batch = pa.Table.from_pylist([{"key": "a.jpg", "payload": data, "payload_crc32c": bitstream.crc32c(data)}])
+    kw = {"dst": str(tmp_path / "out"), "storage_options": None, "weights": None, "suffix": ".png"}
+    actor = RestoreActor(**kw, refine=RefineConfig("faithful", 2))
+    actor._codecs["tae-f2"] = codec
+    (row,) = actor(batch).to_pylist()
+    assert not row["ok"] and row["error_type"] == "ModelError" and "train-refiner" in row["message"]
+    actor = RestoreActor(**kw, refine=RefineConfig("none"))
+    actor._codecs["tae-f2"] = codec
+    (row,) = actor(batch).to_pylist()
+    assert row["ok"] and (tmp_path / "out" / "a.png").is_file()
