@@ -40,8 +40,9 @@ def actor_pool_args(plan: "PoolPlan") -> dict:
     from ray.data import ActorPoolStrategy
 
     return {
-        # a fixed pool: an autoscaling one starts with one actor and leaves CPUs idle on short runs
-        "compute": ActorPoolStrategy(size=plan.size),
+        # autoscaling from one actor: a fixed-size pool (or a large initial size) waits forever for actors the
+        # cluster cannot place when part of it is taken (seen in the test suite after an actor crash)
+        "compute": ActorPoolStrategy(min_size=1, max_size=plan.size),
         "num_cpus": plan.num_cpus,
         "num_gpus": plan.num_gpus,
         **ACTOR_FAULT_TOLERANCE,
