@@ -111,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price-per-gb-month", type=float, default=0.023)
     p.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default Pillow's 89.5 MP)")
     p.add_argument("--no-ms-ssim", action="store_true", help="skip the MS-SSIM column (saves one decode per image)")
+    p.add_argument("--rows-per-part", type=int, default=64,
+                   help="rows per Parquet part (parts are written as they fill, all committed at the end)")
     p.add_argument("--weights", help="explicit weight file or folder, passed to every actor")
 
     p = sub.add_parser("restore", help="decode all or some rows of a table back to images")
@@ -274,7 +276,8 @@ def _cmd_compress(a) -> int:
                            quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                            min_ms_ssim=a.min_ms_ssim, workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
-                           price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim)
+                           price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim,
+                           rows_per_part=a.rows_per_part)
     kw = {"source_options": a.storage_options, "table_options": a.storage_options}
     show = lambda r: print("\n".join(summary_lines(r)), flush=True)  # noqa: E731
     if a.watch:

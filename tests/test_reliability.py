@@ -67,6 +67,7 @@ def test_driver_sigkill_mid_run_then_rerun(tmp_path):
     table_uri = tmp_path / "table"
     cmd = [sys.executable, "-m", "latentarc.jobs.cli", "compress", str(tmp_path / "src"), str(table_uri),
            "--ray-address", ray.get_runtime_context().gcs_address, "--batch-size", "1", "--workers", "2",
+           "--rows-per-part", "1",  # parts appear as the run goes, so there is a window before the commit
            "--no-progress", "--no-ms-ssim", "--weights", str(MODELS)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
