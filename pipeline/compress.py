@@ -9,6 +9,7 @@ archives what it had not committed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,10 @@ def tolerate_failed_blocks():
         yield
     finally:
         ctx.max_errored_blocks = old
+        # a failed block's exception sits in a reference cycle (traceback ↔ frames) that holds the pool's actor
+        # handles; until the cycle is collected those actors keep their CPUs, and the next run in this process
+        # (watch mode, a --retry-errors pass) waits forever for a pool it cannot place
+        gc.collect()
 
 
 def run_compress(
@@ -138,7 +143,9 @@ def run_compress(
                     **actor_pool_args(plan),
                 )
             sink = ArchiveSink(table_uri, table_options, run_id, rows_per_part=opts.rows_per_part)
-            ds.write_datasink(sink)
+            # the write tasks ask for what a decode task asks for: at the default 1 CPU they could never be placed
+            # beside a full pool (2 × 0.75 of 2 CPUs) and the run would wait forever for its own sink
+            ds.write_datasink(sink, ray_remote_args={"num_cpus": plan.decode_cpus})
         parts = sink.result
 
     # account for every input: anything that came back neither as a row nor as an error is recorded, not lost

@@ -182,12 +182,17 @@ def _ray_logs_dir() -> Path | None:
 
 
 @pytest.mark.usefixtures("ray_cluster")
-def test_credentials_never_leak_from_a_compress_run(s3, bucket, capfd, caplog):
+def test_credentials_never_leak_from_a_compress_run(s3, bucket, capfd):
     """A real compress job (S3 source and table, one broken input) with a distinctive secret in the storage
     options: the secret is in no output, log, report, commit record, Parquet file (data or errors) or error."""
     from latentarc.pipeline.compress import CompressOptions, run_compress
 
-    caplog.set_level(logging.DEBUG, logger="latentarc")
+    logged = io.StringIO()  # pytest's log capture is off (see pyproject): catch latentarc's own records
+    handler = logging.StreamHandler(logged)
+    lat_logger = logging.getLogger("latentarc")
+    old_level = lat_logger.level
+    lat_logger.addHandler(handler)
+    lat_logger.setLevel(logging.DEBUG)
     opts = dict(s3, key=KEY_ID, secret=SECRET)
     fs = s3fs.S3FileSystem(**opts, use_listings_cache=False, skip_instance_cache=True)
     src, table_uri = f"{bucket}/incoming", f"{bucket}/archive"
@@ -203,7 +208,9 @@ def test_credentials_never_leak_from_a_compress_run(s3, bucket, capfd, caplog):
     assert report["rows"] == 2 and report["errors"] == 1, report
     out, err = capfd.readouterr()
     assert SECRET not in out and SECRET not in err
-    assert SECRET not in caplog.text
+    lat_logger.removeHandler(handler)
+    lat_logger.setLevel(old_level)
+    assert logged.getvalue() and SECRET not in logged.getvalue()
     assert not _contains_secret(report) and SECRET not in json.dumps(report, default=str)
 
     table = BitstreamTable(table_uri, opts)
