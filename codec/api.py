@@ -26,9 +26,12 @@ def load_codec(
     weights: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     adaptive: bool = True,
+    entropy_model: str = "per-channel",
 ) -> NeuralCodec:
-    """A :class:`NeuralCodec` over the registry model ``name`` (weights verified, cached per process)."""
-    return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive)
+    """A :class:`NeuralCodec` over the registry model ``name`` (weights verified, cached per process);
+    ``entropy_model`` names how new streams are entropy-coded (``codec.latent_coding``)."""
+    return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive,
+                       entropy_model=entropy_model)
 
 
 def codec_for_stream(data: bytes, **kw) -> "ImageCodec":

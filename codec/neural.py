@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import bitstream, entropy
+from . import bitstream, entropy, latent_coding
 from .autoencoder import LatentAutoencoder
 from .errors import (
     BitstreamError,
@@ -94,8 +94,11 @@ class NeuralCodec:
         probes: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_coded: int = 64,
+        entropy_model: str = "per-channel",
     ):
         self.model = model
+        # how new streams are entropy-coded (latent_coding); decoding follows the id each stream carries
+        self.coder = latent_coding.coder(entropy_model)
         self.name = model.name
         self.adaptive = adaptive
         self.sensitivity_crop = sensitivity_crop
@@ -156,21 +159,19 @@ class NeuralCodec:
 
     def _quantize(self, a: _Analysis, step: float):
         qp = choose_params(a.latent, step, a.sensitivity) if self.adaptive else uniform_params(a.latent, step)
-        symbols = quantize(a.latent, qp).reshape(a.latent.shape[0], -1)
-        models = [entropy.fit(s) for s in symbols]
-        return qp, symbols, models
+        return qp, quantize(a.latent, qp)
 
-    def _stream(self, a: _Analysis, qp: QuantParams, models, payload: bytes) -> bytes:
+    def _stream(self, a: _Analysis, qp: QuantParams, side: bytes, payload: bytes) -> bytes:
         return bitstream.pack(
             bitstream.Stream(
                 codec=self.name,
                 width=a.pic.width,
                 height=a.pic.height,
                 mode=a.pic.mode,
-                params=qp.pack() + entropy.pack_models(models),
+                params=qp.pack() + side,
                 payload=payload,
                 model_fingerprint=bytes.fromhex(self.model.fingerprint)[: bitstream.FINGERPRINT_BYTES],
-                entropy_model=entropy.ENTROPY_MODEL_ID,
+                entropy_model=self.coder.id,
                 pad_right=a.pad[0],
                 pad_bottom=a.pad[1],
                 sections=a.sections,
@@ -178,15 +179,15 @@ class NeuralCodec:
         )
 
     def _code(self, a: _Analysis, step: float) -> tuple[bytes, dict]:
-        qp, symbols, models = self._quantize(a, step)
-        data = self._stream(a, qp, models, entropy.encode(symbols, models))
+        qp, symbols = self._quantize(a, step)
+        data = self._stream(a, qp, *self.coder.encode(symbols, qp))
         return data, {"base_step": round(step, 6), "adaptive": self.adaptive}
 
     def _estimated_bytes(self, a: _Analysis, step: float) -> float:
         """Stream size from the ideal code length — exact to a few bytes, without running the coder."""
-        qp, symbols, models = self._quantize(a, step)
-        bits = sum(entropy.ideal_bits(s, m) for s, m in zip(symbols, models))
-        return len(self._stream(a, qp, models, b"")) + 4 * math.ceil(bits / 32)
+        qp, symbols = self._quantize(a, step)
+        bits, side = self.coder.ideal_bits(symbols, qp)
+        return len(self._stream(a, qp, b"\0" * side, b"")) + 4 * math.ceil(bits / 32)
 
     def _step_for_bpp(self, a: _Analysis, target_bpp: float, iterations: int = 40) -> float:
         """Bisection in log-step: stream size decreases monotonically (in practice) with the step."""
@@ -256,8 +257,9 @@ class NeuralCodec:
         return colour_planes(dec.rgb, a.pic.mode)
 
     # ---------------------------------------------------------------- decode
-    def parse(self, data: bytes) -> tuple[bitstream.Stream, QuantParams, list[entropy.ChannelModel]]:
-        """Container and parameter checks, all before any network runs."""
+    def parse(self, data: bytes) -> tuple[bitstream.Stream, QuantParams, bytes]:
+        """Container and parameter checks, all before any network runs; returns the stream, its quantization
+        and the entropy coder's side information."""
         s = bitstream.parse(data)
         if s.codec != self.name:
             raise ModelMismatch(f"stream was made with codec {s.codec!r}; this decoder is {self.name!r}")
@@ -266,8 +268,7 @@ class NeuralCodec:
             raise ModelMismatch(
                 f"stream needs decoder weights {s.model_fingerprint.hex()}…, the loaded {self.name} weights are {mine.hex()}…"
             )
-        if s.entropy_model != entropy.ENTROPY_MODEL_ID:
-            raise UnsupportedVersion(f"entropy model id {s.entropy_model} is not known to this build")
+        latent_coding.coder_for_id(s.entropy_model)  # UnsupportedVersion for an unknown id
         d = self.model.downscale
         for size, pad in ((s.width, s.pad_right), (s.height, s.pad_bottom)):
             if (size + pad) % d or pad >= max(d, self.min_coded):
@@ -280,14 +281,16 @@ class NeuralCodec:
         qp, rest = QuantParams.unpack(s.params)
         if qp.channels != self.model.latent_channels:
             raise CorruptStream(f"stream has {qp.channels} latent channels, the model {self.model.latent_channels}")
-        return s, qp, entropy.unpack_models(rest, qp.channels)
+        if s.entropy_model == entropy.ENTROPY_MODEL_ID:
+            entropy.unpack_models(rest, qp.channels)  # range checks before any network runs
+        return s, qp, rest
 
     @torch.no_grad()
     def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
         """``refine`` (a :class:`~latentarc.codec.refine.RefineConfig`) denoises the dequantized latent before
         the decoder network; ``refiner`` a :class:`~latentarc.codec.refine.Refiner` or refiner name (default:
         the codec's own, see ``refine.refiner_for_codec``). Nothing about refinement is read from the stream."""
-        s, qp, models = self.parse(data)
+        s, qp, side = self.parse(data)
         alpha = None
         if _SECTION_ALPHA in s.sections:  # the lossless plane is checked before any network runs
             try:
@@ -297,7 +300,7 @@ class NeuralCodec:
         d = self.model.downscale
         h, w = (s.height + s.pad_bottom) // d, (s.width + s.pad_right) // d
         try:
-            symbols = entropy.decode(s.payload, models, h * w)
+            symbols = latent_coding.coder_for_id(s.entropy_model).decode(side, s.payload, qp, (qp.channels, h, w))
         except BitstreamError:
             raise
         except Exception as e:  # constriction reports exhausted or invalid data with its own exceptions
@@ -315,17 +318,20 @@ class NeuralCodec:
 
     def info(self, data: bytes) -> dict:
         """Header, parameters, and payload size against the model's ideal code length."""
-        s, qp, models = self.parse(data)
+        s, qp, side_info = self.parse(data)
         d = self.model.downscale
-        n = ((s.height + s.pad_bottom) // d) * ((s.width + s.pad_right) // d)
-        symbols = entropy.decode(s.payload, models, n)
-        ideal = sum(entropy.ideal_bits(sym, m) for sym, m in zip(symbols, models))
+        h, w = (s.height + s.pad_bottom) // d, (s.width + s.pad_right) // d
+        coder = latent_coding.coder_for_id(s.entropy_model)
+        symbols = coder.decode(side_info, s.payload, qp, (qp.channels, h, w))
+        ideal, _ = coder.ideal_bits(symbols, qp)
+        models = entropy.unpack_models(side_info, qp.channels) if coder.id == entropy.ENTROPY_MODEL_ID else []
         side = len(data) - len(s.payload)
         return {
             "codec": s.codec,
             "format_version": s.format_version,
             "model_fingerprint": s.model_fingerprint.hex(),
             "entropy_model": s.entropy_model,
+            "entropy_model_name": coder.name,
             "width": s.width,
             "height": s.height,
             "pad_right": s.pad_right,

@@ -34,7 +34,14 @@ from pathlib import Path
 import numpy as np
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
-VARIANTS = {"adaptive": True, "global-step": False}
+VARIANTS = {"adaptive": {"adaptive": True}, "global-step": {"adaptive": False}}
+ENTROPY_PREFIX = "entropy:"  # --compare-entropy NAME adds the variant "entropy:NAME" (adaptive steps, that coder)
+
+
+def variant_kwargs(variant: str) -> dict:
+    if variant.startswith(ENTROPY_PREFIX):
+        return {"adaptive": True, "entropy_model": variant[len(ENTROPY_PREFIX):]}
+    return VARIANTS[variant]
 
 
 def _parse_numbers(text: str | None, flag: str) -> list[float]:
@@ -314,24 +321,26 @@ def format_table(variant: str, summary: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _bd(summaries: dict[str, list[dict]]) -> dict:
+def _bd(summaries: dict[str, list[dict]], of: str = "adaptive", relative_to: str = "global-step") -> dict:
     from latentarc.codec.rd import bd_method, bd_report
 
-    a, b = summaries["adaptive"], summaries["global-step"]
+    a, b = summaries[of], summaries[relative_to]
     ra, pa = [s["bpp"] for s in a], [s["psnr"] for s in a]
     rb, pb = [s["bpp"] for s in b], [s["psnr"] for s in b]
     try:
-        return {"of": "adaptive", "relative_to": "global-step", "metric": "psnr", **bd_report(ra, pa, rb, pb)}
+        return {"of": of, "relative_to": relative_to, "metric": "psnr", **bd_report(ra, pa, rb, pb)}
     except ValueError as e:
-        return {"bd_rate_pct": None, "method": bd_method(len(ra), len(rb)), "error": str(e)}
+        return {"of": of, "relative_to": relative_to, "bd_rate_pct": None, "method": bd_method(len(ra), len(rb)),
+                "error": str(e)}
 
 
 def format_bd(bd: dict) -> str:
-    head = "BD-rate (adaptive vs global-step, PSNR)"
+    head = f"BD-rate ({bd.get('of', 'adaptive')} vs {bd.get('relative_to', 'global-step')}, PSNR)"
     if bd["bd_rate_pct"] is None:
         return f"{head}: n/a — {bd['error']}"
     lo, hi = bd["psnr_interval"]
-    line = f"{head}: {bd['bd_rate_pct']:+.2f}% over {lo:.2f}–{hi:.2f} dB (negative = adaptive needs fewer bits)"
+    line = (f"{head}: {bd['bd_rate_pct']:+.2f}% over {lo:.2f}–{hi:.2f} dB "
+            f"(negative = {bd.get('of', 'adaptive')} needs fewer bits)")
     if bd["method"] == "linear":
         line += "\n  [fewer than 4 points per curve: piecewise-linear log-rate interpolation, not the cubic fit]"
     else:
@@ -365,10 +374,14 @@ def run_bench(args) -> int:
     if args.crop is not None and args.crop < 1:
         raise ValueError("--crop must be at least 1")
     files = list_images(args.images, args.limit)
-    variants = (["adaptive"] + (["global-step"] if args.compare_global else [])) if qualities else ["adaptive"]
-    codecs = {
-        v: load_codec(args.codec, weights=args.weights, device=args.device, adaptive=VARIANTS[v]) for v in variants
-    }
+    variants = ["adaptive"]
+    if qualities and args.compare_global:
+        variants.append("global-step")
+    compare_entropy = getattr(args, "compare_entropy", None)
+    if qualities and compare_entropy:
+        variants.append(ENTROPY_PREFIX + compare_entropy)
+    codecs = {v: load_codec(args.codec, weights=args.weights, device=args.device, **variant_kwargs(v))
+              for v in variants}
 
     rows: list[dict] = []
     target_rows: list[dict] = []
@@ -445,6 +458,11 @@ def run_bench(args) -> int:
         bd = _bd(summaries)
         print()
         print(format_bd(bd))
+    bd_entropy = None
+    if qualities and compare_entropy:
+        bd_entropy = _bd(summaries, ENTROPY_PREFIX + compare_entropy, "adaptive")
+        print()
+        print(format_bd(bd_entropy))
 
     target_summary = summarise_targets(target_rows, targets) if targets else None
     if target_summary is not None:
@@ -472,6 +490,7 @@ def run_bench(args) -> int:
             "summary": {
                 "variants": summaries,
                 "bd_rate": bd,
+                "bd_rate_entropy": bd_entropy,
                 "targets": target_summary,
                 "floors": floor_summary,
             },

@@ -39,6 +39,9 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated codecs --codec auto chooses from (default tae-f2,avif,jxl)")
     p.add_argument("--min-ms-ssim", type=float, metavar="M",
                    help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
+    p.add_argument("--entropy-model", default="per-channel",
+                   help="how neural latents are entropy-coded: per-channel (default) or tae-f2-ctx (the learned "
+                        "context model); decoding follows the stream")
 
 
 def _refine_args(p: argparse.ArgumentParser) -> None:
@@ -151,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
     p.add_argument("--compare-global", action="store_true", help="also run the single-global-step baseline")
+    p.add_argument("--compare-entropy", metavar="NAME",
+                   help="also run with this entropy model (e.g. tae-f2-ctx) and give its BD-rate against the "
+                        "per-channel model")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--codecs", metavar="LIST",
                    help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
@@ -194,6 +200,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=100)
     _add_model_args(p)
 
+    p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")
+    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+                   help="folder of training photos (default ../shared/data/photos)")
+    p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
+    p.add_argument("--name", default="tae-f2-ctx", help="model name written into config.json")
+    p.add_argument("--model-id", type=int, default=2, help="entropy-model id streams will carry")
+    p.add_argument("--steps", type=int, default=1500, help="training iterations")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--crop", type=int, default=24, help="latent crop size (pixels / 8)")
+    p.add_argument("--groups", type=int, default=4, help="channel groups (passes = 2 × groups)")
+    p.add_argument("--hidden", type=int, default=48, help="hidden channels of the context network")
+    p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
+    p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
+    p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
+                   help="folder for the cached latents")
+    p.add_argument("--seed", type=int, default=0)
+    _add_model_args(p)
+
     p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")
     p.add_argument("--out", default="latentarc-demo", help="folder for the stream and the decoded image")
     _add_model_args(p)
@@ -205,7 +230,8 @@ def _cmd_encode(a) -> int:
     from latentarc.codec.images import read_image
 
     pic = read_image(Path(a.image).read_bytes())
-    codec = get_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs)
+    codec = get_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs,
+                      entropy_model=a.entropy_model)
     t = time.perf_counter()
     res = encode_with(codec, pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                       min_ms_ssim=a.min_ms_ssim)
@@ -272,7 +298,7 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.savings import summary_lines
 
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
-    opts = CompressOptions(codec=a.codec, codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
+    opts = CompressOptions(codec=a.codec, codecs=a.codecs, entropy_model=a.entropy_model, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
                            quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                            min_ms_ssim=a.min_ms_ssim, workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
@@ -352,6 +378,12 @@ def _cmd_train_refiner(a) -> int:
     return run_train_refiner(a)
 
 
+def _cmd_train_entropy(a) -> int:
+    from latentarc.jobs.train_entropy import run_train_entropy
+
+    return run_train_entropy(a)
+
+
 def _cmd_demo(a) -> int:
     from latentarc.jobs.sample import sample_image
 
@@ -386,6 +418,7 @@ _COMMANDS = {
     "bench-pipeline": _cmd_bench_pipeline,
     "demo": _cmd_demo,
     "train-refiner": _cmd_train_refiner,
+    "train-entropy": _cmd_train_entropy,
 }
 
 

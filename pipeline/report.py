@@ -128,6 +128,43 @@ def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONT
         "psnr": distribution(rows["psnr"]),
         "ms_ssim": distribution(rows["ms_ssim"]),
         "lossless_rows": sum(1 for p in rows["psnr"] if p is not None and math.isinf(p)),
+        "auto_policy": auto_policy(table.read(columns=["params", "payload_size", "psnr"]).to_pylist()),
+    }
+
+
+def auto_policy(rows: list[dict]) -> dict | None:
+    """For rows written by ``--codec auto``: what each enabled codec alone would have stored at the same floor
+    (its own stream where it met the floor, the original file where it could not — what an archive with only
+    that codec would have had to keep), against what auto stored. From the candidates auto recorded per row."""
+    auto = []
+    for r in rows:
+        try:
+            a = json.loads(r["params"] or "{}").get("auto")
+        except ValueError:
+            a = None
+        if a:
+            auto.append((r, a))
+    if not auto:
+        return None
+    names = sorted({n for _, a in auto for n in a["candidates"]})
+    totals = {n: 0 for n in names if n != "passthrough"}
+    for _, a in auto:
+        fallback = a["candidates"].get("passthrough")
+        for n in totals:
+            c = a["candidates"].get(n)
+            totals[n] += c if isinstance(c, int) else (fallback or 0)
+    stored = sum(r["payload_size"] for r, _ in auto)
+    best = min(totals, key=totals.get) if totals else None
+    psnrs = [r["psnr"] for r, _ in auto if r["psnr"] is not None]
+    return {
+        "rows": len(auto),
+        "floors": sorted({json.dumps(a.get("floor"), sort_keys=True) for _, a in auto}),
+        "chosen": {n: sum(1 for _, a in auto if a["chosen"] == n) for n in names},
+        "auto_payload_bytes": stored,
+        "single_codec_payload_bytes": totals,
+        "best_single_codec": best,
+        "auto_vs_best_single_pct": 100 * (stored / totals[best] - 1) if best and totals[best] else None,
+        "min_psnr": min(psnrs) if psnrs else None,
     }
 
 
@@ -189,6 +226,16 @@ def format_report(r: dict) -> str:
         _dist_line("PSNR dB", r["psnr"], fmt=".2f"),
         _dist_line("MS-SSIM", r["ms_ssim"], fmt=".4f"),
     ]
+    ap = r.get("auto_policy")
+    if ap:
+        lines += ["", f"codec auto ({ap['rows']} rows, floor {', '.join(ap['floors'])}, lowest row PSNR "
+                      f"{_num(ap['min_psnr'], '.2f')} dB): chosen "
+                      + ", ".join(f"{n} {k}" for n, k in ap["chosen"].items() if k),
+                  f"  auto stored {_size(ap['auto_payload_bytes'])}; each codec alone at the same floor "
+                  "(original file where it missed the floor):"]
+        lines += [f"    {n:<12} {_size(b)}" for n, b in sorted(ap["single_codec_payload_bytes"].items(), key=lambda x: x[1])]
+        if ap["auto_vs_best_single_pct"] is not None:
+            lines.append(f"  auto vs best single codec ({ap['best_single_codec']}): {ap['auto_vs_best_single_pct']:+.1f}%")
     return "\n".join(lines)
 
 

@@ -1,0 +1,306 @@
+"""Learned entropy model for autoencoder latents: channel-group × checkerboard context, integer inference.
+
+Why this shape: the per-channel model (``entropy.py``) gives every symbol of a channel the same law, so it pays
+for textured regions everywhere and ignores that neighbouring latents and other channels predict a symbol's
+centre and spread. Here the symbols are coded in ``2·G`` passes — for each of ``G`` channel groups, first the
+checkerboard "anchor" positions, then the rest (He et al., *Checkerboard context model*, CVPR 2021; ELIC's
+channel groups, CVPR 2022). Before each pass a small convolutional network sees everything decoded so far
+(dequantized, in latent units) and each channel's quantization step, and predicts per symbol a Laplacian centre
+and scale (``laplace_tables``). Every pass is fully parallel, so decoding costs ``2·G`` network evaluations.
+
+Bit-exactness across machines: the trained float network is converted to integers (weights ``× 2^12``,
+activations in units of ``2^-6``) and evaluated in float64 on integer values whose partial sums stay far below
+``2^53``, so every summation order gives the same exact result; rounding between layers is a floor division by a
+power of two; the step and the table index come from integer arithmetic. Encoder and decoder therefore derive
+identical table indices on any CPU, thread count or library version.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import constriction
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import laplace_tables as lt
+from .errors import CorruptStream, ModelError
+
+INPUT_BITS = 6  # features and activations in units of 2^-6
+WEIGHT_BITS = 12
+FEATURE_CLIP = 1 << 14  # |latent| ≤ 256
+ACT_CLIP = 1 << 15
+WEIGHT_CLIP = 1 << 15
+BAND_ROWS = 32  # rows of latent per network band (memory bound on large images); exact by construction
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    channels: int = 32
+    groups: int = 4
+    hidden: int = 48
+
+    @property
+    def passes(self) -> int:
+        return 2 * self.groups
+
+
+class ContextNet(nn.Module):
+    """The float network (training). Input: ``[ŷ · avail, avail, log2 Δ]`` (3C channels); output: centre (latent
+    units) and log2 scale (latent units) for every channel."""
+
+    def __init__(self, cfg: ContextConfig):
+        super().__init__()
+        c, h = cfg.channels, cfg.hidden
+        self.cfg = cfg
+        self.c1 = nn.Conv2d(3 * c, h, 3, padding=1)
+        self.c2 = nn.Conv2d(h, h, 3, padding=1)
+        self.c3 = nn.Conv2d(h, 2 * c, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.relu(self.c1(x))
+        h = F.relu(self.c2(h))
+        o = self.c3(h)
+        c = self.cfg.channels
+        return o[:, :c], o[:, c:]
+
+
+# ------------------------------------------------------------------ the pass schedule and features
+def pass_masks(cfg: ContextConfig, h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each pass: (available-before-it, coded-in-it) boolean masks of shape (C, h, w)."""
+    group = np.arange(cfg.channels) // (cfg.channels // cfg.groups)
+    anchor = (np.arange(h)[:, None] + np.arange(w)[None]) % 2 == 0
+    out = []
+    for g in range(cfg.groups):
+        for phase in (0, 1):
+            before = group[:, None, None] < g
+            same = group[:, None, None] == g
+            avail = before | (same & anchor[None] if phase else np.zeros((1, 1, 1), bool))
+            coded = same & (anchor[None] if phase == 0 else ~anchor[None])
+            out.append((np.broadcast_to(avail, (cfg.channels, h, w)), np.broadcast_to(coded, (cfg.channels, h, w))))
+    return out
+
+
+def step_log8(steps: np.ndarray) -> np.ndarray:
+    """⌊8·log2(Δ)⌋ per channel from the integer steps (units 2^-12): integer arithmetic only."""
+    return np.array([lt.log2_eighths(int(s)) - 8 * 12 for s in steps], dtype=np.int64)
+
+
+def features(symbols: np.ndarray, steps: np.ndarray, avail: np.ndarray) -> np.ndarray:
+    """Integer network input (3C, h, w) in units of 2^-6: dequantized centred latent where available (⌊qΔ⌋,
+    clipped), the availability mask and log2 Δ."""
+    c = symbols.shape[0]
+    s = steps.astype(np.int64)[:, None, None]
+    yh = np.clip((symbols.astype(np.int64) * s) >> (12 - INPUT_BITS), -FEATURE_CLIP, FEATURE_CLIP)
+    a = avail.astype(np.int64)
+    ls = np.broadcast_to((step_log8(steps) << (INPUT_BITS - 3))[:, None, None], symbols.shape)
+    return np.concatenate([yh * a, a << INPUT_BITS, ls]).reshape(3 * c, *symbols.shape[1:])
+
+
+# ------------------------------------------------------------------ integer network
+class IntegerContextNet:
+    """The trained network in integers; see the module docstring for why this is exact."""
+
+    def __init__(self, cfg: ContextConfig, tensors: dict[str, np.ndarray]):
+        self.cfg = cfg
+        try:
+            self.w = [torch.from_numpy(tensors[f"c{i}.weight"].astype(np.float64)) for i in (1, 2, 3)]
+            self.b = [torch.from_numpy(tensors[f"c{i}.bias"].astype(np.float64)) for i in (1, 2, 3)]
+        except KeyError as e:
+            raise ModelError(f"context model weights lack {e}") from None
+        for w in self.w:
+            if w.abs().max() > WEIGHT_CLIP:
+                raise ModelError("context model weight outside the integer range")
+
+    @classmethod
+    def from_float(cls, net: ContextNet) -> tuple["IntegerContextNet", dict[str, np.ndarray]]:
+        scale_w, tensors = float(1 << WEIGHT_BITS), {}
+        for i, conv in enumerate((net.c1, net.c2, net.c3), 1):
+            w = conv.weight.detach().double()
+            b = conv.bias.detach().double()
+            tensors[f"c{i}.weight"] = torch.clamp(torch.round(w * scale_w), -WEIGHT_CLIP, WEIGHT_CLIP).numpy().astype(np.int32)
+            tensors[f"c{i}.bias"] = torch.round(b * scale_w * (1 << INPUT_BITS)).numpy().astype(np.int64)
+        return cls(net.cfg, tensors), tensors
+
+    def _layer(self, x: torch.Tensor, i: int, pad: int, last: bool = False) -> torch.Tensor:
+        acc = F.conv2d(x, self.w[i], self.b[i], padding=pad)
+        if last:
+            return acc  # units 2^-(WEIGHT_BITS + INPUT_BITS)
+        return torch.clamp(torch.floor(acc / (1 << WEIGHT_BITS)), 0, ACT_CLIP)
+
+    @torch.no_grad()
+    def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer features (3C, h, w) → centre in units of 2^-6 latent, scale as ⌊8·log2 b⌉ (int64 each)."""
+        _, h, w = feats.shape
+        c = self.cfg.channels
+        mu = np.empty((c, h, w), np.int64)
+        l8 = np.empty((c, h, w), np.int64)
+        x_all = torch.from_numpy(feats.astype(np.float64))
+        for r0 in range(0, h, BAND_ROWS):  # bands with a two-row halo: the two 3×3 layers see exactly their inputs
+            r1 = min(h, r0 + BAND_ROWS)
+            a0, a1 = max(0, r0 - 2), min(h, r1 + 2)
+            x = x_all[None, :, a0:a1]
+            y = self._layer(self._layer(self._layer(x, 0, 1), 1, 1), 2, 0, last=True)[0, :, r0 - a0 : r1 - a0]
+            k = WEIGHT_BITS + INPUT_BITS
+            mu[:, r0:r1] = torch.floor((y[:c] + (1 << (WEIGHT_BITS - 1))) / (1 << WEIGHT_BITS)).numpy().astype(np.int64)
+            l8[:, r0:r1] = torch.floor((y[c:] * 8 + (1 << (k - 1))) / (1 << k)).numpy().astype(np.int64)
+        return mu, l8
+
+
+def table_indices(mu: np.ndarray, l8: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Network outputs → (⌊μ_q⌋, fractional quarter f, scale index j) in step units, integers only."""
+    s = steps.astype(np.int64).reshape(-1, *([1] * (mu.ndim - 1)))
+    # μ_q = μ_y / Δ = (mu / 64) / (s / 4096) = mu · 64 / s; in quarters, rounded half up
+    mu4 = np.floor_divide(2 * mu * 64 * lt.FRAC_STEPS + s, 2 * s)
+    j = l8 - step_log8(steps).reshape(s.shape) + lt.SCALE_OFFSET
+    return mu4 >> 2, mu4 & 3, np.clip(j, 0, lt.SCALES - 1)
+
+
+# ------------------------------------------------------------------ coding
+@lru_cache(maxsize=None)
+def _categorical(j: int, f: int):
+    return constriction.stream.model.Categorical(lt.frequencies(j, f).astype(np.float64) / lt.TOTAL, perfect=False)
+
+
+_ESCAPE_WORD = constriction.stream.model.Uniform(1 << lt.ESCAPE_WORD_BITS)
+
+
+class ContextEntropyModel:
+    """A trained context model, addressed by the id streams carry."""
+
+    def __init__(self, name: str, model_id: int, cfg: ContextConfig, net: IntegerContextNet, latent_model: str):
+        self.name, self.id, self.cfg, self.net, self.latent_model = name, model_id, cfg, net, latent_model
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ContextEntropyModel":
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        try:
+            meta = json.loads((folder / "config.json").read_text())
+            cfg = ContextConfig(**meta["config"])
+            tensors = load_file(str(folder / "model.safetensors"))
+        except (OSError, KeyError, TypeError, ValueError) as e:
+            raise ModelError(f"cannot load the context entropy model in {folder}: {e}") from None
+        return cls(meta["name"], int(meta["id"]), cfg, IntegerContextNet(cfg, tensors), meta["latent_model"])
+
+    def save(self, folder: str | Path, tensors: dict[str, np.ndarray], extra: dict | None = None) -> None:
+        from safetensors.numpy import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(folder / "model.safetensors"))
+        meta = {"name": self.name, "id": self.id, "latent_model": self.latent_model, "config": asdict(self.cfg),
+                **(extra or {})}
+        (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+    # -------------------------------------------------------------- the pass loop shared by all three uses
+    def _passes(self, symbols: np.ndarray, steps: np.ndarray, decode_pass=None):
+        """Yield, per pass: flat indices coded in it, ⌊μ⌋, f, j. With ``decode_pass`` the symbols are filled in
+        pass by pass (decode) — the network only ever sees what the decoder has."""
+        c, h, w = symbols.shape
+        for avail, coded in pass_masks(self.cfg, h, w):
+            mu, l8 = self.net(features(symbols, steps, avail))
+            base, f, j = table_indices(mu, l8, steps)
+            idx = np.flatnonzero(coded)
+            yield idx, base.ravel()[idx], f.ravel()[idx], j.ravel()[idx]
+            if decode_pass is not None:
+                decode_pass(idx)
+
+    @staticmethod
+    def _runs(f: np.ndarray, j: np.ndarray):
+        key = j * lt.FRAC_STEPS + f
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        cuts = np.flatnonzero(np.diff(ks)) + 1
+        for sel in np.split(order, cuts):
+            k = int(key[sel[0]])
+            yield sel, k // lt.FRAC_STEPS, k % lt.FRAC_STEPS
+
+    def encode(self, symbols: np.ndarray, steps: np.ndarray) -> bytes:
+        """ANS-code (C, h, w) int symbols given the stream's integer steps."""
+        symbols = symbols.astype(np.int64)
+        flat = symbols.ravel()
+        chunks = []  # (model, values) in decoding order
+        for idx, base, f, j in self._passes(symbols, steps):
+            r_all = flat[idx] - base
+            for sel, jj, ff in self._runs(f, j):
+                big = lt.support(jj)
+                r = r_all[sel]
+                sym = np.clip(r, -big - 1, big + 1) + big + 1
+                chunks.append((_categorical(jj, ff), sym.astype(np.int32)))
+                esc = np.abs(r[np.abs(r) > big]) - big - 1
+                if esc.size:
+                    if esc.max() >= 1 << (2 * lt.ESCAPE_WORD_BITS):
+                        raise ValueError("latent symbol too large for the context model")
+                    words = np.stack([esc >> lt.ESCAPE_WORD_BITS, esc & ((1 << lt.ESCAPE_WORD_BITS) - 1)], 1)
+                    chunks.append((_ESCAPE_WORD, words.ravel().astype(np.int32)))
+        coder = constriction.stream.stack.AnsCoder()
+        for model, values in reversed(chunks):
+            coder.encode_reverse(values, model)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+    def decode(self, payload: bytes, steps: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        if len(payload) % 4:
+            raise CorruptStream("entropy-coded payload is not a whole number of 32-bit words")
+        symbols = np.zeros(shape, np.int64)
+        flat = symbols.reshape(-1)
+        try:
+            coder = constriction.stream.stack.AnsCoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+            pending: dict = {}
+
+            def fill(idx):
+                flat[idx] = pending.pop("values")
+
+            for idx, base, f, j in self._passes(symbols, steps, decode_pass=fill):
+                out = np.empty(idx.size, np.int64)
+                for sel, jj, ff in self._runs(f, j):
+                    big = lt.support(jj)
+                    sym = coder.decode(_categorical(jj, ff), sel.size).astype(np.int64) - big - 1
+                    esc = np.flatnonzero(np.abs(sym) > big)
+                    if esc.size:
+                        words = coder.decode(_ESCAPE_WORD, 2 * esc.size).astype(np.int64).reshape(-1, 2)
+                        extra = (words[:, 0] << lt.ESCAPE_WORD_BITS) | words[:, 1]
+                        sym[esc] = np.sign(sym[esc]) * (big + 1 + extra)
+                    out[sel] = sym + base[sel]
+                pending["values"] = out
+        except CorruptStream:
+            raise
+        except Exception as e:  # noqa: BLE001 - constriction reports bad data with its own exceptions
+            raise CorruptStream(f"entropy decoding failed: {e}") from None
+        if not coder.is_empty():
+            raise CorruptStream("entropy-coded payload has data left after the last symbol")
+        return symbols.astype(np.int32)
+
+    def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray) -> float:
+        """Ideal code length (bits) under the integer tables, escapes included."""
+        symbols = symbols.astype(np.int64)
+        flat, bits = symbols.ravel(), 0.0
+        for idx, base, f, j in self._passes(symbols, steps):
+            r_all = flat[idx] - base
+            for sel, jj, ff in self._runs(f, j):
+                big = lt.support(jj)
+                r = r_all[sel]
+                freq = lt.frequencies(jj, ff)
+                i = np.clip(r, -big - 1, big + 1) + big + 1
+                bits += float(-(np.log2(freq[i]) - lt.PRECISION_BITS).sum())
+                bits += 2 * lt.ESCAPE_WORD_BITS * int((np.abs(r) > big).sum())
+        return bits
+
+
+# ------------------------------------------------------------------ registry of entropy models
+#: models shipped with latentarc: stream id → folder (loaded on first use)
+_SHIPPED = {2: Path(__file__).resolve().parent / "weights" / "tae-f2-ctx"}
+
+
+@lru_cache(maxsize=None)
+def by_id(model_id: int) -> ContextEntropyModel:
+    folder = _SHIPPED.get(model_id)
+    if folder is None:
+        raise ModelError(f"no context entropy model with id {model_id} in this build")
+    return ContextEntropyModel.load(folder)

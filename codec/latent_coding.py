@@ -1,0 +1,93 @@
+"""Entropy coders for quantized latents, by name and by the id a stream carries.
+
+Two kinds: the per-channel parametric model (``entropy.py``: three integers of side information per channel,
+one law per channel) and learned context models (``context_model.py``: no side information, one law per
+symbol, predicted from what is already decoded). The stream's ``entropy_model`` id picks the decoder, so old
+streams stay decodable when the default changes.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from . import entropy
+from .errors import UnsupportedVersion
+from .quantize import QuantParams
+
+
+class LatentCoder(Protocol):
+    id: int
+    name: str
+
+    def encode(self, symbols: np.ndarray, qp: QuantParams) -> tuple[bytes, bytes]: ...  # (side info, payload)
+
+    def decode(self, side: bytes, payload: bytes, qp: QuantParams, shape: tuple[int, int, int]) -> np.ndarray: ...
+
+    def ideal_bits(self, symbols: np.ndarray, qp: QuantParams) -> tuple[float, int]: ...  # (payload bits, side bytes)
+
+
+class PerChannelCoder:
+    id, name = entropy.ENTROPY_MODEL_ID, "per-channel"
+
+    def _models(self, symbols):
+        return [entropy.fit(s) for s in symbols.reshape(symbols.shape[0], -1)]
+
+    def encode(self, symbols, qp):
+        models = self._models(symbols)
+        return entropy.pack_models(models), entropy.encode(symbols.reshape(symbols.shape[0], -1), models)
+
+    def decode(self, side, payload, qp, shape):
+        models = entropy.unpack_models(side, qp.channels)
+        return entropy.decode(payload, models, shape[1] * shape[2]).reshape(shape)
+
+    def ideal_bits(self, symbols, qp):
+        models = self._models(symbols)
+        flat = symbols.reshape(symbols.shape[0], -1)
+        return sum(entropy.ideal_bits(s, m) for s, m in zip(flat, models)), len(entropy.pack_models(models))
+
+
+class ContextCoder:
+    """A learned context model; loaded lazily (the registry is imported by every codec)."""
+
+    def __init__(self, model_id: int, name: str):
+        self.id, self.name = model_id, name
+
+    @property
+    def model(self):
+        from .context_model import by_id
+
+        return by_id(self.id)
+
+    def encode(self, symbols, qp):
+        return b"", self.model.encode(symbols, qp.steps)
+
+    def decode(self, side, payload, qp, shape):
+        if side:
+            from .errors import CorruptStream
+
+            raise CorruptStream("the context entropy model carries no side information")
+        return self.model.decode(payload, qp.steps, shape)
+
+    def ideal_bits(self, symbols, qp):
+        return self.model.ideal_bits(symbols, qp.steps), 0
+
+
+_CODERS = [PerChannelCoder(), ContextCoder(2, "tae-f2-ctx")]
+BY_NAME = {c.name: c for c in _CODERS}
+BY_ID = {c.id: c for c in _CODERS}
+
+
+def coder(name: str) -> LatentCoder:
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise ValueError(f"unknown entropy model {name!r}; known: {', '.join(BY_NAME)}") from None
+
+
+def coder_for_id(model_id: int) -> LatentCoder:
+    try:
+        return BY_ID[model_id]
+    except KeyError:
+        raise UnsupportedVersion(f"entropy model id {model_id} is not known to this build") from None

@@ -1,0 +1,157 @@
+"""The learned context entropy model: integer tables, exact integer network, coding, and codec integration."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from latentarc.codec import context_model as cm
+from latentarc.codec import laplace_tables as lt
+from latentarc.codec.errors import CorruptStream, UnsupportedVersion
+from latentarc.codec.quantize import choose_params, quantize
+
+from .conftest import MODELS, photo_crop
+
+HELD_OUT = 4  # 005.png: held out from the model's training (jobs/train_entropy.py)
+
+#: pins the table construction (integer arithmetic only): any change here breaks every stream
+GOLDEN_TABLE_HASH = "b1009e57cb0fe310"
+
+
+def test_tables_are_pinned_and_valid():
+    assert lt.table_hash() == GOLDEN_TABLE_HASH
+    for j in (0, 23, 24, 60, lt.SCALES - 1):
+        for f in range(lt.FRAC_STEPS):
+            fr = lt.frequencies(j, f)
+            assert fr.sum() == lt.TOTAL and fr.min() >= 1 and fr.size == 2 * lt.support(j) + 3
+
+
+@pytest.mark.parametrize("j,f", [(8, 0), (24, 1), (40, 2), (70, 3)])
+def test_tables_match_the_discrete_laplacian(j, f):
+    """Integer tables vs the float law they stand for: KL divergence below 1e-4 bits per symbol."""
+    fr = lt.frequencies(j, f)
+    big, b, d = lt.support(j), lt.scale_of(j), f / lt.FRAC_STEPS
+    th = math.exp(-1 / b)
+    r = np.arange(-big, big + 1)
+    p = th ** np.abs(r - d) * (1 - th) / (th**d + th ** (1 - d))
+    q = fr[1:-1] / lt.TOTAL
+    assert float((p * np.log2(p / q)).sum()) < 1e-4
+
+
+def test_integer_log_of_steps():
+    for n in list(range(1, 5000, 7)) + [65535]:
+        assert lt.log2_eighths(n) == math.floor(8 * math.log2(n) + 1e-12)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return cm.by_id(2)
+
+
+@pytest.fixture(scope="module")
+def photo_symbols(codec):
+    """A real (held-out) photo's latent quantized as the encoder does, at two operating points."""
+    a = codec._analyse(photo_crop(HELD_OUT, 256))
+    out = []
+    for step in (0.3, 2.0):
+        qp = choose_params(a.latent, step, a.sensitivity)
+        out.append((quantize(a.latent, qp).astype(np.int64), qp.steps.astype(np.int64)))
+    return out
+
+
+def test_integer_network_is_exact(shipped, photo_symbols, monkeypatch):
+    """Thread count and band height change nothing; and the float64 path equals an int64 reference."""
+    sym, steps = photo_symbols[1]
+    avail, _ = cm.pass_masks(shipped.cfg, *sym.shape[1:])[3]
+    feats = cm.features(sym, steps, avail)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = shipped.net(feats)
+        torch.set_num_threads(2)
+        two = shipped.net(feats)
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setattr(cm, "BAND_ROWS", 5)
+    banded = shipped.net(feats)
+    for a, b, c in zip(one, two, banded):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+
+    # int64 reference of the first layer on a corner (every partial sum exact)
+    w = shipped.net.w[0].numpy().astype(np.int64)
+    b = shipped.net.b[0].numpy().astype(np.int64)
+    x = np.pad(feats[:, :6, :6].astype(np.int64), ((0, 0), (1, 1), (1, 1)))
+    ref = np.zeros((w.shape[0], 6, 6), np.int64)
+    for dy in range(3):
+        for dx in range(3):
+            ref += np.einsum("oc,chw->ohw", w[:, :, dy, dx], x[:, dy : dy + 6, dx : dx + 6])
+    ref = np.clip((ref + b[:, None, None]) >> cm.WEIGHT_BITS, 0, cm.ACT_CLIP)
+    got = shipped.net._layer(torch.from_numpy(feats[:, :8, :8].astype(np.float64))[None], 0, 1)[0, :, :6, :6]
+    assert np.array_equal(got.numpy().astype(np.int64)[:, :5, :5], ref[:, :5, :5])
+
+
+def test_round_trip_and_payload_near_ideal(shipped, photo_symbols):
+    for sym, steps in photo_symbols:
+        data = shipped.encode(sym, steps)
+        assert np.array_equal(shipped.decode(data, steps, sym.shape), sym)
+        ideal = shipped.ideal_bits(sym, steps)
+        assert len(data) * 8 <= ideal * 1.01 + 64
+
+
+def test_escapes_round_trip(shipped):
+    """Symbols far outside the predicted range (beyond a table's support) survive through the escape words."""
+    rng = np.random.default_rng(0)
+    sym = rng.integers(-3, 4, size=(32, 10, 12)).astype(np.int64)
+    sym[5, 3, 4], sym[20, 9, 11], sym[31, 0, 0] = 60000, -45000, 1500
+    steps = np.full(32, 4096, np.int64)
+    data = shipped.encode(sym, steps)
+    assert np.array_equal(shipped.decode(data, steps, sym.shape), sym)
+
+
+def test_damaged_payload_is_an_error(shipped, photo_symbols):
+    sym, steps = photo_symbols[0]
+    data = shipped.encode(sym, steps)
+    with pytest.raises(CorruptStream):
+        shipped.decode(data[:-8], steps, sym.shape)
+
+
+def test_codec_streams_select_their_entropy_model():
+    """Same quantization → identical pixels through either coder; the context stream is smaller; a decoder
+    set up for the other coder follows the stream's id; an unknown id is refused."""
+    from latentarc.codec.api import load_codec
+    from latentarc.codec import bitstream
+
+    ctx = load_codec(weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx")
+    pc = load_codec(weights=str(MODELS), device="cpu")
+    pic = photo_crop(HELD_OUT, 192)
+    a = ctx.encode(pic, quality=40, measure=False)
+    b = pc.encode(pic, quality=40, measure=False)
+    assert bitstream.parse(a.data).entropy_model == 2 and bitstream.parse(b.data).entropy_model == 1
+    assert len(a.data) < len(b.data)
+    assert np.array_equal(pc.decode(a.data).rgb, ctx.decode(b.data).rgb)
+    info = pc.info(a.data)
+    assert info["entropy_model_name"] == "tae-f2-ctx" and info["overhead_vs_ideal_pct"] < 1.0
+
+    s = bitstream.parse(a.data)
+    s.entropy_model = 99
+    with pytest.raises(UnsupportedVersion):
+        pc.decode(bitstream.pack(s))
+
+
+def test_golden_payload(shipped):
+    """Pins the coded format with the shipped model: the payload for fixed integer symbols and steps (integers
+    in, integers through the network: the same bytes on every machine). Symbols are a smooth random field
+    rounded, so the context has something to predict."""
+    rng = np.random.default_rng(1234)  # PCG64: the same stream on every platform
+    field = rng.integers(-40, 41, size=(32, 20, 20)).cumsum(axis=1).cumsum(axis=2) // 60
+    steps = (np.arange(32, dtype=np.int64) * 97) % 3000 + 400
+    data = shipped.encode(field, steps)
+    assert hashlib.sha256(data).hexdigest()[:16] == GOLDEN_PAYLOAD_HASH
+    assert np.array_equal(shipped.decode(data, steps, field.shape), field)
+
+
+GOLDEN_PAYLOAD_HASH = "2c9e88227ee90c64"
