@@ -123,28 +123,6 @@ def _qlabel(q: float) -> str:
     return f"{q:g}"
 
 
-def measure_one(codec, pic, quality: float) -> dict:
-    from latentarc.codec.images import colour_planes
-    from latentarc.codec.metrics import ms_ssim, psnr
-
-    t0 = time.perf_counter()
-    res = codec.encode(pic, quality=quality, measure=False)
-    t1 = time.perf_counter()
-    dec = codec.decode(res.data)
-    t2 = time.perf_counter()
-    ref, test = pic.reference(), colour_planes(dec.rgb, pic.mode)
-    return {
-        "quality": quality,
-        "bytes": len(res.data),
-        "bpp": len(res.data) * 8.0 / (pic.width * pic.height),
-        "psnr": psnr(ref, test),
-        "ms_ssim": ms_ssim(ref, test),
-        "encode_s": t1 - t0,
-        "decode_s": t2 - t1,
-        "base_step": res.params.get("base_step"),
-    }
-
-
 TARGET_TOLERANCE = 0.05  # the ±5% the rate control promises
 
 
@@ -365,6 +343,7 @@ def _json_safe(x):
 
 def run_bench(args) -> int:
     from latentarc.codec.api import load_codec
+    from latentarc.jobs.rd_bench import measure
     from latentarc.codec.errors import ImageError
     from latentarc.codec.images import read_image
 
@@ -403,10 +382,10 @@ def run_bench(args) -> int:
         for v in variants:
             codec = codecs[v]
             if v not in warmed:  # untimed: lazy initialisation is not the first image's cost
-                measure_one(codec, centre_crop(pic, 64), qualities[0] if qualities else 50.0)
+                measure(codec, centre_crop(pic, 64), qualities[0] if qualities else 50.0)
                 warmed.add(v)
             for q in qualities:
-                rows.append({"variant": v, **where, **measure_one(codec, pic, q)})
+                rows.append({"variant": v, **where, **measure(codec, pic, q)})
         for t in targets:
             target_rows.append({**where, **measure_target(codecs["adaptive"], pic, t)})
         for f in floors:

@@ -85,6 +85,7 @@ def measure(codec, pic, quality: float) -> dict:
         "decode_s": t2 - t1,
         "encode_mp_s": mp / (t1 - t0) if t1 > t0 else None,
         "decode_mp_s": mp / (t2 - t1) if t2 > t1 else None,
+        "base_step": res.params.get("base_step"),  # neural codecs: the quantization operating point
     }
 
 

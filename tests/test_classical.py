@@ -288,3 +288,13 @@ def test_auto_in_compress_and_restore(tmp_path):
     checked = verify_table(str(tmp_path / "table"), decode=True, weights=str(MODELS))
     assert checked.ok, checked.problems
     assert checked.decoded_with_reference == 3
+
+    # the report sets auto against each codec alone at the same floor (originals where a codec missed it)
+    from latentarc.pipeline.report import build_report
+
+    ap = build_report(BitstreamTable(str(tmp_path / "table")))["auto_policy"]
+    assert ap["rows"] == 3 and ap["min_psnr"] >= 45
+    assert ap["auto_payload_bytes"] == sum(r["payload_size"] for r in rows.values())
+    kept_originals = sum(json.loads(r["params"])["auto"]["candidates"]["passthrough"] for r in rows.values())
+    assert ap["single_codec_payload_bytes"]["tae-f2"] == kept_originals  # tae-f2 never met 45 dB
+    assert all(ap["auto_payload_bytes"] <= b for b in ap["single_codec_payload_bytes"].values())
