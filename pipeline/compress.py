@@ -81,9 +81,8 @@ def tolerate_failed_blocks():
         yield
     finally:
         ctx.max_errored_blocks = old
-        # a failed block's exception sits in a reference cycle (traceback ↔ frames) that holds the pool's actor
-        # handles; until the cycle is collected those actors keep their CPUs, and the next run in this process
-        # (watch mode, a --retry-errors pass) waits forever for a pool it cannot place
+        # drop any reference cycle still holding the pool's actor handles (a failed block's traceback can), so
+        # the next run in this process (watch mode) finds the actors' CPUs free
         gc.collect()
 
 
@@ -100,7 +99,7 @@ def run_compress(
 
     from latentarc.codec.images import DEFAULT_MAX_PIXELS
 
-    from .runtime import actor_pool_args, plan_pool, quiet_remote_args_notice
+    from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
     from .schema import ERRORS_SCHEMA, rows_to_table
     from .sink import ArchiveSink
     from .stages import EncodeActor, read_and_decode
@@ -119,7 +118,8 @@ def run_compress(
         plan = plan_pool(opts.workers)
         knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
                  "min_ms_ssim": opts.min_ms_ssim}
-        with tolerate_failed_blocks():  # before the dataset exists: Ray Data snapshots the context at creation
+        # before the dataset exists: Ray Data snapshots the context at creation
+        with tolerate_failed_blocks(), patient_execution():
             # one image per block (up to 50k blocks): an actor that draws large images must not hold others back
             n_blocks = max(1, min(len(todo), 50_000))
             ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)

@@ -45,7 +45,7 @@ def run_restore(
     (a ``codec.refine.RefineConfig``) and ``refiner`` (a refiner name) apply diffusion refinement to neural rows."""
     import ray.data
 
-    from .runtime import actor_pool_args, plan_pool, quiet_remote_args_notice
+    from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
     from .stages import RestoreActor, read_rows
     from .storage import open_fs, safe_join
     from .table import BitstreamTable
@@ -72,25 +72,26 @@ def run_restore(
         items.append({"path": path, "winners": None if only is None else json.dumps(only)})
     if items:
         plan = plan_pool(workers)
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
-        ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,
-                            fn_kwargs={"table": table, "keys": keys, "prefix": prefix})
-        with quiet_remote_args_notice():
-            ds = ds.map_batches(
-                RestoreActor,
-                batch_size=batch_size,
-                batch_format="pyarrow",
-                fn_constructor_kwargs={"dst": dst, "storage_options": dst_options, "weights": weights,
-                                       "suffix": suffix, "refine": refine, "refiner": refiner},
-                **actor_pool_args(plan),
-            )
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            for r in batch.to_pylist():
-                seen.add(r["key"])
-                if r["ok"]:
-                    result.restored += 1
-                else:
-                    result.failures.append({"key": r["key"], "error_type": r["error_type"], "message": r["message"]})
+        with patient_execution():  # set before the dataset exists: Ray Data snapshots the context at creation
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+            ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,
+                                fn_kwargs={"table": table, "keys": keys, "prefix": prefix})
+            with quiet_remote_args_notice():
+                ds = ds.map_batches(
+                    RestoreActor,
+                    batch_size=batch_size,
+                    batch_format="pyarrow",
+                    fn_constructor_kwargs={"dst": dst, "storage_options": dst_options, "weights": weights,
+                                           "suffix": suffix, "refine": refine, "refiner": refiner},
+                    **actor_pool_args(plan),
+                )
+            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                for r in batch.to_pylist():
+                    seen.add(r["key"])
+                    if r["ok"]:
+                        result.restored += 1
+                    else:
+                        result.failures.append({"key": r["key"], "error_type": r["error_type"], "message": r["message"]})
     if keys is not None:
         result.missing = sorted(set(keys) - seen)
     result.requested = len(seen) + len(result.missing)

@@ -52,6 +52,26 @@ def actor_pool_args(plan: "PoolPlan") -> dict:
 
 
 @contextlib.contextmanager
+def patient_execution():
+    """No wall-clock abort for a slow run. Ray Data's default gives up on a dataset that moves no block for 30
+    minutes (``execution_no_progress_timeout_s``) and the whole run is lost with it; one 6 MP image searched by
+    ``--codec auto`` on a busy 2-CPU machine took longer than that (seen in a real run). Failures are handled
+    by the actors' retries and the driver's accounting instead. Set before the dataset is created: Ray Data
+    snapshots the context then."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    if not hasattr(ctx, "execution_no_progress_timeout_s"):  # older Ray Data has no such timeout
+        yield
+        return
+    old, ctx.execution_no_progress_timeout_s = ctx.execution_no_progress_timeout_s, -1
+    try:
+        yield
+    finally:
+        ctx.execution_no_progress_timeout_s = old
+
+
+@contextlib.contextmanager
 def quiet_remote_args_notice():
     """Ray ≥ 2.5x warns that remote args such as max_restarts move to named parameters by 2.64 (pinned below
     that in pyproject); the values above are deliberate, so the notice is silenced where they are passed."""

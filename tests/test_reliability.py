@@ -181,3 +181,20 @@ def test_hostile_and_odd_inputs(tmp_path):
     assert Image.open(out / "grey16.png").mode == "I;16"
     assert Image.open(out / "palette-transparent.png").mode == "RGBA"
     assert Image.open(out / "strip.png").size == (20000, 8)
+
+
+def test_slow_runs_are_not_aborted_by_ray_datas_stall_timeout():
+    """Ray Data aborts a dataset that moves no block for 30 minutes, losing the whole run; a real --codec auto
+    run over 6 MP images hit it. Runs are created with the timeout off, and the global setting is restored."""
+    import ray.data
+    from ray.data import DataContext
+
+    from latentarc.pipeline.runtime import patient_execution
+
+    before = DataContext.get_current().execution_no_progress_timeout_s
+    assert before > 0  # the default this guards against
+    with patient_execution():
+        ds = ray.data.from_items([{"x": 1}])
+    assert ds.context.execution_no_progress_timeout_s == -1
+    assert DataContext.get_current().execution_no_progress_timeout_s == before
+    assert ds.take_all() == [{"x": 1}]
