@@ -284,13 +284,15 @@ def _json_safe(x):
 
 # ------------------------------------------------------------------------------------------ run
 def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-bench", crop=None, limit=None,
-                 weights=None, *, device=None, log=sys.stderr) -> dict:
+                 weights=None, *, device=None, log=None) -> dict:
     """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
     defaults), one list for every codec, or ``{codec: list}``. Returns the dict written to ``rd.json`` (plus
     ``files``: what was written)."""
     from latentarc.codec.codecs import get_codec
     from latentarc.codec.errors import ImageError
     from latentarc.codec.images import read_image
+
+    log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
 
     from .bench import centre_crop, list_images
 
