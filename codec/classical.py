@@ -78,7 +78,7 @@ from .images import (
     to_image,
 )
 from .metrics import ms_ssim, psnr
-from .neural import Decoded, EncodeResult
+from .neural import Decoded, EncodeResult, check_one_knob
 
 __all__ = [
     "ClassicalCodec",
@@ -312,8 +312,7 @@ class ClassicalCodec:
         min_psnr: float | None = None,
         measure: bool = True,
     ) -> EncodeResult:
-        if sum(x is not None for x in (quality, target_bpp, min_psnr)) > 1:
-            raise ValueError("give at most one of quality, target_bpp, min_psnr")
+        check_one_knob(quality, target_bpp, min_psnr)
         if min_psnr is not None:
             return self.encode_floor(pic, min_psnr=min_psnr)
         return self._with_alpha_check(pic, lambda prep: self._encode_point(prep, quality, target_bpp, measure))
@@ -528,8 +527,7 @@ class PassthroughCodec:
         min_psnr: float | None = None,
         measure: bool = True,
     ) -> EncodeResult:
-        if sum(x is not None for x in (quality, target_bpp, min_psnr)) > 1:
-            raise ValueError("give at most one of quality, target_bpp, min_psnr")
+        check_one_knob(quality, target_bpp, min_psnr)
         if pic.source_bytes is not None:
             payload, fmt, source = pic.source_bytes, _format_of(pic.source_bytes), True
         else:

@@ -37,6 +37,12 @@ DEFAULT_QUALITY = 75
 _SECTION_ALPHA, _SECTION_ICC, _SECTION_EXIF = "ALPH", "ICCP", "EXIF"
 
 
+def check_one_knob(quality: float | None, target_bpp: float | None, min_psnr: float | None) -> None:
+    """Every codec's ``encode`` takes at most one operating point (codec/base.py)."""
+    if sum(x is not None for x in (quality, target_bpp, min_psnr)) > 1:
+        raise ValueError("give at most one of quality, target_bpp, min_psnr")
+
+
 def quality_to_step(quality: float) -> float:
     """Base quantization step for a 0–100 quality: 0.12 at 100 (within ~0.1 dB of the autoencoder's own
     ceiling on photos), doubling every 17.5 points down to about 6.8 at 0."""
@@ -118,8 +124,7 @@ class NeuralCodec:
         min_psnr: float | None = None,
         measure: bool = True,
     ) -> EncodeResult:
-        if sum(x is not None for x in (quality, target_bpp, min_psnr)) > 1:
-            raise ValueError("give at most one of quality, target_bpp, min_psnr")
+        check_one_knob(quality, target_bpp, min_psnr)
         a = self._analyse(pic)
         if min_psnr is not None:
             return self._encode_min_psnr(a, min_psnr)
