@@ -91,14 +91,15 @@ def step_log8(steps: np.ndarray) -> np.ndarray:
     return np.array([lt.log2_eighths(int(s)) - 8 * 12 for s in steps], dtype=np.int64)
 
 
-def features(symbols: np.ndarray, steps: np.ndarray, avail: np.ndarray) -> np.ndarray:
+def features(symbols: np.ndarray, steps: np.ndarray, avail: np.ndarray, log8: np.ndarray | None = None) -> np.ndarray:
     """Integer network input (3C, h, w) in units of 2^-6: dequantized centred latent where available (⌊qΔ⌋,
-    clipped), the availability mask and log2 Δ."""
+    clipped), the availability mask and log2 Δ (``log8``: :func:`step_log8` of ``steps``, if already known)."""
     c = symbols.shape[0]
+    log8 = step_log8(steps) if log8 is None else log8
     s = steps.astype(np.int64)[:, None, None]
     yh = np.clip((symbols.astype(np.int64) * s) >> (12 - INPUT_BITS), -FEATURE_CLIP, FEATURE_CLIP)
     a = avail.astype(np.int64)
-    ls = np.broadcast_to((step_log8(steps) << (INPUT_BITS - 3))[:, None, None], symbols.shape)
+    ls = np.broadcast_to((log8 << (INPUT_BITS - 3))[:, None, None], symbols.shape)
     return np.concatenate([yh * a, a << INPUT_BITS, ls]).reshape(3 * c, *symbols.shape[1:])
 
 
@@ -152,12 +153,14 @@ class IntegerContextNet:
         return mu, l8
 
 
-def table_indices(mu: np.ndarray, l8: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def table_indices(mu: np.ndarray, l8: np.ndarray, steps: np.ndarray,
+                  log8: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Network outputs → (⌊μ_q⌋, fractional quarter f, scale index j) in step units, integers only."""
     s = steps.astype(np.int64).reshape(-1, *([1] * (mu.ndim - 1)))
+    log8 = step_log8(steps) if log8 is None else log8
     # μ_q = μ_y / Δ = (mu / 64) / (s / 4096) = mu · 64 / s; in quarters, rounded half up
     mu4 = np.floor_divide(2 * mu * 64 * lt.FRAC_STEPS + s, 2 * s)
-    j = l8 - step_log8(steps).reshape(s.shape) + lt.SCALE_OFFSET
+    j = l8 - log8.reshape(s.shape) + lt.SCALE_OFFSET
     return mu4 >> 2, mu4 & 3, np.clip(j, 0, lt.SCALES - 1)
 
 
@@ -204,9 +207,10 @@ class ContextEntropyModel:
         """Yield, per pass: flat indices coded in it, ⌊μ⌋, f, j. With ``decode_pass`` the symbols are filled in
         pass by pass (decode) — the network only ever sees what the decoder has."""
         c, h, w = symbols.shape
+        log8 = step_log8(steps)
         for avail, coded in pass_masks(self.cfg, h, w):
-            mu, l8 = self.net(features(symbols, steps, avail))
-            base, f, j = table_indices(mu, l8, steps)
+            mu, l8 = self.net(features(symbols, steps, avail, log8))
+            base, f, j = table_indices(mu, l8, steps, log8)
             idx = np.flatnonzero(coded)
             yield idx, base.ravel()[idx], f.ravel()[idx], j.ravel()[idx]
             if decode_pass is not None:
@@ -222,24 +226,29 @@ class ContextEntropyModel:
             k = int(key[sel[0]])
             yield sel, k // lt.FRAC_STEPS, k % lt.FRAC_STEPS
 
-    def encode(self, symbols: np.ndarray, steps: np.ndarray) -> bytes:
-        """ANS-code (C, h, w) int symbols given the stream's integer steps."""
+    def _coded_runs(self, symbols: np.ndarray, steps: np.ndarray):
+        """Encoder side, in decoding order: per run of one table, (j, f, residuals r, table entries of r)."""
         symbols = symbols.astype(np.int64)
         flat = symbols.ravel()
-        chunks = []  # (model, values) in decoding order
         for idx, base, f, j in self._passes(symbols, steps):
             r_all = flat[idx] - base
             for sel, jj, ff in self._runs(f, j):
                 big = lt.support(jj)
                 r = r_all[sel]
-                sym = np.clip(r, -big - 1, big + 1) + big + 1
-                chunks.append((_categorical(jj, ff), sym.astype(np.int32)))
-                esc = np.abs(r[np.abs(r) > big]) - big - 1
-                if esc.size:
-                    if esc.max() >= 1 << (2 * lt.ESCAPE_WORD_BITS):
-                        raise ValueError("latent symbol too large for the context model")
-                    words = np.stack([esc >> lt.ESCAPE_WORD_BITS, esc & ((1 << lt.ESCAPE_WORD_BITS) - 1)], 1)
-                    chunks.append((_ESCAPE_WORD, words.ravel().astype(np.int32)))
+                yield jj, ff, r, np.clip(r, -big - 1, big + 1) + big + 1
+
+    def encode(self, symbols: np.ndarray, steps: np.ndarray) -> bytes:
+        """ANS-code (C, h, w) int symbols given the stream's integer steps."""
+        chunks = []  # (model, values) in decoding order
+        for jj, ff, r, sym in self._coded_runs(symbols, steps):
+            big = lt.support(jj)
+            chunks.append((_categorical(jj, ff), sym.astype(np.int32)))
+            esc = np.abs(r[np.abs(r) > big]) - big - 1
+            if esc.size:
+                if esc.max() >= 1 << (2 * lt.ESCAPE_WORD_BITS):
+                    raise ValueError("latent symbol too large for the context model")
+                words = np.stack([esc >> lt.ESCAPE_WORD_BITS, esc & ((1 << lt.ESCAPE_WORD_BITS) - 1)], 1)
+                chunks.append((_ESCAPE_WORD, words.ravel().astype(np.int32)))
         coder = constriction.stream.stack.AnsCoder()
         for model, values in reversed(chunks):
             coder.encode_reverse(values, model)
@@ -279,17 +288,10 @@ class ContextEntropyModel:
 
     def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray) -> float:
         """Ideal code length (bits) under the integer tables, escapes included."""
-        symbols = symbols.astype(np.int64)
-        flat, bits = symbols.ravel(), 0.0
-        for idx, base, f, j in self._passes(symbols, steps):
-            r_all = flat[idx] - base
-            for sel, jj, ff in self._runs(f, j):
-                big = lt.support(jj)
-                r = r_all[sel]
-                freq = lt.frequencies(jj, ff)
-                i = np.clip(r, -big - 1, big + 1) + big + 1
-                bits += float(-(np.log2(freq[i]) - lt.PRECISION_BITS).sum())
-                bits += 2 * lt.ESCAPE_WORD_BITS * int((np.abs(r) > big).sum())
+        bits = 0.0
+        for jj, ff, r, sym in self._coded_runs(symbols, steps):
+            bits += float(-(np.log2(lt.frequencies(jj, ff)[sym]) - lt.PRECISION_BITS).sum())
+            bits += 2 * lt.ESCAPE_WORD_BITS * int((np.abs(r) > lt.support(jj)).sum())
         return bits
 
 
