@@ -34,3 +34,22 @@ def ms_ssim(reference: np.ndarray, test: np.ndarray) -> float | None:
     if short < 161:
         return float(_ss(a, b, data_range=1.0))
     return float(_ms(a, b, data_range=1.0))
+
+
+def gradient_energy(planes: np.ndarray) -> float:
+    """Mean squared finite difference of the luma (or the single plane) on a [0, 1] scale: how much fine
+    detail an image carries. Needs no reference, so it measures what a generative decoder *adds*."""
+    peak = 65535.0 if planes.dtype == np.uint16 else 255.0
+    x = planes.astype(np.float64) / peak
+    if x.ndim == 3:
+        x = x[..., :3] @ np.array([0.299, 0.587, 0.114])[: x.shape[2]] if x.shape[2] >= 3 else x.mean(axis=2)
+    if min(x.shape) < 2:
+        return 0.0
+    return float(np.mean(np.diff(x, axis=0) ** 2) + np.mean(np.diff(x, axis=1) ** 2))
+
+
+def sharpness_ratio(reference: np.ndarray, test: np.ndarray) -> float | None:
+    """Gradient energy of ``test`` relative to ``reference``: 1 = as sharp as the original, below 1 = blurred,
+    above 1 = more (possibly invented) texture. None for a flat reference."""
+    ref = gradient_energy(reference)
+    return gradient_energy(test) / ref if ref > 0 else None

@@ -162,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
                         "--qualities then applies to every codec (default: codec-specific lists)")
     p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here")
+    p.add_argument("--refine-modes", metavar="LIST",
+                   help="refinement benchmark (jobs/refine_bench.py): faithful,realistic against none on the same "
+                        "streams — PSNR, MS-SSIM, sharpness, decode s/MP")
+    p.add_argument("--refine-steps", metavar="LIST", help="with --refine-modes: step counts K (default 1,2,4)")
+    p.add_argument("--refiner", metavar="NAME", help="with --refine-modes: refiner (default: the codec's own)")
+    p.add_argument("--seed", type=int, default=0, help="with --refine-modes: seed of realistic refinement")
     _add_model_args(p)
 
     p = sub.add_parser("report", help="savings and quality report of a committed table")
@@ -198,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="folder for the cached latents (default ~/.cache/latentarc/refiner-latents)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
+    p.add_argument("--loss", choices=["pixel", "latent"], default="pixel",
+                   help="channel weighting of the x_0 MSE: pixel (decoder sensitivity, default) or latent (flat)")
     _add_model_args(p)
 
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")
@@ -351,6 +359,12 @@ def _cmd_bench(a) -> int:
         from latentarc.jobs.rd_bench import run_rd_bench_cli
 
         return run_rd_bench_cli(a)
+    if a.refine_modes:
+        from latentarc.jobs.refine_bench import run_refine_bench
+
+        if a.qualities is None:
+            a.qualities = "25,50,75"
+        return run_refine_bench(a)
     from latentarc.jobs.bench import run_bench
 
     if a.qualities is None:

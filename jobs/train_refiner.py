@@ -16,8 +16,14 @@ the codec's quality range (0.12 … 6.8, quality 100 … 0), per-channel steps f
 ``codec.quantize.choose_params`` with the image's sensitivities (exactly what the encoder does), t* from the
 same steps (``refine.timestep_for_steps``), then with probability ½ the codec's corruption at t*
 (``x_t* = √ᾱ · (dequantize(quantize(z)) - μ)/σ``, the start sample the decoder builds) and otherwise
-Gaussian noise at a timestep uniform in [1, t*] (the states the DDIM steps below t* visit). Loss: MSE to x_0.
-AdamW, ``--steps`` iterations of ``--batch-size``; CUDA when available.
+Gaussian noise at a timestep uniform in [1, t*] (the states the DDIM steps below t* visit).
+
+Loss: MSE to x_0, weighted per channel by what an error there costs in *pixels* (``--loss pixel``, the
+default): the decoder's sensitivity ``w_c`` (the same Hutchinson estimate the encoder uses to set steps) times
+``σ_c²`` (normalised units back to latent units), normalised to mean 1 per image. A plain latent MSE
+(``--loss latent``) spends capacity on channels the decoder barely uses and lets the ones it relies on stay
+noisy — the opposite of what PSNR and MS-SSIM at decode reward. AdamW, ``--steps`` iterations of
+``--batch-size``; CUDA when available.
 """
 
 from __future__ import annotations
@@ -116,6 +122,13 @@ class Corruptor:
         zq = dequantize(quantize(z, qp), qp)
         return zq, timestep_for_steps(self.scheduler, qp.step_values(), self.std)
 
+    def weights(self, sens: np.ndarray, loss: str) -> np.ndarray:
+        """Per-channel loss weights (mean 1): pixel cost of a unit error in normalised units, or all ones."""
+        if loss == "latent":
+            return np.ones_like(self.std, dtype=np.float32)
+        w = np.asarray(sens, dtype=np.float64) * self.std.astype(np.float64) ** 2
+        return (w / w.mean()).astype(np.float32)
+
     def norm(self, z):
         return (z - self.mean[:, None, None]) / self.std[:, None, None]
 
@@ -138,9 +151,9 @@ def _crop(z: np.ndarray, size: int, rng) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, device) -> dict:
-    """Held-out latent MSE (normalised units) of the dequantized latent vs the denoiser's one-shot x_0 at t*,
-    on the centre crop, at three base steps (quality ≈ 75, 50, 25)."""
+def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, device, loss: str = "pixel") -> dict:
+    """Held-out weighted latent MSE (normalised units, the training loss's channel weights) of the dequantized
+    latent vs the denoiser's one-shot x_0 at t*, on the centre crop, at three base steps (quality ≈ 75, 50, 25)."""
     out = {}
     for base in (0.32, 0.87, 2.4):
         before = after = 0.0
@@ -154,13 +167,14 @@ def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, 
             zc = z[:, y : y + crop, x : x + crop]
             zq, t = corr.quantized(zc, sens, base)
             x0, xq = corr.norm(zc), corr.norm(zq)
-            before += float(((xq - x0) ** 2).mean())
+            w = corr.weights(sens, loss)[:, None, None]
+            before += float((w * (xq - x0) ** 2).mean())
             if t > 0:
                 xt = torch.from_numpy((np.sqrt(corr.ac[t]) * xq).astype(np.float32))[None].to(device)
                 pred = unet(xt, torch.tensor([t], device=device)).sample[0].float().cpu().numpy()
-                after += float(((pred - x0) ** 2).mean())
+                after += float((w * (pred - x0) ** 2).mean())
             else:
-                after += float(((xq - x0) ** 2).mean())
+                after += float((w * (xq - x0) ** 2).mean())
             n += 1
         if n:
             out[f"base_step_{base}"] = {"mse_dequantized": before / n, "mse_denoised": after / n, "images": n}
@@ -203,17 +217,18 @@ def train(a) -> dict:
     t1 = time.perf_counter()
     unet.train()
     for it in range(a.steps):
-        xs, ts, x0s = [], [], []
+        xs, ts, x0s, ws = [], [], [], []
         for _ in range(a.batch_size):
             z, sens = latents[usable[rng.integers(len(usable))]]
             xt, t, x0 = corr.sample(_crop(z, a.crop, rng), sens)
-            xs.append(xt), ts.append(t), x0s.append(x0)
+            xs.append(xt), ts.append(t), x0s.append(x0), ws.append(corr.weights(sens, a.loss))
         xt = torch.from_numpy(np.stack(xs)).to(device)
         x0 = torch.from_numpy(np.stack(x0s)).to(device)
+        w = torch.from_numpy(np.stack(ws)).to(device)[:, :, None, None]
         lr = a.lr * min(1.0, (it + 1) / max(1, a.steps // 20)) * 0.5 * (1 + math.cos(math.pi * it / max(1, a.steps)))
         for g in opt.param_groups:
             g["lr"] = lr
-        loss = torch.nn.functional.mse_loss(unet(xt, torch.tensor(ts, device=device)).sample, x0)
+        loss = (w * (unet(xt, torch.tensor(ts, device=device)).sample - x0) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -224,7 +239,7 @@ def train(a) -> dict:
                   f"({time.perf_counter() - t1:.0f} s)", flush=True)
     train_s = time.perf_counter() - t1
     unet.eval()
-    val = validate(unet, corr, latents, hold, a.crop, device)
+    val = validate(unet, corr, latents, hold, a.crop, device, a.loss)
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -246,6 +261,7 @@ def train(a) -> dict:
         "batch_size": a.batch_size,
         "crop": a.crop,
         "lr": a.lr,
+        "loss": a.loss,
         "seed": a.seed,
         "device": str(device),
         "encode_seconds": round(encode_s, 1),
@@ -277,10 +293,11 @@ per block), timestep-conditioned, predicting x_0 in per-channel normalised laten
 * Held out ({c['holdout_rule']}, never trained on): {', '.join(c['held_out'])}.
 * Corruption: the codec's own adaptive quantization at log-uniform base steps {BASE_STEP_RANGE[0]}–{BASE_STEP_RANGE[1]}
   at the matched timestep t*, or Gaussian noise at t ~ U[1, t*], ½ each.
+* Loss: {c['loss']}-weighted MSE to x_0 (pixel: channel weights = decoder sensitivity × σ_c², mean 1).
 * Training: {c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
 
-Held-out latent MSE (normalised units, centre crop, one x_0 prediction at t*):
+Held-out weighted latent MSE (the loss's weights, normalised units, centre crop, one x_0 prediction at t*):
 
 | base step | dequantized | denoised | images |
 | --- | --- | --- | --- |

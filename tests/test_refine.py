@@ -180,26 +180,35 @@ def test_tae_f2_without_denoiser_is_a_typed_error(codec, small_pic, monkeypatch,
 
 
 # ------------------------------------------------------------------------------------------ backend B + training
-def test_train_refiner_end_to_end(tmp_path, codec, small_pic):
+@pytest.fixture(scope="module")
+def tiny_denoiser(tmp_path_factory):
+    """A few steps of the real training job on real photos: (output folder, cache folder, files used)."""
     from latentarc.jobs.cli import main
-    from latentarc.jobs.train_refiner import held_out
 
     from .conftest import PHOTOS
 
-    out = tmp_path / "den"
+    tmp = tmp_path_factory.mktemp("train-refiner")
+    out = tmp / "den"
     rc = main(["train-refiner", str(PHOTOS), "--out", str(out), "--steps", "3", "--batch-size", "2",
                "--limit", "4", "--holdout-every", "2", "--probes", "1", "--max-side", "128", "--crop", "8",
                "--channels", "32,32",
-               "--cache", str(tmp_path / "cache"), "--device", "cpu"])
+               "--cache", str(tmp / "cache"), "--device", "cpu"])
     assert rc == 0
+    return out, tmp / "cache", sorted(p.name for p in PHOTOS.glob("*.png"))[:4]
+
+
+def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
+    from latentarc.jobs.train_refiner import held_out
+
+    out, cache, files = tiny_denoiser
     for f in ("model.safetensors", "config.json", "CARD.md"):
         assert (out / f).is_file()
     cfg = json.loads((out / "config.json").read_text())
-    files = sorted(p.name for p in PHOTOS.glob("*.png"))[:4]
     assert cfg["held_out"] == held_out(files, 2) == [files[1], files[3]] and cfg["held_out"] and set(cfg["held_out"]) <= set(files)
     assert not set(cfg["held_out"]) & set(cfg["trained_on"])
+    assert cfg["loss"] == "pixel" and "pixel" in (out / "CARD.md").read_text()
     assert "held out" in (out / "CARD.md").read_text().lower()
-    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # latents cached once
+    assert len(list(cache.glob("*.npz"))) == 1  # latents cached once
 
     r = load_refiner(str(out))
     assert isinstance(r, R.LatentDenoiserRefiner)
@@ -207,6 +216,66 @@ def test_train_refiner_end_to_end(tmp_path, codec, small_pic):
     a = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     b = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     assert a.rgb.shape == codec.decode(data).rgb.shape and np.array_equal(a.rgb, b.rgb)
+
+
+def test_pixel_loss_weights_follow_decoder_sensitivity():
+    from latentarc.jobs.train_refiner import Corruptor, make_scheduler
+
+    std = np.array([1.0, 2.0, 0.5, 1.0])
+    corr = Corruptor(make_scheduler(), np.zeros(4), std, np.random.default_rng(0))
+    sens = np.array([1.0, 1.0, 4.0, 0.25])
+    w = corr.weights(sens, "pixel")
+    # pixel cost of a unit normalised error: sensitivity × σ², normalised to mean 1
+    raw = sens * std**2
+    assert np.allclose(w, raw / raw.mean()) and np.isclose(w.mean(), 1.0)
+    assert np.array_equal(corr.weights(sens, "latent"), np.ones(4, dtype=np.float32))
+
+
+def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_path, capsys):
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS
+
+    out, _, _ = tiny_denoiser
+    js = tmp_path / "refine.json"
+    rc = main(["bench", str(PHOTOS), "--refine-modes", "faithful,realistic", "--refine-steps", "1,2",
+               "--refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
+               "--json", str(js), "--device", "cpu"])
+    assert rc == 0
+    doc = json.loads(js.read_text())
+    rows = doc["rows"]
+    labels = ["none", "faithful/1", "faithful/2", "realistic/1", "realistic/2"]
+    assert len(rows) == 2 * len(labels) and doc["seed"] == 3
+    for q in (30, 70):
+        mine = {r["config"]: r for r in rows if r["quality"] == q}
+        assert list(mine) == labels
+        assert len({r["bytes"] for r in mine.values()}) == 1  # refinement costs no bits: one stream per quality
+        assert all(r["decode_s"] > 0 and 0 < r["sharpness"] for r in mine.values())
+        assert mine["realistic/2"]["psnr"] != mine["none"]["psnr"]
+    by_q = {r["quality"]: r["bytes"] for r in rows}
+    assert by_q[30] < by_q[70]
+    summary = {(s["quality"], s["config"]): s for s in doc["summary"]}
+    s = summary[(30, "faithful/2")]
+    base = next(r for r in rows if r["quality"] == 30 and r["config"] == "none")
+    mine = next(r for r in rows if r["quality"] == 30 and r["config"] == "faithful/2")
+    assert s["d_psnr"] == pytest.approx(mine["psnr"] - base["psnr"])
+    assert {(c["quality"], c["config"]) for c in doc["checks"]} == {(q, lab) for q in (30, 70) for lab in labels[1:]}
+    capsys.readouterr()
+    assert main(["bench", str(PHOTOS), "--refine-modes", "sharp", "--limit", "1"]) == 2
+    assert "unknown mode 'sharp'" in capsys.readouterr().err
+
+
+def test_sharpness_ratio():
+    from latentarc.codec.metrics import gradient_energy, sharpness_ratio
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    blur = ((img[:-1, :-1].astype(int) + img[1:, 1:] + img[:-1, 1:] + img[1:, :-1]) // 4).astype(np.uint8)
+    assert sharpness_ratio(img, img) == 1.0
+    assert sharpness_ratio(img[:-1, :-1], blur) < 0.6
+    assert sharpness_ratio(blur, img[:-1, :-1]) > 1.5
+    assert sharpness_ratio(np.zeros((8, 8), np.uint8), img[:8, :8, 0]) is None
+    assert gradient_energy(np.full((4, 4), 65535, np.uint16)) == 0.0
 
 
 def test_cli_decode_refine(tmp_path, codec, small_pic, monkeypatch):
