@@ -11,6 +11,9 @@ is not benchmarked) uses :func:`latentarc.codec.rd.bd_report`: the auto method (
 piecewise-linear), the piecewise-linear figure always, and whether the cubic fit is monotonic. A second BD-rate
 uses MS-SSIM in dB (``-10·log10(1 − MS-SSIM)``) as the quality axis.
 
+A neural codec can be listed with an entropy model, ``NAME@ENTROPY`` (e.g. ``tae-f2@tae-f2-ctx``), to compare
+entropy models against the classical codecs in one run.
+
 Writes into ``out_dir``: ``rd.json`` (rows, summary, speed, BD table), ``rd_psnr.png``, ``rd_msssim.png``,
 ``speed.png`` and ``index.html`` (self-contained: inline CSS, the plots embedded as base64 PNG).
 """
@@ -34,6 +37,7 @@ REFERENCE = "avif"
 
 
 def default_qualities(codec: str) -> list[float]:
+    codec = codec.partition("@")[0]
     return list(DEFAULT_QUALITIES.get(codec, CLASSICAL_QUALITIES if codec in ("avif", "jxl", "webp", "jpeg")
                                       else DEFAULT_QUALITIES["tae-f2"]))
 
@@ -48,6 +52,14 @@ def _codec_names(codecs) -> list[str]:
     if bad:
         raise ValueError(f"cannot benchmark {', '.join(bad)} on a quality scale")
     return out
+
+
+def build_codec(spec: str, *, weights=None, device=None):
+    """``NAME`` or ``NAME@ENTROPY`` (a neural codec with that entropy model) → the codec."""
+    from latentarc.codec.codecs import get_codec
+
+    name, _, entropy = spec.partition("@")
+    return get_codec(name, weights=weights, device=device, **({"entropy_model": entropy} if entropy else {}))
 
 
 def _qualities_for(qualities, codec: str) -> list[float]:
@@ -288,7 +300,6 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
     defaults), one list for every codec, or ``{codec: list}``. Returns the dict written to ``rd.json`` (plus
     ``files``: what was written)."""
-    from latentarc.codec.codecs import get_codec
     from latentarc.codec.errors import ImageError
     from latentarc.codec.images import read_image
 
@@ -312,7 +323,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         files = [Path(p) for p in images][: limit or None]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    built = {c: get_codec(c, weights=weights, device=device) for c in names}
+    built = {c: build_codec(c, weights=weights, device=device) for c in names}
 
     pics, skipped = [], []
     for path in files:

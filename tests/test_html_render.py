@@ -73,10 +73,17 @@ def test_rd_bench_html_renders(tmp_path):
     for p in sorted(PHOTOS.glob("*.png"))[:2]:
         shutil.copy(p, folder / p.name)
     out = tmp_path / "rd"
-    r = run_rd_bench(folder, "tae-f2,avif,webp", [30, 70], out, crop=48, weights=str(MODELS), device="cpu")
+    r = run_rd_bench(folder, "tae-f2,tae-f2@tae-f2-ctx,avif,webp", [30, 70], out, crop=48, weights=str(MODELS),
+                     device="cpu")
     for name in ("rd.json", "rd_psnr.png", "rd_msssim.png", "speed.png", "index.html"):
         assert (out / name).exists(), name
-    assert set(r["bd"]) == {"tae-f2", "webp"} and r["reference"] == "avif"
+    assert set(r["bd"]) == {"tae-f2", "tae-f2@tae-f2-ctx", "webp"} and r["reference"] == "avif"
+    # NAME@ENTROPY: the same quantized latent, coded by another entropy model — same pixels, other bytes
+    per = {(x["codec"], x["image"], x["quality"]): x for x in r["rows"]}
+    for (c, img, q), x in per.items():
+        if c == "tae-f2":
+            ctx = per[("tae-f2@tae-f2-ctx", img, q)]
+            assert ctx["psnr"] == x["psnr"] and ctx["bytes"] != x["bytes"]
     text = (out / "index.html").read_text()
     assert text.count("data:image/png;base64,") == 3 and "BD-rate" in text
     shutil.copy(out / "index.html", tmp_path / "rd_index.html")
