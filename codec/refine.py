@@ -221,7 +221,8 @@ class DiffusersUNetRefiner(_DiffusionRefiner):
 
 class LatentDenoiserRefiner(_DiffusionRefiner):
     """Backend B: a timestep-conditioned ``UNet2DModel`` trained on tae-f2 latents (``latentarc train-refiner``).
-    The scheduler's ``prediction_type`` says what the U-Net predicts (the trainer uses ``"sample"``, i.e. x_0)."""
+    The scheduler's ``prediction_type`` says what the U-Net predicts (the trainer uses ``"v_prediction"``:
+    x_0 = √ᾱ x_t − √(1−ᾱ) v, a skip connection that keeps low-noise latents close to the input)."""
 
     def __init__(self, unet, scheduler, *, latent_mean=0.0, latent_std=1.0, name=DENOISER_NAME):
         super().__init__(scheduler, latent_mean=latent_mean, latent_std=latent_std, name=name)

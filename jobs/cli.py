@@ -205,7 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
     p.add_argument("--loss", choices=["pixel", "latent"], default="pixel",
-                   help="channel weighting of the x_0 MSE: pixel (decoder sensitivity, default) or latent (flat)")
+                   help="channel weighting of the MSE: pixel (decoder sensitivity, default) or latent (flat)")
+    p.add_argument("--prediction", choices=["v_prediction", "sample"], default="v_prediction",
+                   help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")
     _add_model_args(p)
 
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")

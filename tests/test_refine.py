@@ -317,3 +317,20 @@ def test_restore_actor_passes_refinement(tmp_path, codec, small_pic, monkeypatch
     actor._codecs["tae-f2"] = codec
     (row,) = actor(batch).to_pylist()
     assert row["ok"] and (tmp_path / "out" / "a.png").is_file()
+
+
+def test_v_prediction_target_round_trips_to_x0():
+    from latentarc.jobs.train_refiner import make_scheduler, target, x0_from
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 6, 6, generator=g), torch.randn(2, 4, 6, 6, generator=g)
+    ab = make_scheduler().alphas_cumprod[torch.tensor([30, 600])].float()[:, None, None, None]
+    xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    v = target("v_prediction", xt, x0, ab)
+    assert torch.allclose(v, ab.sqrt() * noise - (1 - ab).sqrt() * x0, atol=1e-5)  # the textbook v
+    assert torch.allclose(x0_from("v_prediction", v, xt, ab), x0, atol=1e-5)
+    # a zero output leaves √ᾱ·x_t: at low noise that is nearly the input (the skip connection)
+    assert torch.allclose(x0_from("v_prediction", torch.zeros_like(xt), xt, ab)[0], ab[0].sqrt() * xt[0])
+    assert torch.equal(target("sample", xt, x0, ab), x0)
+    with pytest.raises(ValueError):
+        make_scheduler("epsilon-ish")
