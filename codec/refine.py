@@ -140,8 +140,27 @@ def _ddim(scheduler):
     return DDIMScheduler.from_config(scheduler.config)
 
 
+#: how a Backend-B denoiser sees the stream's quantization steps (config.json ``condition``)
+STEP_CONDITION = "log2_step_over_std"
+STEP_CONDITION_SCALE = 0.25
+
+
+def step_condition(steps, latent_std, shape: tuple[int, int], device=None) -> torch.Tensor:
+    """(1, C, h, w) map of ``log2(Δ_c / σ_c) · 0.25``: each channel's quantization step in the denoiser's units.
+
+    Why: one timestep cannot describe the corruption. The adaptive quantizer gives every channel its own step,
+    and a channel whose spread is below its step quantizes to zero (its error is then the value, not
+    Δ²/12), so the noise level differs by orders of magnitude between channels. The steps are in the stream,
+    so telling the network costs no bits."""
+    d = _as_channel_tensor(steps)
+    s = _as_channel_tensor(latent_std)
+    v = (torch.log2((d / s).clamp_min(1e-6)) * STEP_CONDITION_SCALE).float()
+    return v.view(1, -1, 1, 1).expand(1, v.numel(), *shape).to(device or "cpu")
+
+
 class _DiffusionRefiner:
-    """Shared sampling loop; subclasses give ``_predict(x_t, t)`` (the raw model output the scheduler expects)."""
+    """Shared sampling loop; subclasses give ``_predict(x_t, t, cond)`` (the raw model output the scheduler
+    expects; ``cond`` from ``_conditioning``, None unless the model takes the steps as input)."""
 
     in_channels: int
 
@@ -167,6 +186,9 @@ class _DiffusionRefiner:
     def timestep(self, steps) -> int:
         return timestep_for_steps(self.scheduler, steps, self.latent_std)
 
+    def _conditioning(self, steps, shape, device):
+        return None
+
     @torch.no_grad()
     def refine(self, latent: torch.Tensor, steps, *, mode: str = "faithful", num_steps: int = DEFAULT_STEPS,
                seed: int = 0) -> torch.Tensor:
@@ -190,8 +212,9 @@ class _DiffusionRefiner:
             x = ac.sqrt() * x0_hat
             gen = torch.Generator(device="cpu").manual_seed(int(seed))
             eta = ETA[mode]
+            cond = self._conditioning(steps, x.shape[-2:], dev)
             for t in grid:
-                out = self._predict(x, t)
+                out = self._predict(x, t, cond)
                 noise = None
                 if eta > 0:
                     noise = torch.randn(x.shape, generator=gen, dtype=torch.float32).to(dev)
@@ -213,7 +236,7 @@ class DiffusersUNetRefiner(_DiffusionRefiner):
         self.empty_prompt_embeds = self.empty_prompt_embeds.to(device)
         return self
 
-    def _predict(self, x, t):
+    def _predict(self, x, t, cond=None):
         emb = self.empty_prompt_embeds.to(x.device, x.dtype)
         tt = torch.tensor([t], device=x.device)
         return self.unet(x.to(self.unet.dtype), tt, encoder_hidden_states=emb.to(self.unet.dtype)).sample.float()
@@ -224,18 +247,28 @@ class LatentDenoiserRefiner(_DiffusionRefiner):
     The scheduler's ``prediction_type`` says what the U-Net predicts (the trainer uses ``"v_prediction"``:
     x_0 = √ᾱ x_t − √(1−ᾱ) v, a skip connection that keeps low-noise latents close to the input)."""
 
-    def __init__(self, unet, scheduler, *, latent_mean=0.0, latent_std=1.0, name=DENOISER_NAME):
+    def __init__(self, unet, scheduler, *, latent_mean=0.0, latent_std=1.0, name=DENOISER_NAME,
+                 condition: str | None = None):
         super().__init__(scheduler, latent_mean=latent_mean, latent_std=latent_std, name=name)
+        if condition not in (None, STEP_CONDITION):
+            raise ModelError(f"refiner {name}: unknown conditioning {condition!r}")
         self.unet = unet.eval().requires_grad_(False)
-        self.in_channels = int(unet.config.in_channels)
+        self.condition = condition
+        self.in_channels = int(unet.config.out_channels)  # with conditioning the input also holds the step map
 
     def to(self, device):
         self.unet.to(device)
         return self
 
-    def _predict(self, x, t):
+    def _conditioning(self, steps, shape, device):
+        if self.condition is None:
+            return None
+        return step_condition(steps, self.latent_std, tuple(shape), device)
+
+    def _predict(self, x, t, cond=None):
         tt = torch.tensor([t], device=x.device)
-        return self.unet(x.to(self.unet.dtype), tt).sample.float()
+        inp = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)
+        return self.unet(inp.to(self.unet.dtype), tt).sample.float()
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -329,7 +362,7 @@ def load_denoiser_folder(folder: Path, name: str = DENOISER_NAME) -> LatentDenoi
         raise ModelError(f"{folder}: denoiser weights do not load ({type(e).__name__}: {e})") from None
     scheduler = diffusers.DDIMScheduler.from_config(cfg["scheduler"])
     return LatentDenoiserRefiner(unet, scheduler, latent_mean=cfg["latent_mean"], latent_std=cfg["latent_std"],
-                                 name=name)
+                                 name=name, condition=cfg.get("condition"))
 
 
 def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = None) -> Refiner:

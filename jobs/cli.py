@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel weighting of the MSE: pixel (decoder sensitivity, default) or latent (flat)")
     p.add_argument("--prediction", choices=["v_prediction", "sample"], default="v_prediction",
                    help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")
+    p.add_argument("--condition", choices=["steps", "none"], default="steps",
+                   help="give the U-Net the stream's per-channel steps as an input map (default) or not")
     _add_model_args(p)
 
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")

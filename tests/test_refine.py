@@ -207,6 +207,8 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     assert cfg["held_out"] == held_out(files, 2) == [files[1], files[3]] and cfg["held_out"] and set(cfg["held_out"]) <= set(files)
     assert not set(cfg["held_out"]) & set(cfg["trained_on"])
     assert cfg["loss"] == "pixel" and "pixel" in (out / "CARD.md").read_text()
+    assert cfg["prediction"] == "v_prediction" and cfg["condition"] == R.STEP_CONDITION
+    assert cfg["unet"]["in_channels"] == 2 * cfg["unet"]["out_channels"] == 64  # latent + step map
     assert "held out" in (out / "CARD.md").read_text().lower()
     assert len(list(cache.glob("*.npz"))) == 1  # latents cached once
 
@@ -334,3 +336,13 @@ def test_v_prediction_target_round_trips_to_x0():
     assert torch.equal(target("sample", xt, x0, ab), x0)
     with pytest.raises(ValueError):
         make_scheduler("epsilon-ish")
+
+
+def test_step_condition_map():
+    std = np.array([1.0, 2.0, 0.5])
+    m = R.step_condition(np.array([0.5, 0.5, 0.5]), std, (3, 4))
+    assert m.shape == (1, 3, 3, 4) and torch.all(m[0, 0] == m[0, 0, 0, 0])
+    assert torch.allclose(m[0, :, 0, 0], torch.tensor([-1.0, -2.0, 0.0]) * R.STEP_CONDITION_SCALE)
+    # a bigger step on one channel only moves that channel's map
+    m2 = R.step_condition(np.array([0.5, 1.0, 0.5]), std, (3, 4))
+    assert torch.equal(m2[0, 0], m[0, 0]) and torch.all(m2[0, 1] > m[0, 1])
