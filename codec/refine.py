@@ -189,6 +189,24 @@ class _DiffusionRefiner:
     def _conditioning(self, steps, shape, device):
         return None
 
+    @property
+    def multiple(self) -> int:
+        """Latent sides must be multiples of this for the U-Net's down/up-sampling to line up."""
+        return 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def _padded(self, run, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """``run(x, cond)`` on inputs edge-padded to :attr:`multiple` (any image size decodes), cropped back."""
+        m = self.multiple
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if not (ph or pw):
+            return run(x, cond)
+        pad = (0, pw, 0, ph)
+        x = torch.nn.functional.pad(x, pad, mode="replicate")
+        if cond is not None:
+            cond = torch.nn.functional.pad(cond, pad, mode="replicate")
+        return run(x, cond)[..., :h, :w]
+
     @torch.no_grad()
     def refine(self, latent: torch.Tensor, steps, *, mode: str = "faithful", num_steps: int = DEFAULT_STEPS,
                seed: int = 0) -> torch.Tensor:
@@ -239,7 +257,11 @@ class DiffusersUNetRefiner(_DiffusionRefiner):
     def _predict(self, x, t, cond=None):
         emb = self.empty_prompt_embeds.to(x.device, x.dtype)
         tt = torch.tensor([t], device=x.device)
-        return self.unet(x.to(self.unet.dtype), tt, encoder_hidden_states=emb.to(self.unet.dtype)).sample.float()
+
+        def run(x, _):
+            return self.unet(x.to(self.unet.dtype), tt, encoder_hidden_states=emb.to(self.unet.dtype)).sample.float()
+
+        return self._padded(run, x, None)
 
 
 class LatentDenoiserRefiner(_DiffusionRefiner):
@@ -267,8 +289,12 @@ class LatentDenoiserRefiner(_DiffusionRefiner):
 
     def _predict(self, x, t, cond=None):
         tt = torch.tensor([t], device=x.device)
-        inp = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)
-        return self.unet(inp.to(self.unet.dtype), tt).sample.float()
+
+        def run(x, cond):
+            inp = x if cond is None else torch.cat([x, cond.to(x.dtype)], dim=1)
+            return self.unet(inp.to(self.unet.dtype), tt).sample.float()
+
+        return self._padded(run, x, cond)
 
 
 # ------------------------------------------------------------------------------------------ loading

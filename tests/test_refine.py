@@ -125,6 +125,7 @@ def test_empty_prompt_file_is_used(unet_dir, tmp_path):
     r = load_refiner("diffusers-unet:" + str(d))
     assert torch.equal(r.empty_prompt_embeds, emb)
     assert r.refine(latent(), STEPS, mode="faithful", num_steps=1, seed=0).shape == (1, 4, 8, 8)
+    assert r.refine(latent(h=7, w=9), STEPS, mode="faithful", num_steps=1, seed=0).shape == (1, 4, 7, 9)
 
 
 def test_channel_mismatch_and_unknown_names(refiner, tmp_path):
@@ -213,7 +214,13 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     assert len(list(cache.glob("*.npz"))) == 1  # latents cached once
 
     r = load_refiner(str(out))
-    assert isinstance(r, R.LatentDenoiserRefiner)
+    assert isinstance(r, R.LatentDenoiserRefiner) and r.multiple == 2
+    # latent sides that are not multiples of the U-Net's down-sampling (a 1296×816 photo: 162×102 → 51 at
+    # the next level) are padded for the network and cropped back
+    z = torch.randn(1, 32, 7, 5, generator=torch.Generator().manual_seed(1))
+    for mode in ("faithful", "realistic"):
+        y = r.refine(z, torch.full((32,), 2.0), mode=mode, num_steps=2, seed=0)
+        assert y.shape == z.shape and torch.isfinite(y).all() and not torch.equal(y, z)
     data = codec.encode(small_pic, quality=40, measure=False).data
     a = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     b = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
