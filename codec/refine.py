@@ -26,10 +26,9 @@ noise level (``β_0``, ≈1e-3 in SD's schedule): refinement is then a no-op, as
 
 Sampling from t*
 ----------------
-The diffusers scheduler is used as it is (``set_timesteps`` / ``step``); only the *grid* is chosen here, the
-way img2img pipelines do it: the smallest ``set_timesteps(N)`` whose grid has at least ``K`` timesteps ≤ t*,
-then the lowest ``K`` of those (the first one, ``t_start ≤ t*``, is where sampling starts; ``√ᾱ`` is taken at
-``t_start``). The scheduler must be a ``DDIMScheduler`` (any other diffusers scheduler's config is converted
+The diffusers scheduler is used as it is (``set_timesteps`` / ``step``); only the *grid* is chosen here
+(:func:`sampling_timesteps`): K evenly spaced timesteps from t* down, with the scheduler's spacing set so that
+the last step lands on the clean end of the schedule. The scheduler must be a ``DDIMScheduler`` (any other diffusers scheduler's config is converted
 with ``DDIMScheduler.from_config``):
 
 * ``faithful`` — DDIM with ``eta = 0``: deterministic, the same pixels on every run;
@@ -119,17 +118,21 @@ def timestep_for_steps(scheduler, steps, latent_std=1.0) -> int:
 
 
 def sampling_timesteps(scheduler, t_star: int, num_steps: int) -> list[int]:
-    """The K (or fewer, when t* is small) scheduler timesteps ≤ t*, highest first; ``scheduler`` is set to the
-    grid they come from (needed by ``DDIMScheduler.step`` for the previous timestep)."""
+    """K timesteps from t* down, highest first: ``t*, t*−d, …, t*−(K−1)d``, where ``d = T // N`` is the spacing of
+    ``scheduler.set_timesteps(N)`` (``DDIMScheduler.step`` goes from ``t`` to ``t − T//N``), N chosen so that the
+    last step lands at or below 0 — the clean end of the schedule. The scheduler is left set to that N.
+
+    Sampling must *start at t** (where the quantization noise sits) and *end at 0*. Taking the lowest K
+    timesteps of some ``set_timesteps`` grid instead (the first version) started K = 1 at t = 1, where the
+    denoiser is nearly the identity, whatever t* was."""
     if num_steps <= 0 or t_star <= 0:
         return []
     total = int(scheduler.config.num_train_timesteps)
-    for n in range(num_steps, total + 1):
-        scheduler.set_timesteps(n)
-        below = [int(t) for t in scheduler.timesteps if int(t) <= t_star]
-        if len(below) >= num_steps:
-            return below[-num_steps:]
-    return below
+    k = min(int(num_steps), int(t_star))
+    d = -(-int(t_star) // k)  # the smallest spacing that reaches 0 in k steps
+    scheduler.set_timesteps(max(1, total // d))
+    spacing = total // scheduler.num_inference_steps  # ≥ d
+    return [t_star - i * spacing for i in range(k) if t_star - i * spacing > 0]
 
 
 def _ddim(scheduler):

@@ -79,8 +79,13 @@ def test_timestep_monotone_in_step_and_zero_for_tiny_steps():
 
 def test_sampling_grid_has_k_steps_below_t_star():
     s = sd_scheduler()
-    grid = R.sampling_timesteps(s, 300, 4)
-    assert len(grid) == 4 and grid == sorted(grid, reverse=True) and grid[0] <= 300
+    for t_star, k in ((300, 4), (300, 1), (57, 2), (999, 3)):
+        grid = R.sampling_timesteps(s, t_star, k)
+        spacing = s.config.num_train_timesteps // s.num_inference_steps
+        assert grid[0] == t_star and len(grid) == k and grid == sorted(grid, reverse=True) and grid[-1] > 0
+        assert grid[-1] - spacing <= 0  # the last DDIM step lands on the clean end
+    assert R.sampling_timesteps(s, 3, 8) == [3, 2, 1]  # at most one step per timestep
+    assert R.sampling_timesteps(s, 5, 4) == [5, 3, 1]  # fewer steps rather than stopping short of 0
     assert R.sampling_timesteps(s, 0, 4) == [] and R.sampling_timesteps(s, 300, 0) == []
 
 
