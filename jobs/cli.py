@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="folder for the cached latents (default ~/.cache/latentarc/refiner-latents)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--loss", choices=["pixel", "latent"], default="pixel",
-                   help="channel weighting of the MSE: pixel (decoder sensitivity, default) or latent (flat)")
+    p.add_argument("--loss", choices=["pixel", "latent", "decoded"], default="pixel",
+                   help="pixel: latent MSE weighted by decoder sensitivity (default); latent: flat latent MSE; "
+                        "decoded: pixel MSE through the frozen decoder (slower, what PSNR measures)")
     p.add_argument("--prediction", choices=["v_prediction", "sample"], default="v_prediction",
                    help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")
     p.add_argument("--condition", choices=["steps", "none"], default="steps",

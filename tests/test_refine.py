@@ -212,7 +212,7 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["held_out"] == held_out(files, 2) == [files[1], files[3]] and cfg["held_out"] and set(cfg["held_out"]) <= set(files)
     assert not set(cfg["held_out"]) & set(cfg["trained_on"])
-    assert cfg["loss"] == "pixel" and "pixel" in (out / "CARD.md").read_text()
+    assert cfg["loss"] == "pixel" and "decoder sensitivity" in (out / "CARD.md").read_text()
     assert cfg["prediction"] == "v_prediction" and cfg["condition"] == R.STEP_CONDITION
     assert cfg["unet"]["in_channels"] == 2 * cfg["unet"]["out_channels"] == 64  # latent + step map
     assert "held out" in (out / "CARD.md").read_text().lower()
@@ -230,6 +230,27 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     a = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     b = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     assert a.rgb.shape == codec.decode(data).rgb.shape and np.array_equal(a.rgb, b.rgb)
+
+
+def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser):
+    """--loss decoded trains through the frozen decoder and reports decoded PSNR on the held-out crops."""
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS
+
+    _, cache, _ = tiny_denoiser
+    out = tmp_path / "den-dec"
+    rc = main(["train-refiner", str(PHOTOS), "--out", str(out), "--steps", "2", "--batch-size", "2", "--limit", "4",
+               "--holdout-every", "2", "--probes", "1", "--max-side", "128", "--crop", "8", "--channels", "32,32",
+               "--loss", "decoded", "--cache", str(cache), "--device", "cpu", "--log-every", "1"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["loss"] == "decoded" and "frozen tae-f2 decoder" in (out / "CARD.md").read_text()
+    for v in cfg["validation"].values():
+        assert 10 < v["psnr_dequantized"] < 80 and 5 < v["psnr_denoised"] < 80
+    # coarser quantization decodes worse (the validation really decodes what it quantized)
+    ps = [cfg["validation"][k]["psnr_dequantized"] for k in ("base_step_0.32", "base_step_0.87", "base_step_2.4")]
+    assert ps == sorted(ps, reverse=True)
 
 
 def test_pixel_loss_weights_follow_decoder_sensitivity():
