@@ -28,8 +28,8 @@ Sampling from t*
 ----------------
 The diffusers scheduler is used as it is (``set_timesteps`` / ``step``); only the *grid* is chosen here
 (:func:`sampling_timesteps`): K evenly spaced timesteps from t* down, with the scheduler's spacing set so that
-the last step lands on the clean end of the schedule. The scheduler must be a ``DDIMScheduler`` (any other diffusers scheduler's config is converted
-with ``DDIMScheduler.from_config``):
+the last step lands on the clean end of the schedule. The scheduler must be a ``DDIMScheduler`` (any other
+diffusers scheduler's config is converted with ``DDIMScheduler.from_config``):
 
 * ``faithful`` — DDIM with ``eta = 0``: deterministic, the same pixels on every run;
 * ``realistic`` — DDIM with ``eta = 1`` (DDPM-like ancestral sampling): fresh noise from
