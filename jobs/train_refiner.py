@@ -19,8 +19,9 @@ noise ``ε = (x_t − √ᾱ x_0)/√(1−ᾱ)``.
 Conditioning (``--condition steps``, the default): beside x_t the U-Net sees each channel's quantization step as
 a constant map (``refine.step_condition``; 64 input channels). One timestep cannot say how noisy each channel
 is — the adaptive steps differ per channel and channels below their step quantize to zero — and without that
-the v-prediction model still made mid-quality latents slightly worse on held-out photos (0.0386 → 0.0421). Latents are normalised per channel by
-the training set's mean and std (stored in config.json; ``refine.timestep_for_steps`` uses the same std).
+the v-prediction model still made mid-quality latents slightly worse on held-out photos (0.0386 → 0.0421).
+Latents are normalised per channel by the training set's mean and std (stored in config.json;
+``refine.timestep_for_steps`` uses the same std).
 
 Corruption, per sample, on a random ``--crop``×``--crop`` latent window: a base step drawn log-uniformly over
 the codec's quality range (0.12 … 6.8, quality 100 … 0), per-channel steps from
@@ -29,13 +30,13 @@ same steps (``refine.timestep_for_steps``), then with probability ½ the codec's
 (``x_t* = √ᾱ · (dequantize(quantize(z)) - μ)/σ``, the start sample the decoder builds) and otherwise
 Gaussian noise at a timestep uniform in [1, t*] (the states the DDIM steps below t* visit).
 
-Loss: MSE to x_0, weighted per channel by what an error there costs in *pixels* (``--loss pixel``, the
-default): the decoder's sensitivity ``w_c`` (the same Hutchinson estimate the encoder uses to set steps) times
-``σ_c²`` (normalised units back to latent units), normalised to mean 1 per image. A plain latent MSE
-(``--loss latent``) spends capacity on channels the decoder barely uses and lets the ones it relies on stay
-noisy — the opposite of what PSNR and MS-SSIM at decode reward. ``--loss decoded`` goes all the way: pixel
-MSE through the frozen decoder (:class:`DecodedLoss`), slower per step but the objective PSNR measures. AdamW, ``--steps`` iterations of
-``--batch-size``; CUDA when available.
+Loss: MSE to the prediction target, weighted per channel by what an error there costs in *pixels*
+(``--loss pixel``, the default): the decoder's sensitivity ``w_c`` (the same Hutchinson estimate the encoder
+uses to set steps) times ``σ_c²`` (normalised units back to latent units), normalised to mean 1 per image. A
+plain latent MSE (``--loss latent``) spends capacity on channels the decoder barely uses and lets the ones it
+relies on stay noisy — the opposite of what PSNR and MS-SSIM at decode reward. ``--loss decoded`` goes all the
+way: pixel MSE through the frozen decoder (:class:`DecodedLoss`), slower per step but the objective PSNR
+measures. AdamW, ``--steps`` iterations of ``--batch-size``; CUDA when available.
 """
 
 from __future__ import annotations
