@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from . import entropy
-from .errors import UnsupportedVersion
+from .errors import CorruptStream, UnsupportedVersion
 from .quantize import QuantParams
 
 
@@ -22,6 +22,8 @@ class LatentCoder(Protocol):
     name: str
 
     def encode(self, symbols: np.ndarray, qp: QuantParams) -> tuple[bytes, bytes]: ...  # (side info, payload)
+
+    def check_side(self, side: bytes, qp: QuantParams) -> None: ...  # CorruptStream before any network runs
 
     def decode(self, side: bytes, payload: bytes, qp: QuantParams, shape: tuple[int, int, int]) -> np.ndarray: ...
 
@@ -37,6 +39,9 @@ class PerChannelCoder:
     def encode(self, symbols, qp):
         models = self._models(symbols)
         return entropy.pack_models(models), entropy.encode(symbols.reshape(symbols.shape[0], -1), models)
+
+    def check_side(self, side, qp):
+        entropy.unpack_models(side, qp.channels)  # range checks
 
     def decode(self, side, payload, qp, shape):
         models = entropy.unpack_models(side, qp.channels)
@@ -63,11 +68,12 @@ class ContextCoder:
     def encode(self, symbols, qp):
         return b"", self.model.encode(symbols, qp.steps)
 
-    def decode(self, side, payload, qp, shape):
+    def check_side(self, side, qp):
         if side:
-            from .errors import CorruptStream
-
             raise CorruptStream("the context entropy model carries no side information")
+
+    def decode(self, side, payload, qp, shape):
+        self.check_side(side, qp)
         return self.model.decode(payload, qp.steps, shape)
 
     def ideal_bits(self, symbols, qp):

@@ -273,7 +273,7 @@ class NeuralCodec:
             raise ModelMismatch(
                 f"stream needs decoder weights {s.model_fingerprint.hex()}…, the loaded {self.name} weights are {mine.hex()}…"
             )
-        latent_coding.coder_for_id(s.entropy_model)  # UnsupportedVersion for an unknown id
+        coder = latent_coding.coder_for_id(s.entropy_model)  # UnsupportedVersion for an unknown id
         d = self.model.downscale
         for size, pad in ((s.width, s.pad_right), (s.height, s.pad_bottom)):
             if (size + pad) % d or pad >= max(d, self.min_coded):
@@ -286,8 +286,7 @@ class NeuralCodec:
         qp, rest = QuantParams.unpack(s.params)
         if qp.channels != self.model.latent_channels:
             raise CorruptStream(f"stream has {qp.channels} latent channels, the model {self.model.latent_channels}")
-        if s.entropy_model == entropy.ENTROPY_MODEL_ID:
-            entropy.unpack_models(rest, qp.channels)  # range checks before any network runs
+        coder.check_side(rest, qp)
         return s, qp, rest
 
     @torch.no_grad()

@@ -115,6 +115,23 @@ def centre_crop(pic, size: int | None):
     return replace(pic, rgb=cut(pic.rgb), alpha=cut(pic.alpha), depth16=cut(pic.depth16))
 
 
+def read_pictures(files: list[Path], crop: int | None, skipped: list[dict], log=None):
+    """Yield ``(i, path, picture)`` (1-based ``i``, centre-cropped to ``crop``) for every readable file; an
+    unreadable one is reported on ``log`` (default stderr) and recorded in ``skipped``, and the run goes on."""
+    from latentarc.codec.errors import ImageError
+    from latentarc.codec.images import read_image
+
+    log = log or sys.stderr
+    for i, path in enumerate(files, 1):
+        try:
+            pic = centre_crop(read_image(path.read_bytes()), crop)
+        except ImageError as e:
+            print(f"[{i}/{len(files)}] {path.name}: skipped ({type(e).__name__}: {e})", file=log)
+            skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
+            continue
+        yield i, path, pic
+
+
 def _finite(x):
     return x if x is not None and math.isfinite(x) else None
 
@@ -344,8 +361,6 @@ def _json_safe(x):
 def run_bench(args) -> int:
     from latentarc.codec.api import load_codec
     from latentarc.jobs.rd_bench import measure
-    from latentarc.codec.errors import ImageError
-    from latentarc.codec.images import read_image
 
     targets = parse_targets(getattr(args, "targets", None))
     floors = parse_floors(getattr(args, "floors", None))
@@ -369,13 +384,7 @@ def run_bench(args) -> int:
     images: list[dict] = []
     warmed: set[str] = set()
     t_start = time.perf_counter()
-    for i, path in enumerate(files, 1):
-        try:
-            pic = centre_crop(read_image(path.read_bytes()), args.crop)
-        except ImageError as e:
-            print(f"[{i}/{len(files)}] {path.name}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
-            skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
-            continue
+    for i, path, pic in read_pictures(files, args.crop, skipped):
         images.append({"image": path.name, "width": pic.width, "height": pic.height})
         where = {"image": path.name, "width": pic.width, "height": pic.height}
         t_img = time.perf_counter()

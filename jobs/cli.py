@@ -311,7 +311,8 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.savings import summary_lines
 
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
-    opts = CompressOptions(codec=a.codec, codecs=a.codecs, entropy_model=a.entropy_model, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
+    opts = CompressOptions(codec=a.codec, codecs=a.codecs, entropy_model=a.entropy_model,
+                           weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
                            quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                            min_ms_ssim=a.min_ms_ssim, workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,

@@ -300,12 +300,9 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
     defaults), one list for every codec, or ``{codec: list}``. Returns the dict written to ``rd.json`` (plus
     ``files``: what was written)."""
-    from latentarc.codec.errors import ImageError
-    from latentarc.codec.images import read_image
-
     log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
 
-    from .bench import centre_crop, list_images
+    from .bench import centre_crop, list_images, read_pictures
 
     names = _codec_names(codecs)
     qs = {c: _qualities_for(qualities, c) for c in names}
@@ -325,13 +322,8 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     out.mkdir(parents=True, exist_ok=True)
     built = {c: build_codec(c, weights=weights, device=device) for c in names}
 
-    pics, skipped = [], []
-    for path in files:
-        try:
-            pics.append((path.name, centre_crop(read_image(path.read_bytes()), crop)))
-        except ImageError as e:
-            skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
-            print(f"{path.name}: skipped ({type(e).__name__}: {e})", file=log)
+    skipped: list[dict] = []
+    pics = [(path.name, pic) for _, path, pic in read_pictures(files, crop, skipped, log)]
     if not pics:
         raise ValueError("no readable images")
 

@@ -62,7 +62,7 @@ def measure_decode(codec, data: bytes, pic, cfg, refiner) -> dict:
     from latentarc.codec.metrics import ms_ssim, psnr, sharpness_ratio
 
     t0 = time.perf_counter()
-    dec = codec.decode(data, refine=cfg, refiner=refiner) if cfg.active else codec.decode(data)
+    dec = codec.decode(data, refine=cfg, refiner=refiner)  # an inactive config decodes plainly
     dt = time.perf_counter() - t0
     ref, test = pic.reference(), decoded_planes(dec, pic.mode)
     return {
@@ -151,10 +151,8 @@ def format_table(summary: list[dict], checks_: list[dict]) -> str:
 
 def run_refine_bench(args) -> int:
     from latentarc.codec.api import load_codec
-    from latentarc.codec.errors import ImageError
-    from latentarc.codec.images import read_image
     from latentarc.codec.refine import load_refiner, refiner_for_codec
-    from latentarc.jobs.bench import _json_safe, centre_crop, list_images, parse_qualities
+    from latentarc.jobs.bench import _json_safe, centre_crop, list_images, parse_qualities, read_pictures
 
     modes = parse_modes(args.refine_modes)
     if not modes:
@@ -173,13 +171,7 @@ def run_refine_bench(args) -> int:
 
     rows, skipped, warmed = [], [], False
     t_start = time.perf_counter()
-    for i, path in enumerate(files, 1):
-        try:
-            pic = centre_crop(read_image(path.read_bytes()), args.crop)
-        except ImageError as e:
-            print(f"[{i}/{len(files)}] {path.name}: skipped ({type(e).__name__}: {e})", file=sys.stderr)
-            skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
-            continue
+    for i, path, pic in read_pictures(files, args.crop, skipped):
         if not warmed:  # untimed: lazy initialisation (thread pools, the refiner's first call)
             small = centre_crop(pic, 64)
             d = codec.encode(small, quality=qualities[0], measure=False).data

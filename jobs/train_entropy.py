@@ -30,12 +30,12 @@ from latentarc.codec.neural import quality_to_step
 EVAL_QUALITIES = (10, 25, 40, 55, 70, 85)
 
 
-def quantized(z: np.ndarray, sens: np.ndarray, base: float) -> tuple[np.ndarray, np.ndarray]:
-    """(symbols (C,h,w) int64, integer steps (C,)) exactly as the encoder makes them."""
+def quantized(z: np.ndarray, sens: np.ndarray, base: float):
+    """(symbols (C,h,w) int64, integer steps (C,), QuantParams) exactly as the encoder makes them."""
     from latentarc.codec.quantize import choose_params, quantize
 
     qp = choose_params(z, base, sens)
-    return quantize(z, qp).astype(np.int64), qp.steps.astype(np.int64)
+    return quantize(z, qp).astype(np.int64), qp.steps.astype(np.int64), qp
 
 
 def pass_inputs(cfg: cm.ContextConfig, sym: np.ndarray, steps: np.ndarray):
@@ -61,8 +61,8 @@ def code_length(net: cm.ContextNet, x, mask, sym, steps) -> torch.Tensor:
 
 
 def train(a) -> dict:
-    from latentarc.codec import entropy
     from latentarc.codec.api import load_codec
+    from latentarc.codec.latent_coding import coder
     from latentarc.jobs.train_refiner import encode_latents, held_out
 
     t_start = time.time()
@@ -87,7 +87,7 @@ def train(a) -> dict:
         xs, ms, ss, st = [], [], [], []
         for _ in range(a.batch_size):
             z, sens = latents[train_names[rng.integers(len(train_names))]]
-            sym, steps = quantized(z, sens, math.exp(rng.uniform(lo, hi)))
+            sym, steps, _ = quantized(z, sens, math.exp(rng.uniform(lo, hi)))
             h, w = sym.shape[1:]
             y0, x0 = rng.integers(0, h - a.crop + 1), rng.integers(0, w - a.crop + 1)
             crop = np.ascontiguousarray(sym[:, y0 : y0 + a.crop, x0 : x0 + a.crop])
@@ -108,14 +108,15 @@ def train(a) -> dict:
 
     int_net, tensors = cm.IntegerContextNet.from_float(net)
     model = cm.ContextEntropyModel(a.name, a.model_id, cfg, int_net, "tae-f2")
+    per_channel = coder("per-channel")
     evaluation = []
     for q in EVAL_QUALITIES:
         old = new = px = 0.0
         for name in sorted(hold):
             z, sens = latents[name]
-            sym, steps = quantized(z, sens, quality_to_step(q))
-            old += sum(entropy.ideal_bits(s, entropy.fit(s)) for s in sym.reshape(sym.shape[0], -1))
-            old += 8 * len(entropy.pack_models([entropy.fit(s) for s in sym.reshape(sym.shape[0], -1)]))
+            sym, steps, qp = quantized(z, sens, quality_to_step(q))
+            bits, side = per_channel.ideal_bits(sym, qp)  # the channel laws are fitted once, as the encoder does
+            old += bits + 8 * side
             new += model.ideal_bits(sym, steps)
             px += z.shape[1] * z.shape[2] * 64
         row = {"quality": q, "per_channel_bpp": old / px, "context_bpp": new / px, "saving": 1 - new / old}
