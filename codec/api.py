@@ -27,11 +27,13 @@ def load_codec(
     device: str | torch.device | None = None,
     adaptive: bool = True,
     entropy_model: str = "per-channel",
+    rdoq: float | None = None,
 ) -> NeuralCodec:
     """A :class:`NeuralCodec` over the registry model ``name`` (weights verified, cached per process);
-    ``entropy_model`` names how new streams are entropy-coded (``codec.latent_coding``)."""
+    ``entropy_model`` names how new streams are entropy-coded (``codec.latent_coding``), ``rdoq`` the strength of
+    RD-optimised rounding (None: the entropy model's default; 0: plain rounding)."""
     return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive,
-                       entropy_model=entropy_model)
+                       entropy_model=entropy_model, rdoq=rdoq)
 
 
 def codec_for_stream(data: bytes, **kw) -> "ImageCodec":

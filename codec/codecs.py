@@ -36,10 +36,11 @@ DEFAULT_AUTO_CODECS = ("tae-f2", "avif", "jxl")
 
 # ------------------------------------------------------------------------------------------ registry
 def _neural(name: str, *, weights=None, device=None, adaptive: bool = True, entropy_model: str = "per-channel",
-            **_) -> ImageCodec:
+            rdoq: float | None = None, **_) -> ImageCodec:
     from .api import load_codec
 
-    return load_codec(name, weights=weights, device=device, adaptive=adaptive, entropy_model=entropy_model)
+    return load_codec(name, weights=weights, device=device, adaptive=adaptive, entropy_model=entropy_model,
+                      rdoq=rdoq)
 
 
 def _classical(name: str, **_) -> ImageCodec:

@@ -44,28 +44,40 @@ class ContextConfig:
     channels: int = 32
     groups: int = 4
     hidden: int = 48
+    depth: int = 2  # 3×3 layers before the 1×1 output layer: the receptive field is (2·depth + 1)²
 
     @property
     def passes(self) -> int:
         return 2 * self.groups
 
+    @property
+    def layers(self) -> int:
+        return self.depth + 1
+
 
 class ContextNet(nn.Module):
     """The float network (training). Input: ``[ŷ · avail, avail, log2 Δ]`` (3C channels); output: centre (latent
-    units) and log2 scale (latent units) for every channel."""
+    units) and log2 scale (latent units) for every channel. Layers ``c1 … c{depth}`` are 3×3 convolutions with
+    ReLU, ``c{depth+1}`` the 1×1 output; the names are the safetensors keys."""
 
     def __init__(self, cfg: ContextConfig):
         super().__init__()
+        if cfg.depth < 1:
+            raise ValueError("a context network needs at least one 3×3 layer")
         c, h = cfg.channels, cfg.hidden
         self.cfg = cfg
-        self.c1 = nn.Conv2d(3 * c, h, 3, padding=1)
-        self.c2 = nn.Conv2d(h, h, 3, padding=1)
-        self.c3 = nn.Conv2d(h, 2 * c, 1)
+        for i in range(1, cfg.depth + 1):
+            self.add_module(f"c{i}", nn.Conv2d(3 * c if i == 1 else h, h, 3, padding=1))
+        self.add_module(f"c{cfg.layers}", nn.Conv2d(h, 2 * c, 1))
+
+    def convs(self) -> list[nn.Conv2d]:
+        return [getattr(self, f"c{i}") for i in range(1, self.cfg.layers + 1)]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.relu(self.c1(x))
-        h = F.relu(self.c2(h))
-        o = self.c3(h)
+        *hidden, out = self.convs()
+        for conv in hidden:
+            x = F.relu(conv(x))
+        o = out(x)
         c = self.cfg.channels
         return o[:, :c], o[:, c:]
 
@@ -110,8 +122,9 @@ class IntegerContextNet:
     def __init__(self, cfg: ContextConfig, tensors: dict[str, np.ndarray]):
         self.cfg = cfg
         try:
-            self.w = [torch.from_numpy(tensors[f"c{i}.weight"].astype(np.float64)) for i in (1, 2, 3)]
-            self.b = [torch.from_numpy(tensors[f"c{i}.bias"].astype(np.float64)) for i in (1, 2, 3)]
+            layers = range(1, cfg.layers + 1)
+            self.w = [torch.from_numpy(tensors[f"c{i}.weight"].astype(np.float64)) for i in layers]
+            self.b = [torch.from_numpy(tensors[f"c{i}.bias"].astype(np.float64)) for i in layers]
         except KeyError as e:
             raise ModelError(f"context model weights lack {e}") from None
         for w in self.w:
@@ -121,7 +134,7 @@ class IntegerContextNet:
     @classmethod
     def from_float(cls, net: ContextNet) -> tuple["IntegerContextNet", dict[str, np.ndarray]]:
         scale_w, tensors = float(1 << WEIGHT_BITS), {}
-        for i, conv in enumerate((net.c1, net.c2, net.c3), 1):
+        for i, conv in enumerate(net.convs(), 1):
             w = conv.weight.detach().double()
             b = conv.bias.detach().double()
             tensors[f"c{i}.weight"] = torch.clamp(torch.round(w * scale_w), -WEIGHT_CLIP, WEIGHT_CLIP).numpy().astype(np.int32)
@@ -142,11 +155,14 @@ class IntegerContextNet:
         mu = np.empty((c, h, w), np.int64)
         l8 = np.empty((c, h, w), np.int64)
         x_all = torch.from_numpy(feats.astype(np.float64))
-        for r0 in range(0, h, BAND_ROWS):  # bands with a two-row halo: the two 3×3 layers see exactly their inputs
+        halo = self.cfg.depth  # one row per 3×3 layer: each band's layers see exactly their whole-image inputs
+        for r0 in range(0, h, BAND_ROWS):
             r1 = min(h, r0 + BAND_ROWS)
-            a0, a1 = max(0, r0 - 2), min(h, r1 + 2)
-            x = x_all[None, :, a0:a1]
-            y = self._layer(self._layer(self._layer(x, 0, 1), 1, 1), 2, 0, last=True)[0, :, r0 - a0 : r1 - a0]
+            a0, a1 = max(0, r0 - halo), min(h, r1 + halo)
+            y = x_all[None, :, a0:a1]
+            for i in range(self.cfg.depth):
+                y = self._layer(y, i, 1)
+            y = self._layer(y, self.cfg.depth, 0, last=True)[0, :, r0 - a0 : r1 - a0]
             k = WEIGHT_BITS + INPUT_BITS
             mu[:, r0:r1] = torch.floor((y[:c] + (1 << (WEIGHT_BITS - 1))) / (1 << WEIGHT_BITS)).numpy().astype(np.int64)
             l8[:, r0:r1] = torch.floor((y[c:] * 8 + (1 << (k - 1))) / (1 << k)).numpy().astype(np.int64)
@@ -168,6 +184,12 @@ def table_indices(mu: np.ndarray, l8: np.ndarray, steps: np.ndarray,
 @lru_cache(maxsize=None)
 def _categorical(j: int, f: int):
     return constriction.stream.model.Categorical(lt.frequencies(j, f).astype(np.float64) / lt.TOTAL, perfect=False)
+
+
+@lru_cache(maxsize=None)
+def _bit_costs(j: int, f: int) -> np.ndarray:
+    """Code length in bits of each entry of table (j, f)."""
+    return lt.PRECISION_BITS - np.log2(lt.frequencies(j, f).astype(np.float64))
 
 
 _ESCAPE_WORD = constriction.stream.model.Uniform(1 << lt.ESCAPE_WORD_BITS)
@@ -285,6 +307,34 @@ class ContextEntropyModel:
         if not coder.is_empty():
             raise CorruptStream("entropy-coded payload has data left after the last symbol")
         return symbols.astype(np.int32)
+
+    def rd_quantize(self, u: np.ndarray, steps: np.ndarray, lam: float) -> np.ndarray:
+        """Rate–distortion optimised rounding of ``u`` (C, h, w): the centred latent in step units.
+
+        Each symbol takes whichever of ⌊u⌋ and ⌊u⌋+1 minimises ``(u − q)² + lam · bits(q)``, the bits priced by
+        the very law the entropy coder will use for it. Quantization runs pass by pass in decoding order, so each
+        pass's laws come from the symbols already chosen — the decoder sees the same context. Distortion is in
+        step² units; because the adaptive steps equalise each channel's weighted distortion, one ``lam`` serves
+        every channel (``lam = ln 2 / 6`` is the slope of a high-rate uniform quantizer). The stream format is
+        unchanged: this is an encoder choice only."""
+        u = np.asarray(u, np.float64)
+        symbols = np.zeros(u.shape, np.int64)
+        flat, uf = symbols.reshape(-1), u.reshape(-1)
+        lo_all = np.floor(uf).astype(np.int64)
+        for idx, base, f, j in self._passes(symbols, steps):  # it reads ``symbols`` as this loop fills them
+            lo, uu = lo_all[idx], uf[idx]
+            cost = []
+            for q in (lo, lo + 1):
+                bits = np.empty(idx.size)
+                r = q - base
+                for sel, jj, ff in self._runs(f, j):
+                    big = lt.support(jj)
+                    rr = r[sel]
+                    bits[sel] = _bit_costs(jj, ff)[np.clip(rr, -big - 1, big + 1) + big + 1]
+                    bits[sel] += np.where(np.abs(rr) > big, 2 * lt.ESCAPE_WORD_BITS, 0)
+                cost.append((uu - q) ** 2 + lam * bits)
+            flat[idx] = np.where(cost[1] < cost[0], lo + 1, lo)
+        return symbols
 
     def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray) -> float:
         """Ideal code length (bits) under the integer tables, escapes included."""

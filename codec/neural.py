@@ -101,10 +101,18 @@ class NeuralCodec:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_coded: int = 64,
         entropy_model: str = "per-channel",
+        rdoq: float | None = None,
     ):
         self.model = model
         # how new streams are entropy-coded (latent_coding); decoding follows the id each stream carries
         self.coder = latent_coding.coder(entropy_model)
+        # RD-optimised rounding (an encoder choice; streams decode the same either way): None = the coder's default
+        self.rdoq = self.coder.default_rdoq if rdoq is None else float(rdoq)
+        if self.rdoq < 0:
+            raise ValueError("rdoq must be ≥ 0")
+        if self.rdoq and not hasattr(self.coder, "rd_quantize"):
+            raise ValueError(f"the {entropy_model} entropy model cannot price symbols: RD-optimised quantization "
+                             "needs a context model (e.g. tae-f2-ctx)")
         self.name = model.name
         self.adaptive = adaptive
         self.sensitivity_crop = sensitivity_crop
@@ -164,6 +172,8 @@ class NeuralCodec:
 
     def _quantize(self, a: _Analysis, step: float):
         qp = choose_params(a.latent, step, a.sensitivity) if self.adaptive else uniform_params(a.latent, step)
+        if self.rdoq:
+            return qp, self.coder.rd_quantize(a.latent, qp, self.rdoq)
         return qp, quantize(a.latent, qp)
 
     def _stream(self, a: _Analysis, qp: QuantParams, side: bytes, payload: bytes) -> bytes:
@@ -186,7 +196,10 @@ class NeuralCodec:
     def _code(self, a: _Analysis, step: float) -> tuple[bytes, dict]:
         qp, symbols = self._quantize(a, step)
         data = self._stream(a, qp, *self.coder.encode(symbols, qp))
-        return data, {"base_step": round(step, 6), "adaptive": self.adaptive}
+        params = {"base_step": round(step, 6), "adaptive": self.adaptive}
+        if self.rdoq:
+            params["rdoq"] = self.rdoq
+        return data, params
 
     def _estimated_bytes(self, a: _Analysis, step: float) -> float:
         """Stream size from the ideal code length — exact to a few bytes, without running the coder."""

@@ -38,9 +38,20 @@ VARIANTS = {"adaptive": {"adaptive": True}, "global-step": {"adaptive": False}}
 ENTROPY_PREFIX = "entropy:"  # --compare-entropy NAME adds the variant "entropy:NAME" (adaptive steps, that coder)
 
 
+def entropy_spec(spec: str) -> dict:
+    """``NAME`` or ``NAME:K`` (K: RD-optimised rounding strength, 0 = plain rounding) → codec keyword args."""
+    name, _, k = spec.partition(":")
+    if not k:
+        return {"entropy_model": name}
+    try:
+        return {"entropy_model": name, "rdoq": float(k)}
+    except ValueError:
+        raise ValueError(f"bad entropy spec {spec!r}: expected NAME or NAME:RDOQ (a number)") from None
+
+
 def variant_kwargs(variant: str) -> dict:
     if variant.startswith(ENTROPY_PREFIX):
-        return {"adaptive": True, "entropy_model": variant[len(ENTROPY_PREFIX):]}
+        return {"adaptive": True, **entropy_spec(variant[len(ENTROPY_PREFIX):])}
     return VARIANTS[variant]
 
 

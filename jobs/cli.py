@@ -42,6 +42,9 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--entropy-model", default="per-channel",
                    help="how neural latents are entropy-coded: per-channel (default) or tae-f2-ctx (the learned "
                         "context model); decoding follows the stream")
+    p.add_argument("--rdoq", type=float, metavar="K",
+                   help="strength of RD-optimised rounding of neural latents (0: plain rounding; default: the "
+                        "entropy model's own, 1 for tae-f2-ctx); needs a context entropy model")
 
 
 def _refine_args(p: argparse.ArgumentParser) -> None:
@@ -155,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
     p.add_argument("--compare-global", action="store_true", help="also run the single-global-step baseline")
     p.add_argument("--compare-entropy", metavar="NAME",
-                   help="also run with this entropy model (e.g. tae-f2-ctx) and give its BD-rate against the "
-                        "per-channel model")
+                   help="also run with this entropy model (e.g. tae-f2-ctx; tae-f2-ctx:0 without RD-optimised "
+                        "rounding) and give its BD-rate against the per-channel model")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     p.add_argument("--codecs", metavar="LIST",
                    help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
@@ -225,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=24, help="latent crop size (pixels / 8)")
     p.add_argument("--groups", type=int, default=4, help="channel groups (passes = 2 × groups)")
     p.add_argument("--hidden", type=int, default=48, help="hidden channels of the context network")
+    p.add_argument("--depth", type=int, default=2, help="3×3 layers of the context network (receptive field 2·depth+1)")
     p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
     p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
     p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
@@ -244,7 +248,7 @@ def _cmd_encode(a) -> int:
 
     pic = read_image(Path(a.image).read_bytes())
     codec = get_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs,
-                      entropy_model=a.entropy_model)
+                      entropy_model=a.entropy_model, rdoq=a.rdoq)
     t = time.perf_counter()
     res = encode_with(codec, pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                       min_ms_ssim=a.min_ms_ssim)
@@ -311,7 +315,7 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.savings import summary_lines
 
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
-    opts = CompressOptions(codec=a.codec, codecs=a.codecs, entropy_model=a.entropy_model,
+    opts = CompressOptions(codec=a.codec, codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
                            weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
                            quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                            min_ms_ssim=a.min_ms_ssim, workers=a.workers,

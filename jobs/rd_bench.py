@@ -55,11 +55,14 @@ def _codec_names(codecs) -> list[str]:
 
 
 def build_codec(spec: str, *, weights=None, device=None):
-    """``NAME`` or ``NAME@ENTROPY`` (a neural codec with that entropy model) → the codec."""
+    """``NAME`` or ``NAME@ENTROPY[:RDOQ]`` (a neural codec with that entropy model, and optionally that strength
+    of RD-optimised rounding) → the codec."""
     from latentarc.codec.codecs import get_codec
 
+    from .bench import entropy_spec
+
     name, _, entropy = spec.partition("@")
-    return get_codec(name, weights=weights, device=device, **({"entropy_model": entropy} if entropy else {}))
+    return get_codec(name, weights=weights, device=device, **(entropy_spec(entropy) if entropy else {}))
 
 
 def _qualities_for(qualities, codec: str) -> list[float]:
@@ -133,30 +136,42 @@ def summarise(rows: list[dict], codecs: list[str], qualities: dict[str, list[flo
     return curves, speed
 
 
-def bd_table(curves: dict[str, list[dict]], reference: str) -> dict:
+def _bd_entry(pts: list[dict], ref: list[dict]) -> dict:
+    """BD-rate of curve ``pts`` against ``ref`` on PSNR and on MS-SSIM in dB (an error entry where they do not
+    overlap)."""
     from latentarc.codec.rd import bd_report
 
-    out = {}
+    entry: dict = {}
+    try:
+        entry["psnr"] = bd_report([p["bpp"] for p in pts], [p["psnr"] for p in pts],
+                                  [p["bpp"] for p in ref], [p["psnr"] for p in ref])
+    except ValueError as e:
+        entry["psnr"] = {"bd_rate_pct": None, "error": str(e)}
+    try:
+        a = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in pts]
+        b = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in ref]
+        a = [(r, q) for r, q in a if q is not None and math.isfinite(q)]
+        b = [(r, q) for r, q in b if q is not None and math.isfinite(q)]
+        entry["ms_ssim_db"] = bd_report([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b])
+    except ValueError as e:
+        entry["ms_ssim_db"] = {"bd_rate_pct": None, "error": str(e)}
+    return entry
+
+
+def bd_table(curves: dict[str, list[dict]], reference: str) -> dict:
+    """Every codec's BD-rate against ``reference``."""
     ref = curves.get(reference) or []
-    for c, pts in curves.items():
-        if c == reference:
-            continue
-        entry: dict = {}
-        try:
-            entry["psnr"] = bd_report([p["bpp"] for p in pts], [p["psnr"] for p in pts],
-                                      [p["bpp"] for p in ref], [p["psnr"] for p in ref])
-        except ValueError as e:
-            entry["psnr"] = {"bd_rate_pct": None, "error": str(e)}
-        try:
-            a = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in pts]
-            b = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in ref]
-            a = [(r, q) for r, q in a if q is not None and math.isfinite(q)]
-            b = [(r, q) for r, q in b if q is not None and math.isfinite(q)]
-            entry["ms_ssim_db"] = bd_report([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b])
-        except ValueError as e:
-            entry["ms_ssim_db"] = {"bd_rate_pct": None, "error": str(e)}
-        out[c] = entry
-    return out
+    return {c: _bd_entry(pts, ref) for c, pts in curves.items() if c != reference}
+
+
+def bd_pairs(curves: dict[str, list[dict]]) -> dict:
+    """Each neural codec's BD-rate against every classical codec benchmarked — the yardstick table (a BD-rate
+    against AVIF and AVIF's against JPEG do not compose into one against JPEG)."""
+    from latentarc.codec.classical import CLASSICAL
+
+    classical = [c for c in curves if c in CLASSICAL]
+    return {n: {c: _bd_entry(curves[n], curves[c]) for c in classical}
+            for n in curves if n not in CLASSICAL and n != "passthrough"}
 
 
 def _pct(x) -> str:
@@ -179,6 +194,21 @@ def format_bd(bd: dict, reference: str) -> str:
     lines.append("  method: cubic = Bjøntegaard fit (≥ 4 points), linear = piecewise-linear log-rate; 'cubic ok' "
                  "NO means the fit bends back, prefer the linear figure. MS-SSIM column: quality axis "
                  "-10·log10(1−MS-SSIM).")
+    return "\n".join(lines)
+
+
+def format_pairs(pairs: dict) -> str:
+    lines = []
+    for n, row in pairs.items():
+        if not row:
+            continue
+        lines.append(f"BD-rate of {n} against each classical codec (negative = {n} needs fewer bits):")
+        head = f"{'against':<10} {'PSNR':>9} {'PSNR interval dB':>17} {'MS-SSIM':>9}"
+        lines += [head, "-" * len(head)]
+        for c, e in row.items():
+            p, m = e["psnr"], e["ms_ssim_db"]
+            span = "" if p.get("bd_rate_pct") is None else "{:.2f}–{:.2f}".format(*p["psnr_interval"])
+            lines.append(f"{c:<10} {_pct(p.get('bd_rate_pct')):>9} {span:>17} {_pct(m.get('bd_rate_pct')):>9}")
     return "\n".join(lines)
 
 
@@ -238,6 +268,21 @@ def _img(path: Path, alt: str) -> str:
     return f"<img class=plot alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
+def _pairs_html(pairs: dict) -> list[str]:
+    from latentarc.pipeline.report import html_table
+
+    out = []
+    for n, row in pairs.items():
+        if not row:
+            continue
+        rows = [[c, _pct(e["psnr"].get("bd_rate_pct")),
+                 "" if e["psnr"].get("bd_rate_pct") is None else "{:.2f}–{:.2f}".format(*e["psnr"]["psnr_interval"]),
+                 _pct(e["ms_ssim_db"].get("bd_rate_pct"))] for c, e in row.items()]
+        out += [f"<h2>BD-rate of {html.escape(n)} against each classical codec</h2>",
+                html_table(["against", "BD-rate (PSNR)", "PSNR interval (dB)", "BD-rate (MS-SSIM dB)"], rows)]
+    return out
+
+
 def _html(result: dict, files: dict[str, Path]) -> str:
     from latentarc.pipeline.report import html_table, page
 
@@ -270,6 +315,7 @@ def _html(result: dict, files: dict[str, Path]) -> str:
                     "BD-rate (MS-SSIM dB)"], bd_rows),
         f"<p class=muted>Negative: fewer bits than {html.escape(ref)} at equal quality. cubic = Bjøntegaard fit "
         "(≥ 4 points), linear = piecewise-linear log-rate interpolation.</p>",
+        *_pairs_html(result.get("bd_pairs") or {}),
         "<h2>Rate–distortion</h2>",
         _img(files["psnr"], "bpp vs PSNR"),
         _img(files["ms_ssim"], "bpp vs MS-SSIM"),
@@ -352,6 +398,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "curves": curves,
         "speed": speed,
         "bd": bd,
+        "bd_pairs": bd_pairs(curves),
         "seconds": time.perf_counter() - t_start,
     }
     files_written = _plots(curves, speed, out)
@@ -372,6 +419,10 @@ def run_rd_bench_cli(a) -> int:
     print(format_curves(r["curves"], r["speed"]))
     print()
     print(format_bd(r["bd"], r["reference"]))
+    pairs = format_pairs(r["bd_pairs"])
+    if pairs:
+        print()
+        print(pairs)
     print(f"\nwrote {out}/rd.json, rd_psnr.png, rd_msssim.png, speed.png, index.html")
     if getattr(a, "json_out", None):
         Path(a.json_out).write_text(json.dumps(_json_safe({k: v for k, v in r.items() if k != "files"}), indent=2))

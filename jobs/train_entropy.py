@@ -63,6 +63,7 @@ def code_length(net: cm.ContextNet, x, mask, sym, steps) -> torch.Tensor:
 def train(a) -> dict:
     from latentarc.codec.api import load_codec
     from latentarc.codec.latent_coding import coder
+    from latentarc.codec.quantize import choose_params, quantize
     from latentarc.jobs.train_refiner import encode_latents, held_out
 
     t_start = time.time()
@@ -75,7 +76,8 @@ def train(a) -> dict:
     latents = encode_latents(paths, codec.model, None, Path(a.cache), probes=codec.probes)
     hold = set(held_out([p.name for p in paths], a.holdout_every))
     train_names = [p.name for p in paths if p.name not in hold]
-    cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden)
+    cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
+                           depth=a.depth)
     net = cm.ContextNet(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=a.lr)
     lo, hi = math.log(quality_to_step(100)), math.log(quality_to_step(0))
@@ -87,10 +89,11 @@ def train(a) -> dict:
         xs, ms, ss, st = [], [], [], []
         for _ in range(a.batch_size):
             z, sens = latents[train_names[rng.integers(len(train_names))]]
-            sym, steps, _ = quantized(z, sens, math.exp(rng.uniform(lo, hi)))
-            h, w = sym.shape[1:]
+            qp = choose_params(z, math.exp(rng.uniform(lo, hi)), sens)  # the whole image's steps and means
+            h, w = z.shape[1:]
             y0, x0 = rng.integers(0, h - a.crop + 1), rng.integers(0, w - a.crop + 1)
-            crop = np.ascontiguousarray(sym[:, y0 : y0 + a.crop, x0 : x0 + a.crop])
+            crop = quantize(z[:, y0 : y0 + a.crop, x0 : x0 + a.crop], qp).astype(np.int64)
+            steps = qp.steps.astype(np.int64)
             x, m = pass_inputs(cfg, crop, steps)
             xs.append(x), ms.append(m)
             ss.append(torch.from_numpy(crop).float()[None].expand(cfg.passes, -1, -1, -1))
@@ -144,7 +147,8 @@ def _card(a, cfg: cm.ContextConfig, info: dict) -> str:
 Trained by latentarc (`latentarc train-entropy`); weights are this project's own (MIT, like the code).
 
 - **Architecture**: {cfg.groups} channel groups × checkerboard = {cfg.passes} passes; 3×3 conv ({3 * cfg.channels}→{cfg.hidden}),
-  3×3 conv ({cfg.hidden}→{cfg.hidden}), 1×1 conv ({cfg.hidden}→{2 * cfg.channels}); discrete Laplacian per symbol.
+  {cfg.depth - 1} × 3×3 conv ({cfg.hidden}→{cfg.hidden}), 1×1 conv ({cfg.hidden}→{2 * cfg.channels}), ReLU between;
+  discrete Laplacian per symbol.
   Stored as integers (weights × 2^{cm.WEIGHT_BITS}); inference is exact integer arithmetic (codec/context_model.py).
 - **Data**: {len(d['train'])} photos of `{Path(d['images']).name}/` at full size, tae-f2 latents with the codec's
   per-channel sensitivities; held out: {', '.join(d['held_out'])}.
@@ -157,6 +161,9 @@ Held-out code length, integer model vs the per-channel model (same quantization,
 | quality | per-channel bpp | context bpp | saving |
 |---|---|---|---|
 {rows}
+
+Reproduce with `latentarc train-entropy --out DIR --steps {t['steps']} --batch-size {t['batch_size']} --crop {t['crop']}
+--lr {t['lr']} --groups {cfg.groups} --hidden {cfg.hidden} --depth {cfg.depth} --seed {t['seed']}`.
 """
 
 

@@ -128,7 +128,8 @@ class EncodeActor:
     """
 
     def __init__(self, *, codec: str, weights: str | None, knobs: dict, run_id: str, ms_ssim: bool = True,
-                 faults=None, codecs: str | None = None, entropy_model: str = "per-channel"):
+                 faults=None, codecs: str | None = None, entropy_model: str = "per-channel",
+                 rdoq: float | None = None):
         import torch
 
         from latentarc.codec.codecs import get_codec
@@ -137,7 +138,8 @@ class EncodeActor:
         torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.codec = get_codec(codec, weights=weights, device=device, codecs=codecs, entropy_model=entropy_model)
+        self.codec = get_codec(codec, weights=weights, device=device, codecs=codecs, entropy_model=entropy_model,
+                               rdoq=rdoq)
         self.knobs = {k: v for k, v in knobs.items() if v is not None}
         self.run_id = run_id
         self.with_ms_ssim = ms_ssim

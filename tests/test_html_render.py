@@ -73,16 +73,18 @@ def test_rd_bench_html_renders(tmp_path):
     for p in sorted(PHOTOS.glob("*.png"))[:2]:
         shutil.copy(p, folder / p.name)
     out = tmp_path / "rd"
-    r = run_rd_bench(folder, "tae-f2,tae-f2@tae-f2-ctx,avif,webp", [30, 70], out, crop=48, weights=str(MODELS),
+    r = run_rd_bench(folder, "tae-f2,tae-f2@tae-f2-ctx:0,avif,webp", [30, 70], out, crop=48, weights=str(MODELS),
                      device="cpu")
     for name in ("rd.json", "rd_psnr.png", "rd_msssim.png", "speed.png", "index.html"):
         assert (out / name).exists(), name
-    assert set(r["bd"]) == {"tae-f2", "tae-f2@tae-f2-ctx", "webp"} and r["reference"] == "avif"
-    # NAME@ENTROPY: the same quantized latent, coded by another entropy model — same pixels, other bytes
+    assert set(r["bd"]) == {"tae-f2", "tae-f2@tae-f2-ctx:0", "webp"} and r["reference"] == "avif"
+    assert set(r["bd_pairs"]) == {"tae-f2", "tae-f2@tae-f2-ctx:0"} and set(r["bd_pairs"]["tae-f2"]) == {"avif", "webp"}
+    # NAME@ENTROPY:0: the same quantized latent (plain rounding), coded by another entropy model — same pixels,
+    # other bytes
     per = {(x["codec"], x["image"], x["quality"]): x for x in r["rows"]}
     for (c, img, q), x in per.items():
         if c == "tae-f2":
-            ctx = per[("tae-f2@tae-f2-ctx", img, q)]
+            ctx = per[("tae-f2@tae-f2-ctx:0", img, q)]
             assert ctx["psnr"] == x["psnr"] and ctx["bytes"] != x["bytes"]
     text = (out / "index.html").read_text()
     assert text.count("data:image/png;base64,") == 3 and "BD-rate" in text
