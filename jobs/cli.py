@@ -229,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--groups", type=int, default=4, help="channel groups (passes = 2 × groups)")
     p.add_argument("--hidden", type=int, default=48, help="hidden channels of the context network")
     p.add_argument("--depth", type=int, default=2, help="3×3 layers of the context network (receptive field 2·depth+1)")
+    p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip per step")
     p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
     p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
     p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),

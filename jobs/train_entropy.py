@@ -55,7 +55,9 @@ def code_length(net: cm.ContextNet, x, mask, sym, steps) -> torch.Tensor:
     mu = mu_y / delta
     lam = (1.0 / (torch.exp2(log2_b.clamp(-12, 14)) / delta)).clamp(1e-4, 1e4)
     frac = mu - torch.floor(mu)
-    logp = (-(sym - mu).abs() * lam - torch.log(torch.exp(-lam * frac) + torch.exp(-lam * (1 - frac)))
+    # log(e^{-λf} + e^{-λ(1-f)}) as a log-sum-exp: both terms underflow to 0 for a sharp law (λ ≫ 1), and the
+    # naive form turns that into log 0 and NaN gradients
+    logp = (-(sym - mu).abs() * lam - torch.logaddexp(-lam * frac, -lam * (1 - frac))
             + torch.log(-torch.expm1(-lam)))
     return -(logp * mask).sum() / math.log(2)
 
@@ -102,6 +104,9 @@ def train(a) -> dict:
         loss = code_length(net, x, m, s, stp) / (a.batch_size * a.crop * a.crop * 64)  # bits per pixel
         opt.zero_grad()
         loss.backward()
+        if not torch.isfinite(loss):  # a bad batch must not poison the weights
+            continue
+        torch.nn.utils.clip_grad_norm_(net.parameters(), a.clip)
         opt.step()
         losses.append(loss.item())
         if it % 100 == 0 or it == a.steps - 1:
@@ -128,7 +133,8 @@ def train(a) -> dict:
               f"({100 * row['saving']:.1f}% fewer bits)", flush=True)
     info = {
         "data": {"images": a.images, "train": train_names, "held_out": sorted(hold)},
-        "training": {"steps": a.steps, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr, "seed": a.seed,
+        "training": {"steps": a.steps, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr, "clip": a.clip,
+                     "seed": a.seed,
                      "seconds": round(train_seconds, 1), "final_loss_bpp": float(np.mean(losses[-100:])),
                      "device": "cpu", "torch_threads": torch.get_num_threads()},
         "held_out_evaluation": evaluation,
@@ -163,7 +169,7 @@ Held-out code length, integer model vs the per-channel model (same quantization,
 {rows}
 
 Reproduce with `latentarc train-entropy --out DIR --steps {t['steps']} --batch-size {t['batch_size']} --crop {t['crop']}
---lr {t['lr']} --groups {cfg.groups} --hidden {cfg.hidden} --depth {cfg.depth} --seed {t['seed']}`.
+--lr {t['lr']} --clip {t['clip']} --groups {cfg.groups} --hidden {cfg.hidden} --depth {cfg.depth} --seed {t['seed']}`.
 """
 
 
