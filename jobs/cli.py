@@ -231,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=2, help="3×3 layers of the context network (receptive field 2·depth+1)")
     p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip per step")
     p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
+    p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
     p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
     p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
                    help="folder for the cached latents")

@@ -75,7 +75,7 @@ def train(a) -> dict:
     if a.limit:
         paths = paths[: a.limit]
     codec = load_codec(weights=a.weights, device="cpu")
-    latents = encode_latents(paths, codec.model, None, Path(a.cache), probes=codec.probes)
+    latents = encode_latents(paths, codec.model, getattr(a, "max_side", None), Path(a.cache), probes=codec.probes)
     hold = set(held_out([p.name for p in paths], a.holdout_every))
     train_names = [p.name for p in paths if p.name not in hold]
     cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
@@ -135,7 +135,8 @@ def train(a) -> dict:
         "data": {"images": a.images, "train": train_names, "held_out": sorted(hold)},
         "training": {"steps": a.steps, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr, "clip": a.clip,
                      "seed": a.seed,
-                     "seconds": round(train_seconds, 1), "final_loss_bpp": float(np.mean(losses[-100:])),
+                     "seconds": round(train_seconds, 1), "first_loss_bpp": float(np.mean(losses[:10])),
+                     "final_loss_bpp": float(np.mean(losses[-100:])),
                      "device": "cpu", "torch_threads": torch.get_num_threads()},
         "held_out_evaluation": evaluation,
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -14,7 +15,7 @@ from latentarc.codec import laplace_tables as lt
 from latentarc.codec.errors import CorruptStream, UnsupportedVersion
 from latentarc.codec.quantize import choose_params, quantize
 
-from .conftest import MODELS, photo_crop
+from .conftest import MODELS, PHOTOS, photo_crop
 
 HELD_OUT = 4  # 005.png: held out from the model's training (jobs/train_entropy.py)
 
@@ -213,3 +214,29 @@ def test_golden_payload(shipped):
 
 
 GOLDEN_PAYLOAD_HASH = "2c9e88227ee90c64"
+
+
+def test_train_entropy_job(tmp_path):
+    """The trainer end to end on real photos (small and short): it learns (loss falls), writes weights, config
+    and card, and what it writes loads as a working model of the configured depth."""
+    from latentarc.jobs.cli import main
+
+    out = tmp_path / "ctx"
+    rc = main(["train-entropy", str(PHOTOS), "--out", str(out), "--name", "test-ctx", "--model-id", "99",
+               "--steps", "60", "--batch-size", "4", "--crop", "12", "--hidden", "16", "--depth", "3",
+               "--limit", "5", "--max-side", "256", "--cache", str(tmp_path / "cache"), "--weights", str(MODELS),
+               "--device", "cpu"])
+    assert rc == 0
+    meta = json.loads((out / "config.json").read_text())
+    t = meta["training"]["training"]
+    assert meta["config"]["depth"] == 3 and meta["training"]["data"]["held_out"] == ["005.png"]
+    assert t["final_loss_bpp"] < t["first_loss_bpp"]
+    ev = meta["training"]["held_out_evaluation"]
+    assert [r["quality"] for r in ev] == [10, 25, 40, 55, 70, 85]
+    assert all(0 < r["context_bpp"] < 2 * r["per_channel_bpp"] for r in ev)
+    assert "--depth 3" in (out / "CARD.md").read_text()
+    model = cm.ContextEntropyModel.load(out)
+    assert model.cfg.depth == 3 and model.id == 99
+    sym = np.random.default_rng(0).integers(-3, 4, size=(32, 9, 11))
+    steps = np.full(32, 2000, np.int64)
+    assert np.array_equal(model.decode(model.encode(sym, steps), steps, sym.shape), sym)
