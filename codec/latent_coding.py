@@ -15,7 +15,7 @@ import numpy as np
 
 from . import entropy
 from .errors import CorruptStream, UnsupportedVersion
-from .quantize import FIXED_POINT, QuantParams
+from .quantize import QuantParams, centred
 
 
 class LatentCoder(Protocol):
@@ -88,9 +88,8 @@ class ContextCoder:
     def rd_quantize(self, latent: np.ndarray, qp: QuantParams, strength: float) -> np.ndarray:
         """Symbols minimising ``(u − q)² + strength · (ln 2 / 6) · bits`` per symbol (``u``: the centred latent in
         step units); ``strength`` 1 is the high-rate slope of a uniform quantizer."""
-        mu = qp.means.astype(np.float64)[:, None, None] / FIXED_POINT
-        u = (latent.astype(np.float64) - mu) / qp.step_values()[:, None, None]
-        return self.model.rd_quantize(u, qp.steps.astype(np.int64), strength * math.log(2) / 6).astype(np.int32)
+        return self.model.rd_quantize(centred(latent, qp), qp.steps.astype(np.int64),
+                                      strength * math.log(2) / 6).astype(np.int32)
 
 
 _CODERS = [PerChannelCoder(), ContextCoder(2, "tae-f2-ctx")]

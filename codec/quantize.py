@@ -96,11 +96,16 @@ def uniform_params(latent: np.ndarray, base_step: float) -> QuantParams:
     return choose_params(latent, base_step, np.ones(latent.shape[0]), spread=1.0)
 
 
+def centred(latent: np.ndarray, params: QuantParams) -> np.ndarray:
+    """(C, h, w) float latent → float64 in step units, centred per channel: what rounding (plain or
+    RD-optimised) turns into symbols."""
+    mu = params.means.astype(np.float64)[:, None, None] / FIXED_POINT
+    return (latent.astype(np.float64) - mu) / params.step_values()[:, None, None]
+
+
 def quantize(latent: np.ndarray, params: QuantParams) -> np.ndarray:
     """(C, h, w) float latent → int32 symbols, centred per channel."""
-    mu = params.means.astype(np.float64)[:, None, None] / FIXED_POINT
-    step = params.step_values()[:, None, None]
-    return np.rint((latent.astype(np.float64) - mu) / step).astype(np.int32)
+    return np.rint(centred(latent, params)).astype(np.int32)
 
 
 def dequantize(symbols: np.ndarray, params: QuantParams) -> np.ndarray:

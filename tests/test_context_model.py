@@ -13,7 +13,7 @@ import torch
 from latentarc.codec import context_model as cm
 from latentarc.codec import laplace_tables as lt
 from latentarc.codec.errors import CorruptStream, UnsupportedVersion
-from latentarc.codec.quantize import choose_params, quantize
+from latentarc.codec.quantize import centred, choose_params, quantize
 
 from .conftest import MODELS, PHOTOS, photo_crop
 
@@ -169,8 +169,7 @@ def test_rd_optimised_rounding_trades_bits_for_distortion(shipped, photo_symbols
     codec = load_codec(weights=str(MODELS), device="cpu")
     a = codec._analyse(photo_crop(HELD_OUT, 192))
     qp = choose_params(a.latent, 0.8, a.sensitivity)
-    mu = qp.means.astype(np.float64)[:, None, None] / 4096
-    u = (a.latent.astype(np.float64) - mu) / qp.step_values()[:, None, None]
+    u = centred(a.latent, qp)
     steps = qp.steps.astype(np.int64)
     plain = quantize(a.latent, qp).astype(np.int64)
     assert np.array_equal(shipped.rd_quantize(u, steps, 0.0), plain)
