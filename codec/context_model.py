@@ -192,6 +192,13 @@ def _bit_costs(j: int, f: int) -> np.ndarray:
     return lt.PRECISION_BITS - np.log2(lt.frequencies(j, f).astype(np.float64))
 
 
+def _residual_bits(j: int, f: int, r: np.ndarray) -> np.ndarray:
+    """Bits per residual ``r`` (symbol − ⌊μ⌋) under table (j, f): the table entry, plus two escape words where
+    ``|r|`` is beyond the table's support — what ``encode`` writes for it."""
+    big = lt.support(j)
+    return _bit_costs(j, f)[np.clip(r, -big - 1, big + 1) + big + 1] + np.where(np.abs(r) > big, 2 * lt.ESCAPE_WORD_BITS, 0)
+
+
 _ESCAPE_WORD = constriction.stream.model.Uniform(1 << lt.ESCAPE_WORD_BITS)
 
 
@@ -323,26 +330,19 @@ class ContextEntropyModel:
         lo_all = np.floor(uf).astype(np.int64)
         for idx, base, f, j in self._passes(symbols, steps):  # it reads ``symbols`` as this loop fills them
             lo, uu = lo_all[idx], uf[idx]
-            cost = []
-            for q in (lo, lo + 1):
-                bits = np.empty(idx.size)
-                r = q - base
-                for sel, jj, ff in self._runs(f, j):
-                    big = lt.support(jj)
-                    rr = r[sel]
-                    bits[sel] = _bit_costs(jj, ff)[np.clip(rr, -big - 1, big + 1) + big + 1]
-                    bits[sel] += np.where(np.abs(rr) > big, 2 * lt.ESCAPE_WORD_BITS, 0)
-                cost.append((uu - q) ** 2 + lam * bits)
-            flat[idx] = np.where(cost[1] < cost[0], lo + 1, lo)
+            bits_lo, bits_hi = np.empty(idx.size), np.empty(idx.size)
+            for sel, jj, ff in self._runs(f, j):
+                r = lo[sel] - base[sel]
+                bits_lo[sel] = _residual_bits(jj, ff, r)
+                bits_hi[sel] = _residual_bits(jj, ff, r + 1)
+            cost_lo = (uu - lo) ** 2 + lam * bits_lo
+            cost_hi = (uu - lo - 1) ** 2 + lam * bits_hi
+            flat[idx] = np.where(cost_hi < cost_lo, lo + 1, lo)
         return symbols
 
     def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray) -> float:
         """Ideal code length (bits) under the integer tables, escapes included."""
-        bits = 0.0
-        for jj, ff, r, sym in self._coded_runs(symbols, steps):
-            bits += float(-(np.log2(lt.frequencies(jj, ff)[sym]) - lt.PRECISION_BITS).sum())
-            bits += 2 * lt.ESCAPE_WORD_BITS * int((np.abs(r) > lt.support(jj)).sum())
-        return bits
+        return sum(float(_residual_bits(jj, ff, r).sum()) for jj, ff, r, _ in self._coded_runs(symbols, steps))
 
 
 # ------------------------------------------------------------------ registry of entropy models

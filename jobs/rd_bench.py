@@ -197,6 +197,16 @@ def format_bd(bd: dict, reference: str) -> str:
     return "\n".join(lines)
 
 
+def _pair_cells(row: dict) -> list[list[str]]:
+    """One ``bd_pairs`` row → [against, BD-rate PSNR, PSNR interval, BD-rate MS-SSIM] per classical codec."""
+    cells = []
+    for c, e in row.items():
+        p, m = e["psnr"], e["ms_ssim_db"]
+        span = "" if p.get("bd_rate_pct") is None else "{:.2f}–{:.2f}".format(*p["psnr_interval"])
+        cells.append([c, _pct(p.get("bd_rate_pct")), span, _pct(m.get("bd_rate_pct"))])
+    return cells
+
+
 def format_pairs(pairs: dict) -> str:
     lines = []
     for n, row in pairs.items():
@@ -205,10 +215,7 @@ def format_pairs(pairs: dict) -> str:
         lines.append(f"BD-rate of {n} against each classical codec (negative = {n} needs fewer bits):")
         head = f"{'against':<10} {'PSNR':>9} {'PSNR interval dB':>17} {'MS-SSIM':>9}"
         lines += [head, "-" * len(head)]
-        for c, e in row.items():
-            p, m = e["psnr"], e["ms_ssim_db"]
-            span = "" if p.get("bd_rate_pct") is None else "{:.2f}–{:.2f}".format(*p["psnr_interval"])
-            lines.append(f"{c:<10} {_pct(p.get('bd_rate_pct')):>9} {span:>17} {_pct(m.get('bd_rate_pct')):>9}")
+        lines += [f"{c:<10} {bd:>9} {span:>17} {ms:>9}" for c, bd, span, ms in _pair_cells(row)]
     return "\n".join(lines)
 
 
@@ -275,11 +282,9 @@ def _pairs_html(pairs: dict) -> list[str]:
     for n, row in pairs.items():
         if not row:
             continue
-        rows = [[c, _pct(e["psnr"].get("bd_rate_pct")),
-                 "" if e["psnr"].get("bd_rate_pct") is None else "{:.2f}–{:.2f}".format(*e["psnr"]["psnr_interval"]),
-                 _pct(e["ms_ssim_db"].get("bd_rate_pct"))] for c, e in row.items()]
         out += [f"<h2>BD-rate of {html.escape(n)} against each classical codec</h2>",
-                html_table(["against", "BD-rate (PSNR)", "PSNR interval (dB)", "BD-rate (MS-SSIM dB)"], rows)]
+                html_table(["against", "BD-rate (PSNR)", "PSNR interval (dB)", "BD-rate (MS-SSIM dB)"],
+                           _pair_cells(row))]
     return out
 
 

@@ -75,7 +75,7 @@ def train(a) -> dict:
     if a.limit:
         paths = paths[: a.limit]
     codec = load_codec(weights=a.weights, device="cpu")
-    latents = encode_latents(paths, codec.model, getattr(a, "max_side", None), Path(a.cache), probes=codec.probes)
+    latents = encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes)
     hold = set(held_out([p.name for p in paths], a.holdout_every))
     train_names = [p.name for p in paths if p.name not in hold]
     cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
@@ -102,10 +102,10 @@ def train(a) -> dict:
             st.append(torch.from_numpy(steps)[None].expand(cfg.passes, -1))
         x, m, s, stp = torch.cat(xs), torch.cat(ms), torch.cat(ss), torch.cat(st)
         loss = code_length(net, x, m, s, stp) / (a.batch_size * a.crop * a.crop * 64)  # bits per pixel
-        opt.zero_grad()
-        loss.backward()
         if not torch.isfinite(loss):  # a bad batch must not poison the weights
             continue
+        opt.zero_grad()
+        loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), a.clip)
         opt.step()
         losses.append(loss.item())
