@@ -255,21 +255,23 @@ class ContextEntropyModel:
             k = int(key[sel[0]])
             yield sel, k // lt.FRAC_STEPS, k % lt.FRAC_STEPS
 
-    def _coded_runs(self, symbols: np.ndarray, steps: np.ndarray):
-        """Encoder side, in decoding order: per run of one table, (j, f, residuals r, table entries of r)."""
+    def _coded_runs(self, symbols: np.ndarray, steps: np.ndarray, laws: list | None = None):
+        """Encoder side, in decoding order: per run of one table, (j, f, residuals r, table entries of r).
+        ``laws``: the per-pass (idx, ⌊μ⌋, f, j) that :meth:`rd_quantize` recorded for these very symbols — the
+        network is then not run again (same symbols, same context, same laws)."""
         symbols = symbols.astype(np.int64)
         flat = symbols.ravel()
-        for idx, base, f, j in self._passes(symbols, steps):
+        for idx, base, f, j in (laws if laws is not None else self._passes(symbols, steps)):
             r_all = flat[idx] - base
             for sel, jj, ff in self._runs(f, j):
                 big = lt.support(jj)
                 r = r_all[sel]
                 yield jj, ff, r, np.clip(r, -big - 1, big + 1) + big + 1
 
-    def encode(self, symbols: np.ndarray, steps: np.ndarray) -> bytes:
-        """ANS-code (C, h, w) int symbols given the stream's integer steps."""
+    def encode(self, symbols: np.ndarray, steps: np.ndarray, laws: list | None = None) -> bytes:
+        """ANS-code (C, h, w) int symbols given the stream's integer steps (``laws``: see :meth:`_coded_runs`)."""
         chunks = []  # (model, values) in decoding order
-        for jj, ff, r, sym in self._coded_runs(symbols, steps):
+        for jj, ff, r, sym in self._coded_runs(symbols, steps, laws):
             big = lt.support(jj)
             chunks.append((_categorical(jj, ff), sym.astype(np.int32)))
             esc = np.abs(r[np.abs(r) > big]) - big - 1
@@ -315,7 +317,7 @@ class ContextEntropyModel:
             raise CorruptStream("entropy-coded payload has data left after the last symbol")
         return symbols.astype(np.int32)
 
-    def rd_quantize(self, u: np.ndarray, steps: np.ndarray, lam: float) -> np.ndarray:
+    def rd_quantize(self, u: np.ndarray, steps: np.ndarray, lam: float, laws: list | None = None) -> np.ndarray:
         """Rate–distortion optimised rounding of ``u`` (C, h, w): the centred latent in step units.
 
         Each symbol takes whichever of ⌊u⌋ and ⌊u⌋+1 minimises ``(u − q)² + lam · bits(q)``, the bits priced by
@@ -323,12 +325,17 @@ class ContextEntropyModel:
         pass's laws come from the symbols already chosen — the decoder sees the same context. Distortion is in
         step² units; because the adaptive steps equalise each channel's weighted distortion, one ``lam`` serves
         every channel (``lam = ln 2 / 6`` is the slope of a high-rate uniform quantizer). The stream format is
-        unchanged: this is an encoder choice only."""
+        unchanged: this is an encoder choice only.
+
+        ``laws``, a list, receives each pass's (idx, ⌊μ⌋, f, j): hand it to :meth:`encode` / :meth:`ideal_bits`
+        with the returned symbols and they skip the 2·G network passes this already ran."""
         u = np.asarray(u, np.float64)
         symbols = np.zeros(u.shape, np.int64)
         flat, uf = symbols.reshape(-1), u.reshape(-1)
         lo_all = np.floor(uf).astype(np.int64)
         for idx, base, f, j in self._passes(symbols, steps):  # it reads ``symbols`` as this loop fills them
+            if laws is not None:
+                laws.append((idx, base, f, j))
             lo, uu = lo_all[idx], uf[idx]
             bits_lo, bits_hi = np.empty(idx.size), np.empty(idx.size)
             for sel, jj, ff in self._runs(f, j):
@@ -340,9 +347,9 @@ class ContextEntropyModel:
             flat[idx] = np.where(cost_hi < cost_lo, lo + 1, lo)
         return symbols
 
-    def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray) -> float:
+    def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray, laws: list | None = None) -> float:
         """Ideal code length (bits) under the integer tables, escapes included."""
-        return sum(float(_residual_bits(jj, ff, r).sum()) for jj, ff, r, _ in self._coded_runs(symbols, steps))
+        return sum(float(_residual_bits(jj, ff, r).sum()) for jj, ff, r, _ in self._coded_runs(symbols, steps, laws))
 
 
 # ------------------------------------------------------------------ registry of entropy models

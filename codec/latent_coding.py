@@ -22,16 +22,18 @@ class LatentCoder(Protocol):
     id: int
     name: str
 
-    def encode(self, symbols: np.ndarray, qp: QuantParams) -> tuple[bytes, bytes]: ...  # (side info, payload)
+    # ``laws``: what ``rd_quantize`` recorded while choosing these symbols (None: compute them)
+    def encode(self, symbols: np.ndarray, qp: QuantParams, laws=None) -> tuple[bytes, bytes]: ...  # (side, payload)
 
     def check_side(self, side: bytes, qp: QuantParams) -> None: ...  # CorruptStream before any network runs
 
     def decode(self, side: bytes, payload: bytes, qp: QuantParams, shape: tuple[int, int, int]) -> np.ndarray: ...
 
-    def ideal_bits(self, symbols: np.ndarray, qp: QuantParams) -> tuple[float, int]: ...  # (payload bits, side bytes)
+    def ideal_bits(self, symbols: np.ndarray, qp: QuantParams, laws=None) -> tuple[float, int]: ...  # (bits, side B)
 
     #: RD-optimised rounding strength new streams get by default (0: plain rounding); coders that can price a
-    #: symbol before coding it implement ``rd_quantize(latent, qp, strength) -> symbols``
+    #: symbol before coding it implement ``rd_quantize(latent, qp, strength, laws=None) -> symbols``, filling
+    #: ``laws`` (a list) with what ``encode`` / ``ideal_bits`` can then reuse
     default_rdoq: float
 
 
@@ -42,7 +44,7 @@ class PerChannelCoder:
     def _models(self, symbols):
         return [entropy.fit(s) for s in symbols.reshape(symbols.shape[0], -1)]
 
-    def encode(self, symbols, qp):
+    def encode(self, symbols, qp, laws=None):
         models = self._models(symbols)
         return entropy.pack_models(models), entropy.encode(symbols.reshape(symbols.shape[0], -1), models)
 
@@ -53,7 +55,7 @@ class PerChannelCoder:
         models = entropy.unpack_models(side, qp.channels)
         return entropy.decode(payload, models, shape[1] * shape[2]).reshape(shape)
 
-    def ideal_bits(self, symbols, qp):
+    def ideal_bits(self, symbols, qp, laws=None):
         models = self._models(symbols)
         flat = symbols.reshape(symbols.shape[0], -1)
         return sum(entropy.ideal_bits(s, m) for s, m in zip(flat, models)), len(entropy.pack_models(models))
@@ -71,8 +73,8 @@ class ContextCoder:
 
         return by_id(self.id)
 
-    def encode(self, symbols, qp):
-        return b"", self.model.encode(symbols, qp.steps)
+    def encode(self, symbols, qp, laws=None):
+        return b"", self.model.encode(symbols, qp.steps, laws)
 
     def check_side(self, side, qp):
         if side:
@@ -82,14 +84,14 @@ class ContextCoder:
         self.check_side(side, qp)
         return self.model.decode(payload, qp.steps, shape)
 
-    def ideal_bits(self, symbols, qp):
-        return self.model.ideal_bits(symbols, qp.steps), 0
+    def ideal_bits(self, symbols, qp, laws=None):
+        return self.model.ideal_bits(symbols, qp.steps, laws), 0
 
-    def rd_quantize(self, latent: np.ndarray, qp: QuantParams, strength: float) -> np.ndarray:
+    def rd_quantize(self, latent: np.ndarray, qp: QuantParams, strength: float, laws: list | None = None) -> np.ndarray:
         """Symbols minimising ``(u − q)² + strength · (ln 2 / 6) · bits`` per symbol (``u``: the centred latent in
         step units); ``strength`` 1 is the high-rate slope of a uniform quantizer."""
         return self.model.rd_quantize(centred(latent, qp), qp.steps.astype(np.int64),
-                                      strength * math.log(2) / 6).astype(np.int32)
+                                      strength * math.log(2) / 6, laws).astype(np.int32)
 
 
 _CODERS = [PerChannelCoder(), ContextCoder(2, "tae-f2-ctx")]

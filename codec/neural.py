@@ -171,10 +171,13 @@ class NeuralCodec:
         return max(-(-n // d) * d, self.min_coded)
 
     def _quantize(self, a: _Analysis, step: float):
+        """(params, symbols, laws): ``laws`` is what RD-optimised rounding already computed for the coder (None
+        with plain rounding), so pricing or coding the symbols does not run the entropy model a second time."""
         qp = choose_params(a.latent, step, a.sensitivity) if self.adaptive else uniform_params(a.latent, step)
         if self.rdoq:
-            return qp, self.coder.rd_quantize(a.latent, qp, self.rdoq)
-        return qp, quantize(a.latent, qp)
+            laws: list = []
+            return qp, self.coder.rd_quantize(a.latent, qp, self.rdoq, laws), laws
+        return qp, quantize(a.latent, qp), None
 
     def _stream(self, a: _Analysis, qp: QuantParams, side: bytes, payload: bytes) -> bytes:
         return bitstream.pack(
@@ -194,8 +197,8 @@ class NeuralCodec:
         )
 
     def _code(self, a: _Analysis, step: float) -> tuple[bytes, dict]:
-        qp, symbols = self._quantize(a, step)
-        data = self._stream(a, qp, *self.coder.encode(symbols, qp))
+        qp, symbols, laws = self._quantize(a, step)
+        data = self._stream(a, qp, *self.coder.encode(symbols, qp, laws))
         params = {"base_step": round(step, 6), "adaptive": self.adaptive}
         if self.rdoq:
             params["rdoq"] = self.rdoq
@@ -203,8 +206,8 @@ class NeuralCodec:
 
     def _estimated_bytes(self, a: _Analysis, step: float) -> float:
         """Stream size from the ideal code length — exact to a few bytes, without running the coder."""
-        qp, symbols = self._quantize(a, step)
-        bits, side = self.coder.ideal_bits(symbols, qp)
+        qp, symbols, laws = self._quantize(a, step)
+        bits, side = self.coder.ideal_bits(symbols, qp, laws)
         return len(self._stream(a, qp, b"\0" * side, b"")) + 4 * math.ceil(bits / 32)
 
     def _step_for_bpp(self, a: _Analysis, target_bpp: float, iterations: int = 40) -> float:

@@ -214,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")
     p.add_argument("--condition", choices=["steps", "none"], default="steps",
                    help="give the U-Net the stream's per-channel steps as an input map (default) or not")
+    p.add_argument("--init", metavar="DIR",
+                   help="start from a denoiser folder written by train-refiner (same U-Net; its latent statistics, "
+                        "prediction and conditioning are kept) — e.g. to fine-tune with --loss decoded")
+    p.add_argument("--quantized-fraction", type=float, default=0.5,
+                   help="share of samples that are the codec's quantized latent at t* (the rest: Gaussian noise at "
+                        "t ≤ t*); 1 trains only the state a one-step faithful decode sees")
     _add_model_args(p)
 
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")

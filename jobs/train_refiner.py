@@ -147,8 +147,12 @@ def encode_latents(paths: list[Path], model, max_side: int | None, cache_dir: Pa
 class Corruptor:
     """The codec's corruption of a latent crop, in the denoiser's normalised units."""
 
-    def __init__(self, scheduler, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator):
+    def __init__(self, scheduler, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator,
+                 quantized_fraction: float = 0.5):
+        if not 0.0 <= quantized_fraction <= 1.0:
+            raise ValueError(f"quantized fraction must be in [0, 1]; got {quantized_fraction}")
         self.scheduler, self.mean, self.std, self.rng = scheduler, mean, std, rng
+        self.quantized_fraction = quantized_fraction
         self.ac = scheduler.alphas_cumprod.double().numpy()
 
     def quantized(self, z: np.ndarray, sens: np.ndarray, base: float) -> tuple[np.ndarray, int, np.ndarray]:
@@ -183,7 +187,7 @@ class Corruptor:
         lo, hi = np.log(BASE_STEP_RANGE[0]), np.log(BASE_STEP_RANGE[1])
         zq, t_star, steps = self.quantized(z, sens, float(np.exp(self.rng.uniform(lo, hi))))
         x0 = self.norm(z).astype(np.float32)
-        if t_star > 0 and self.rng.random() < 0.5:
+        if t_star > 0 and self.rng.random() < self.quantized_fraction:
             return (np.sqrt(self.ac[t_star]) * self.norm(zq)).astype(np.float32), t_star, x0, steps
         t = int(self.rng.integers(1, max(t_star, 1) + 1))
         eps = self.rng.standard_normal(x0.shape)
@@ -273,6 +277,25 @@ def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, 
     return out
 
 
+def load_init(folder: Path, train_names: list[str]):
+    """(U-Net, scheduler, mean, std, conditioned, config) of a denoiser folder to fine-tune (``--init``).
+
+    The latent statistics come with it: the weights only mean something in the units they were trained in. A
+    folder trained on images that are now held out would leak them into the held-out figures — refused."""
+    import diffusers
+    from safetensors.torch import load_file
+
+    cfg = json.loads((folder / "config.json").read_text())
+    leaked = sorted(set(cfg.get("trained_on", [])) - set(train_names))
+    if leaked:
+        raise ValueError(f"--init {folder} was trained on {', '.join(leaked)}, held out here")
+    unet = diffusers.UNet2DModel.from_config(cfg["unet"])
+    unet.load_state_dict(load_file(str(folder / "model.safetensors")))
+    sched = diffusers.DDIMScheduler.from_config(cfg["scheduler"])
+    return (unet, sched, np.asarray(cfg["latent_mean"], np.float32), np.asarray(cfg["latent_std"], np.float32),
+            cfg.get("condition") == STEP_CONDITION, cfg)
+
+
 def train(a) -> dict:
     from safetensors.torch import save_file
 
@@ -297,15 +320,20 @@ def train(a) -> dict:
     usable = [n for n in train_names if min(latents[n][0].shape[1:]) >= a.crop]
     if not usable:
         raise ValueError(f"no training latent is at least {a.crop}x{a.crop}; lower --crop or raise --max-side")
-    flat = np.concatenate([latents[n][0].reshape(latents[n][0].shape[0], -1) for n in train_names], axis=1)
-    mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
-
-    sched = make_scheduler(a.prediction)
-    channels = tuple(int(c) for c in a.channels.split(","))
-    conditioned = a.condition == "steps"
-    unet = make_unet(channels, a.layers, a.crop, latents[usable[0]][0].shape[0], conditioned).to(device)
+    if a.init:
+        unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init), train_names)
+        unet = unet.to(device)
+        a.prediction = sched.config.prediction_type
+    else:
+        flat = np.concatenate([latents[n][0].reshape(latents[n][0].shape[0], -1) for n in train_names], axis=1)
+        mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
+        sched = make_scheduler(a.prediction)
+        channels = tuple(int(c) for c in a.channels.split(","))
+        conditioned = a.condition == "steps"
+        unet = make_unet(channels, a.layers, a.crop, latents[usable[0]][0].shape[0], conditioned).to(device)
+        init_cfg = None
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=1e-4)
-    corr = Corruptor(sched, mean, std, rng)
+    corr = Corruptor(sched, mean, std, rng, a.quantized_fraction)
     decoded = DecodedLoss(model, mean, std, device)
     losses = []
     t1 = time.perf_counter()
@@ -363,6 +391,9 @@ def train(a) -> dict:
         "held_out": hold,
         "holdout_rule": f"every {a.holdout_every}th file in name order",
         "steps": a.steps,
+        "init": ({"from": str(a.init), "steps": init_cfg.get("steps"), "loss": init_cfg.get("loss"),
+                  "train_seconds": init_cfg.get("train_seconds")} if init_cfg else None),
+        "quantized_fraction": a.quantized_fraction,
         "batch_size": a.batch_size,
         "crop": a.crop,
         "lr": a.lr,
@@ -392,6 +423,14 @@ LOSS_TEXT = {
 }
 
 
+def _init_text(c: dict) -> str:
+    i = c.get("init")
+    if not i:
+        return ""
+    return (f"fine-tuned from `{i['from']}` ({i['steps']} steps, {i['loss']} loss, {i['train_seconds']} s), "
+            "then ")
+
+
 def _card(c: dict) -> str:
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
                      f"{v.get('psnr_dequantized', float('nan')):.2f} | {v.get('psnr_denoised', float('nan')):.2f} | "
@@ -407,9 +446,9 @@ schedule (scaled_linear, 1000 steps).
   {c['crop']}×{c['crop']} latent crops.
 * Held out ({c['holdout_rule']}, never trained on): {', '.join(c['held_out'])}.
 * Corruption: the codec's own adaptive quantization at log-uniform base steps {BASE_STEP_RANGE[0]}–{BASE_STEP_RANGE[1]}
-  at the matched timestep t*, or Gaussian noise at t ~ U[1, t*], ½ each.
+  at the matched timestep t* ({c.get('quantized_fraction', 0.5):.0%} of samples), otherwise Gaussian noise at t ~ U[1, t*].
 * Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'])}.
-* Training: {c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
+* Training: {_init_text(c)}{c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
 
 Held-out weighted latent MSE (the loss's weights, normalised units, centre crop, one x_0 prediction at t*):

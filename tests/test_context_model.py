@@ -184,6 +184,25 @@ def test_rd_optimised_rounding_trades_bits_for_distortion(shipped, photo_symbols
     assert np.array_equal(shipped.decode(data, steps, rdo.shape), rdo)
 
 
+def test_rdoq_laws_are_reused_not_recomputed(shipped, photo_symbols, monkeypatch):
+    """The laws RD-optimised rounding records pass by pass are the ones ``encode`` would compute from the
+    finished symbols (same context): coding with them gives the same bytes and bits, and the network runs
+    only during rounding."""
+    calls = []
+    net = shipped.net
+    monkeypatch.setattr(shipped, "net", lambda feats: calls.append(1) or net(feats))
+    rng = np.random.default_rng(0)
+    for symbols, steps in photo_symbols:
+        u = symbols + rng.uniform(-0.5, 0.5, symbols.shape)
+        laws: list = []
+        rdo = shipped.rd_quantize(u, steps, math.log(2) / 6, laws)
+        assert len(laws) == len(calls) == shipped.cfg.passes
+        reused_bytes, reused_bits = shipped.encode(rdo, steps, laws), shipped.ideal_bits(rdo, steps, laws)
+        assert len(calls) == shipped.cfg.passes
+        assert reused_bytes == shipped.encode(rdo, steps) and reused_bits == shipped.ideal_bits(rdo, steps)
+        calls.clear()
+
+
 def test_codec_rdoq_is_an_encoder_choice():
     """The context codec rounds RD-optimally by default: a smaller stream at the same quality that any decoder
     reads; the per-channel coder refuses it (it has no law before quantization)."""
