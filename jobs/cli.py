@@ -220,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quantized-fraction", type=float, default=0.5,
                    help="share of samples that are the codec's quantized latent at t* (the rest: Gaussian noise at "
                         "t ≤ t*); 1 trains only the state a one-step faithful decode sees")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="precision of the stored weights (default float16: half the size; the held-out figures "
+                        "are computed with the stored weights; inference runs in float32 either way)")
     _add_model_args(p)
 
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")

@@ -371,11 +371,18 @@ def train(a) -> dict:
                   f"({time.perf_counter() - t1:.0f} s)", flush=True)
     train_s = time.perf_counter() - t1
     unet.eval()
+    if a.dtype == "float16":  # validate exactly the weights that are stored
+        with torch.no_grad():
+            for t in unet.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
     val = validate(unet, corr, latents, hold, a.crop, device, a.loss, conditioned, decoded)
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
+    store = torch.float16 if a.dtype == "float16" else torch.float32
+    save_file({k: (v.to(store) if v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
     final = float(np.mean(losses[-max(1, min(50, len(losses))):]))
     cfg = {
         "name": "tae-f2-denoiser",
@@ -395,6 +402,7 @@ def train(a) -> dict:
                   "train_seconds": init_cfg.get("train_seconds")} if init_cfg else None),
         "quantized_fraction": a.quantized_fraction,
         "batch_size": a.batch_size,
+        "dtype": a.dtype,
         "crop": a.crop,
         "lr": a.lr,
         "loss": a.loss,
@@ -450,6 +458,7 @@ schedule (scaled_linear, 1000 steps).
 * Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'])}.
 * Training: {_init_text(c)}{c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
+  Weights stored as {c.get('dtype', 'float32')} (the figures below use the stored weights).
 
 Held-out weighted latent MSE (the loss's weights, normalised units, centre crop, one x_0 prediction at t*):
 

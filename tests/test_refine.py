@@ -232,20 +232,36 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     assert a.rgb.shape == codec.decode(data).rgb.shape and np.array_equal(a.rgb, b.rgb)
 
 
-def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser):
-    """--loss decoded trains through the frozen decoder and reports decoded PSNR on the held-out crops."""
+def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
+    """--loss decoded fine-tunes a trained denoiser (--init) through the frozen decoder and reports decoded PSNR
+    on the held-out crops; the stored weights are float16 and load back into the float32 refiner."""
+    from safetensors.torch import load_file
+
     from latentarc.jobs.cli import main
 
     from .conftest import PHOTOS
 
-    _, cache, _ = tiny_denoiser
+    init, cache, _ = tiny_denoiser
     out = tmp_path / "den-dec"
-    rc = main(["train-refiner", str(PHOTOS), "--out", str(out), "--steps", "2", "--batch-size", "2", "--limit", "4",
-               "--holdout-every", "2", "--probes", "1", "--max-side", "128", "--crop", "8", "--channels", "32,32",
-               "--loss", "decoded", "--cache", str(cache), "--device", "cpu", "--log-every", "1"])
-    assert rc == 0
+    args = ["train-refiner", str(PHOTOS), "--steps", "2", "--batch-size", "2", "--limit", "4",
+            "--probes", "1", "--max-side", "128", "--crop", "8", "--loss", "decoded", "--cache", str(cache),
+            "--device", "cpu", "--log-every", "1", "--init", str(init), "--quantized-fraction", "1"]
+    assert main(args + ["--out", str(out), "--holdout-every", "2"]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["loss"] == "decoded" and "frozen tae-f2 decoder" in (out / "CARD.md").read_text()
+    card = (out / "CARD.md").read_text()
+    assert cfg["loss"] == "decoded" and "frozen tae-f2 decoder" in card
+    assert cfg["init"]["from"] == str(init) and "fine-tuned from" in card and cfg["quantized_fraction"] == 1
+    base = json.loads((init / "config.json").read_text())
+    assert cfg["latent_std"] == base["latent_std"] and cfg["unet"] == base["unet"]  # same units, same network
+    tensors = load_file(str(out / "model.safetensors"))
+    assert cfg["dtype"] == "float16" and all(t.dtype == torch.float16 for t in tensors.values())
+    assert any(not torch.equal(t.float(), u.float()) for t, u in
+               zip(tensors.values(), load_file(str(init / "model.safetensors")).values()))  # it trained
+    r = load_refiner(str(out))
+    assert next(r.unet.parameters()).dtype == torch.float32
+    # a denoiser trained on photos this run holds out would leak them into the held-out figures
+    assert main(args + ["--out", str(tmp_path / "leak"), "--holdout-every", "3"]) != 0
+    assert "held out here" in capsys.readouterr().err and not (tmp_path / "leak").exists()
     for v in cfg["validation"].values():
         assert 10 < v["psnr_dequantized"] < 80 and 5 < v["psnr_denoised"] < 80
     # coarser quantization decodes worse (the validation really decodes what it quantized)
