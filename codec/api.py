@@ -28,12 +28,16 @@ def load_codec(
     adaptive: bool = True,
     entropy_model: str = "per-channel",
     rdoq: float | None = None,
+    verify_refine: bool = False,
+    refiner=None,
 ) -> NeuralCodec:
     """A :class:`NeuralCodec` over the registry model ``name`` (weights verified, cached per process);
     ``entropy_model`` names how new streams are entropy-coded (``codec.latent_coding``), ``rdoq`` the strength of
-    RD-optimised rounding (None: the entropy model's default; 0: plain rounding)."""
+    RD-optimised rounding (None: the entropy model's default; 0: plain rounding); ``verify_refine`` checks
+    faithful refinement (with ``refiner``, default the codec's own) against each original and records the verdict
+    in the stream (``codec.refine.Verdict``)."""
     return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive,
-                       entropy_model=entropy_model, rdoq=rdoq)
+                       entropy_model=entropy_model, rdoq=rdoq, verify_refine=verify_refine, refiner=refiner)
 
 
 def codec_for_stream(data: bytes, **kw) -> "ImageCodec":

@@ -75,6 +75,7 @@ class Decoded:
     icc: bytes | None
     exif: bytes | None
     rgb: np.ndarray  # decoded colour planes (H, W, 3) uint8
+    refinement: str = "none"  # what refinement ran, and whether the stream's verification chose it
 
 
 @dataclass
@@ -102,8 +103,12 @@ class NeuralCodec:
         min_coded: int = 64,
         entropy_model: str = "per-channel",
         rdoq: float | None = None,
+        verify_refine: bool = False,
+        refiner=None,
     ):
         self.model = model
+        # encoder-side check of faithful refinement against the original, recorded in the stream (refine.Verdict)
+        self.verify_refine, self.refiner = verify_refine, refiner
         # how new streams are entropy-coded (latent_coding); decoding follows the id each stream carries
         self.coder = latent_coding.coder(entropy_model)
         # RD-optimised rounding (an encoder choice; streams decode the same either way): None = the coder's default
@@ -143,7 +148,33 @@ class NeuralCodec:
             step, knob = quality_to_step(q), {"quality": q}
         data, params = self._code(a, step)
         measured = psnr(pic.reference(), self._reconstruct_planes(a, data)) if measure else None
-        return EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob))
+        return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob)), a)
+
+    def _verified(self, res: EncodeResult, a: _Analysis) -> EncodeResult:
+        """With ``verify_refine``: decode the stream unrefined and with faithful refinement at each K of
+        ``refine.VERIFY_STEPS``, measure PSNR and MS-SSIM against the original, and add the verdict section
+        (refine.Verdict). The payload is untouched, so the unrefined decode — and ``psnr`` — do not change."""
+        if not self.verify_refine:
+            return res
+        from . import refine as R
+        from .images import colour_planes
+        from .metrics import ms_ssim
+
+        refiner = R.resolve(self.refiner, self.name, self.model.device)
+        ref = a.pic.reference()
+
+        def measure(cfg):
+            planes = colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode)
+            return psnr(ref, planes), ms_ssim(ref, planes)
+
+        base = measure(R.RefineConfig("none", 0))
+        k, dp, dm = R.choose_verified_steps(
+            base, {k: measure(R.RefineConfig("faithful", k, verified=False)) for k in R.VERIFY_STEPS})
+        verdict = R.Verdict(R.refiner_fingerprint(refiner), k, dp, dm)
+        s = bitstream.parse(res.data)
+        s.sections[R.VERDICT_SECTION] = verdict.pack()
+        params = dict(res.params, refine_verified={"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)})
+        return EncodeResult(bitstream.pack(s), res.width, res.height, res.psnr, params)
 
     @torch.no_grad()
     def _analyse(self, pic: Picture) -> _Analysis:
@@ -269,7 +300,7 @@ class NeuralCodec:
                         f_lo /= 2
                     side = -1
         p, data, params = best
-        return EncodeResult(data, a.pic.width, a.pic.height, p, dict(params, min_psnr=floor))
+        return self._verified(EncodeResult(data, a.pic.width, a.pic.height, p, dict(params, min_psnr=floor)), a)
 
     def _reconstruct_planes(self, a: _Analysis, data: bytes) -> np.ndarray:
         dec = self.decode(data)
@@ -309,7 +340,8 @@ class NeuralCodec:
     def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
         """``refine`` (a :class:`~latentarc.codec.refine.RefineConfig`) denoises the dequantized latent before
         the decoder network; ``refiner`` a :class:`~latentarc.codec.refine.Refiner` or refiner name (default:
-        the codec's own, see ``refine.refiner_for_codec``). Nothing about refinement is read from the stream."""
+        the codec's own, see ``refine.refiner_for_codec``). The noise level comes from the stream's steps; a
+        stream encoded with ``verify_refine`` also says which K ``faithful`` should use (``refine.effective``)."""
         s, qp, side = self.parse(data)
         alpha = None
         if _SECTION_ALPHA in s.sections:  # the lossless plane is checked before any network runs
@@ -326,15 +358,18 @@ class NeuralCodec:
         except Exception as e:  # constriction reports exhausted or invalid data with its own exceptions
             raise CorruptStream(f"entropy decoding failed: {e}") from None
         latent = torch.from_numpy(dequantize(symbols.reshape(-1, h, w), qp)).to(self.model.device)
+        refinement = "none"
         if refine is not None and refine.active:
-            from .refine import apply as apply_refinement
+            from . import refine as R
 
-            latent = apply_refinement(latent[None], qp.step_values(), refine, refiner, self.name)[0]
+            refiner = R.resolve(refiner, self.name, self.model.device)
+            refine, refinement = R.effective(refine, s.sections.get(R.VERDICT_SECTION), refiner)
+            latent = R.apply(latent[None], qp.step_values(), refine, refiner, self.name)[0]
         img = self.model.decode(latent[None])[0]
         rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         rgb = np.ascontiguousarray(rgb[: s.height, : s.width])
         image = to_image(rgb, s.mode, alpha)
-        return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb)
+        return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb, refinement)
 
     def info(self, data: bytes) -> dict:
         """Header, parameters, and payload size against the model's ideal code length."""
@@ -369,4 +404,16 @@ class NeuralCodec:
             "ideal_total_bytes": round(ideal / 8 + side, 1),
             "overhead_vs_ideal_pct": round(100 * (len(data) / (ideal / 8 + side) - 1), 4) if ideal else 0.0,
             "bpp": round(len(data) * 8 / (s.width * s.height), 5),
+            "refine_verified": _verdict_info(s.sections),
         }
+
+
+def _verdict_info(sections: dict) -> dict | None:
+    """The encoder's refinement check as ``info`` shows it (None: the stream was not checked)."""
+    from . import refine as R
+
+    body = sections.get(R.VERDICT_SECTION)
+    if body is None:
+        return None
+    v = R.Verdict.unpack(body)
+    return {"refiner_fingerprint": v.fingerprint.hex(), "steps": v.steps, "d_psnr": v.d_psnr, "d_ms_ssim": v.d_ms_ssim}

@@ -70,11 +70,14 @@ DEFAULT_REFINERS = {"tae-f2": DENOISER_NAME}
 @dataclass(frozen=True)
 class RefineConfig:
     """Decode-time refinement choice. ``steps`` is the number of denoising steps K; ``seed`` seeds the noise
-    of ``realistic`` (``faithful`` ignores it)."""
+    of ``realistic`` (``faithful`` ignores it). ``verified``: ``faithful`` follows the stream's verification note
+    (:class:`Verdict`) when it has one for this refiner — the encoder's measured choice of K, or no refinement
+    where refinement did not help that image; False refines every stream with ``steps``."""
 
     mode: str = "none"
     steps: int = DEFAULT_STEPS
     seed: int = 0
+    verified: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -93,6 +96,74 @@ class Refiner(Protocol):
         """``latent`` (1, C, h, w) dequantized, in the codec model's latent units; ``steps`` (C,) the
         quantization step of each channel in the same units. Returns the refined latent, same shape and units."""
         ...
+
+
+# ------------------------------------------------------------------------------------------ encoder verification
+#: stream section of the encoder's refinement check (absent: the stream was not checked)
+VERDICT_SECTION = "RFNV"
+VERIFY_STEPS = (1, 2)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the encoder measured for one image, against its original: ``steps`` = the faithful K that raised
+    neither PSNR nor MS-SSIM less than zero and PSNR the most (0: none did — decode it unrefined), the changes it
+    measured, and which refiner it measured (``fingerprint``, 4 bytes of :func:`refiner_fingerprint`).
+
+    Why: a denoiser trained for the average photo over-smooths some images (a held-out photo lost 3.4 dB at
+    quality 25 while others gained 1 dB). The decoder alone cannot tell which; the encoder, holding the
+    original, can — 9 bytes per image buy an archive a faithful mode that never lowers the measured quality."""
+
+    fingerprint: bytes
+    steps: int
+    d_psnr: float  # dB
+    d_ms_ssim: float
+
+    _FORMAT = "<4sBhh"
+
+    def pack(self) -> bytes:
+        import struct
+
+        clip = lambda v: int(max(-32768, min(32767, round(v))))  # noqa: E731
+        return struct.pack(self._FORMAT, self.fingerprint, self.steps, clip(self.d_psnr * 100),
+                           clip(self.d_ms_ssim * 1e5))
+
+    @classmethod
+    def unpack(cls, body: bytes) -> "Verdict":
+        import struct
+
+        from .errors import CorruptStream
+
+        if len(body) != struct.calcsize(cls._FORMAT):
+            raise CorruptStream(f"refinement verdict section has {len(body)} bytes")
+        fp, k, dp, dm = struct.unpack(cls._FORMAT, body)
+        return cls(fp, k, dp / 100, dm / 1e5)
+
+
+def refiner_fingerprint(refiner) -> bytes:
+    """4 bytes identifying a refiner's weights (SHA-256 over its U-Net's tensors in key order), cached on it."""
+    fp = getattr(refiner, "_fingerprint", None)
+    if fp is None:
+        import hashlib
+
+        h = hashlib.sha256()
+        for k, v in sorted(refiner.unet.state_dict().items()):
+            h.update(k.encode())
+            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        fp = refiner._fingerprint = h.digest()[:4]
+    return fp
+
+
+def choose_verified_steps(base: tuple[float, float | None], measured: dict[int, tuple[float, float | None]]):
+    """(K, ΔPSNR, ΔMS-SSIM) from {K: (PSNR, MS-SSIM)} against the unrefined ``base``: the K with the largest
+    PSNR gain among those that lower neither figure and raise at least one; (0, 0, 0) when none qualifies."""
+    best = (0, 0.0, 0.0)
+    for k, (p, m) in sorted(measured.items()):
+        dp = p - base[0]
+        dm = (m - base[1]) if m is not None and base[1] is not None else 0.0
+        if dp >= 0 and dm >= 0 and (dp > 0 or dm > 0) and (best[0] == 0 or dp > best[1]):
+            best = (k, dp, dm)
+    return best
 
 
 # ------------------------------------------------------------------------------------------ the mapping
@@ -136,11 +207,13 @@ def sampling_timesteps(scheduler, t_star: int, num_steps: int) -> list[int]:
 
 
 def _ddim(scheduler):
+    """A private DDIM copy (``set_timesteps`` mutates it) whose last step lands on ᾱ = 1: the final output is
+    the clean-latent estimate itself. With SD's ``set_alpha_to_one=False`` the last step would go to ᾱ_0 and add
+    back √(1−ᾱ_0) ≈ 3% of the *predicted noise* — for a one-step faithful decode, 3% of the quantization error
+    just removed."""
     from diffusers import DDIMScheduler
 
-    if isinstance(scheduler, DDIMScheduler):
-        return DDIMScheduler.from_config(scheduler.config)  # a private copy: set_timesteps mutates it
-    return DDIMScheduler.from_config(scheduler.config)
+    return DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=True)
 
 
 #: how a Backend-B denoiser sees the stream's quantization steps (config.json ``condition``)
@@ -432,14 +505,36 @@ def refiner_for_codec(codec_name: str, *, device=None) -> Refiner:
     return load_refiner(name, device=device)
 
 
+def resolve(refiner: Refiner | str | None, codec_name: str, device=None) -> Refiner:
+    """A refiner object from an object, a name, or None (the codec's default)."""
+    if refiner is None:
+        return refiner_for_codec(codec_name, device=device)
+    if isinstance(refiner, str):
+        return load_refiner(refiner, device=device)
+    return refiner
+
+
+def effective(config: RefineConfig, verdict_body: bytes | None, refiner: Refiner) -> tuple[RefineConfig, str]:
+    """The configuration to run for a stream, and a word on why: ``faithful`` with ``verified`` takes K from
+    the stream's verdict when that verdict was measured with this very refiner."""
+    if not config.active:
+        return config, "none"
+    if config.mode != "faithful" or not config.verified or verdict_body is None:
+        return config, f"{config.mode}/{config.steps}" + ("" if config.mode != "faithful" else " (unverified)")
+    v = Verdict.unpack(verdict_body)
+    if v.fingerprint != refiner_fingerprint(refiner):
+        return config, f"faithful/{config.steps} (unverified: the stream was checked with another refiner)"
+    if v.steps == 0:
+        return RefineConfig("none", 0, config.seed), "none (the encoder measured no gain from refinement)"
+    return (RefineConfig("faithful", v.steps, config.seed),
+            f"faithful/{v.steps} (verified: {v.d_psnr:+.2f} dB PSNR, {v.d_ms_ssim:+.5f} MS-SSIM)")
+
+
 def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | None, codec_name: str,
           device=None) -> torch.Tensor:
     """Refine one dequantized latent (1, C, h, w); ``refiner`` None → the codec's default refiner."""
     if not config.active:
         return latent
-    if refiner is None:
-        refiner = refiner_for_codec(codec_name, device=device or latent.device)
-    elif isinstance(refiner, str):
-        refiner = load_refiner(refiner, device=device or latent.device)
+    refiner = resolve(refiner, codec_name, device or latent.device)
     return refiner.refine(latent, torch.as_tensor(np.asarray(steps, dtype=np.float64)), mode=config.mode,
                           num_steps=config.steps, seed=config.seed)

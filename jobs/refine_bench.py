@@ -2,7 +2,10 @@
 
 Refinement spends no bits, so every mode is measured on the *same* stream: per image and quality the image is
 encoded once, then decoded with ``none`` and with each mode × step count (``--refine-steps``; ``realistic``
-with ``--seed``). Per decode: PSNR and MS-SSIM against the original, a no-reference sharpness figure (gradient
+with ``--seed``), each refining every image. With ``faithful`` the streams are encoded with the encoder's
+refinement check (``verify_refine``: a 17-byte section, counted in bpp; the payload is unchanged), and
+``faithful/v`` is what ``decode --refine faithful`` does with them: the K the encoder measured best for that
+image, or no refinement where no K raised PSNR and MS-SSIM without lowering either. Per decode: PSNR and MS-SSIM against the original, a no-reference sharpness figure (gradient
 energy of the decoded luma relative to the original's, :func:`~latentarc.codec.metrics.sharpness_ratio`:
 1 = as sharp as the original) and the decode time per megapixel (entropy decoding + refinement + VAE
 decoder; one untimed warm-up decode per configuration runs first).
@@ -48,13 +51,21 @@ def parse_steps(text: str | None) -> list[int]:
 
 
 def configs(modes: list[str], steps: list[int], seed: int) -> list:
+    """none; every mode × K refining every image (``verified=False``: the model's own behaviour); and, with
+    faithful, ``faithful/v``: what ``decode --refine faithful`` does with a verified stream (the encoder's K per
+    image, or no refinement where none helped)."""
     from latentarc.codec.refine import RefineConfig
 
-    return [RefineConfig("none", 0, seed)] + [RefineConfig(m, k, seed) for m in modes for k in steps]
+    out = [RefineConfig("none", 0, seed)] + [RefineConfig(m, k, seed, verified=False) for m in modes for k in steps]
+    if "faithful" in modes:
+        out.append(RefineConfig("faithful", max(steps), seed, verified=True))
+    return out
 
 
 def label(cfg) -> str:
-    return "none" if not cfg.active else f"{cfg.mode}/{cfg.steps}"
+    if not cfg.active:
+        return "none"
+    return f"{cfg.mode}/v" if cfg.verified and cfg.mode == "faithful" else f"{cfg.mode}/{cfg.steps}"
 
 
 def measure_decode(codec, data: bytes, pic, cfg, refiner) -> dict:
@@ -69,6 +80,7 @@ def measure_decode(codec, data: bytes, pic, cfg, refiner) -> dict:
         "config": label(cfg),
         "mode": cfg.mode,
         "steps": cfg.steps if cfg.active else 0,
+        "refinement": getattr(dec, "refinement", "none"),
         "psnr": psnr(ref, test),
         "ms_ssim": ms_ssim(ref, test),
         "sharpness": sharpness_ratio(ref, test),
@@ -166,6 +178,8 @@ def run_refine_bench(args) -> int:
     device = codec.model.device
     refiner = load_refiner(args.refiner, device=device) if args.refiner else refiner_for_codec(codec.name,
                                                                                                device=device)
+    # streams carry the encoder's refinement check (faithful/v); the payload, and so every other row, is the same
+    codec.verify_refine, codec.refiner = "faithful" in modes, refiner
     cfgs = configs(modes, steps, args.seed)
     labels = [label(c) for c in cfgs]
 

@@ -28,6 +28,7 @@ class CompressOptions:
     codecs: str | None = None  # what auto chooses from (default codec.codecs.DEFAULT_AUTO_CODECS)
     entropy_model: str = "per-channel"  # entropy coder of neural latents (codec.latent_coding)
     rdoq: float | None = None  # RD-optimised rounding strength of neural latents (None: the entropy model's default)
+    verify_refine: bool = False  # check faithful refinement per image against the original; verdict in the stream
     weights: str | None = None
     quality: float | None = None
     target_bpp: float | None = None
@@ -141,6 +142,7 @@ def run_compress(
                     batch_format="pyarrow",
                     fn_constructor_kwargs={"codec": opts.codec, "codecs": opts.codecs, "weights": opts.weights,
                                            "entropy_model": opts.entropy_model, "rdoq": opts.rdoq,
+                                           "verify_refine": opts.verify_refine,
                                            "knobs": knobs,
                                            "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
                     **actor_pool_args(plan),

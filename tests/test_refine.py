@@ -10,6 +10,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from latentarc.codec import bitstream  # noqa: E402
 from latentarc.codec import refine as R  # noqa: E402
 from latentarc.codec.errors import ModelError  # noqa: E402
 from latentarc.codec.refine import (  # noqa: E402
@@ -233,7 +234,7 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
 
 
 def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
-    """--loss decoded fine-tunes a trained denoiser (--init) through the frozen decoder and reports decoded PSNR
+    """--loss decoded-ssim fine-tunes a trained denoiser (--init) through the frozen decoder and reports decoded PSNR
     on the held-out crops; the stored weights are float16 and load back into the float32 refiner."""
     from safetensors.torch import load_file
 
@@ -244,12 +245,12 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
     init, cache, _ = tiny_denoiser
     out = tmp_path / "den-dec"
     args = ["train-refiner", str(PHOTOS), "--steps", "2", "--batch-size", "2", "--limit", "4",
-            "--probes", "1", "--max-side", "128", "--crop", "8", "--loss", "decoded", "--cache", str(cache),
+            "--probes", "1", "--max-side", "128", "--crop", "8", "--loss", "decoded-ssim", "--cache", str(cache),
             "--device", "cpu", "--log-every", "1", "--init", str(init), "--quantized-fraction", "1"]
     assert main(args + ["--out", str(out), "--holdout-every", "2"]) == 0
     cfg = json.loads((out / "config.json").read_text())
     card = (out / "CARD.md").read_text()
-    assert cfg["loss"] == "decoded" and "frozen tae-f2 decoder" in card
+    assert cfg["loss"] == "decoded-ssim" and cfg["ssim_weight"] == 1.0 and "(1 − SSIM) through the frozen" in card
     assert cfg["init"]["from"] == str(init) and "fine-tuned from" in card and cfg["quantized_fraction"] == 1
     base = json.loads((init / "config.json").read_text())
     assert cfg["latent_std"] == base["latent_std"] and cfg["unet"] == base["unet"]  # same units, same network
@@ -295,7 +296,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     assert rc == 0
     doc = json.loads(js.read_text())
     rows = doc["rows"]
-    labels = ["none", "faithful/1", "faithful/2", "realistic/1", "realistic/2"]
+    labels = ["none", "faithful/1", "faithful/2", "realistic/1", "realistic/2", "faithful/v"]
     assert len(rows) == 2 * len(labels) and doc["seed"] == 3
     for q in (30, 70):
         mine = {r["config"]: r for r in rows if r["quality"] == q}
@@ -303,6 +304,11 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
         assert len({r["bytes"] for r in mine.values()}) == 1  # refinement costs no bits: one stream per quality
         assert all(r["decode_s"] > 0 and 0 < r["sharpness"] for r in mine.values())
         assert mine["realistic/2"]["psnr"] != mine["none"]["psnr"]
+        # the verified row lowers neither figure: it is the none row or the faithful row the encoder chose
+        v = mine["faithful/v"]
+        assert v["psnr"] >= mine["none"]["psnr"] and v["ms_ssim"] >= mine["none"]["ms_ssim"]
+        assert v["refinement"].startswith(("none (the encoder", "faithful/1 (verified", "faithful/2 (verified"))
+        assert mine["faithful/1"]["refinement"] == "faithful/1 (unverified)"
     by_q = {r["quality"]: r["bytes"] for r in rows}
     assert by_q[30] < by_q[70]
     summary = {(s["quality"], s["config"]): s for s in doc["summary"]}
@@ -395,3 +401,101 @@ def test_step_condition_map():
     # a bigger step on one channel only moves that channel's map
     m2 = R.step_condition(np.array([0.5, 1.0, 0.5]), std, (3, 4))
     assert torch.equal(m2[0, 0], m[0, 0]) and torch.all(m2[0, 1] > m[0, 1])
+
+
+# ------------------------------------------------------------------------------------------ encoder verification
+def test_verdict_section_and_choice():
+    from latentarc.codec.errors import CorruptStream
+
+    v = R.Verdict(b"\x01\x02\x03\x04", 2, 0.734, -0.00012)
+    body = v.pack()
+    assert len(body) == 9
+    back = R.Verdict.unpack(body)
+    assert (back.fingerprint, back.steps, back.d_psnr, back.d_ms_ssim) == (v.fingerprint, 2, 0.73, -0.00012)
+    with pytest.raises(CorruptStream):
+        R.Verdict.unpack(body[:-1])
+    base = (30.0, 0.95)
+    # the largest PSNR gain among the K that lower neither figure
+    assert R.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.9505)}) == pytest.approx((2, 0.5, 0.0005))
+    assert R.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.949)})[0] == 1  # K=2 lowers MS-SSIM
+    assert R.choose_verified_steps(base, {1: (29.9, 0.96), 2: (30.0, 0.95)}) == (0, 0.0, 0.0)  # nothing gains
+    assert R.choose_verified_steps((30.0, None), {1: (30.1, None)})[0] == 1  # tiny images: PSNR only
+
+
+def test_verified_faithful_never_lowers_quality(tiny_denoiser, codec, small_pic):
+    """An encoder with verify_refine decodes each stream with and without faithful refinement and records which K
+    helped; decode --refine faithful follows it — so, measured against the original, it is never worse than the
+    unrefined decode. The payload is the same as without the check; other refiners and --unverified ignore it."""
+    from latentarc.codec.api import load_codec
+    from latentarc.codec.classical import decoded_planes
+    from latentarc.codec.metrics import ms_ssim, psnr
+
+    out, _, _ = tiny_denoiser
+    r = load_refiner(str(out))
+    checked = load_codec("tae-f2", device="cpu", verify_refine=True, refiner=r)
+    ref = small_pic.reference()
+    for q in (20, 45, 80):
+        res = checked.encode(small_pic, quality=q)
+        plain = codec.encode(small_pic, quality=q)
+        a, b = bitstream.parse(res.data), bitstream.parse(plain.data)
+        assert a.payload == b.payload and R.VERDICT_SECTION in a.sections and R.VERDICT_SECTION not in b.sections
+        assert len(res.data) - len(plain.data) == 17 and res.psnr == plain.psnr
+        k = res.params["refine_verified"]["steps"]
+        assert checked.info(res.data)["refine_verified"]["steps"] == k
+        none = decoded_planes(codec.decode(res.data), small_pic.mode)
+        dec = codec.decode(res.data, refine=RefineConfig("faithful", 4), refiner=r)
+        got = decoded_planes(dec, small_pic.mode)
+        assert psnr(ref, got) >= psnr(ref, none) and ms_ssim(ref, got) >= ms_ssim(ref, none)
+        if k:
+            assert dec.refinement.startswith(f"faithful/{k} (verified")
+            assert psnr(ref, got) - psnr(ref, none) == pytest.approx(res.params["refine_verified"]["d_psnr"], abs=2e-3)
+        else:
+            assert dec.refinement.startswith("none (the encoder") and np.array_equal(got, none)
+        forced = codec.decode(res.data, refine=RefineConfig("faithful", 2, verified=False), refiner=r)
+        assert forced.refinement == "faithful/2 (unverified)" and not np.array_equal(forced.rgb, none)
+    other = R.LatentDenoiserRefiner(tiny_unet_b(), R._ddim(r.scheduler), latent_mean=r.latent_mean,
+                                    latent_std=r.latent_std, condition=r.condition)
+    dec = codec.decode(res.data, refine=RefineConfig("faithful", 1), refiner=other)
+    assert "checked with another refiner" in dec.refinement
+
+
+def tiny_unet_b():
+    """Another denoiser of the tiny trained one's shape (different weights, different fingerprint)."""
+    from latentarc.jobs.train_refiner import make_unet
+
+    torch.manual_seed(7)
+    return make_unet((32, 32), 1, 8)
+
+
+def test_shipped_denoiser_on_held_out_photos(codec):
+    """The shipped tae-f2-denoiser loads by name and is what its card says: trained without the held-out photos,
+    on which faithful refinement raises PSNR and MS-SSIM (photo 010, two rates); where it does not help
+    (photo 015 at quality 25 loses PSNR when refined anyway), the verified stream decodes unrefined."""
+    from latentarc.codec.api import load_codec
+    from latentarc.codec.classical import decoded_planes
+    from latentarc.codec.metrics import ms_ssim, psnr
+
+    from .conftest import photo_crop
+
+    R._CACHE.clear()
+    r = load_refiner(R.DENOISER_NAME)
+    cfg = json.loads((R.PACKAGE_WEIGHTS / R.DENOISER_NAME / "config.json").read_text())
+    assert {"010.png", "015.png"} <= set(cfg["held_out"]) and not {"010.png", "015.png"} & set(cfg["trained_on"])
+    assert (R.PACKAGE_WEIGHTS / R.DENOISER_NAME / "CARD.md").is_file()
+
+    def figures(pic, data, refine=None):
+        planes = decoded_planes(codec.decode(data, refine=refine, refiner=r), pic.mode)
+        return psnr(pic.reference(), planes), ms_ssim(pic.reference(), planes)
+
+    pic = photo_crop(9, 128)  # 010.png
+    for q in (25, 50):
+        data = codec.encode(pic, quality=q, measure=False).data
+        (p0, m0), (p1, m1) = figures(pic, data), figures(pic, data, RefineConfig("faithful", 1, verified=False))
+        assert p1 > p0 + 0.1 and m1 > m0
+
+    pic = photo_crop(14, 128)  # 015.png
+    checked = load_codec("tae-f2", device="cpu", verify_refine=True, refiner=r)
+    data = checked.encode(pic, quality=25).data
+    (p0, m0), (p1, _) = figures(pic, data), figures(pic, data, RefineConfig("faithful", 1, verified=False))
+    assert p1 < p0 - 0.5
+    assert figures(pic, data, RefineConfig("faithful", 1)) == (p0, m0)
