@@ -123,16 +123,24 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
     manifest = tmp_path / "list.txt"
     manifest.write_text("# three objects\n" + "\n".join(uris) + "\n\n")
     table_uri = str(tmp_path / "t")
-    report = run_compress(str(manifest), table_uri, _opts(), source_options=s3)
+    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True), source_options=s3)
     assert report["rows"] == 3 and report["errors"] == 0
-    keys = BitstreamTable(table_uri).read(columns=["key"])["key"].to_pylist()
+    rows = BitstreamTable(table_uri).read(columns=["key", "params", "payload"]).to_pylist()
+    keys = [r["key"] for r in rows]
     assert len(keys) == 3
+    # --verify-refine: every stream carries the encoder's refinement check, and the row records it
+    from latentarc.codec import bitstream
+    from latentarc.codec.refine import VERDICT_SECTION
+
+    for r in rows:
+        assert json.loads(r["params"])["refine_verified"]["steps"] in (0, 1, 2)
+        assert VERDICT_SECTION in bitstream.parse(r["payload"]).sections
 
     # restore only one key through the CLI (filter pushdown), and report a key that is not there
     keys_file = tmp_path / "keys.txt"
     keys_file.write_text(keys[1] + "\nnot/there.png\n")
     dst = tmp_path / "out"
-    rc = main(["restore", table_uri, str(dst), "--keys", str(keys_file), "--no-progress"])
+    rc = main(["restore", table_uri, str(dst), "--keys", str(keys_file), "--no-progress", "--refine", "faithful"])
     assert rc == 1  # one key missing from the table
     written = sorted(p.relative_to(dst).as_posix() for p in dst.rglob("*.png"))
     assert written == [keys[1]]

@@ -499,3 +499,21 @@ def test_shipped_denoiser_on_held_out_photos(codec):
     (p0, m0), (p1, _) = figures(pic, data), figures(pic, data, RefineConfig("faithful", 1, verified=False))
     assert p1 < p0 - 0.5
     assert figures(pic, data, RefineConfig("faithful", 1)) == (p0, m0)
+
+
+def test_cli_encode_verify_refine_then_decode(tmp_path, small_pic, capsys):
+    """encode --verify-refine writes the verdict; info shows it; decode --refine faithful follows it."""
+    from PIL import Image
+
+    from latentarc.jobs.cli import main
+
+    R._CACHE.clear()
+    src, stream, out = tmp_path / "in.png", tmp_path / "s.larc", tmp_path / "o.png"
+    Image.fromarray(small_pic.rgb).save(src)
+    assert main(["encode", str(src), str(stream), "--quality", "30", "--verify-refine", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(stream), "--device", "cpu"]) == 0
+    verdict = json.loads(capsys.readouterr().out)["refine_verified"]
+    assert verdict["steps"] in (0, 1, 2) and len(verdict["refiner_fingerprint"]) == 8
+    assert main(["decode", str(stream), str(out), "--refine", "faithful", "--device", "cpu"]) == 0
+    assert out.is_file()
