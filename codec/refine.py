@@ -1,8 +1,10 @@
 """Diffusion refinement at decode: denoise the dequantized latent, starting where its noise level matches.
 
-Where it sits: ``parse → entropy decode → dequantize → refine → model.decode``. Nothing about refinement is
-stored in the stream (zero extra bits): the starting noise level is computed from the per-channel
-quantization steps the stream already carries, and mode, step count and seed are decode-time choices.
+Where it sits: ``parse → entropy decode → dequantize → refine → model.decode``. Refinement needs nothing in
+the stream (zero extra bits): the starting noise level is computed from the per-channel quantization steps the
+stream already carries, and mode, step count and seed are decode-time choices. Optionally the encoder checks
+faithful refinement against the original and records its verdict in a 9-byte section (:class:`Verdict`,
+``encode --verify-refine``); ``faithful`` then refines only the images it measurably improves.
 
 The timestep mapping (:func:`timestep_for_steps`)
 -------------------------------------------------
@@ -106,9 +108,10 @@ VERIFY_STEPS = (1, 2)
 
 @dataclass(frozen=True)
 class Verdict:
-    """What the encoder measured for one image, against its original: ``steps`` = the faithful K that raised
-    neither PSNR nor MS-SSIM less than zero and PSNR the most (0: none did — decode it unrefined), the changes it
-    measured, and which refiner it measured (``fingerprint``, 4 bytes of :func:`refiner_fingerprint`).
+    """What the encoder measured for one image, against its original: ``steps`` = the faithful K that lowered
+    neither PSNR nor MS-SSIM, raised at least one, and raised PSNR the most (0: no K did — decode the image
+    unrefined), the changes it measured, and which refiner it measured with (``fingerprint``, 4 bytes of
+    :func:`refiner_fingerprint`).
 
     Why: a denoiser trained for the average photo over-smooths some images (a held-out photo lost 3.4 dB at
     quality 25 while others gained 1 dB). The decoder alone cannot tell which; the encoder, holding the
@@ -141,15 +144,20 @@ class Verdict:
 
 
 def refiner_fingerprint(refiner) -> bytes:
-    """4 bytes identifying a refiner's weights (SHA-256 over its U-Net's tensors in key order), cached on it."""
+    """4 bytes identifying a refiner's weights (SHA-256 over its U-Net's tensors in key order), cached on it; a
+    refiner without a ``unet`` is identified by its class and name."""
     fp = getattr(refiner, "_fingerprint", None)
     if fp is None:
         import hashlib
 
         h = hashlib.sha256()
-        for k, v in sorted(refiner.unet.state_dict().items()):
-            h.update(k.encode())
-            h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+        unet = getattr(refiner, "unet", None)
+        if unet is None:
+            h.update(f"{type(refiner).__qualname__}:{getattr(refiner, 'name', '')}".encode())
+        else:
+            for k, v in sorted(unet.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
         fp = refiner._fingerprint = h.digest()[:4]
     return fp
 
