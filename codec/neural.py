@@ -147,13 +147,16 @@ class NeuralCodec:
             q = DEFAULT_QUALITY if quality is None else quality
             step, knob = quality_to_step(q), {"quality": q}
         data, params = self._code(a, step)
-        measured = psnr(pic.reference(), self._reconstruct_planes(a, data)) if measure else None
-        return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob)), a)
+        # one unrefined decode serves both the measured PSNR and the refinement check
+        planes = self._reconstruct_planes(a, data) if measure or self.verify_refine else None
+        measured = psnr(pic.reference(), planes) if measure else None
+        return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob)), a, planes)
 
-    def _verified(self, res: EncodeResult, a: _Analysis) -> EncodeResult:
-        """With ``verify_refine``: decode the stream unrefined and with faithful refinement at each K of
-        ``refine.VERIFY_STEPS``, measure PSNR and MS-SSIM against the original, and add the verdict section
-        (refine.Verdict). The payload is untouched, so the unrefined decode — and ``psnr`` — do not change."""
+    def _verified(self, res: EncodeResult, a: _Analysis, planes: np.ndarray | None = None) -> EncodeResult:
+        """With ``verify_refine``: decode the stream unrefined (``planes``, when the caller already has them)
+        and with faithful refinement at each K of ``refine.VERIFY_STEPS``, measure PSNR and MS-SSIM against the
+        original, and add the verdict section (refine.Verdict). The payload is untouched, so the unrefined
+        decode — and ``psnr`` — do not change."""
         if not self.verify_refine:
             return res
         from . import refine as R
@@ -163,11 +166,13 @@ class NeuralCodec:
         refiner = R.resolve(self.refiner, self.name, self.model.device)
         ref = a.pic.reference()
 
-        def measure(cfg):
-            planes = colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode)
+        def figures(planes):
             return psnr(ref, planes), ms_ssim(ref, planes)
 
-        base = measure(R.RefineConfig("none", 0))
+        def measure(cfg):
+            return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode))
+
+        base = figures(planes) if planes is not None else measure(R.RefineConfig("none", 0))
         k, dp, dm = R.choose_verified_steps(
             base, {k: measure(R.RefineConfig("faithful", k, verified=False)) for k in R.VERIFY_STEPS})
         verdict = R.Verdict(R.refiner_fingerprint(refiner), k, dp, dm)

@@ -162,8 +162,10 @@ def format_table(summary: list[dict], checks_: list[dict]) -> str:
 
 
 def run_refine_bench(args) -> int:
-    from latentarc.codec.api import load_codec
+    from latentarc.codec.api import default_device
+    from latentarc.codec.neural import NeuralCodec
     from latentarc.codec.refine import load_refiner, refiner_for_codec
+    from latentarc.codec.registry import load_model
     from latentarc.jobs.bench import _json_safe, centre_crop, list_images, parse_qualities, read_pictures
 
     modes = parse_modes(args.refine_modes)
@@ -172,14 +174,12 @@ def run_refine_bench(args) -> int:
     steps = parse_steps(args.refine_steps)
     qualities = parse_qualities(args.qualities)
     files = list_images(args.images, args.limit)
-    codec = load_codec(args.codec, weights=args.weights, device=args.device)
-    if not hasattr(codec, "model"):
-        raise ValueError(f"--refine-modes applies to neural codecs; {args.codec} is not one")
-    device = codec.model.device
-    refiner = load_refiner(args.refiner, device=device) if args.refiner else refiner_for_codec(codec.name,
+    model = load_model(args.codec, weights=args.weights, device=args.device or default_device())  # neural only
+    device = model.device
+    refiner = load_refiner(args.refiner, device=device) if args.refiner else refiner_for_codec(model.name,
                                                                                                device=device)
     # streams carry the encoder's refinement check (faithful/v); the payload, and so every other row, is the same
-    codec.verify_refine, codec.refiner = "faithful" in modes, refiner
+    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiner)
     cfgs = configs(modes, steps, args.seed)
     labels = [label(c) for c in cfgs]
 

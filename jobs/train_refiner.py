@@ -301,17 +301,18 @@ def load_init(folder: Path, train_names: list[str]):
     The latent statistics come with it: the weights only mean something in the units they were trained in. A
     folder trained on images that are now held out would leak them into the held-out figures — refused."""
     import diffusers
-    from safetensors.torch import load_file
+
+    from latentarc.codec.refine import load_denoiser_folder
 
     cfg = json.loads((folder / "config.json").read_text())
     leaked = sorted(set(cfg.get("trained_on", [])) - set(train_names))
     if leaked:
         raise ValueError(f"--init {folder} was trained on {', '.join(leaked)}, held out here")
-    unet = diffusers.UNet2DModel.from_config(cfg["unet"])
-    unet.load_state_dict(load_file(str(folder / "model.safetensors")))
+    r = load_denoiser_folder(folder)  # the loader decode uses: same network, weights and statistics
+    # the stored training schedule, not the refiner's sampling copy (that one ends on ᾱ = 1)
     sched = diffusers.DDIMScheduler.from_config(cfg["scheduler"])
-    return (unet, sched, np.asarray(cfg["latent_mean"], np.float32), np.asarray(cfg["latent_std"], np.float32),
-            cfg.get("condition") == STEP_CONDITION, cfg)
+    return (r.unet.train().requires_grad_(True), sched, r.latent_mean.numpy(), r.latent_std.numpy(),
+            r.condition == STEP_CONDITION, cfg)
 
 
 def train(a) -> dict:
