@@ -30,14 +30,17 @@ def load_codec(
     rdoq: float | None = None,
     verify_refine: bool = False,
     refiner=None,
+    latent_search: int = 0,
 ) -> NeuralCodec:
     """A :class:`NeuralCodec` over the registry model ``name`` (weights verified, cached per process);
     ``entropy_model`` names how new streams are entropy-coded (``codec.latent_coding``), ``rdoq`` the strength of
     RD-optimised rounding (None: the entropy model's default; 0: plain rounding); ``verify_refine`` checks
     faithful refinement (with ``refiner``, default the codec's own) against each original and records the verdict
-    in the stream (``codec.refine.Verdict``)."""
+    in the stream (``codec.refine.Verdict``); ``latent_search`` the iterations of the encoder-side latent search
+    (``codec.latent_search``; 0: the encoder's latent as it is)."""
     return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive,
-                       entropy_model=entropy_model, rdoq=rdoq, verify_refine=verify_refine, refiner=refiner)
+                       entropy_model=entropy_model, rdoq=rdoq, verify_refine=verify_refine, refiner=refiner,
+                       latent_search=latent_search)
 
 
 def codec_for_stream(data: bytes, **kw) -> "ImageCodec":

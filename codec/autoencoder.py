@@ -38,6 +38,18 @@ class LatentAutoencoder(nn.Module, abc.ABC):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def decoded_error_grad(self, latents: torch.Tensor, images: torch.Tensor,
+                           weight: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Weighted sum of squared errors of ``decode(latents)`` against ``images`` (``weight``: (N, 1, H, W)),
+        and its gradient with respect to ``latents``: what the encoder-side latent search
+        (``codec.latent_search``) descends. This default keeps the whole decoder graph in memory; autoencoders
+        with tiled decoders override it to bound memory by the tile."""
+        with torch.enable_grad():
+            z = latents.detach().requires_grad_(True)
+            err = ((self.decode(z) - images) ** 2 * weight).sum()
+            (grad,) = torch.autograd.grad(err, z)
+        return float(err.detach()), grad
+
 
 def state_dict_fingerprint(module: nn.Module) -> str:
     """SHA-256 over a module's tensors (names, dtypes, shapes, bytes), independent of the file format."""

@@ -36,11 +36,12 @@ DEFAULT_AUTO_CODECS = ("tae-f2", "avif", "jxl")
 
 # ------------------------------------------------------------------------------------------ registry
 def _neural(name: str, *, weights=None, device=None, adaptive: bool = True, entropy_model: str = "per-channel",
-            rdoq: float | None = None, verify_refine: bool = False, refiner=None, **_) -> ImageCodec:
+            rdoq: float | None = None, verify_refine: bool = False, refiner=None, latent_search: int = 0,
+            **_) -> ImageCodec:
     from .api import load_codec
 
     return load_codec(name, weights=weights, device=device, adaptive=adaptive, entropy_model=entropy_model,
-                      rdoq=rdoq, verify_refine=verify_refine, refiner=refiner)
+                      rdoq=rdoq, verify_refine=verify_refine, refiner=refiner, latent_search=latent_search)
 
 
 def _classical(name: str, **_) -> ImageCodec:

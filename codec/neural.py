@@ -30,6 +30,7 @@ from .errors import (
     UnsupportedVersion,
 )
 from .images import DEFAULT_MAX_PIXELS, Picture, decode_alpha, encode_alpha, restored_mode, to_image
+from .latent_search import LatentSearch, search_latent
 from .metrics import psnr
 from .quantize import QuantParams, choose_params, decoder_sensitivity, dequantize, quantize, uniform_params
 
@@ -87,6 +88,7 @@ class _Analysis:
     sensitivity: np.ndarray  # (C,)
     pad: tuple[int, int]  # right, bottom
     sections: dict[str, bytes]
+    search: dict | None = None  # what the encoder-side latent search did (latent_search.SearchResult.summary)
 
 
 class NeuralCodec:
@@ -105,8 +107,13 @@ class NeuralCodec:
         rdoq: float | None = None,
         verify_refine: bool = False,
         refiner=None,
+        latent_search: LatentSearch | int | None = None,
     ):
         self.model = model
+        # encoder-side search for a better latent to quantize (codec/latent_search.py); an int is its iterations
+        if isinstance(latent_search, int):
+            latent_search = LatentSearch(latent_search) if latent_search else None
+        self.latent_search = latent_search
         # encoder-side check of faithful refinement against the original, recorded in the stream (refine.Verdict)
         self.verify_refine, self.refiner = verify_refine, refiner
         # how new streams are entropy-coded (latent_coding); decoding follows the id each stream carries
@@ -188,6 +195,10 @@ class NeuralCodec:
         rgb = np.pad(pic.rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
         x = torch.from_numpy(rgb).to(self.model.device).permute(2, 0, 1)[None].float().div_(255.0)
         z = self.model.encode(x)[0]
+        search = None
+        if self.latent_search is not None and self.latent_search.iterations:
+            found = search_latent(self.model, z[None], x, (h, w), self.latent_search)
+            z, search = found.latent[0], found.summary(self.latent_search.iterations)
         sens = (
             decoder_sensitivity(self.model, z, crop=self.sensitivity_crop, probes=self.probes)
             if self.adaptive
@@ -200,7 +211,7 @@ class NeuralCodec:
             sections[_SECTION_ICC] = pic.icc
         if pic.exif:
             sections[_SECTION_EXIF] = pic.exif
-        return _Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections)
+        return _Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections, search)
 
     def _coded_size(self, n: int) -> int:
         d = self.model.downscale
@@ -238,6 +249,8 @@ class NeuralCodec:
         params = {"base_step": round(step, 6), "adaptive": self.adaptive}
         if self.rdoq:
             params["rdoq"] = self.rdoq
+        if a.search:
+            params["latent_search"] = a.search
         return data, params
 
     def _estimated_bytes(self, a: _Analysis, step: float) -> float:

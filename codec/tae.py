@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .autoencoder import LatentAutoencoder
-from .tiling import run_tiled
+from .tiling import run_tiled, tile_grid
 
 
 def _conv(n_in: int, n_out: int, **kw) -> nn.Conv2d:
@@ -97,6 +97,9 @@ def _native_conv():
 #: index of the first encoder layer at latent resolution / first decoder layer above it
 _ENC_SPLIT = 11
 _DEC_SPLIT = 6
+#: how far (in latents) the decoder's full-resolution part reaches: a change of one latent-resolution feature
+#: moves pixels up to 8.125 latents away (measured), so a 9-latent halo gives every tile core its exact pixels
+_TAIL_REACH = 9
 
 
 class TinyAutoencoder(LatentAutoencoder):
@@ -146,3 +149,26 @@ class TinyAutoencoder(LatentAutoencoder):
             feats = head(latents)
         out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo)
         return out.clamp_(0, 1)
+
+    def decoded_error_grad(self, latents: torch.Tensor, images: torch.Tensor,
+                           weight: torch.Tensor) -> tuple[float, torch.Tensor]:
+        """Tile by tile, so memory is bounded by one tile's graph whatever the image size: the latent-resolution
+        head runs once with its graph (it is small, and its GroupNorm needs the whole latent), each tile's
+        full-resolution tail is back-propagated on its own into the head's output, then the head once. The sum
+        over tile cores is the error of the whole decoded image, so the gradient is exact."""
+        head, tail = self.decoder[:_DEC_SPLIT], self.decoder[_DEC_SPLIT:]
+        with torch.enable_grad():
+            z = latents.detach().requires_grad_(True)
+            with _native_conv():
+                feats = head(z)
+            f = feats.detach().requires_grad_(True)
+            total = 0.0
+            for t in tile_grid(f.shape[2], f.shape[3], self.tile, _TAIL_REACH):
+                out = t.core(tail(f[:, :, t.ya : t.yb, t.xa : t.xb]), 8).clamp(0, 1)
+                rows, cols = slice(t.y0 * 8, t.y1 * 8), slice(t.x0 * 8, t.x1 * 8)
+                err = ((out - images[:, :, rows, cols]) ** 2 * weight[:, :, rows, cols]).sum()
+                err.backward()
+                total += float(err.detach())
+            with _native_conv():
+                feats.backward(f.grad)
+        return total, z.grad

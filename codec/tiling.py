@@ -8,7 +8,7 @@ no blending, no seams.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator, NamedTuple
 
 import torch
 
@@ -37,14 +37,35 @@ def run_tiled(
     if gh <= tile and gw <= tile:
         return fn(x)
     out = torch.empty((n, out_channels, gh * unit_out, gw * unit_out), dtype=x.dtype, device=x.device)
+    for t in tile_grid(gh, gw, tile, halo):
+        part = fn(x[:, :, t.ya * unit_in : t.yb * unit_in, t.xa * unit_in : t.xb * unit_in])
+        out[:, :, t.y0 * unit_out : t.y1 * unit_out, t.x0 * unit_out : t.x1 * unit_out] = t.core(part, unit_out)
+    return out
+
+
+class Tile(NamedTuple):
+    """One tile in grid units: core rows ``y0:y1`` / columns ``x0:x1``, with halo ``ya:yb`` / ``xa:xb``."""
+
+    y0: int
+    y1: int
+    ya: int
+    yb: int
+    x0: int
+    x1: int
+    xa: int
+    xb: int
+
+    def core(self, part: torch.Tensor, unit: int) -> torch.Tensor:
+        """The core of ``part`` (the network's output over the haloed tile, ``unit`` pixels per grid unit)."""
+        return part[..., (self.y0 - self.ya) * unit : (self.y1 - self.ya) * unit,
+                    (self.x0 - self.xa) * unit : (self.x1 - self.xa) * unit]
+
+
+def tile_grid(gh: int, gw: int, tile: int, halo: int) -> Iterator[Tile]:
+    """The tiles covering a ``gh``×``gw`` grid, row by row: a function of the size alone (see the module doc)."""
     for y0 in range(0, gh, tile):
         y1 = min(gh, y0 + tile)
         ya, yb = max(0, y0 - halo), min(gh, y1 + halo)
         for x0 in range(0, gw, tile):
             x1 = min(gw, x0 + tile)
-            xa, xb = max(0, x0 - halo), min(gw, x1 + halo)
-            part = fn(x[:, :, ya * unit_in : yb * unit_in, xa * unit_in : xb * unit_in])
-            out[:, :, y0 * unit_out : y1 * unit_out, x0 * unit_out : x1 * unit_out] = part[
-                :, :, (y0 - ya) * unit_out : (y1 - ya) * unit_out, (x0 - xa) * unit_out : (x1 - xa) * unit_out
-            ]
-    return out
+            yield Tile(y0, y1, ya, yb, x0, x1, max(0, x0 - halo), min(gw, x1 + halo))

@@ -12,7 +12,8 @@ piecewise-linear), the piecewise-linear figure always, and whether the cubic fit
 uses MS-SSIM in dB (``-10·log10(1 − MS-SSIM)``) as the quality axis.
 
 A neural codec can be listed with an entropy model, ``NAME@ENTROPY`` (e.g. ``tae-f2@tae-f2-ctx``), to compare
-entropy models against the classical codecs in one run.
+entropy models against the classical codecs in one run, and with an encoder-side latent search of N steps,
+``NAME[@ENTROPY]+search=N`` (e.g. ``tae-f2@tae-f2-ctx+search=20``).
 
 Writes into ``out_dir``: ``rd.json`` (rows, summary, speed, BD table), ``rd_psnr.png``, ``rd_msssim.png``,
 ``speed.png`` and ``index.html`` (self-contained: inline CSS, the plots embedded as base64 PNG).
@@ -36,8 +37,11 @@ CLASSICAL_QUALITIES = [10.0, 30.0, 50.0, 70.0, 90.0]
 REFERENCE = "avif"
 
 
+SEARCH_SUFFIX = "+search="
+
+
 def default_qualities(codec: str) -> list[float]:
-    codec = codec.partition("@")[0]
+    codec = codec.partition(SEARCH_SUFFIX)[0].partition("@")[0]
     return list(DEFAULT_QUALITIES.get(codec, CLASSICAL_QUALITIES if codec in ("avif", "jxl", "webp", "jpeg")
                                       else DEFAULT_QUALITIES["tae-f2"]))
 
@@ -55,14 +59,25 @@ def _codec_names(codecs) -> list[str]:
 
 
 def build_codec(spec: str, *, weights=None, device=None):
-    """``NAME`` or ``NAME@ENTROPY[:RDOQ]`` (a neural codec with that entropy model, and optionally that strength
-    of RD-optimised rounding) → the codec."""
+    """``NAME``, ``NAME@ENTROPY[:RDOQ]`` (a neural codec with that entropy model, and optionally that strength
+    of RD-optimised rounding), either followed by ``+search=N`` (N steps of encoder-side latent search) → the
+    codec."""
     from latentarc.codec.codecs import get_codec
 
     from .bench import entropy_spec
 
+    spec, plus, steps = spec.partition(SEARCH_SUFFIX)
+    kw = {}
+    if plus:
+        try:
+            kw["latent_search"] = int(steps)
+        except ValueError:
+            raise ValueError(f"bad codec spec {spec + plus + steps!r}: +search= takes a whole number of steps") from None
     name, _, entropy = spec.partition("@")
-    return get_codec(name, weights=weights, device=device, **(entropy_spec(entropy) if entropy else {}))
+    codec = get_codec(name, weights=weights, device=device, **(entropy_spec(entropy) if entropy else {}), **kw)
+    if plus and getattr(codec, "latent_search", None) is None and kw["latent_search"]:
+        raise ValueError(f"{name} has no latent to search: +search= applies to neural codecs")
+    return codec
 
 
 def _qualities_for(qualities, codec: str) -> list[float]:

@@ -29,6 +29,7 @@ class CompressOptions:
     entropy_model: str = "per-channel"  # entropy coder of neural latents (codec.latent_coding)
     rdoq: float | None = None  # RD-optimised rounding strength of neural latents (None: the entropy model's default)
     verify_refine: bool = False  # check faithful refinement per image against the original; verdict in the stream
+    latent_search: int = 0  # iterations of the encoder-side latent search (codec.latent_search); 0: off
     weights: str | None = None
     quality: float | None = None
     target_bpp: float | None = None
@@ -46,6 +47,10 @@ class CompressOptions:
     #: parts are written and before the commit
     faults: object = field(default=None, repr=False)
     before_commit: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.latent_search < 0:  # checked here, not in every actor: a bad option fails the job before it starts
+            raise ValueError("latent_search must be ≥ 0")
 
 
 def pending(listing, table, *, retry_errors: bool):
@@ -143,6 +148,7 @@ def run_compress(
                     fn_constructor_kwargs={"codec": opts.codec, "codecs": opts.codecs, "weights": opts.weights,
                                            "entropy_model": opts.entropy_model, "rdoq": opts.rdoq,
                                            "verify_refine": opts.verify_refine,
+                                           "latent_search": opts.latent_search,
                                            "knobs": knobs,
                                            "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
                     **actor_pool_args(plan),

@@ -129,7 +129,8 @@ class EncodeActor:
 
     def __init__(self, *, codec: str, weights: str | None, knobs: dict, run_id: str, ms_ssim: bool = True,
                  faults=None, codecs: str | None = None, entropy_model: str = "per-channel",
-                 rdoq: float | None = None, verify_refine: bool = False, refiner: str | None = None):
+                 rdoq: float | None = None, verify_refine: bool = False, refiner: str | None = None,
+                 latent_search: int = 0):
         import torch
 
         from latentarc.codec.codecs import get_codec
@@ -139,7 +140,8 @@ class EncodeActor:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.codec = get_codec(codec, weights=weights, device=device, codecs=codecs, entropy_model=entropy_model,
-                               rdoq=rdoq, verify_refine=verify_refine, refiner=refiner)
+                               rdoq=rdoq, verify_refine=verify_refine, refiner=refiner,
+                               latent_search=latent_search)
         self.knobs = {k: v for k, v in knobs.items() if v is not None}
         self.run_id = run_id
         self.with_ms_ssim = ms_ssim

@@ -123,7 +123,7 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
     manifest = tmp_path / "list.txt"
     manifest.write_text("# three objects\n" + "\n".join(uris) + "\n\n")
     table_uri = str(tmp_path / "t")
-    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True), source_options=s3)
+    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True, latent_search=2), source_options=s3)
     assert report["rows"] == 3 and report["errors"] == 0
     rows = BitstreamTable(table_uri).read(columns=["key", "params", "payload"]).to_pylist()
     keys = [r["key"] for r in rows]
@@ -134,6 +134,9 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
 
     for r in rows:
         assert json.loads(r["params"])["refine_verified"]["steps"] in (0, 1, 2)
+        # --latent-search reaches the actors: the row records what the encoder's search did
+        search = json.loads(r["params"])["latent_search"]
+        assert search["iterations"] == 2 and search["psnr_after"] >= search["psnr_before"]
         assert VERDICT_SECTION in bitstream.parse(r["payload"]).sections
 
     # restore only one key through the CLI (filter pushdown), and report a key that is not there
