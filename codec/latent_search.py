@@ -10,9 +10,10 @@ al. (*Improving inference for neural image compression*, NeurIPS 2020) does for 
 The search runs on the continuous latent, not through the quantizer, so one search serves every operating point
 (quality, target bpp, quality floor, RD-optimised rounding). Searching through a straight-through rounding at the
 operating point's steps was measured no better at any of six points (two crops × qualities 10/40/70) and far
-worse at low rates (RD-optimised rounding then rounds otherwise than the straight-through estimate assumed). The error is measured on the image's own pixels only (the edge padding up to
-the latent stride is not kept, so it is not fitted either), and the best iterate is kept, so the search never
-returns a latent whose unquantized decode is worse than the encoder's own.
+worse at low rates (RD-optimised rounding then rounds otherwise than the straight-through estimate assumed).
+The error is measured on the image's own pixels only (the edge padding up to the latent stride is not kept, so
+it is not fitted either), and the best iterate is kept, so the search never returns a latent whose unquantized
+decode is worse than the encoder's own.
 """
 
 from __future__ import annotations
