@@ -49,8 +49,10 @@ class CompressOptions:
     before_commit: object = field(default=None, repr=False)
 
     def __post_init__(self):
-        if self.latent_search < 0:  # checked here, not in every actor: a bad option fails the job before it starts
-            raise ValueError("latent_search must be ≥ 0")
+        # checked here, not in every actor: a bad option fails the job before it starts (LatentSearch validates)
+        from latentarc.codec.latent_search import LatentSearch
+
+        LatentSearch(self.latent_search)
 
 
 def pending(listing, table, *, retry_errors: bool):
