@@ -80,8 +80,10 @@ class Decoded:
 
 
 @dataclass
-class _Analysis:
-    """Everything about one image that does not depend on the operating point."""
+class Analysis:
+    """Everything about one image that does not depend on the operating point: the encoder pass, the latent
+    search and the sensitivities — most of an encode's cost. :meth:`NeuralCodec.analyse` returns it so one
+    picture can be coded at several operating points (a rate ladder, an RD benchmark) without repeating it."""
 
     pic: Picture
     latent: np.ndarray  # (C, h, w) float32
@@ -89,6 +91,7 @@ class _Analysis:
     pad: tuple[int, int]  # right, bottom
     sections: dict[str, bytes]
     search: dict | None = None  # what the encoder-side latent search did (latent_search.SearchResult.summary)
+    codec: "NeuralCodec | None" = field(default=None, repr=False)  # the codec that made it (search, model)
 
 
 class NeuralCodec:
@@ -143,9 +146,17 @@ class NeuralCodec:
         target_bpp: float | None = None,
         min_psnr: float | None = None,
         measure: bool = True,
+        analysis: Analysis | None = None,
     ) -> EncodeResult:
+        """Code ``pic`` at one operating point. ``analysis``: :meth:`analyse` of this very ``pic`` by this codec,
+        when the caller codes it at several points; the streams are byte-identical to those without it."""
         check_one_knob(quality, target_bpp, min_psnr)
-        a = self._analyse(pic)
+        if analysis is None:
+            a = self.analyse(pic)
+        elif analysis.pic is not pic or analysis.codec is not self:
+            raise ValueError("the analysis belongs to another picture or another codec")
+        else:
+            a = analysis
         if min_psnr is not None:
             return self._encode_min_psnr(a, min_psnr)
         if target_bpp is not None:
@@ -159,7 +170,7 @@ class NeuralCodec:
         measured = psnr(pic.reference(), planes) if measure else None
         return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob)), a, planes)
 
-    def _verified(self, res: EncodeResult, a: _Analysis, planes: np.ndarray | None = None) -> EncodeResult:
+    def _verified(self, res: EncodeResult, a: Analysis, planes: np.ndarray | None = None) -> EncodeResult:
         """With ``verify_refine``: decode the stream unrefined (``planes``, when the caller already has them)
         and with faithful refinement at each K of ``refine.VERIFY_STEPS``, measure PSNR and MS-SSIM against the
         original, and add the verdict section (refine.Verdict). The payload is untouched, so the unrefined
@@ -189,7 +200,7 @@ class NeuralCodec:
         return EncodeResult(bitstream.pack(s), res.width, res.height, res.psnr, params)
 
     @torch.no_grad()
-    def _analyse(self, pic: Picture) -> _Analysis:
+    def analyse(self, pic: Picture) -> Analysis:
         h, w = pic.height, pic.width
         pad_b, pad_r = self._coded_size(h) - h, self._coded_size(w) - w
         rgb = np.pad(pic.rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
@@ -211,13 +222,13 @@ class NeuralCodec:
             sections[_SECTION_ICC] = pic.icc
         if pic.exif:
             sections[_SECTION_EXIF] = pic.exif
-        return _Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections, search)
+        return Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections, search, self)
 
     def _coded_size(self, n: int) -> int:
         d = self.model.downscale
         return max(-(-n // d) * d, self.min_coded)
 
-    def _quantize(self, a: _Analysis, step: float):
+    def _quantize(self, a: Analysis, step: float):
         """(params, symbols, laws): ``laws`` is what RD-optimised rounding already computed for the coder (None
         with plain rounding), so pricing or coding the symbols does not run the entropy model a second time."""
         qp = choose_params(a.latent, step, a.sensitivity) if self.adaptive else uniform_params(a.latent, step)
@@ -226,7 +237,7 @@ class NeuralCodec:
             return qp, self.coder.rd_quantize(a.latent, qp, self.rdoq, laws), laws
         return qp, quantize(a.latent, qp), None
 
-    def _stream(self, a: _Analysis, qp: QuantParams, side: bytes, payload: bytes) -> bytes:
+    def _stream(self, a: Analysis, qp: QuantParams, side: bytes, payload: bytes) -> bytes:
         return bitstream.pack(
             bitstream.Stream(
                 codec=self.name,
@@ -243,7 +254,7 @@ class NeuralCodec:
             )
         )
 
-    def _code(self, a: _Analysis, step: float) -> tuple[bytes, dict]:
+    def _code(self, a: Analysis, step: float) -> tuple[bytes, dict]:
         qp, symbols, laws = self._quantize(a, step)
         data = self._stream(a, qp, *self.coder.encode(symbols, qp, laws))
         params = {"base_step": round(step, 6), "adaptive": self.adaptive}
@@ -253,13 +264,13 @@ class NeuralCodec:
             params["latent_search"] = a.search
         return data, params
 
-    def _estimated_bytes(self, a: _Analysis, step: float) -> float:
+    def _estimated_bytes(self, a: Analysis, step: float) -> float:
         """Stream size from the ideal code length — exact to a few bytes, without running the coder."""
         qp, symbols, laws = self._quantize(a, step)
         bits, side = self.coder.ideal_bits(symbols, qp, laws)
         return len(self._stream(a, qp, b"\0" * side, b"")) + 4 * math.ceil(bits / 32)
 
-    def _step_for_bpp(self, a: _Analysis, target_bpp: float, iterations: int = 40) -> float:
+    def _step_for_bpp(self, a: Analysis, target_bpp: float, iterations: int = 40) -> float:
         """Bisection in log-step: stream size decreases monotonically (in practice) with the step."""
         if target_bpp <= 0:
             raise ValueError("target_bpp must be positive")
@@ -278,7 +289,7 @@ class NeuralCodec:
                 break
         return best[1]
 
-    def _encode_min_psnr(self, a: _Analysis, floor: float, max_evals: int = 10) -> EncodeResult:
+    def _encode_min_psnr(self, a: Analysis, floor: float, max_evals: int = 10) -> EncodeResult:
         """Largest step whose decoded PSNR ≥ ``floor``; every candidate returned was decoded and measured."""
         ref = a.pic.reference()
 
@@ -320,7 +331,7 @@ class NeuralCodec:
         p, data, params = best
         return self._verified(EncodeResult(data, a.pic.width, a.pic.height, p, dict(params, min_psnr=floor)), a)
 
-    def _reconstruct_planes(self, a: _Analysis, data: bytes) -> np.ndarray:
+    def _reconstruct_planes(self, a: Analysis, data: bytes) -> np.ndarray:
         dec = self.decode(data)
         from .images import colour_planes
 

@@ -94,12 +94,26 @@ def _msssim_db(m: float | None) -> float | None:
     return math.inf if m >= 1.0 else -10.0 * math.log10(1.0 - m)
 
 
-def measure(codec, pic, quality: float) -> dict:
+def analysed(codec, pic) -> tuple[object | None, float]:
+    """(analysis, seconds) for a codec whose encode splits into a quality-independent analysis and the coding
+    (NeuralCodec.analyse: the encoder pass, the latent search, the sensitivities); (None, 0) for the others.
+    The bench runs it once per image and charges its time to every quality's encode, so ``encode_s`` is still
+    what one encode at that quality costs, while a slow analysis (the latent search) is not repeated per point."""
+    if not hasattr(codec, "analyse"):
+        return None, 0.0
+    t0 = time.perf_counter()
+    a = codec.analyse(pic)
+    return a, time.perf_counter() - t0
+
+
+def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0) -> dict:
+    """One encode + decode at ``quality``; ``analysis`` / ``analysis_s``: from :func:`analysed` for this ``pic``."""
     from latentarc.codec.classical import decoded_planes
     from latentarc.codec.metrics import ms_ssim, psnr
 
-    t0 = time.perf_counter()
-    res = codec.encode(pic, quality=quality, measure=False)
+    shared = {} if analysis is None else {"analysis": analysis}
+    t0 = time.perf_counter() - analysis_s
+    res = codec.encode(pic, quality=quality, measure=False, **shared)
     t1 = time.perf_counter()
     dec = codec.decode(res.data)
     t2 = time.perf_counter()
@@ -400,9 +414,10 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         measure(codec, centre_crop(pics[0][1], 64), qs[c][0])  # untimed warm-up
         t_c = time.perf_counter()
         for name, pic in pics:
+            analysis, analysis_s = analysed(codec, pic)
             for q in qs[c]:
                 rows.append({"codec": c, "image": name, "width": pic.width, "height": pic.height,
-                             **measure(codec, pic, q)})
+                             **measure(codec, pic, q, analysis, analysis_s)})
         print(f"{c}: {len(pics)} images × {len(qs[c])} qualities in {time.perf_counter() - t_c:.1f} s", file=log)
     curves, speed = summarise(rows, names, qs)
     reference = REFERENCE if REFERENCE in names else names[0]

@@ -21,6 +21,19 @@ def test_same_image_same_bytes(codec):
     assert codec.encode(pic, quality=60).data == codec.encode(pic, quality=60).data
 
 
+def test_one_analysis_codes_every_operating_point(codec, global_codec):
+    """A shared analysis (what the RD bench does) gives the very bytes a fresh encode gives, at a quality and at
+    a bpp target; an analysis of another picture, or by another codec, is refused rather than coded."""
+    pic, other = photo_crop(4, 96), photo_crop(5, 96)
+    a = codec.analyse(pic)
+    for knob in ({"quality": 30}, {"quality": 80}, {"target_bpp": 0.6}):
+        assert codec.encode(pic, analysis=a, **knob).data == codec.encode(pic, **knob).data
+    with pytest.raises(ValueError, match="another picture"):
+        codec.encode(other, quality=50, analysis=a)
+    with pytest.raises(ValueError, match="another codec"):
+        global_codec.encode(pic, quality=50, analysis=a)
+
+
 def test_decode_identical_across_thread_counts(codec):
     """Encode with 2 threads, decode with 1 and with 2: identical pixels (DESIGN.md §5)."""
     pic = photo_crop(6, 192)

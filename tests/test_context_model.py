@@ -56,7 +56,7 @@ def shipped():
 @pytest.fixture(scope="module")
 def photo_symbols(codec):
     """A real (held-out) photo's latent quantized as the encoder does, at two operating points."""
-    a = codec._analyse(photo_crop(HELD_OUT, 256))
+    a = codec.analyse(photo_crop(HELD_OUT, 256))
     out = []
     for step in (0.3, 2.0):
         qp = choose_params(a.latent, step, a.sensitivity)
@@ -167,7 +167,7 @@ def test_rd_optimised_rounding_trades_bits_for_distortion(shipped, photo_symbols
     from latentarc.codec.api import load_codec
 
     codec = load_codec(weights=str(MODELS), device="cpu")
-    a = codec._analyse(photo_crop(HELD_OUT, 192))
+    a = codec.analyse(photo_crop(HELD_OUT, 192))
     qp = choose_params(a.latent, 0.8, a.sensitivity)
     u = centred(a.latent, qp)
     steps = qp.steps.astype(np.int64)
