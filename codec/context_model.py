@@ -347,6 +347,17 @@ class ContextEntropyModel:
             flat[idx] = np.where(cost_hi < cost_lo, lo + 1, lo)
         return symbols
 
+    def symbol_bits(self, symbols: np.ndarray, steps: np.ndarray):
+        """Per pass, in decoding order: (flat indices coded in it, residuals ``r``, table key ``j·4 + f`` and
+        bits of each symbol) — what :meth:`ideal_bits` sums, kept apart to see where the bits go."""
+        flat = symbols.astype(np.int64).ravel()
+        for idx, base, f, j in self._passes(symbols.astype(np.int64), steps):
+            r = flat[idx] - base
+            bits = np.empty(idx.size)
+            for sel, jj, ff in self._runs(f, j):
+                bits[sel] = _residual_bits(jj, ff, r[sel])
+            yield idx, r, j * lt.FRAC_STEPS + f, bits
+
     def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray, laws: list | None = None) -> float:
         """Ideal code length (bits) under the integer tables, escapes included."""
         return sum(float(_residual_bits(jj, ff, r).sum()) for jj, ff, r, _ in self._coded_runs(symbols, steps, laws))

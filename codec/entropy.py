@@ -86,6 +86,14 @@ def ideal_bits(q: np.ndarray, model: ChannelModel) -> float:
     return float(-(counts * (np.log2(f) - PRECISION_BITS)).sum())
 
 
+def symbol_bits(q: np.ndarray, model: ChannelModel) -> np.ndarray:
+    """Code length (bits) of each symbol of ``q`` under ``model``'s integer table (:func:`ideal_bits` per symbol)."""
+    if model.max_abs == 0:
+        return np.zeros(q.shape)
+    f = frequencies(model).astype(np.float64)
+    return PRECISION_BITS - np.log2(f[q.astype(np.int64) + model.max_abs])
+
+
 def encode(symbols: np.ndarray, models: list[ChannelModel]) -> bytes:
     """ANS-encode ``symbols`` (C, N) channel by channel; constant channels contribute nothing."""
     coder = constriction.stream.stack.AnsCoder()

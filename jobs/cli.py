@@ -261,6 +261,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_model_args(p)
 
+    p = sub.add_parser("bench-entropy", help="where a context entropy model's bits go, per pass, against the "
+                                             "per-channel model and an ideal-law bound (held-out latents)")
+    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+                   help="folder of photos (default ../shared/data/photos); the held-out ones are measured")
+    p.add_argument("--model", default="tae-f2-ctx", help="shipped entropy model name or a train-entropy folder")
+    p.add_argument("--qualities", type=lambda s: [float(x) for x in s.split(",")], default=[10.0, 40.0, 70.0],
+                   help="comma-separated qualities (default 10,40,70)")
+    p.add_argument("--holdout-every", type=int, default=5, help="the held-out photos: every Nth in name order")
+    p.add_argument("--limit", type=int, help="use only the first N photos (before the held-out selection)")
+    p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
+                   help="folder for the cached latents (shared with train-entropy)")
+    p.add_argument("--json", help="also write the figures to this JSON file")
+    _add_model_args(p)
+
     p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")
     p.add_argument("--out", default="latentarc-demo", help="folder for the stream and the decoded image")
     _add_model_args(p)
@@ -439,6 +454,12 @@ def _cmd_train_entropy(a) -> int:
     return run_train_entropy(a)
 
 
+def _cmd_bench_entropy(a) -> int:
+    from latentarc.jobs.entropy_bench import run_entropy_bench
+
+    return run_entropy_bench(a)
+
+
 def _cmd_demo(a) -> int:
     from latentarc.jobs.sample import sample_image
 
@@ -474,6 +495,7 @@ _COMMANDS = {
     "demo": _cmd_demo,
     "train-refiner": _cmd_train_refiner,
     "train-entropy": _cmd_train_entropy,
+    "bench-entropy": _cmd_bench_entropy,
 }
 
 

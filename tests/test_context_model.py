@@ -258,3 +258,46 @@ def test_train_entropy_job(tmp_path):
     sym = np.random.default_rng(0).integers(-3, 4, size=(32, 9, 11))
     steps = np.full(32, 2000, np.int64)
     assert np.array_equal(model.decode(model.encode(sym, steps), steps, sym.shape), sym)
+
+
+def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
+    """``bench-entropy`` on 3 downscaled photos: its passes add up to the model's own code length, its
+    per-channel figure is the per-channel coder's (side bytes included), the ideal-law bound lies below the model,
+    and a model folder measures the same as the shipped name."""
+    from latentarc.codec.latent_coding import coder
+    from latentarc.codec.neural import quality_to_step
+    from latentarc.jobs.cli import main
+    from latentarc.jobs.train_entropy import quantized
+    from latentarc.jobs.train_refiner import encode_latents
+
+    common = [str(PHOTOS), "--limit", "3", "--max-side", "160", "--holdout-every", "1", "--qualities", "20,60",
+              "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    assert main(["bench-entropy", *common, "--json", str(tmp_path / "a.json")]) == 0
+    assert "ideal-law bound" in capsys.readouterr().out
+    got = json.loads((tmp_path / "a.json").read_text())
+    folder = cm._SHIPPED[2]
+    assert main(["bench-entropy", *common, "--model", str(folder), "--json", str(tmp_path / "b.json")]) == 0
+    assert json.loads((tmp_path / "b.json").read_text())["qualities"] == got["qualities"]
+
+    from latentarc.codec.api import load_codec
+
+    codec = load_codec(device="cpu")
+    paths = sorted(p for p in PHOTOS.iterdir() if p.suffix == ".png")[:3]
+    latents = encode_latents(paths, codec.model, 160, tmp_path / "cache", probes=codec.probes)
+    model = cm.by_id(2)
+    for q in (20, 60):
+        ctx = pc = px = 0.0
+        for z, sens in latents.values():
+            sym, steps, qp = quantized(z, sens, quality_to_step(q))
+            ctx += model.ideal_bits(sym, steps)
+            bits, side = coder("per-channel").ideal_bits(sym, qp)
+            pc += bits + 8 * side
+            px += z.shape[1] * z.shape[2] * 64
+        s = got["qualities"][str(float(q))]
+        assert s["context_bpp"] == pytest.approx(ctx / px, rel=1e-9)
+        assert s["per_channel_bpp"] == pytest.approx(pc / px, rel=1e-9)
+        assert 0 < s["ideal_law_bpp"] < s["context_bpp"]
+        assert len(s["passes"]) == model.cfg.passes
+        assert sum(p["symbol_share"] for p in s["passes"]) == pytest.approx(1.0)
+        assert sum(p["bit_share"] for p in s["passes"]) == pytest.approx(1.0)
+    assert main(["bench-entropy", *common, "--model", "per-channel"]) == 2
