@@ -28,6 +28,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -40,8 +41,28 @@ REFERENCE = "avif"
 SEARCH_SUFFIX = "+search="
 
 
+class CodecSpec(NamedTuple):
+    """A bench codec spec taken apart: ``NAME[@ENTROPY[:RDOQ]][+search=N]``."""
+
+    name: str
+    entropy: str  # "" = the codec's own entropy model
+    search: int | None  # latent-search steps, None when not asked
+
+    @classmethod
+    def parse(cls, spec: str) -> "CodecSpec":
+        body, plus, steps = spec.partition(SEARCH_SUFFIX)
+        search = None
+        if plus:
+            try:
+                search = int(steps)
+            except ValueError:
+                raise ValueError(f"bad codec spec {spec!r}: +search= takes a whole number of steps") from None
+        name, _, entropy = body.partition("@")
+        return cls(name, entropy, search)
+
+
 def default_qualities(codec: str) -> list[float]:
-    codec = codec.partition(SEARCH_SUFFIX)[0].partition("@")[0]
+    codec = CodecSpec.parse(codec).name
     return list(DEFAULT_QUALITIES.get(codec, CLASSICAL_QUALITIES if codec in ("avif", "jxl", "webp", "jpeg")
                                       else DEFAULT_QUALITIES["tae-f2"]))
 
@@ -66,17 +87,11 @@ def build_codec(spec: str, *, weights=None, device=None):
 
     from .bench import entropy_spec
 
-    spec, plus, steps = spec.partition(SEARCH_SUFFIX)
-    kw = {}
-    if plus:
-        try:
-            kw["latent_search"] = int(steps)
-        except ValueError:
-            raise ValueError(f"bad codec spec {spec + plus + steps!r}: +search= takes a whole number of steps") from None
-    name, _, entropy = spec.partition("@")
-    codec = get_codec(name, weights=weights, device=device, **(entropy_spec(entropy) if entropy else {}), **kw)
-    if plus and getattr(codec, "latent_search", None) is None and kw["latent_search"]:
-        raise ValueError(f"{name} has no latent to search: +search= applies to neural codecs")
+    s = CodecSpec.parse(spec)
+    kw = {} if s.search is None else {"latent_search": s.search}
+    codec = get_codec(s.name, weights=weights, device=device, **(entropy_spec(s.entropy) if s.entropy else {}), **kw)
+    if s.search and getattr(codec, "latent_search", None) is None:
+        raise ValueError(f"{s.name} has no latent to search: +search= applies to neural codecs")
     return codec
 
 
