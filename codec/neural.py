@@ -153,8 +153,10 @@ class NeuralCodec:
         check_one_knob(quality, target_bpp, min_psnr)
         if analysis is None:
             a = self.analyse(pic)
-        elif analysis.pic is not pic or analysis.codec is not self:
-            raise ValueError("the analysis belongs to another picture or another codec")
+        elif analysis.pic is not pic:
+            raise ValueError("the analysis belongs to another picture")
+        elif analysis.codec is not self:
+            raise ValueError("the analysis was made by another codec (its latent search and model may differ)")
         else:
             a = analysis
         if min_psnr is not None:
@@ -201,6 +203,7 @@ class NeuralCodec:
 
     @torch.no_grad()
     def analyse(self, pic: Picture) -> Analysis:
+        """The quality-independent part of encoding ``pic`` (see :class:`Analysis`)."""
         h, w = pic.height, pic.width
         pad_b, pad_r = self._coded_size(h) - h, self._coded_size(w) - w
         rgb = np.pad(pic.rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
