@@ -21,6 +21,18 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
+def _entropy_data_args(p: argparse.ArgumentParser) -> None:
+    """The photos and cached latents of ``train-entropy`` and ``bench-entropy`` (train_entropy.photo_latents):
+    one definition, so both verbs select the same held-out set by default."""
+    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+                   help="folder of photos (default ../shared/data/photos)")
+    p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
+    p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
+    p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
+    p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
+                   help="folder for the cached latents")
+
+
 def _knobs(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quality", type=float, help="0–100 (default 75)")
@@ -240,8 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
 
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")
-    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
-                   help="folder of training photos (default ../shared/data/photos)")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
     p.add_argument("--name", default="tae-f2-ctx", help="model name written into config.json")
     p.add_argument("--model-id", type=int, default=2, help="entropy-model id streams will carry")
@@ -253,27 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=48, help="hidden channels of the context network")
     p.add_argument("--depth", type=int, default=2, help="3×3 layers of the context network (receptive field 2·depth+1)")
     p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip per step")
-    p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
-    p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
-    p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
-    p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
-                   help="folder for the cached latents")
+    _entropy_data_args(p)
     p.add_argument("--seed", type=int, default=0)
     _add_model_args(p)
 
     p = sub.add_parser("bench-entropy", help="where a context entropy model's bits go, per pass, against the "
                                              "per-channel model and an ideal-law bound (held-out latents)")
-    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
-                   help="folder of photos (default ../shared/data/photos); the held-out ones are measured")
     p.add_argument("--model", default="tae-f2-ctx", help="shipped entropy model name or a train-entropy folder")
-    p.add_argument("--qualities", type=lambda s: [float(x) for x in s.split(",")], default=[10.0, 40.0, 70.0],
-                   help="comma-separated qualities (default 10,40,70)")
-    p.add_argument("--holdout-every", type=int, default=5, help="the held-out photos: every Nth in name order")
-    p.add_argument("--limit", type=int, help="use only the first N photos (before the held-out selection)")
-    p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
-    p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
-                   help="folder for the cached latents (shared with train-entropy)")
+    p.add_argument("--qualities", default="10,40,70", help="comma-separated qualities (default 10,40,70)")
     p.add_argument("--json", help="also write the figures to this JSON file")
+    _entropy_data_args(p)
     _add_model_args(p)
 
     p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")

@@ -89,24 +89,17 @@ class Tally:
 
 
 def run(a) -> dict:
-    from latentarc.codec.api import load_codec
     from latentarc.codec.neural import quality_to_step
 
-    from .train_entropy import quantized
-    from .train_refiner import encode_latents, held_out
+    from .bench import parse_qualities
+    from .train_entropy import photo_latents, quantized
 
     t0 = time.time()
+    qualities = parse_qualities(a.qualities)
     model = load_model(a.model)
-    paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    if a.limit:
-        paths = paths[: a.limit]
-    if not paths:
-        raise ValueError(f"no images in {a.images}")
-    codec = load_codec(weights=a.weights, device=a.device)
-    latents = encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes)
-    names = sorted(held_out([p.name for p in paths], a.holdout_every))
+    latents, names = photo_latents(a, device=a.device)
     out = {"model": a.model, "images": names, "qualities": {}}
-    for q in a.qualities:
+    for q in qualities:
         tally = Tally(model.cfg.passes)
         for name in names:
             z, sens = latents[name]

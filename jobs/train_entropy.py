@@ -62,22 +62,32 @@ def code_length(net: cm.ContextNet, x, mask, sym, steps) -> torch.Tensor:
     return -(logp * mask).sum() / math.log(2)
 
 
-def train(a) -> dict:
+def photo_latents(a, device: str | None) -> tuple[dict, list[str]]:
+    """({name: (latent, sensitivity)} for the photos in ``a.images`` (first ``a.limit``, cached in ``a.cache``),
+    the held-out names in order): the data ``train-entropy`` trains on and ``bench-entropy`` measures."""
     from latentarc.codec.api import load_codec
+    from latentarc.jobs.train_refiner import encode_latents, held_out
+
+    paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    if a.limit:
+        paths = paths[: a.limit]
+    if not paths:
+        raise ValueError(f"no images in {a.images}")
+    codec = load_codec(weights=a.weights, device=device)
+    latents = encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes)
+    return latents, sorted(held_out([p.name for p in paths], a.holdout_every))
+
+
+def train(a) -> dict:
     from latentarc.codec.latent_coding import coder
     from latentarc.codec.quantize import choose_params, quantize
-    from latentarc.jobs.train_refiner import encode_latents, held_out
 
     t_start = time.time()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    if a.limit:
-        paths = paths[: a.limit]
-    codec = load_codec(weights=a.weights, device="cpu")
-    latents = encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes)
-    hold = set(held_out([p.name for p in paths], a.holdout_every))
-    train_names = [p.name for p in paths if p.name not in hold]
+    latents, hold = photo_latents(a, device="cpu")
+    hold = set(hold)
+    train_names = [n for n in latents if n not in hold]
     cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
                            depth=a.depth)
     net = cm.ContextNet(cfg)
