@@ -1,4 +1,8 @@
-"""Shared fixtures: the real weights from ../shared/models and real photos from ../shared/data."""
+"""Shared fixtures: the real weights from ../shared/models and real photos from ../shared/data.
+
+A test module that needs part of ``../shared`` says so with ``pytestmark = pytest.mark.shared("models", ...)``;
+when that part is absent its tests are skipped with the reason, and the rest of the suite still runs.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,47 @@ SHARED = Path(os.environ.get("LATENTARC_SHARED", REPO.parent / "shared"))
 MODELS = SHARED / "models"
 PHOTOS = SHARED / "data" / "photos"
 EDGE = SHARED / "data" / "edge"
+TRAIN = SHARED / "data" / "train"
+PERCEPTUAL_CHECK = SHARED / "data" / "perceptual-check"
+
+#: what each ``shared`` marker argument needs on disk
+SHARED_PARTS = {
+    "models": MODELS / "taef2_decoder.pth",
+    "photos": PHOTOS,
+    "edge": EDGE,
+    "train": TRAIN,
+    "perceptual": MODELS / "perceptual",
+    "perceptual-check": PERCEPTUAL_CHECK / "expected.json",
+}
+
+
+def missing_shared(*parts: str) -> list[str]:
+    """The parts of ``../shared`` among ``parts`` that are not on disk."""
+    unknown = set(parts) - set(SHARED_PARTS)
+    if unknown:
+        raise ValueError(f"unknown shared part(s) {sorted(unknown)}; known: {sorted(SHARED_PARTS)}")
+    return [p for p in parts if not SHARED_PARTS[p].exists()]
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "shared(*parts): needs these parts of ../shared (" + ", ".join(SHARED_PARTS) + "); "
+        "skipped with the reason when one is absent")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        parts = [p for m in item.iter_markers("shared") for p in m.args]
+        missing = missing_shared(*parts)
+        if missing:
+            where = ", ".join(str(SHARED_PARTS[p]) for p in missing)
+            item.add_marker(pytest.mark.skip(
+                reason=f"needs ../shared {'/'.join(missing)} (not found: {where}; set LATENTARC_SHARED)"))
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _model_dir():
     """Point weight resolution at the shared weights and forbid downloads (no hub access here)."""
-    if not (MODELS / "taef2_decoder.pth").exists():
-        pytest.exit(f"weights not found under {MODELS}; set LATENTARC_SHARED", returncode=2)
     old = {k: os.environ.get(k) for k in ("LATENTARC_MODEL_DIR", "LATENTARC_OFFLINE")}
     os.environ["LATENTARC_MODEL_DIR"] = str(MODELS)
     os.environ["LATENTARC_OFFLINE"] = "1"

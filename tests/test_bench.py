@@ -12,6 +12,8 @@ import pytest
 
 from latentarc.codec.rd import bd_method, bd_rate, bd_report
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 PHOTOS = Path("/work/shared/data/photos")
 MODELS = Path("/work/shared/models")
 

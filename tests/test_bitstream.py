@@ -16,6 +16,8 @@ from latentarc.codec.errors import (
 )
 from latentarc.jobs.cli import main
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 
 @pytest.fixture(scope="module")
 def stream(codec):

@@ -3,6 +3,7 @@ the three knobs, container damage, bit-exact passthrough, and auto's choice in t
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 
@@ -26,6 +27,8 @@ from latentarc.codec.metrics import ms_ssim, psnr
 
 from .conftest import EDGE, MODELS, PHOTOS, photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos", "edge")
+
 CLASSICAL = ["avif", "jxl", "webp", "jpeg"]
 
 
@@ -42,6 +45,7 @@ def _crop(path, size: int, at: tuple[int, int] | None = None) -> Image.Image:
     return im.crop((x, y, x + size, y + size))
 
 
+@functools.cache
 def _pictures() -> dict[str, Picture]:
     rgb = photo_crop(1, 64).rgb
     alpha = np.tile(np.arange(64, dtype=np.uint8)[None, :] * 4, (64, 1))
@@ -56,13 +60,13 @@ def _pictures() -> dict[str, Picture]:
     }
 
 
-PICS = _pictures()
+KINDS = ("RGB", "RGBA", "L", "I;16")
 
 
-@pytest.mark.parametrize("kind", list(PICS))
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("name", CLASSICAL)
 def test_round_trip_every_input_kind(name, kind):
-    pic = PICS[kind]
+    pic = _pictures()[kind]
     codec = get_codec(name)
     assert isinstance(codec, ImageCodec) and codec.name == name
     res = codec.encode(pic, quality=85)
@@ -92,7 +96,7 @@ def test_round_trip_every_input_kind(name, kind):
 @pytest.mark.parametrize("name", CLASSICAL)
 def test_quality_orders_size(name):
     codec = get_codec(name)
-    pic = PICS["RGB"]
+    pic = _pictures()["RGB"]
     sizes = [len(codec.encode(pic, quality=q, measure=False).data) for q in (10, 50, 90)]
     assert sizes[0] < sizes[1] < sizes[2]
 
@@ -110,7 +114,7 @@ def test_target_bpp_lands_close(name):
 @pytest.mark.parametrize("name", CLASSICAL)
 def test_min_psnr_never_below_the_floor(name):
     codec = get_codec(name)
-    pic = PICS["RGB"]
+    pic = _pictures()["RGB"]
     for floor in (30.0, 38.0):
         res = codec.encode(pic, min_psnr=floor)
         measured = psnr(pic.reference(), decoded_planes(codec.decode(res.data), pic.mode))
@@ -129,7 +133,7 @@ def test_min_psnr_never_below_the_floor(name):
 @pytest.mark.parametrize("name", CLASSICAL + ["passthrough"])
 def test_damage_is_caught(name):
     codec = get_codec(name)
-    pic = PICS["RGBA"]
+    pic = _pictures()["RGBA"]
     data = codec.encode(pic, quality=50).data
     s = bitstream.parse(data)
     at = data.index(s.payload) + len(s.payload) // 2
@@ -140,7 +144,7 @@ def test_damage_is_caught(name):
     with pytest.raises(ChecksumMismatch):
         codec_for_stream(bytes(flipped))
     # a valid CRC over inconsistent contents: each gets its typed error, never a garbage image
-    other = PICS["RGB"].source_bytes  # a PNG where the codec's own format is expected
+    other = _pictures()["RGB"].source_bytes  # a PNG where the codec's own format is expected
     if name != "passthrough":
         s2 = bitstream.parse(data)
         s2.payload = other
@@ -157,7 +161,7 @@ def test_passthrough_is_bit_exact(tmp_path):
 
     jpeg = io.BytesIO()
     _crop(sorted(PHOTOS.glob("*.png"))[2], 80).save(jpeg, format="JPEG", quality=80)
-    for suffix, original in ((".png", PICS["RGBA"].source_bytes), (".jpg", jpeg.getvalue())):
+    for suffix, original in ((".png", _pictures()["RGBA"].source_bytes), (".jpg", jpeg.getvalue())):
         pic = read_image(original)
         codec = PassthroughCodec()
         res = codec.encode(pic)
@@ -229,7 +233,7 @@ def test_auto_falls_back_to_passthrough(codec):
 
 
 def test_auto_ms_ssim_floor():
-    pic = PICS["RGB"]
+    pic = _pictures()["RGB"]
     auto = get_codec("auto", codecs="avif,jxl,webp")
     res = auto.encode(pic, min_ms_ssim=0.95, min_psnr=28)
     ref = pic.reference()

@@ -15,6 +15,8 @@ from latentarc.jobs.cli import main
 
 from .conftest import photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 
 def test_same_image_same_bytes(codec):
     pic = photo_crop(4, 96)

@@ -17,6 +17,8 @@ from latentarc.codec.quantize import centred, choose_params, quantize
 
 from .conftest import MODELS, PHOTOS, photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 HELD_OUT = 4  # 005.png: held out from the model's training (jobs/train_entropy.py)
 
 #: pins the table construction (integer arithmetic only): any change here breaks every stream

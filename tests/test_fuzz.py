@@ -41,6 +41,8 @@ from latentarc.codec.quantize import QuantParams
 
 from .conftest import MODELS, photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 #: Hypothesis deadline of examples that run the decoder network (ms): generous, because the CI machine's 2 cores
 #: are shared with other jobs and a 64x64 decode that takes 0.1 s idle was seen taking 8 s under load - a
 #: Hypothesis deadline failure there would be noise. Parse-only tests keep a tight deadline. A stuck example is

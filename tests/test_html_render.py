@@ -22,6 +22,8 @@ from PIL import Image
 
 from .conftest import MODELS, PHOTOS
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 CHROMIUM = "/usr/bin/chromium"
 SIZE = (1200, 1600)
 

@@ -16,6 +16,8 @@ from latentarc.codec.metrics import psnr
 
 from .conftest import EDGE, PHOTOS
 
+pytestmark = pytest.mark.shared("models", "photos", "edge")
+
 EXPECTED_MODE = {"RGB": "RGB", "L": "L", "P": "RGB", "I;16": "I;16"}
 
 

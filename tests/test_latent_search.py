@@ -17,6 +17,8 @@ from latentarc.jobs.cli import main
 
 from .conftest import photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 
 def _tensors(pic, model):
     x = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float() / 255.0

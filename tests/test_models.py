@@ -19,6 +19,8 @@ from latentarc.codec.weights import WeightFile, resolve
 
 from .conftest import MODELS, photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 
 def test_tae_f2_reconstructs_photos(codec):
     """Without quantization the autoencoder alone must reach the quality its README states (27–33 dB)."""

@@ -19,7 +19,7 @@ from latentarc.pipeline.table import BitstreamTable
 
 from .conftest import MODELS, PHOTOS
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
 def _opts(**kw) -> CompressOptions:

@@ -20,6 +20,8 @@ from latentarc.codec.refine import (  # noqa: E402
     timestep_for_steps,
 )
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 
 def sd_scheduler():
     return diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",

@@ -27,7 +27,7 @@ from latentarc.pipeline.table import BitstreamTable
 
 from .conftest import MODELS, PHOTOS, REPO
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
 def _opts(**kw) -> CompressOptions:

@@ -17,7 +17,7 @@ from latentarc.pipeline.table import BitstreamTable
 
 from .conftest import MODELS, PHOTOS
 
-pytestmark = pytest.mark.usefixtures("ray_cluster")
+pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
 def _crop_png(i: int, size=(72, 64)) -> bytes:

@@ -38,6 +38,8 @@ from latentarc.pipeline.table import BitstreamTable
 
 from .conftest import MODELS, PHOTOS, photo_crop
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 
 # ============================================================================================ weights
 class _Payload:

@@ -29,6 +29,8 @@ from latentarc.pipeline.table import ROW_GROUP_BYTES, BitstreamTable
 
 from .conftest import PHOTOS
 
+pytestmark = pytest.mark.shared("photos")
+
 PNGS = sorted(PHOTOS.glob("*.png"))[:3]
 
 

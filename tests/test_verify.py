@@ -21,6 +21,8 @@ from latentarc.pipeline.verify import _sampled, print_report, verify_table
 from .conftest import MODELS
 from .test_pipeline import _crop_png, _opts
 
+pytestmark = pytest.mark.shared("models", "photos")
+
 KEYS = ["a/one.png", "a/two.png", "b/three.png", "four.png"]
 W = str(MODELS)
 
