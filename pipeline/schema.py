@@ -2,7 +2,8 @@
 
 Column names and types of DESIGN §3 are a contract: never drop or retype them. Extra columns here:
 ``source_etag`` (change detection for incremental runs), ``ms_ssim`` (measured at encode time, when the job
-computes it) and ``run_id`` (which run wrote the row). Non-nullable fields are required in every row.
+computes it), ``run_id`` (which run wrote the row) and ``guarantee`` (``codec.guarantee``). Non-nullable fields
+are required in every row.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ TABLE_SCHEMA = pa.schema(
         pa.field("source_etag", pa.string(), nullable=True),
         pa.field("ms_ssim", pa.float64(), nullable=True),
         pa.field("run_id", pa.string(), nullable=False),
+        # what the restored image promises (codec.guarantee): bytes-exact, pixels-exact or lossy; null in rows
+        # written before the column existed
+        pa.field("guarantee", pa.string(), nullable=True),
     ],
     metadata={"latentarc.table": "bitstream", "latentarc.schema_version": SCHEMA_VERSION},
 )
