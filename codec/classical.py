@@ -42,7 +42,11 @@ codec (Pillow's AVIF encoder is 8-bit only). Either way the restored mode is ``I
 
 ``passthrough`` stores the original file bytes exactly (``Picture.source_bytes``; a picture without them is
 stored as a lossless PNG instead) and decodes to :class:`ClassicalDecoded` with ``original`` set, so a restore
-can write the original file back bit for bit. Its PSNR is ``inf``.
+can write the original file back bit for bit. Its PSNR is ``inf``; its results state the ``bytes-exact``
+guarantee (``pixels-exact`` for the PNG of a picture without source bytes; ``codec.guarantee``).
+
+:meth:`ClassicalCodec.encode_lossless` gives the lossless rung of the formats that have one (``jxl``, ``webp``)
+for the ``--lossless`` policy (``codec.lossless``), which checks the decoded pixels itself.
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ from .errors import (
     UnreadableImage,
     UnsupportedVersion,
 )
+from .guarantee import BYTES_EXACT, PIXELS_EXACT
 from .images import (
     DEFAULT_MAX_PIXELS,
     Picture,
@@ -87,6 +92,7 @@ __all__ = [
     "CodecUnavailable",
     "CLASSICAL",
     "decoded_planes",
+    "decode_original",
     "restored_image",
 ]
 
@@ -323,6 +329,15 @@ class ClassicalCodec:
             raise ValueError("give min_psnr and/or min_ms_ssim")
         return self._with_alpha_check(pic, lambda prep: self._search_floor(prep, min_psnr, min_ms_ssim))
 
+    def encode_lossless(self, pic: Picture) -> EncodeResult:
+        """The format's lossless rung (``jxl``, ``webp``), not measured (``psnr`` None): the caller checks the
+        pixels. ``ValueError`` for a format without a lossless mode."""
+        top = len(self.fmt.ladder) - 1
+        if not self.fmt.ladder[top].get("lossless"):
+            raise ValueError(f"{self.name} has no lossless mode")
+        return self._with_alpha_check(pic, lambda prep: EncodeResult(
+            self._stream(prep, top), pic.width, pic.height, None, self._summary(prep, top, lossless=True)))
+
     def _with_alpha_check(self, pic: Picture, run) -> EncodeResult:
         prep = self._prepare(pic, native_alpha=self.fmt.native_alpha)
         res = run(prep)
@@ -538,7 +553,8 @@ class PassthroughCodec:
         params = {"format": fmt, "source": source}
         data = _pack(self.name, pic, params, payload, {})
         knob = {k: v for k, v in (("quality", quality), ("target_bpp", target_bpp), ("min_psnr", min_psnr)) if v is not None}
-        return EncodeResult(data, pic.width, pic.height, math.inf, dict(params, **knob))
+        tier = BYTES_EXACT if source else PIXELS_EXACT
+        return EncodeResult(data, pic.width, pic.height, math.inf, dict(params, **knob, guarantee=tier))
 
     def parse(self, data: bytes) -> tuple[bitstream.Stream, dict]:
         s = bitstream.parse(data)
@@ -553,18 +569,24 @@ class PassthroughCodec:
 
     def decode(self, data: bytes) -> ClassicalDecoded:
         s, _ = self.parse(data)
-        pic = read_image(s.payload, max_pixels=self.max_pixels)
-        if (pic.width, pic.height) != (s.width, s.height):
-            raise CorruptStream(f"payload is {pic.width}x{pic.height}, the header says {s.width}x{s.height}")
-        has_alpha = pic.alpha is not None
-        if restored_mode(pic.mode, has_alpha) != restored_mode(s.mode, has_alpha):
-            raise CorruptStream(f"payload mode {pic.mode} does not restore like the header's {s.mode}")
-        image = restored_image(pic.rgb, s.mode, pic.alpha, pic.depth16)
-        return ClassicalDecoded(image, s.mode, pic.icc, pic.exif, pic.rgb, depth16=pic.depth16, original=s.payload)
+        return decode_original(s.payload, s, self.max_pixels)
 
     def info(self, data: bytes) -> dict:
         s, params = self.parse(data)
         return _info(s, data, params, restored_mode(s.mode, True) != restored_mode(s.mode, False))
+
+
+def decode_original(original: bytes, s: bitstream.Stream, max_pixels: int) -> ClassicalDecoded:
+    """The original file's image, held to the stream header's size and mode, with ``original`` set so a restore
+    writes the file itself back (passthrough, jpeg-exact)."""
+    pic = read_image(original, max_pixels=max_pixels)
+    if (pic.width, pic.height) != (s.width, s.height):
+        raise CorruptStream(f"payload is {pic.width}x{pic.height}, the header says {s.width}x{s.height}")
+    has_alpha = pic.alpha is not None
+    if restored_mode(pic.mode, has_alpha) != restored_mode(s.mode, has_alpha):
+        raise CorruptStream(f"payload mode {pic.mode} does not restore like the header's {s.mode}")
+    image = restored_image(pic.rgb, s.mode, pic.alpha, pic.depth16)
+    return ClassicalDecoded(image, s.mode, pic.icc, pic.exif, pic.rgb, depth16=pic.depth16, original=original)
 
 
 def _format_of(data: bytes) -> str | None:

@@ -5,12 +5,17 @@
 ``avif`` ``jxl``   classical codecs through Pillow (``codec.classical``)
 ``webp`` ``jpeg``
 ``passthrough``    the original file bytes, lossless by definition
+``jpeg-exact``     JPEG files as JPEG XL lossless transcodes, rebuilt bit for bit (``codec.exact``);
+                   passthrough where that is not exact or not smaller
+``lossless``       the ``--lossless`` policy (``codec.lossless``): jpeg-exact for JPEG, else the smaller of
+                   lossless JPEG XL / WebP whose decoded pixels equal the source's, else passthrough
 ``auto``           :class:`AutoCodec`: per image, the smallest stream among the enabled codecs whose *decoded*
-                   quality meets a floor (``min_psnr`` and/or ``min_ms_ssim``); passthrough when none does
+                   quality meets a floor (``min_psnr`` and/or ``min_ms_ssim``); passthrough when none does, and
+                   jpeg-exact for JPEG sources (it meets every floor)
 =================  ==========================================================================================
 
-Streams never say ``auto``: an auto encode writes the chosen codec's own stream, so :func:`codec_for_stream`
-always dispatches to a concrete codec.
+Streams never say ``auto`` or ``lossless``: those encodes write the chosen codec's own stream, so
+:func:`codec_for_stream` always dispatches to a concrete codec.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from . import bitstream
 from .base import ImageCodec
 from .classical import CLASSICAL, ClassicalCodec, PassthroughCodec, decoded_planes
 from .errors import CorruptStream, LatentarcError, QualityFloorUnreachable
+from .exact import JpegExactCodec, is_jpeg
 from .images import Picture
+from .lossless import LosslessCodec
 from .metrics import ms_ssim, psnr
 from .neural import Decoded, EncodeResult
 
 __all__ = ["get_codec", "codec_for_stream", "AutoCodec", "encode_with", "smallest_meeting", "model_sha256",
-           "DEFAULT_AUTO_CODECS", "names"]
+           "DEFAULT_AUTO_CODECS", "KEEPS_SOURCE", "names"]
 
 #: codecs ``auto`` tries when none are named
 DEFAULT_AUTO_CODECS = ("tae-f2", "avif", "jxl")
@@ -52,21 +59,38 @@ def _passthrough(name: str, **_) -> ImageCodec:
     return PassthroughCodec()
 
 
+def _jpeg_exact(name: str, **_) -> ImageCodec:
+    return JpegExactCodec()
+
+
+def _lossless(name: str, **_) -> ImageCodec:
+    return LosslessCodec()
+
+
 def _auto(name: str, *, codecs: str | Sequence[str] | None = None, min_psnr: float | None = None,
           min_ms_ssim: float | None = None, weights=None, device=None, **opts) -> ImageCodec:
     names = _codec_list(codecs)
-    bad = [n for n in names if n == "auto"]
+    bad = [n for n in names if n in ("auto", "lossless")]
     if bad:
-        raise ValueError("'auto' cannot be one of the codecs auto chooses from")
-    members = [get_codec(n, weights=weights, device=device, **opts) for n in names if n != "passthrough"]
+        raise ValueError(f"{bad[0]!r} cannot be one of the codecs auto chooses from")
+    # the exact tier (passthrough, jpeg-exact) is always considered; listing it changes nothing
+    members = [get_codec(n, weights=weights, device=device, **opts) for n in names if n not in _EXACT_TIER]
     return AutoCodec(members, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
 
 
 _BUILDERS: dict[str, Callable[..., ImageCodec]] = {
     **{n: _classical for n in CLASSICAL},
     "passthrough": _passthrough,
+    "jpeg-exact": _jpeg_exact,
+    "lossless": _lossless,
     "auto": _auto,
 }
+
+#: codecs that may store the source file's own bytes: jobs must hand them ``Picture.source_bytes``
+KEEPS_SOURCE = frozenset({"passthrough", "jpeg-exact", "lossless", "auto"})
+
+
+_EXACT_TIER = ("passthrough", "jpeg-exact")
 
 
 def names() -> list[str]:
@@ -201,19 +225,25 @@ class AutoCodec:
     ``EncodeResult.params`` = the chosen stream's params plus ``{"auto": {"chosen", "candidates" (name → stream
     bytes, "unreachable", or "error: …"), "floor", "psnr", "ms_ssim"}}``; ``psnr`` and ``ms_ssim`` are measured
     on the chosen stream by decoding it.
+
+    For a JPEG source ``jpeg-exact`` is a candidate too: the original rebuilt bit for bit meets every floor, in
+    fewer bytes than the file where the transcode helps (its candidate entry is then its stream size, else
+    ``"fallback: <reason>"``).
     """
 
     name = "auto"
 
     def __init__(self, codecs: Sequence[ImageCodec], *, min_psnr: float | None = None,
                  min_ms_ssim: float | None = None, passthrough: PassthroughCodec | None = None):
-        self.codecs: dict[str, ImageCodec] = {c.name: c for c in codecs if c.name != "passthrough"}
+        self.codecs: dict[str, ImageCodec] = {c.name: c for c in codecs if c.name not in _EXACT_TIER}
         self.passthrough = passthrough or PassthroughCodec()
+        self.exact = JpegExactCodec(passthrough=self.passthrough)
         self.min_psnr, self.min_ms_ssim = min_psnr, min_ms_ssim
 
     def member(self, name: str) -> ImageCodec | None:
-        """The enabled codec called ``name`` (``passthrough`` included), else None."""
-        return self.passthrough if name == self.passthrough.name else self.codecs.get(name)
+        """The enabled codec called ``name`` (``passthrough`` and ``jpeg-exact`` included), else None."""
+        exact = {self.passthrough.name: self.passthrough, self.exact.name: self.exact}
+        return exact.get(name) or self.codecs.get(name)
 
     def encode(self, pic: Picture, *, quality: float | None = None, target_bpp: float | None = None,
                min_psnr: float | None = None, min_ms_ssim: float | None = None, measure: bool = True) -> EncodeResult:
@@ -242,6 +272,12 @@ class AutoCodec:
         candidates[self.passthrough.name] = len(pt.data)
         if best is None or len(pt.data) < len(best[0].data):
             best = (pt, self.passthrough.name, math.inf, 1.0)
+        if is_jpeg(pic.source_bytes):
+            ex = self.exact.encode(pic)
+            fallback = ex.params["exact"].get("fallback")
+            candidates[self.exact.name] = len(ex.data) if fallback is None else f"fallback: {fallback}"
+            if fallback is None and len(ex.data) < len(best[0].data):
+                best = (ex, self.exact.name, math.inf, 1.0)
         res, name, p, m = best
         if m is None and measure:
             p, m = _measure(self.member(name), pic, res.data)

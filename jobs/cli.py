@@ -40,13 +40,18 @@ def _knobs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-psnr", type=float, help="smallest stream whose decoded PSNR (dB) meets this floor")
 
 
-_CODEC_HELP = ("auto, a model registry name (tae-f2, diffusers:<ref>), avif, jxl, webp, jpeg or passthrough "
-               "(default tae-f2); auto keeps, per image, the smallest stream among --codecs that meets the floor "
-               "(--min-psnr and/or --min-ms-ssim), else the original file")
+_CODEC_HELP = ("auto, a model registry name (tae-f2, diffusers:<ref>), avif, jxl, webp, jpeg, jpeg-exact or "
+               "passthrough (default tae-f2); auto keeps, per image, the smallest stream among --codecs that meets "
+               "the floor (--min-psnr and/or --min-ms-ssim), else the original file or, for JPEG, its jpeg-exact "
+               "transcode")
 
 
 def _codec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="tae-f2", help=_CODEC_HELP)
+    p.add_argument("--lossless", action="store_true",
+                   help="change no pixel: JPEG files as jpeg-exact (JPEG XL transcodes rebuilt bit for bit), other "
+                        "images as lossless JPEG XL or WebP checked pixel for pixel, whichever is smaller, else "
+                        "the original file; replaces --codec and the quality knobs")
     p.add_argument("--codecs", default="tae-f2,avif,jxl", metavar="LIST",
                    help="comma-separated codecs --codec auto chooses from (default tae-f2,avif,jxl)")
     p.add_argument("--min-ms-ssim", type=float, metavar="M",
@@ -80,6 +85,17 @@ def _refine_args(p: argparse.ArgumentParser) -> None:
                         "(default: the codec's own)")
     p.add_argument("--unverified", action="store_true",
                    help="faithful: refine with --steps even where the stream's encoder check chose otherwise")
+
+
+def _codec_name(a) -> str:
+    """The codec ``encode`` / ``compress`` run: ``lossless`` with --lossless (alone), else --codec."""
+    if not a.lossless:
+        return a.codec
+    knobs = [f"--{k.replace('_', '-')}" for k in ("quality", "target_bpp", "min_psnr", "min_ms_ssim")
+             if getattr(a, k) is not None]
+    if a.codec != "tae-f2" or knobs:
+        raise ValueError(f"--lossless chooses the codec and keeps every pixel; drop {' '.join(knobs or ['--codec'])}")
+    return "lossless"
 
 
 def _refine_config(a):
@@ -286,7 +302,7 @@ def _cmd_encode(a) -> int:
     from latentarc.codec.images import read_image
 
     pic = read_image(Path(a.image).read_bytes())
-    codec = get_codec(a.codec, weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs,
+    codec = get_codec(_codec_name(a), weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs,
                       entropy_model=a.entropy_model, rdoq=a.rdoq, verify_refine=a.verify_refine,
                       latent_search=a.latent_search)
     t = time.perf_counter()
@@ -298,6 +314,9 @@ def _cmd_encode(a) -> int:
     if "auto" in res.params:
         auto = res.params["auto"]
         chosen = f" [auto: {auto['chosen']}; candidates {json.dumps(auto['candidates'])}]"
+    if "lossless" in res.params:
+        chosen = (f" [lossless: {res.params['lossless']['chosen']}, {res.params['guarantee']}; "
+                  f"candidates {json.dumps(res.params['lossless']['candidates'])}]")
     search = res.params.get("latent_search")
     if search:  # what the encoder's search gained before quantization, next to the stream's measured PSNR
         chosen += (f" [latent_search: {search['iterations']} steps, unquantized {search['psnr_before']:.2f} → "
@@ -359,7 +378,7 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.savings import summary_lines
 
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
-    opts = CompressOptions(codec=a.codec, codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
+    opts = CompressOptions(codec=_codec_name(a), codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
                            verify_refine=a.verify_refine, latent_search=a.latent_search,
                            weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
                            quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,

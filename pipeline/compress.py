@@ -22,8 +22,9 @@ log = logging.getLogger("latentarc.compress")
 
 @dataclass
 class CompressOptions:
-    #: a codec name (codec.codecs.get_codec): neural, avif/jxl/webp/jpeg, passthrough, or auto (per image, the
-    #: smallest stream among ``codecs`` meeting the min_psnr / min_ms_ssim floor, else the original file)
+    #: a codec name (codec.codecs.get_codec): neural, avif/jxl/webp/jpeg, passthrough, jpeg-exact, lossless (the
+    #: --lossless policy: nothing changes a pixel), or auto (per image, the smallest stream among ``codecs``
+    #: meeting the min_psnr / min_ms_ssim floor, else the original file or its jpeg-exact transcode)
     codec: str = "tae-f2"
     codecs: str | None = None  # what auto chooses from (default codec.codecs.DEFAULT_AUTO_CODECS)
     entropy_model: str = "per-channel"  # entropy coder of neural latents (codec.latent_coding)
@@ -106,6 +107,7 @@ def run_compress(
     """Run one pass; returns the savings report (also written to ``TABLE/_reports/<run>.json``)."""
     import ray.data
 
+    from latentarc.codec.codecs import KEEPS_SOURCE
     from latentarc.codec.images import DEFAULT_MAX_PIXELS
 
     from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
@@ -139,8 +141,8 @@ def run_compress(
                 num_cpus=plan.decode_cpus,
                 fn_kwargs={"storage_options": source_options, "run_id": run_id,
                            "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
-                           # passthrough (alone or as auto's fallback) stores the original bytes
-                           "keep_source": opts.codec in ("auto", "passthrough")},
+                           # passthrough, jpeg-exact, lossless and auto may store the original bytes
+                           "keep_source": opts.codec in KEEPS_SOURCE},
             )
             with quiet_remote_args_notice():
                 ds = ds.map_batches(

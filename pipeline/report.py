@@ -14,6 +14,9 @@ Bytes, three figures, never mixed up:
 Money: ``usd_per_month_saved = max(0, original_bytes - stored_bytes) / 2**30 * price_per_gb_month`` (a GiB-month,
 S3 Standard list price by default). Prefix = a key's first path component, ``(root)`` for keys without one.
 PSNR is infinite for lossless rows (passthrough): distributions use finite values and count ``lossless`` apart.
+Guarantee tiers (``codec.guarantee``: bytes-exact, pixels-exact, lossy; ``unrecorded`` for rows older than the
+column) get their own bytes and savings (``per_guarantee``), and ``exact_saved_bytes`` is what the two exact
+tiers saved in payload — the saving that changed nothing.
 """
 
 from __future__ import annotations
@@ -31,7 +34,10 @@ import numpy as np
 
 from .savings import DEFAULT_PRICE_PER_GB_MONTH, GIB
 
-COLUMNS = ["key", "source_uri", "source_size", "width", "height", "codec", "payload_size", "bpp", "psnr", "ms_ssim"]
+COLUMNS = ["key", "source_uri", "source_size", "width", "height", "codec", "payload_size", "bpp", "psnr", "ms_ssim",
+           "guarantee"]
+UNRECORDED = "unrecorded"  # the guarantee of rows written before the column existed
+EXACT_TIERS = ("bytes-exact", "pixels-exact")
 PERCENTILES = (5, 25, 50, 75, 95)
 ROOT_PREFIX = "(root)"
 MAX_CROPS = 4
@@ -104,6 +110,8 @@ def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONT
     payload = int(sum(rows["payload_size"]))
     pixels = int(sum(w * h for w, h in zip(rows["width"], rows["height"])))
     rows["prefix"] = [prefix_of(k) for k in rows["key"]]
+    rows["guarantee"] = [g or UNRECORDED for g in rows["guarantee"]]
+    tiers = sorted(set(rows["guarantee"]))
     codecs = sorted(set(rows["codec"]))
     prefixes = sorted(set(rows["prefix"]))
     return {
@@ -124,6 +132,9 @@ def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONT
         "megapixels": pixels / 1e6,
         "per_codec": _group(rows, "codec", codecs, file_bytes, payload, price_per_gb_month),
         "per_prefix": _group(rows, "prefix", prefixes, file_bytes, payload, price_per_gb_month),
+        "per_guarantee": _group(rows, "guarantee", tiers, file_bytes, payload, price_per_gb_month),
+        "exact_saved_bytes": sum(s - p for s, p, g in zip(rows["source_size"], rows["payload_size"], rows["guarantee"])
+                                 if g in EXACT_TIERS),
         "bpp": distribution(rows["bpp"]),
         "psnr": distribution(rows["psnr"]),
         "ms_ssim": distribution(rows["ms_ssim"]),
@@ -219,6 +230,9 @@ def format_report(r: dict) -> str:
         *_group_table("codec", r["per_codec"]),
         "",
         *_group_table("prefix", r["per_prefix"]),
+        "",
+        *_group_table("guarantee", r.get("per_guarantee", {})),
+        f"  saved without changing a pixel (bytes-exact + pixels-exact payload): {_size(r.get('exact_saved_bytes', 0))}",
         "  (stored~ = Parquet file bytes apportioned by payload share)",
         "",
         "distributions:",
@@ -423,6 +437,8 @@ def render_html(r: dict, crop_items: list[dict]) -> str:
     head = ["", "rows", "original", "payload", "stored~", "ratio", "mean bpp", "mean PSNR", "$/month saved"]
     parts.append("<h2>Per codec</h2>" + html_table(["codec"] + head[1:], _group_rows(r["per_codec"])))
     parts.append("<h2>Per prefix</h2>" + html_table(["prefix"] + head[1:], _group_rows(r["per_prefix"])))
+    if r.get("per_guarantee"):
+        parts.append("<h2>Per guarantee</h2>" + html_table(["guarantee"] + head[1:], _group_rows(r["per_guarantee"])))
     parts.append("<p class=muted>stored~ = the Parquet data files' bytes apportioned by payload share; "
                  "PSNR means exclude lossless (infinite) rows.</p>")
 

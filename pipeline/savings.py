@@ -1,7 +1,9 @@
 """What a run saved: bytes in and out, ratio, quality, throughput and dollars per month.
 
 ``bytes_stored`` counts the files the run really put on storage (Parquet parts, error parts, commit record),
-not just payload bytes, so the ratio is what the bill will show. Money is computed per GiB-month at
+not just payload bytes, so the ratio is what the bill will show. ``tiers`` splits rows, bytes in and payload
+bytes by guarantee (``codec.guarantee``); ``exact_saved_bytes`` is what the bytes-exact and pixels-exact rows
+saved in payload — the saving that changed nothing. Money is computed per GiB-month at
 ``price_per_gb_month`` (S3 Standard list price by default).
 """
 
@@ -11,6 +13,17 @@ import numpy as np
 
 DEFAULT_PRICE_PER_GB_MONTH = 0.023
 GIB = 1024**3
+EXACT_TIERS = ("bytes-exact", "pixels-exact")
+
+
+def _tiers(parts: list[dict]) -> dict:
+    out: dict[str, dict] = {}
+    for p in parts:
+        for name, t in p["stats"].get("tiers", {}).items():  # error-only parts carry no tiers
+            acc = out.setdefault(name, {"rows": 0, "source_bytes": 0, "payload_bytes": 0})
+            for k in acc:
+                acc[k] += t[k]
+    return out
 
 
 def _dist(values: list[float]) -> dict | None:
@@ -63,7 +76,11 @@ def build_report(
         "price_per_gb_month": price_per_gb_month,
         "usd_per_month_saved": saved / GIB * price_per_gb_month,
         "codecs": sorted({c for p in parts for c in p["stats"]["codecs"]}),
+        "tiers": _tiers(parts),
     }
+    exact = [t for name, t in report["tiers"].items() if name in EXACT_TIERS]
+    report["exact_saved_bytes"] = sum(t["source_bytes"] - t["payload_bytes"] for t in exact)
+    report["exact_source_bytes"] = sum(t["source_bytes"] for t in exact)
     report.update(extra or {})
     return report
 
@@ -90,6 +107,12 @@ def summary_lines(r: dict) -> list[str]:
         lines.append(
             f"  speed:  {r['images_per_s']:.2f} images/s, {r['mb_per_s']:.2f} MB/s over {r['seconds']:.1f} s"
         )
+        if r.get("exact_source_bytes"):
+            src = r["exact_source_bytes"]
+            per = ", ".join(f"{n} {t['rows']} ({mb(t['source_bytes'])} → {mb(t['payload_bytes'])})"
+                            for n, t in r["tiers"].items() if n in EXACT_TIERS)
+            lines.append(f"  exact:  saved {mb(r['exact_saved_bytes'])} ({100 * r['exact_saved_bytes'] / src:.1f}%) "
+                         f"without changing a pixel: {per}")
         lines.append(
             f"  saving: ${r['usd_per_month_saved']:.4f}/month at ${r['price_per_gb_month']}/GB-month"
         )

@@ -150,6 +150,7 @@ class EncodeActor:
     def __call__(self, batch: pa.Table) -> pa.Table:
         from latentarc.codec import bitstream
         from latentarc.codec.classical import decoded_planes
+        from latentarc.codec import guarantee
         from latentarc.codec.codecs import encode_with, model_sha256
         from latentarc.codec.metrics import ms_ssim
 
@@ -167,6 +168,9 @@ class EncodeActor:
                 name = bitstream.parse(res.data).codec  # the chosen codec's, for auto
                 measured = res.params.get("auto", res.params).get("ms_ssim")  # measured by a floor search
                 quality = None if measured is None else float(measured)
+                tier = guarantee.of(res.params)
+                if quality is None and tier != guarantee.LOSSY:
+                    quality = 1.0  # the exact tiers were checked equal at encode: nothing to measure
                 if quality is None and self.with_ms_ssim:
                     quality = ms_ssim(pic.reference(), decoded_planes(self.codec.decode(res.data), pic.mode))
                 member = self.codec.member(name) if hasattr(self.codec, "member") else self.codec
@@ -198,6 +202,7 @@ class EncodeActor:
                     "metadata": json.dumps(meta, sort_keys=True).encode(),
                     "encoded_at": _now(),
                     "run_id": self.run_id,
+                    "guarantee": tier,
                 }
             )
         return _rows_to_arrow(out)
@@ -212,7 +217,19 @@ def part_stats(rows: list[dict]) -> dict:
         "bpp": [float(r["bpp"]) for r in rows],
         "psnr": [float(r["psnr"]) for r in rows if r["psnr"] is not None],
         "codecs": sorted({r["codec"] for r in rows}),
+        "tiers": tier_bytes(rows),
     }
+
+
+def tier_bytes(rows: list[dict]) -> dict:
+    """Rows, source bytes and payload bytes per guarantee tier (``unrecorded`` for rows without one)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        t = out.setdefault(r.get("guarantee") or "unrecorded", {"rows": 0, "source_bytes": 0, "payload_bytes": 0})
+        t["rows"] += 1
+        t["source_bytes"] += int(r["source_size"])
+        t["payload_bytes"] += int(r["payload_size"])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ restore stages

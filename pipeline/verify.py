@@ -24,6 +24,11 @@ What is checked (each finding names its ``check``):
   decodes, to the recorded size and mode; when the original (``source_uri``) is still readable and unchanged
   (same SHA-256), the PSNR of the decoded image against it must be within ``tolerance_db`` of the stored
   ``psnr``. Rows whose source is gone or changed count as "decoded without reference".
+* ``guarantee`` (``decode=True``): each row's promise (``codec.guarantee``) is held to it. ``bytes-exact``: the
+  SHA-256 of the bytes the stream restores equals ``source_sha256`` (no source needed); ``pixels-exact``: the
+  decoded planes and alpha equal the source's, sample for sample, where the source is still readable and
+  unchanged. Rows older than the column (null) get the PSNR check only.
+* ``schema``: a nullable column missing from an older file is no problem (readers fill it with nulls).
 
 Problems make ``ok`` false (CLI exit code 1); warnings do not. Per check at most :data:`MAX_LISTED` findings
 are listed, the rest are counted (``problem_counts``).
@@ -44,7 +49,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from latentarc.codec import bitstream
+from latentarc.codec import bitstream, guarantee
 from latentarc.codec.errors import BitstreamError, ModelError
 from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA
 from latentarc.pipeline.storage import _stat_many
@@ -62,6 +67,7 @@ _BATCH_ROWS = 64  # rows per Arrow batch while streaming a data file (bounds pay
 _ROW_COLUMNS = ["key", "width", "height", "mode", "codec", "format_version", "model_sha256", "payload",
                 "payload_size", "payload_crc32c"]
 _DECODE_COLUMNS = ["source_uri", "source_sha256", "psnr"]
+_OPTIONAL_DECODE_COLUMNS = ["guarantee"]  # nullable, absent from files written before it existed
 
 
 @dataclass
@@ -136,6 +142,8 @@ def _schema_problems(schema: pa.Schema, want: pa.Schema) -> list[str]:
     out = []
     for f in want:
         i = schema.get_field_index(f.name)
+        if i < 0 and f.nullable:  # a column added later: readers fill it with nulls
+            continue
         if i < 0:
             out.append(f"column {f.name!r} ({f.type}) is missing")
         elif not schema.field(i).type.equals(f.type):
@@ -293,6 +301,8 @@ class _Verifier:
         names = set(pf.schema_arrow.names)
         cols = _ROW_COLUMNS + (_DECODE_COLUMNS if self.decode else [])
         missing = [c for c in cols if c not in names]
+        if self.decode:
+            cols += [c for c in _OPTIONAL_DECODE_COLUMNS if c in names]
         if missing:
             self.f.problem("schema", f"rows not checked: column(s) {', '.join(missing)} missing", file=rel)
             cols = [c for c in cols if c in names]
@@ -393,7 +403,8 @@ class _Verifier:
         return codec
 
     def check_decode(self, codec, payload: bytes, row: dict, where: dict) -> None:
-        from latentarc.codec.images import DEFAULT_MAX_PIXELS, colour_planes, read_image, restored_mode
+        from latentarc.codec.classical import ClassicalDecoded, decoded_planes
+        from latentarc.codec.images import DEFAULT_MAX_PIXELS, read_image, restored_mode
         from latentarc.codec.metrics import psnr
         from latentarc.pipeline.storage import read_bytes
 
@@ -413,22 +424,36 @@ class _Verifier:
         if bad:
             f.problem("decode", "; ".join(bad), **where)
             return
+        tier = row.get("guarantee")
+        if tier == guarantee.BYTES_EXACT:  # needs no source: the table recorded its SHA-256
+            restored = dec.original if isinstance(dec, ClassicalDecoded) else None
+            if restored is None:
+                f.problem("guarantee", "the row promises bytes-exact, but its stream restores no original bytes",
+                          **where)
+            elif hashlib.sha256(restored).hexdigest() != (row.get("source_sha256") or "").lower():
+                f.problem("guarantee", "bytes-exact row: the SHA-256 of the restored bytes is not source_sha256",
+                          **where)
         # PSNR against the original, when it is still there and unchanged
         uri = row.get("source_uri")
-        ref = None
+        pic = None
         if uri:
             try:
                 data = read_bytes(uri, self.t.storage_options)
                 if hashlib.sha256(data).hexdigest() == (row.get("source_sha256") or "").lower():
-                    ref = read_image(data, max_pixels=max(DEFAULT_MAX_PIXELS, w * h + 1)).reference()
+                    pic = read_image(data, max_pixels=max(DEFAULT_MAX_PIXELS, w * h + 1))
             except Exception:  # noqa: BLE001 - gone, unreadable, no longer an image: no reference
-                ref = None
-        if ref is None:
+                pic = None
+        if pic is None:
             self.r.decoded_without_reference += 1
             return
         self.r.decoded_with_reference += 1
+        ref = pic.reference()
+        if tier == guarantee.PIXELS_EXACT:
+            why = guarantee.pixel_mismatch(pic, decoded_planes(dec, mode), guarantee.decoded_alpha(dec.image))
+            if why is not None:
+                f.problem("guarantee", f"pixels-exact row decodes to other pixels than the source's: {why}", **where)
         try:
-            got = psnr(ref, colour_planes(dec.rgb, mode))
+            got = psnr(ref, decoded_planes(dec, mode))  # at 16 bits where the stream holds them
         except ValueError as e:
             f.problem("psnr", f"decoded planes do not match the original's: {e}", **where)
             return
