@@ -34,7 +34,7 @@ from .lossless import LosslessCodec
 from .metrics import ms_ssim, psnr
 from .neural import Decoded, EncodeResult
 
-__all__ = ["get_codec", "codec_for_stream", "AutoCodec", "encode_with", "smallest_meeting", "model_sha256",
+__all__ = ["get_codec", "check_weights", "codec_for_stream", "AutoCodec", "encode_with", "smallest_meeting", "model_sha256",
            "DEFAULT_AUTO_CODECS", "KEEPS_SOURCE", "names"]
 
 #: codecs ``auto`` tries when none are named
@@ -103,6 +103,17 @@ def get_codec(name: str, *, weights: str | os.PathLike | None = None, device=Non
     (``UnknownModel`` if it is not one). ``opts``: ``adaptive`` (neural), ``codecs`` / ``min_psnr`` /
     ``min_ms_ssim`` (auto); options another kind of codec does not use are ignored."""
     return _BUILDERS.get(name, _neural)(name, weights=weights, device=device, **opts)
+
+
+def check_weights(name: str, *, codecs: str | Sequence[str] | None = None, weights=None) -> None:
+    """Resolve (and hash-check) the weights of every neural codec ``name`` stands for — itself, or the
+    members of ``auto`` — without loading a network. Raises ``WeightsNotFound`` / ``UnknownModel`` /
+    ``WeightsChecksumMismatch`` as loading would."""
+    from .registry import resolve_weights
+
+    for n in (_codec_list(codecs) if name == "auto" else [name]):
+        if n not in _BUILDERS:
+            resolve_weights(n, weights=weights)
 
 
 def codec_for_stream(data: bytes, *, weights=None, device=None, **opts) -> ImageCodec:

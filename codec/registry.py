@@ -64,6 +64,17 @@ def spec(name: str) -> ModelSpec:
         raise UnknownModel(f"unknown model {name!r}; known: {', '.join(available())}") from None
 
 
+def resolve_weights(name: str, *, weights: str | os.PathLike | None = None) -> dict[str, "os.PathLike"]:
+    """Find and verify every weight file of the registered model ``name`` without building it: a job checks
+    this on the driver before it starts workers, so missing weights are one clear error, not one per actor.
+    Prefix names (``diffusers:…``) resolve when built; they return ``{}`` here."""
+    prefix, _, ref = name.partition(":")
+    if ref and prefix in _PREFIX_BUILDERS:
+        return {}
+    s = spec(name)
+    return {role: resolve(wf, explicit=weights) for role, wf in s.weights.items()}
+
+
 def load_model(
     name: str,
     *,
@@ -131,3 +142,4 @@ register(
     )
 )
 from . import diffusers_vae  # noqa: E402,F401  (registers the "diffusers:" prefix)
+from . import encoders  # noqa: E402,F401  (registers "tae-f2-le:<folder>" and the shipped learned encoders)

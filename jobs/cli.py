@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE = 0, 1, 2
+from .exit_codes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -291,8 +291,46 @@ def build_parser() -> argparse.ArgumentParser:
     _entropy_data_args(p)
     _add_model_args(p)
 
-    p = sub.add_parser("demo", help="encode and decode a generated sample image and print what happened")
-    p.add_argument("--out", default="latentarc-demo", help="folder for the stream and the decoded image")
+    p = sub.add_parser("train-codec", help="fine-tune the tae-f2 encoder for the frozen tae-f2 decoder (streams "
+                                           "still decode with tae-f2); resumable; --eval-only: held-out figures")
+    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/train"),
+                   help="folder of training photos, searched recursively (default ../shared/data/train)")
+    p.add_argument("--out", help="run folder: checkpoint.pt, then encoder.safetensors, config.json, CARD.md; "
+                                 "rerunning with the same --out resumes from its checkpoint")
+    p.add_argument("--held-out", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+                   help="held-out photos: refused as training data, used by the evaluation")
+    p.add_argument("--steps", type=int, default=2000, help="total steps to reach (a resumed run continues)")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256, help="training crop in pixels (multiple of 8)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
+    p.add_argument("--quality-range", default="0,100", metavar="LO,HI", help="qualities drawn per example")
+    p.add_argument("--rate-model", choices=["tae-f2-ctx", "laplace"], default="tae-f2-ctx",
+                   help="differentiable code length: the context model (default) or a per-channel Laplacian")
+    p.add_argument("--rate-weight", type=float, default=1.0,
+                   help="λ in units of the codec's high-rate RD slope at each example's steps (0: distortion only)")
+    p.add_argument("--proxy", choices=["ste", "noise"], default="ste",
+                   help="quantization seen by the decoder: real rounding, straight-through (default), or noise")
+    p.add_argument("--lpips-weight", type=float, default=0.0, help="add W × LPIPS (needs codec.metrics.LPIPS)")
+    p.add_argument("--sens-probes", type=int, default=1, help="Hutchinson probes of the decoder sensitivity")
+    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
+    p.add_argument("--save-minutes", type=float, default=10.0, help="… and at least every M minutes")
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--name", default="tae-f2-le", help="model name written into config.json and CARD.md")
+    p.add_argument("--eval-only", action="store_true",
+                   help="only evaluate on held-out photos: the stock encoder, and --out's checkpoint if any")
+    p.add_argument("--eval-photos", type=int, default=3, help="held-out photos evaluated (0: none)")
+    p.add_argument("--eval-crop", type=int, default=512, help="centre crop of each evaluated photo (pixels)")
+    p.add_argument("--eval-qualities", default="10,40,70")
+    p.add_argument("--eval-json", metavar="FILE", help="with --eval-only: also write the figures as JSON")
+    _add_model_args(p)
+
+    p = sub.add_parser("demo", help="compress a generated sample collection into a table, restore it and "
+                                    "print the savings report (local folder, local Ray)")
+    p.add_argument("--out", default="latentarc-demo", help="folder for the collection, table, restored "
+                                                           "images and HTML report")
     _add_model_args(p)
     return ap
 
@@ -373,10 +411,12 @@ def _cmd_info(a) -> int:
 
 
 def _cmd_compress(a) -> int:
+    from latentarc.codec.codecs import check_weights
     from latentarc.pipeline.compress import CompressOptions, run_compress, watch
     from latentarc.pipeline.runtime import init_ray
     from latentarc.pipeline.savings import summary_lines
 
+    check_weights(a.codec, codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
     opts = CompressOptions(codec=_codec_name(a), codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
                            verify_refine=a.verify_refine, latent_search=a.latent_search,
@@ -387,7 +427,11 @@ def _cmd_compress(a) -> int:
                            price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim,
                            rows_per_part=a.rows_per_part)
     kw = {"source_options": a.storage_options, "table_options": a.storage_options}
-    show = lambda r: print("\n".join(summary_lines(r)), flush=True)  # noqa: E731
+    def show(r: dict) -> None:
+        print("\n".join(summary_lines(r)), flush=True)
+        if r["errors"]:
+            _print_run_errors(a.table, a.storage_options, r["run_id"])
+
     if a.watch:
         try:
             reports = watch(a.src, a.table, opts, a.watch, on_report=show, **kw)
@@ -397,6 +441,20 @@ def _cmd_compress(a) -> int:
         reports = [run_compress(a.src, a.table, opts, **kw)]
         show(reports[0])
     return EXIT_PARTIAL if any(r["errors"] for r in reports) else EXIT_OK
+
+
+def _print_run_errors(table_uri: str, options: dict | None, run_id: str, limit: int = 10) -> None:
+    """The error rows a run committed, one line each (the first ``limit``), so a user sees what failed."""
+    import pyarrow.compute as pc
+
+    from latentarc.pipeline.table import BitstreamTable
+
+    errs = BitstreamTable(table_uri, options).errors()
+    errs = errs.filter(pc.equal(errs["run_id"], run_id))
+    for row in errs.slice(0, limit).to_pylist():
+        print(f"  error  {row['key']} ({row['stage']}): {row['error_type']}: {row['message']}")
+    if errs.num_rows > limit:
+        print(f"  … {errs.num_rows - limit} more in {table_uri}/_errors (latentarc report {table_uri})")
 
 
 def _cmd_restore(a) -> int:
@@ -478,26 +536,16 @@ def _cmd_bench_entropy(a) -> int:
     return run_entropy_bench(a)
 
 
-def _cmd_demo(a) -> int:
-    from latentarc.jobs.sample import sample_image
+def _cmd_train_codec(a) -> int:
+    from latentarc.jobs.train_codec import run_train_codec
 
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    src = out / "sample.png"
-    sample_image().save(src)
-    stream, decoded = out / "sample.larc", out / "sample.decoded.png"
-    for argv in (
-        ["encode", str(src), str(stream), "--quality", "60"],
-        ["info", str(stream)],
-        ["decode", str(stream), str(decoded)],
-    ):
-        if a.weights:
-            argv += ["--weights", a.weights]
-        print("$ latentarc " + " ".join(argv))
-        rc = main(argv)
-        if rc:
-            return rc
-    return EXIT_OK
+    return run_train_codec(a)
+
+
+def _cmd_demo(a) -> int:
+    from latentarc.jobs.demo import run_demo
+
+    return run_demo(Path(a.out), main, weights=a.weights)
 
 
 _COMMANDS = {
@@ -514,6 +562,7 @@ _COMMANDS = {
     "train-refiner": _cmd_train_refiner,
     "train-entropy": _cmd_train_entropy,
     "bench-entropy": _cmd_bench_entropy,
+    "train-codec": _cmd_train_codec,
 }
 
 

@@ -13,11 +13,15 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, progres
 
     A Ray already initialised in this process (tests, notebooks) is used as it is.
     """
+    import logging
+
     import ray
 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs = {"log_to_driver": True, "include_dashboard": False}
+        # Ray's and Ray Data's INFO lines (cluster start, execution plans) bury the run summary on a terminal;
+        # warnings and errors still show, and the full logs stay in the session folder under /tmp/ray
+        kwargs = {"log_to_driver": True, "include_dashboard": False, "logging_level": logging.WARNING}
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -26,6 +30,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, progres
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = progress
+    if not progress:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 #: Deliberate fault tolerance for the model actors. Ray Data's defaults are unlimited restarts and retries

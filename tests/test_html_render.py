@@ -1,7 +1,7 @@
 """The bench and report HTML pages render in headless Chromium without errors (a screenshot is taken).
 
-Chromium must be at /usr/bin/chromium: CI installs it (``.ci/run``), so a missing browser FAILS here rather than
-skipping. What counts as an error: Chromium runs with ``--enable-logging=stderr``, which prints the page's
+Chromium must be on PATH (``chromium``, ``chromium-browser`` or ``google-chrome``): the README's test command
+installs it (``tests/install-chromium.sh``), so a missing browser FAILS here rather than skipping. What counts as an error: Chromium runs with ``--enable-logging=stderr``, which prints the page's
 console messages as ``INFO:CONSOLE… "<message>", source: <url> (<line>)``. Our pages contain no JavaScript at
 all, so *any* console message from the page (``CONSOLE`` lines, including failed resource loads) and any
 ``Uncaught`` exception is a failure, as is an ``ERROR:`` line that names the page's URL. Chromium's own startup
@@ -24,15 +24,14 @@ from .conftest import MODELS, PHOTOS
 
 pytestmark = pytest.mark.shared("models", "photos")
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 SIZE = (1200, 1600)
 
 
 def screenshot(page: Path, tmp: Path) -> tuple[np.ndarray, list[str]]:
     """Render ``page`` headless; return the screenshot pixels and the stderr lines that are page errors."""
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install -y chromium); "
-                    "CI does this in .ci/run")
+    if CHROMIUM is None:
+        pytest.fail("no chromium on PATH: run tests/install-chromium.sh (the README's test command does)")
     shot = tmp / f"{page.stem}.png"
     url = page.resolve().as_uri()
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
