@@ -313,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="quantization seen by the decoder: real rounding, straight-through (default), or noise")
     p.add_argument("--lpips-weight", type=float, default=0.0, help="add W × LPIPS (needs codec.metrics.LPIPS)")
     p.add_argument("--sens-probes", type=int, default=1, help="Hutchinson probes of the decoder sensitivity")
+    p.add_argument("--sens-window", type=int, default=16, help="… on a centred window of N latents (codec: 32)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
     p.add_argument("--save-minutes", type=float, default=10.0, help="… and at least every M minutes")
     p.add_argument("--log-every", type=int, default=10)

@@ -1,0 +1,649 @@
+"""``latentarc train-codec``: fine-tune the tae-f2 encoder for the FROZEN tae-f2 decoder (amortised latent search).
+
+Why: the tiny encoder is only an approximate inverse of its decoder, and the per-image latent search
+(``codec/latent_search.py``) shows the same decoder renders other latents several dB closer to the photo. A
+trained encoder moves that search into its weights: the same gain at no encode-time cost, and since the decoder
+is unchanged every stream still decodes with ``tae-f2`` (``codec/encoders.py``).
+
+Objective, per example i (a random crop at a quality drawn uniformly over ``--quality-range``)::
+
+    L_i = (D_i + λ_i · R_i) / sg(D_i)          D_i = MSE(x, Dec(Q̃(Enc(x))))   R_i = bits per pixel
+
+* Q̃ is the codec's adaptive quantization: per-channel steps ``Δ_c = base · clip(w_c^{-1/2}, ¼, 4)`` in the
+  codec's fixed point, ``w_c`` the decoder's mean squared Jacobian norm measured on the example's own latent
+  (Hutchinson, as ``codec/quantize.py``), channels centred on their mean. The decoder sees the real rounded
+  latent with a straight-through gradient (``--proxy ste``) or additive uniform noise (``--proxy noise``).
+* R is the code length of the noisy latent (u + U(−½, ½) in step units) under the shipped context entropy model
+  (``--rate-model tae-f2-ctx``: its 8 passes, the float twin of the integer network, frozen) or a per-channel
+  Laplacian (``--rate-model laplace``).
+* λ_i = ``--rate-weight`` · 4 ln 2 · MSE_q,i is the high-rate slope of the codec's own RD curve at that step
+  (MSE_q,i = Σ_c min(Δ_c²/12, var_c) · w_c / 192, the quantization noise the decoder Jacobian predicts): a change
+  of the encoder that saves bits for less distortion than the curve's own trade is a gain at every quality.
+* Dividing by sg(D_i) makes the gradient that of Σ ln D_i (mean PSNR): the MSE at quality 0 is ~50× that at
+  100, and unnormalised the low qualities alone would steer the encoder.
+
+``--lpips-weight W`` adds W · LPIPS(x, x̂) from ``codec.metrics.LPIPS`` (refused while that module lacks it).
+
+Data: random crops of the training photos (``../shared/data/train``) after a random downscale by 0.5–1 (which
+also hides their JPEG artefacts) and a random flip. Held-out photos (``../shared/data/photos``) are refused, by
+path and by content hash. Checkpoints (``checkpoint.pt``: encoder, optimiser, RNG states, history) are written
+every ``--save-every`` steps or ``--save-minutes``, and on exit or SIGTERM; rerunning with the same ``--out``
+resumes, ``--steps`` being the total to reach. A finished run exports ``encoder.safetensors``, ``config.json``
+and ``CARD.md`` with held-out figures (:func:`evaluate`).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from latentarc.codec.neural import quality_to_step
+from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DEFAULT_TRAIN = SHARED / "data" / "train"
+DEFAULT_HELD_OUT = SHARED / "data" / "photos"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
+RATE_MODELS = ("tae-f2-ctx", "laplace")
+PROXIES = ("ste", "noise")
+CHECKPOINT = "checkpoint.pt"
+EVAL_QUALITIES = (10, 40, 70)
+EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
+#: pixel values per latent position (8×8 pixels × 3 colours): turns Σ_c σ_c² w_c into a pixel MSE
+_VALUES_PER_LATENT = 3 * 64
+
+
+class HeldOutData(ValueError):
+    """The training images include held-out photos (by path or by content)."""
+
+
+class LpipsUnavailable(ValueError):
+    """``--lpips-weight`` was asked for but ``codec.metrics`` has no LPIPS torch module."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out: str
+    images: str = str(DEFAULT_TRAIN)
+    held_out: str = str(DEFAULT_HELD_OUT)
+    steps: int = 2000  # total to reach (a resumed run continues to it)
+    batch: int = 4
+    crop: int = 256  # pixels, a multiple of 8
+    lr: float = 1e-4
+    warmup: int = 50
+    quality_range: tuple[float, float] = (0.0, 100.0)
+    rate_model: str = "tae-f2-ctx"
+    rate_weight: float = 1.0
+    proxy: str = "ste"
+    lpips_weight: float = 0.0
+    sens_probes: int = 1
+    sens_window: int = 16  # latents
+    save_every: int = 50
+    save_minutes: float = 10.0
+    log_every: int = 10
+    seed: int = 0
+    device: str | None = None
+    threads: int | None = None
+    weights: str | None = None
+    eval_photos: int = 3
+    eval_crop: int = 512
+    eval_qualities: tuple[int, ...] = EVAL_QUALITIES
+    name: str = "tae-f2-le"
+
+    def __post_init__(self):
+        if self.crop % 8 or self.crop < 64:
+            raise ValueError(f"--crop must be a multiple of 8 and at least 64, got {self.crop}")
+        if self.batch < 1 or self.steps < 0:
+            raise ValueError("--batch must be ≥ 1 and --steps ≥ 0")
+        lo, hi = self.quality_range
+        if not 0 <= lo <= hi <= 100:
+            raise ValueError(f"--quality-range must lie in [0, 100], got {lo},{hi}")
+        if self.rate_model not in RATE_MODELS:
+            raise ValueError(f"--rate-model must be one of {', '.join(RATE_MODELS)}")
+        if self.proxy not in PROXIES:
+            raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
+        if self.rate_weight < 0 or self.lpips_weight < 0:
+            raise ValueError("--rate-weight and --lpips-weight must be ≥ 0")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    step: int
+    seconds: float  # training wall time over all chunks
+    history: list[dict] = field(default_factory=list)  # one row per --log-every steps
+    evaluation: dict | None = None
+
+
+# ------------------------------------------------------------------ data
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def training_files(images: str | Path, held_out: str | Path) -> list[Path]:
+    """The training images under ``images``; :class:`HeldOutData` if any is a held-out photo, by path (inside
+    the held-out folder, links resolved) or by content (the same bytes as a held-out file)."""
+    images, held_out = Path(images), Path(held_out)
+    files = image_files(images)
+    if not files:
+        raise ValueError(f"no training images in {images}")
+    hold = held_out.resolve()
+    inside = [p for p in files if hold == p.resolve() or hold in p.resolve().parents]
+    if inside:
+        raise HeldOutData(f"{len(inside)} training image(s) are held-out photos in {held_out} (e.g. {inside[0]}); "
+                          "the held-out set is for evaluation only")
+    if held_out.is_dir():
+        held = {_sha256(p) for p in image_files(held_out)}
+        same = [p for p in files if _sha256(p) in held]
+        if same:
+            raise HeldOutData(f"{len(same)} training image(s) have the bytes of a held-out photo (e.g. {same[0]})")
+    return files
+
+
+class CropSampler:
+    """Random ``crop``×``crop`` RGB crops: a random training file, downscaled by a random factor in [0.5, 1]
+    (no smaller than the crop allows), a random window and a random horizontal flip."""
+
+    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator):
+        self.files, self.crop, self.rng = files, crop, rng
+
+    def sample(self) -> np.ndarray:
+        from PIL import Image
+
+        for _ in range(100):
+            with Image.open(self.files[self.rng.integers(len(self.files))]) as im:
+                im = im.convert("RGB")
+                w, h = im.size
+                lo = max(0.5, self.crop / min(w, h))
+                if lo > 1.0:
+                    continue  # smaller than the crop
+                s = self.rng.uniform(lo, 1.0)
+                size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
+                if size != (w, h):
+                    im = im.resize(size, Image.BICUBIC, reducing_gap=3.0)
+                x0 = self.rng.integers(0, size[0] - self.crop + 1)
+                y0 = self.rng.integers(0, size[1] - self.crop + 1)
+                rgb = np.asarray(im.crop((x0, y0, x0 + self.crop, y0 + self.crop)))
+            return rgb[:, ::-1] if self.rng.random() < 0.5 else rgb
+        raise ValueError(f"no training image is at least {self.crop} px on its short side")
+
+    def batch(self, n: int, device) -> torch.Tensor:
+        x = np.stack([self.sample() for _ in range(n)]).astype(np.float32) / 255.0
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+# ------------------------------------------------------------------ the codec's quantization, differentiable
+def channel_sensitivity(decoder: torch.nn.Module, z: torch.Tensor, probes: int, gen: torch.Generator,
+                        window: int = 16) -> torch.Tensor:
+    """(B, C) mean squared decoder Jacobian norm per channel of each example, *not* normalised: Hutchinson's
+    estimator as ``codec.quantize.decoder_sensitivity`` (clamped decoder output, Rademacher probes), on a centred
+    ``window``×``window`` latent window (the codec uses 32 on the whole image; 16 costs a quarter and a decoder
+    pass through it is a third of a training step's cost at 32)."""
+    h, w = z.shape[2:]
+    y0, x0 = max(0, (h - window) // 2), max(0, (w - window) // 2)
+    z = z.detach()[:, :, y0 : y0 + window, x0 : x0 + window].requires_grad_(True)
+    with torch.enable_grad():
+        out = decoder(z).clamp(0, 1)
+        acc = torch.zeros(z.shape[:2], dtype=torch.float64, device=z.device)
+        for i in range(probes):
+            v = (torch.randint(0, 2, out.shape, generator=gen) * 2 - 1).to(out)
+            (g,) = torch.autograd.grad(out, z, v, retain_graph=i < probes - 1)
+            acc += g.double().pow(2).mean(dim=(2, 3))
+    return (acc / probes).clamp_min(1e-12)
+
+
+def adaptive_steps(sens: torch.Tensor, base: torch.Tensor, spread: float = 4.0) -> torch.Tensor:
+    """(B, C) steps as ``codec.quantize.choose_params`` makes them: sensitivities normalised to geometric mean
+    1, ``base · clip(w^{-1/2}, 1/spread, spread)``, rounded to the stream's fixed point."""
+    rel = (sens / torch.exp(torch.log(sens).mean(dim=1, keepdim=True))).rsqrt().clamp(1 / spread, spread)
+    fixed = torch.round(base[:, None].double() * rel * FIXED_POINT).clamp(MIN_STEP, MAX_STEP)
+    return (fixed / FIXED_POINT).float()
+
+
+def channel_means(z: torch.Tensor) -> torch.Tensor:
+    """(B, C) channel means in the stream's fixed point (the codec centres each channel on its mean)."""
+    return torch.round(z.detach().mean(dim=(2, 3)) * FIXED_POINT) / FIXED_POINT
+
+
+# ------------------------------------------------------------------ rate models
+def _discrete_laplace_bits(u: torch.Tensor, mu: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Bits of ``u`` (step units) under P(r) ∝ exp(−λ|r − μ|) on the integers, fractional centre — the law of
+    ``codec/laplace_tables.py`` and ``train_entropy.code_length``, evaluated at a non-integer (noisy) ``u``."""
+    frac = mu - torch.floor(mu)
+    logp = (-(u - mu).abs() * lam - torch.logaddexp(-lam * frac, -lam * (1 - frac))
+            + torch.log(-torch.expm1(-lam)))
+    return -logp / math.log(2)
+
+
+class ContextRate(torch.nn.Module):
+    """Code length under the shipped context model (``tae-f2-ctx``): the float twin of its integer network (weights
+    / 2¹², biases / 2¹⁸), frozen, run over its 2·G passes on the noisy latent."""
+
+    def __init__(self):
+        from latentarc.codec import context_model as cm
+
+        super().__init__()
+        shipped = cm.by_id(2)
+        self.cfg = shipped.cfg
+        self.net = cm.ContextNet(self.cfg)
+        scale = float(1 << cm.WEIGHT_BITS)
+        with torch.no_grad():
+            for conv, w, b in zip(self.net.convs(), shipped.net.w, shipped.net.b):
+                conv.weight.copy_(w / scale)
+                conv.bias.copy_(b / (scale * (1 << cm.INPUT_BITS)))
+        self.net.requires_grad_(False)
+        self.masks = cm.pass_masks
+
+    def forward(self, u: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """(B,) bits of ``u`` (B, C, h, w) in step units with per-channel ``steps`` (B, C)."""
+        b, c, h, w = u.shape
+        delta = steps[:, :, None, None]
+        y = u * delta  # centred latent units, what the network sees of decoded symbols
+        log2d = torch.log2(delta).expand(b, c, h, w)
+        xs, coded = [], []
+        for avail, code in self.masks(self.cfg, h, w):
+            a = torch.from_numpy(np.array(avail, np.float32)).to(u)[None].expand(b, -1, -1, -1)
+            xs.append(torch.cat([y * a, a, log2d], 1))
+            coded.append(torch.from_numpy(np.array(code, np.float32)).to(u)[None].expand(b, -1, -1, -1))
+        mu_y, log2_b = self.net(torch.cat(xs))  # all passes in one batch: (P·B, C, h, w)
+        passes = len(xs)
+        d = delta.repeat(passes, 1, 1, 1)
+        lam = (d / torch.exp2(log2_b.clamp(-12, 14))).clamp(1e-4, 1e4)
+        bits = _discrete_laplace_bits(u.repeat(passes, 1, 1, 1), mu_y / d, lam) * torch.cat(coded)
+        return bits.reshape(passes, b, -1).sum(dim=(0, 2))
+
+
+class LaplaceRate(torch.nn.Module):
+    """Code length under one zero-centred discrete Laplacian per channel and example, its scale the (detached)
+    mean |u| — a stand-in for the per-channel model of ``codec/entropy.py``."""
+
+    def forward(self, u: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        lam = 1.0 / u.detach().abs().mean(dim=(2, 3), keepdim=True).clamp_min(0.05)
+        return _discrete_laplace_bits(u, torch.zeros_like(u), lam.expand_as(u)).sum(dim=(1, 2, 3))
+
+
+def rate_model(name: str) -> torch.nn.Module:
+    return ContextRate() if name == "tae-f2-ctx" else LaplaceRate()
+
+
+def lpips_module(weight: float):
+    """``codec.metrics.LPIPS()`` when ``weight`` > 0: a torch module taking two (N, 3, H, W) images in [0, 1]."""
+    if not weight:
+        return None
+    try:
+        from latentarc.codec.metrics import LPIPS
+    except ImportError:
+        raise LpipsUnavailable("--lpips-weight needs an LPIPS torch module in codec/metrics.py "
+                               "(codec.metrics.LPIPS), which this build does not have yet") from None
+    return LPIPS()
+
+
+# ------------------------------------------------------------------ one step
+@dataclass(frozen=True)
+class StepFigures:
+    loss: float
+    psnr: float  # mean over the batch of the decoded crops' PSNR through Q̃ (with ste: the real rounding)
+    bpp: float  # mean rate proxy
+    quality: float  # mean sampled quality
+
+
+def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor, cfg: TrainConfig,
+              gen: torch.Generator, lpips=None) -> tuple[torch.Tensor, StepFigures]:
+    """The loss of one batch ``x`` (B, 3, H, W) in [0, 1] at per-example ``quality`` (B,) (module docstring)."""
+    z = encoder(x)
+    sens = channel_sensitivity(decoder, z, cfg.sens_probes, gen, cfg.sens_window)
+    base = torch.tensor([quality_to_step(float(q)) for q in quality], device=z.device)
+    steps = adaptive_steps(sens, base)
+    delta = steps[:, :, None, None]
+    mu = channel_means(z)[:, :, None, None]
+    u = (z - mu) / delta
+    noisy = u + torch.rand(u.shape, generator=gen).to(u) - 0.5
+    u_hat = u + (torch.round(u) - u).detach() if cfg.proxy == "ste" else noisy
+    x_hat = decoder(mu + u_hat * delta)
+    d = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
+    bpp = rate(noisy, steps) / (x.shape[2] * x.shape[3])
+    with torch.no_grad():  # the RD slope at each example's steps: λ = 4 ln 2 · MSE_q (module docstring)
+        var = z.detach().var(dim=(2, 3))
+        mse_q = (torch.minimum(steps.pow(2) / 12, var) * sens.float()).sum(1) / _VALUES_PER_LATENT
+        lam = cfg.rate_weight * 4 * math.log(2) * mse_q
+    loss = ((d + lam * bpp) / d.detach().clamp_min(1e-10)).mean()
+    if lpips is not None:
+        loss = loss + cfg.lpips_weight * lpips(x_hat.clamp(0, 1), x).mean()
+    psnr = float((-10 * torch.log10(d.detach().clamp_min(1e-10))).mean())
+    return loss, StepFigures(float(loss.detach()), psnr, float(bpp.detach().mean()), float(quality.mean()))
+
+
+# ------------------------------------------------------------------ checkpoints
+def _save_checkpoint(out: Path, state: dict) -> None:
+    tmp = out / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out / CHECKPOINT)
+
+
+def load_checkpoint(out: str | Path) -> dict | None:
+    path = Path(out) / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _rng_state(rng: np.random.Generator, gen: torch.Generator) -> dict:
+    return {"numpy": json.dumps(rng.bit_generator.state), "torch": gen.get_state(), "global": torch.get_rng_state()}
+
+
+def _restore_rng(state: dict, rng: np.random.Generator, gen: torch.Generator) -> None:
+    rng.bit_generator.state = json.loads(state["numpy"])
+    gen.set_state(state["torch"])
+    torch.set_rng_state(state["global"])
+
+
+# ------------------------------------------------------------------ training
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) to ``cfg.steps`` total steps; checkpoint, export and evaluate into ``cfg.out``."""
+    from latentarc.codec.registry import load_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out = Path(cfg.out)
+    files = training_files(cfg.images, cfg.held_out)
+    lpips = lpips_module(cfg.lpips_weight)
+    if lpips is not None:
+        lpips = lpips.to(device).eval().requires_grad_(False)
+    stock = load_model("tae-f2", weights=cfg.weights, device=device)
+    encoder = copy.deepcopy(stock.encoder).train().requires_grad_(True)
+    decoder = stock.decoder  # frozen (requires_grad False, shared with the stock model)
+    rate = rate_model(cfg.rate_model).to(device)
+    opt = torch.optim.Adam(encoder.parameters(), lr=cfg.lr)
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    step, seconds, history, chunks = 0, 0.0, [], []
+    ck = load_checkpoint(out)
+    if ck is not None:
+        encoder.load_state_dict(ck["encoder"])
+        opt.load_state_dict(ck["optimizer"])
+        _restore_rng(ck["rng"], rng, gen)
+        step, seconds, history, chunks = ck["step"], ck["seconds"], ck["history"], ck["chunks"]
+        print(f"resuming {out} at step {step} ({seconds:.0f} s trained)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    chunk = {"from_step": step, "config": _jsonable(cfg), "device": str(device), "threads": torch.get_num_threads()}
+    sampler = CropSampler(files, cfg.crop, rng)
+    stop = {"signal": None}
+
+    def on_term(signum, _frame):
+        stop["signal"] = signum
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    t_chunk, t_saved, recent = time.perf_counter(), time.perf_counter(), []
+
+    def checkpoint():
+        nonlocal t_saved
+        elapsed = seconds + time.perf_counter() - t_chunk
+        current = [dict(chunk, to_step=step, seconds=round(elapsed - seconds, 1))] if step > chunk["from_step"] else []
+        _save_checkpoint(out, {"step": step, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
+                               "rng": _rng_state(rng, gen), "seconds": elapsed, "history": history,
+                               "chunks": chunks + current})
+        t_saved = time.perf_counter()
+
+    try:
+        while step < cfg.steps and stop["signal"] is None:
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            x = sampler.batch(cfg.batch, device)
+            quality = torch.from_numpy(rng.uniform(*cfg.quality_range, size=cfg.batch))
+            loss, fig = objective(encoder, decoder, rate, x, quality, cfg, gen, lpips)
+            if not torch.isfinite(loss):  # a bad batch must not poison the weights
+                print(f"step {step}: non-finite loss, batch skipped", flush=True)
+                step += 1
+                continue
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+            opt.step()
+            step += 1
+            recent.append(fig)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                row = {"step": step, "loss": _mean(recent, "loss"), "psnr": _mean(recent, "psnr"),
+                       "bpp": _mean(recent, "bpp"), "quality": _mean(recent, "quality"),
+                       "seconds": round(seconds + time.perf_counter() - t_chunk, 1)}
+                history.append(row)
+                recent = []
+                print(f"step {step}/{cfg.steps}: loss {row['loss']:.4f} PSNR {row['psnr']:.2f} dB "
+                      f"{row['bpp']:.4f} bpp (mean q {row['quality']:.0f}) {row['seconds']:.0f} s", flush=True)
+            if step % cfg.save_every == 0 or time.perf_counter() - t_saved > 60 * cfg.save_minutes:
+                checkpoint()
+    finally:
+        checkpoint()
+        signal.signal(signal.SIGTERM, previous)
+    if step > chunk["from_step"]:
+        chunks.append(dict(chunk, to_step=step, seconds=round(time.perf_counter() - t_chunk, 1)))
+    seconds += time.perf_counter() - t_chunk
+    result = TrainResult(out, step, seconds, history)
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved", flush=True)
+        return result
+    if cfg.eval_photos:
+        result.evaluation = evaluate(stock, encoder.state_dict(), cfg.held_out, cfg.eval_photos, cfg.eval_crop,
+                                     cfg.eval_qualities)
+    export(cfg, encoder.state_dict(), result, chunks, files)
+    return result
+
+
+def _mean(rows: list[StepFigures], key: str) -> float:
+    return float(np.mean([getattr(r, key) for r in rows]))
+
+
+def _jsonable(cfg: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+# ------------------------------------------------------------------ export
+def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict], files: list[Path]) -> None:
+    """``encoder.safetensors`` + ``config.json`` + ``CARD.md``: a folder ``tae-f2-le:<folder>`` loads, and
+    that can be shipped as ``codec/weights/<name>/`` (``codec/encoders.py``)."""
+    from safetensors.torch import save_file
+
+    from latentarc.codec.encoders import BASE_MODEL, ENCODER_FILE
+
+    out = Path(cfg.out)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()}, str(out / ENCODER_FILE))
+    (out / ENCODER_FILE).chmod(0o644)  # safetensors writes 0600; the folder is meant to be shipped
+    images = Path(cfg.images)
+    sets = sorted({p.relative_to(images).parts[0] for p in files if len(p.relative_to(images).parts) > 1})
+    last = result.history[-1] if result.history else {}
+    meta = {
+        "name": cfg.name,
+        "base_model": BASE_MODEL,
+        "encoder_sha256": _sha256(out / ENCODER_FILE),
+        "decoder": "unchanged tae-f2 decoder; streams carry its fingerprint and decode with tae-f2",
+        "training": {
+            "images": str(images), "image_sets": sets, "images_count": len(files), "held_out": cfg.held_out,
+            "steps": result.step, "seconds": round(result.seconds, 1), "final": last, "chunks": chunks,
+            "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} lpips" if cfg.lpips_weight else ""),
+                          "proxy": cfg.proxy, "rate_model": cfg.rate_model, "rate_weight": cfg.rate_weight,
+                          "quality_range": list(cfg.quality_range)},
+        },
+        "held_out_evaluation": result.evaluation,
+    }
+    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    (out / "CARD.md").write_text(_card(cfg, meta, images))
+
+
+_TERMS = {
+    "bsds500": "BSDS500 (Berkeley Segmentation Data Set 500, Arbeláez et al., TPAMI 2011): Corel photographs, free "
+               "for non-commercial research and teaching",
+    "imagenet-sample": "ImageNet (ILSVRC-2012) one-sample-per-class collection: ImageNet terms, non-commercial "
+                       "research",
+}
+
+
+def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
+    t = meta["training"]
+    sets = "\n".join(f"  - `{s}/`: {_TERMS.get(s, 'see ' + str(images / 'SOURCES.md'))}" for s in t["image_sets"])
+    f = t["final"]
+    final = (f"loss {f['loss']:.4f}, train-crop PSNR {f['psnr']:.2f} dB at {f['bpp']:.4f} bpp (rate proxy), "
+             f"mean of the last {cfg.log_every} steps" if f else "none logged")
+    chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {c['config']['batch']}, crop {c['config']['crop']}, "
+                       f"lr {c['config']['lr']}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
+                       for c in t["chunks"])
+    return f"""# {cfg.name}: learned tae-f2 encoder for the frozen tae-f2 decoder
+
+Trained by latentarc (`latentarc train-codec`, jobs/train_codec.py), fine-tuned from the tae-f2 encoder
+(madebyollin/taesd, MIT). The decoder is the unchanged tae-f2 decoder: streams carry its fingerprint and the
+name `tae-f2`, and decode with today's decoder.
+
+- **Data**: {t['images_count']} training photos under `{images}`:
+{sets}
+
+  Weights trained on these inherit their terms: **non-commercial research use**. Held out (never trained on,
+  refused by path and content hash): `{t['held_out']}`.
+- **Objective**: per example (D + λ·R) / sg(D), D = pixel MSE through the codec's adaptive quantization
+  ({cfg.proxy} proxy) at a quality drawn uniformly in {list(cfg.quality_range)}, R the {cfg.rate_model} code
+  length of the noisy latent, λ = {cfg.rate_weight} × the high-rate RD slope at the example's steps
+  (docs/training.md).
+- **Training**: {t['steps']} steps, {t['seconds']:.0f} s wall time in all, seed {cfg.seed}; chunks: {chunks}.
+  Final: {final}.
+
+Held-out figures (`latentarc train-codec --eval-only`):
+
+{format_evaluation(meta['held_out_evaluation']) if meta['held_out_evaluation'] else 'not measured'}
+"""
+
+
+# ------------------------------------------------------------------ held-out evaluation
+def _held_out_crops(folder: str | Path, count: int, crop: int):
+    from latentarc.codec.images import Picture, read_image
+
+    paths = image_files(Path(folder))
+    if not paths:
+        raise ValueError(f"no held-out photos in {folder}")
+    pick = sorted({int(round(i)) for i in np.linspace(0, len(paths) - 1, min(count, len(paths)))})
+    out = []
+    for i in pick:
+        pic = read_image(paths[i].read_bytes())
+        h, w = pic.rgb.shape[:2]
+        s = min(crop, h, w) // 8 * 8
+        y, x = (h - s) // 2, (w - s) // 2
+        out.append((paths[i].name, Picture(np.ascontiguousarray(pic.rgb[y : y + s, x : x + s]), None, pic.mode)))
+    return out
+
+
+@torch.no_grad()
+def _unquantized_psnr(model, pic) -> float:
+    from latentarc.codec.metrics import psnr
+
+    x = torch.from_numpy(pic.rgb).permute(2, 0, 1)[None].float().div(255).to(model.device)
+    y = model.decode(model.encode(x))[0].mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return psnr(pic.rgb, y.cpu().numpy())
+
+
+def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: int = 3, crop: int = 512,
+             qualities=EVAL_QUALITIES, entropy_models=EVAL_ENTROPY_MODELS) -> dict:
+    """Stock encoder vs the fine-tuned one (``encoder_state``; None: stock only) on ``photos`` held-out photos
+    (centre crops ≤ ``crop`` px): the unquantized PSNR (the autoencoder's ceiling) and, per entropy model and
+    quality, the real codec's bpp and decoded PSNR (streams coded and decoded with the stock decoder)."""
+    from latentarc.codec.encoders import with_encoder
+    from latentarc.codec.neural import NeuralCodec
+
+    models = {"stock": stock}
+    if encoder_state is not None:
+        models["learned"] = with_encoder(stock, {k: v.detach().to("cpu") for k, v in encoder_state.items()})
+        models["learned"].to(stock.device)
+    crops = _held_out_crops(held_out, photos, crop)
+    rows = []
+    for label, model in models.items():
+        for name, pic in crops:
+            row = {"encoder": label, "photo": name, "size": pic.width, "unquantized_psnr": _unquantized_psnr(model, pic)}
+            for em in entropy_models:
+                codec = NeuralCodec(model, entropy_model=em)
+                a = codec.analyse(pic)
+                for q in qualities:
+                    r = codec.encode(pic, quality=q, analysis=a)
+                    row[f"{em}@{q}"] = {"bpp": r.bpp, "psnr": r.psnr}
+            rows.append(row)
+            print(f"  eval {label} {name}: unquantized {row['unquantized_psnr']:.2f} dB", flush=True)
+    summary = {}
+    for label in models:
+        mine = [r for r in rows if r["encoder"] == label]
+        s = {"unquantized_psnr": float(np.mean([r["unquantized_psnr"] for r in mine]))}
+        for em in entropy_models:
+            for q in qualities:
+                k = f"{em}@{q}"
+                s[k] = {"bpp": float(np.mean([r[k]["bpp"] for r in mine])),
+                        "psnr": float(np.mean([r[k]["psnr"] for r in mine]))}
+        summary[label] = s
+    return {"photos": [n for n, _ in crops], "crop": crop, "qualities": list(qualities),
+            "entropy_models": list(entropy_models), "summary": summary, "rows": rows}
+
+
+def format_evaluation(ev: dict) -> str:
+    """A Markdown table of :func:`evaluate`'s summary (means over the photos)."""
+    head = "| encoder | unquantized PSNR | " + " | ".join(f"{em} q{q} bpp / PSNR" for em in ev["entropy_models"]
+                                                          for q in ev["qualities"]) + " |"
+    sep = "|" + "---|" * (2 + len(ev["entropy_models"]) * len(ev["qualities"]))
+    lines = [f"{len(ev['photos'])} held-out photos ({', '.join(ev['photos'])}), centre crops ≤ {ev['crop']} px; "
+             "means over the photos.", "", head, sep]
+    for label, s in ev["summary"].items():
+        cells = [f"{s[f'{em}@{q}']['bpp']:.4f} / {s[f'{em}@{q}']['psnr']:.2f}" for em in ev["entropy_models"]
+                 for q in ev["qualities"]]
+        lines.append(f"| {label} | {s['unquantized_psnr']:.2f} dB | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
+    """``--eval-only``: the stock encoder, and the latest encoder in ``out`` (its checkpoint) when there is one."""
+    from latentarc.codec.registry import load_model
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    stock = load_model("tae-f2", weights=cfg.weights, device=device)
+    ck = load_checkpoint(out) if out else None
+    ev = evaluate(stock, ck["encoder"] if ck else None, cfg.held_out, cfg.eval_photos, cfg.eval_crop,
+                  cfg.eval_qualities)
+    if ck:
+        ev["checkpoint_step"] = ck["step"]
+    return ev
+
+
+# ------------------------------------------------------------------ CLI edge
+def config_from_args(a) -> TrainConfig:
+    lo, hi = (float(v) for v in a.quality_range.split(","))
+    if not a.out and not a.eval_only:
+        raise ValueError("train-codec needs --out FOLDER (checkpoints, the encoder and its card go there)")
+    return TrainConfig(out=a.out or "", images=a.images, held_out=a.held_out, steps=a.steps, batch=a.batch, crop=a.crop,
+                       lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), rate_model=a.rate_model,
+                       rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
+                       sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every, save_minutes=a.save_minutes,
+                       log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
+                       eval_photos=a.eval_photos, eval_crop=a.eval_crop,
+                       eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",")), name=a.name)
+
+
+def run_train_codec(a) -> int:
+    cfg = config_from_args(a)
+    if a.eval_only:
+        ev = evaluate_folder(a.out, cfg)
+        print(format_evaluation(ev))
+        if a.eval_json:
+            Path(a.eval_json).write_text(json.dumps(ev, indent=2) + "\n")
+        return 0
+    r = train(cfg)
+    if r.evaluation:
+        print(format_evaluation(r.evaluation))
+    return 0

@@ -1,0 +1,56 @@
+"""train-codec: a few steps on tiny crops, a resume, and the saved encoder through the registry and the codec."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from latentarc.jobs import train_codec as tc
+
+from .conftest import PHOTOS, TRAIN, photo_crop
+
+pytestmark = pytest.mark.shared("models", "photos", "train")
+
+
+def _cfg(out, steps: int) -> tc.TrainConfig:
+    return tc.TrainConfig(out=str(out), images=str(TRAIN), held_out=str(PHOTOS), steps=steps, batch=2, crop=64,
+                          save_every=2, log_every=1, threads=1, device="cpu", eval_photos=0, sens_window=8)
+
+
+def test_train_resume_and_decode_with_the_stock_decoder(tmp_path):
+    from latentarc.codec.api import codec_for_stream, load_codec
+    from latentarc.codec.registry import load_model
+
+    out = tmp_path / "run"
+    first = tc.train(_cfg(out, 3))
+    assert first.step == 3 and all(math.isfinite(r["loss"]) for r in first.history)
+    ck = tc.load_checkpoint(out)
+    assert ck["step"] == 3 and (out / "encoder.safetensors").is_file()
+
+    resumed = tc.train(_cfg(out, 4))  # the same --out: continues from step 3
+    assert resumed.step == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
+    assert [(c["from_step"], c["to_step"]) for c in tc.load_checkpoint(out)["chunks"]] == [(0, 3), (3, 4)]
+
+    learned = load_model(f"tae-f2-le:{out}", device="cpu")
+    stock = load_model("tae-f2", device="cpu")
+    assert learned.name == "tae-f2" and learned.fingerprint == stock.fingerprint
+    trained = torch.load(out / "checkpoint.pt", weights_only=True)["encoder"]
+    assert all(torch.equal(learned.encoder.state_dict()[k], v) for k, v in trained.items())
+    assert not torch.equal(learned.encoder[0].weight, stock.encoder[0].weight)  # it did train
+
+    pic = photo_crop(0, 64)
+    res = load_codec(f"tae-f2-le:{out}", device="cpu").encode(pic, quality=50)
+    decoder = codec_for_stream(res.data, device="cpu")  # the stream names tae-f2: the stock decoder
+    assert decoder.model is stock
+    assert decoder.decode(res.data).rgb.shape == pic.rgb.shape
+    assert res.psnr > 20
+
+
+def test_held_out_photos_are_refused(tmp_path):
+    with pytest.raises(tc.HeldOutData):
+        tc.training_files(PHOTOS, PHOTOS)
+    (tmp_path / "copy.png").write_bytes(sorted(PHOTOS.glob("*.png"))[3].read_bytes())
+    with pytest.raises(tc.HeldOutData, match="bytes of a held-out photo"):
+        tc.training_files(tmp_path, PHOTOS)
