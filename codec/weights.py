@@ -24,11 +24,20 @@ ENV_OFFLINE = "LATENTARC_OFFLINE"
 
 @dataclass(frozen=True)
 class WeightFile:
-    """One pinned weight file: its file name, where to fetch it, and its SHA-256."""
+    """One pinned weight file: its file name, where to fetch it, and its SHA-256.
+
+    ``subdir``: a folder the file may also sit in under a model folder (``$LATENTARC_MODEL_DIR/<subdir>/`` or an
+    explicit folder), for weights shipped grouped, e.g. ``perceptual/``."""
 
     filename: str
     url: str
     sha256: str
+    subdir: str = ""
+
+
+def _in_folder(folder: Path, spec: WeightFile) -> list[Path]:
+    """Where ``spec`` may sit in a model folder: directly, then in its ``subdir``."""
+    return [folder / spec.filename] + ([folder / spec.subdir / spec.filename] if spec.subdir else [])
 
 
 def cache_dir() -> Path:
@@ -94,12 +103,13 @@ def resolve(spec: WeightFile, explicit: str | os.PathLike | None = None, allow_d
     candidates: list[Path] = []
     if explicit is not None:
         p = Path(explicit)
-        candidates.append(p / spec.filename if p.is_dir() else p)
-        if not candidates[0].exists():
-            raise WeightsNotFound(f"explicit weight path {candidates[0]} does not exist")
-        return _verified(candidates[0], spec)
+        options = _in_folder(p, spec) if p.is_dir() else [p]
+        found = next((c for c in options if c.exists()), None)
+        if found is None:
+            raise WeightsNotFound(f"explicit weight path {options[0]} does not exist")
+        return _verified(found, spec)
     if os.environ.get(ENV_MODEL_DIR):
-        candidates.append(Path(os.environ[ENV_MODEL_DIR]) / spec.filename)
+        candidates += _in_folder(Path(os.environ[ENV_MODEL_DIR]), spec)
     candidates.append(cache_dir() / spec.filename)
     for c in candidates:
         if c.is_file():
