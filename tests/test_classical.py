@@ -258,7 +258,7 @@ def test_auto_in_compress_and_restore(tmp_path):
     originals = {
         "photo.png": _png(photo),  # a classical codec beats the PNG at the floor
         "flat.png": _png(Image.new("RGB", (40, 40), (90, 30, 200))),
-        "already.jpg": jpeg.getvalue(),  # an already-compressed JPEG: storing the original is smallest
+        "already.jpg": jpeg.getvalue(),  # an already-compressed JPEG: the original (or its jpeg-exact transcode)
     }
     for k, v in originals.items():
         (src / k).write_bytes(v)
@@ -273,14 +273,15 @@ def test_auto_in_compress_and_restore(tmp_path):
         assert r["psnr"] >= 45 and r["ms_ssim"] is not None
         assert (r["model_sha256"] is not None) == (r["codec"] == "tae-f2")
         assert params["auto"]["candidates"]["tae-f2"] == "unreachable"  # the autoencoder tops out below 45 dB
-    assert rows["already.jpg"]["codec"] == "passthrough"
+    assert rows["already.jpg"]["codec"] in ("passthrough", "jpeg-exact")
+    assert rows["already.jpg"]["guarantee"] == "bytes-exact"
     assert rows["photo.png"]["codec"] in ("avif", "jxl")
 
     dst = tmp_path / "restored"
     res = run_restore(str(tmp_path / "table"), str(dst))
     assert res.restored == 3 and not res.failures
     for key, r in rows.items():
-        if r["codec"] == "passthrough":  # the original file, bit for bit, under its own name
+        if r["guarantee"] == "bytes-exact":  # the original file, bit for bit, under its own name
             assert (dst / key).read_bytes() == originals[key]
             continue
         out = np.asarray(Image.open(dst / (key.rsplit(".", 1)[0] + ".png")))
