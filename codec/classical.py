@@ -82,6 +82,7 @@ from .images import (
     save_image,
     to_image,
 )
+from .floors import Floors, unreachable_message
 from .metrics import ms_ssim, psnr
 from .neural import Decoded, EncodeResult, check_one_knob
 
@@ -323,11 +324,14 @@ class ClassicalCodec:
             return self.encode_floor(pic, min_psnr=min_psnr)
         return self._with_alpha_check(pic, lambda prep: self._encode_point(prep, quality, target_bpp, measure))
 
-    def encode_floor(self, pic: Picture, *, min_psnr: float | None = None, min_ms_ssim: float | None = None) -> EncodeResult:
-        """The lowest rung whose decoded PSNR and/or MS-SSIM meet the floors (bisection; every candidate decoded)."""
-        if min_psnr is None and min_ms_ssim is None:
-            raise ValueError("give min_psnr and/or min_ms_ssim")
-        return self._with_alpha_check(pic, lambda prep: self._search_floor(prep, min_psnr, min_ms_ssim))
+    def encode_floor(self, pic: Picture, *, min_psnr: float | None = None, min_ms_ssim: float | None = None,
+                     max_lpips: float | None = None, max_dists: float | None = None) -> EncodeResult:
+        """The lowest rung whose decoded PSNR / MS-SSIM / LPIPS / DISTS meet every given floor (bisection; every
+        candidate decoded and scored, ``codec.floors``)."""
+        floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)
+        if not floors:
+            raise ValueError("give min_psnr, min_ms_ssim, max_lpips and/or max_dists")
+        return self._with_alpha_check(pic, lambda prep: self._search_floor(prep, floors))
 
     def encode_lossless(self, pic: Picture) -> EncodeResult:
         """The format's lossless rung (``jxl``, ``webp``), not measured (``psnr`` None): the caller checks the
@@ -433,25 +437,20 @@ class ClassicalCodec:
                 hi = mid
         return min((lo, hi), key=lambda i: abs(size(i) - target))
 
-    def _search_floor(self, prep: _Prepared, min_psnr, min_ms_ssim) -> EncodeResult:
+    def _search_floor(self, prep: _Prepared, floors: Floors) -> EncodeResult:
         pic = prep.pic
-        evaluated: dict[int, tuple[bool, float, float | None]] = {}
+        ref = pic.reference()
+        evaluated: dict[int, tuple[bool, dict]] = {}
 
         def ok(i: int) -> bool:
             if i not in evaluated:
-                p, m = self._measure(pic, self._stream(prep, i), min_ms_ssim is not None)
-                good = (min_psnr is None or p >= min_psnr) and (min_ms_ssim is None or (m is not None and m >= min_ms_ssim))
-                evaluated[i] = (good, p, m)
+                scores = floors.scores(ref, decoded_planes(self.decode(self._stream(prep, i)), pic.mode))
+                evaluated[i] = (floors.met(scores), scores)
             return evaluated[i][0]
 
         top = len(self.fmt.ladder) - 1
         if not ok(top):
-            _, p, m = evaluated[top]
-            best = f"{p:.2f} dB" + (f", MS-SSIM {m:.4f}" if m is not None else "")
-            floor = " and ".join(
-                x for x in (min_psnr is not None and f"{min_psnr:.2f} dB", min_ms_ssim is not None and f"MS-SSIM {min_ms_ssim}") if x
-            )
-            raise QualityFloorUnreachable(f"best achievable with {self.name} is {best}, below the floor {floor}")
+            raise QualityFloorUnreachable(unreachable_message(self.name, evaluated[top][1], floors))
         lo, hi = -1, top  # invariant: rung hi passes; rungs <= lo fail (or lo = -1)
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -461,13 +460,9 @@ class ClassicalCodec:
                 lo = mid
         # quality is nearly monotone in the rung; of the passing rungs decoded, keep the smallest stream
         i = min((j for j, e in evaluated.items() if e[0]), key=lambda j: (len(self._stream(prep, j)), j))
-        _, p, m = evaluated[i]
-        knob = {}
-        if min_psnr is not None:
-            knob["min_psnr"] = min_psnr
-        if min_ms_ssim is not None:
-            knob.update(min_ms_ssim=min_ms_ssim, ms_ssim=m)
-        return EncodeResult(self._stream(prep, i), pic.width, pic.height, p, self._summary(prep, i, **knob))
+        scores = evaluated[i][1]
+        knob = floors.knob() | {k: v for k, v in scores.items() if k != "psnr"}  # measured ms_ssim / lpips / dists
+        return EncodeResult(self._stream(prep, i), pic.width, pic.height, scores["psnr"], self._summary(prep, i, **knob))
 
     # ---------------------------------------------------------------- decode
     def parse(self, data: bytes) -> tuple[bitstream.Stream, dict]:

@@ -10,7 +10,8 @@
 ``lossless``       the ``--lossless`` policy (``codec.lossless``): jpeg-exact for JPEG, else the smaller of
                    lossless JPEG XL / WebP whose decoded pixels equal the source's, else passthrough
 ``auto``           :class:`AutoCodec`: per image, the smallest stream among the enabled codecs whose *decoded*
-                   quality meets a floor (``min_psnr`` and/or ``min_ms_ssim``); passthrough when none does, and
+                   quality meets the floors (``min_psnr``, ``min_ms_ssim``, ``max_lpips``, ``max_dists``: every
+                   one given; ``codec.floors``); passthrough when none does, and
                    jpeg-exact for JPEG sources (it meets every floor)
 =================  ==========================================================================================
 
@@ -20,6 +21,7 @@ Streams never say ``auto`` or ``lossless``: those encodes write the chosen codec
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from typing import Callable, Sequence
@@ -31,6 +33,7 @@ from .errors import CorruptStream, LatentarcError, QualityFloorUnreachable
 from .exact import JpegExactCodec, is_jpeg
 from .images import Picture
 from .lossless import LosslessCodec
+from .floors import EXACT_SCORES, Floors, unreachable_message
 from .metrics import ms_ssim, psnr
 from .neural import Decoded, EncodeResult
 
@@ -68,14 +71,15 @@ def _lossless(name: str, **_) -> ImageCodec:
 
 
 def _auto(name: str, *, codecs: str | Sequence[str] | None = None, min_psnr: float | None = None,
-          min_ms_ssim: float | None = None, weights=None, device=None, **opts) -> ImageCodec:
+          min_ms_ssim: float | None = None, max_lpips: float | None = None, max_dists: float | None = None,
+          weights=None, device=None, **opts) -> ImageCodec:
     names = _codec_list(codecs)
     bad = [n for n in names if n in ("auto", "lossless")]
     if bad:
         raise ValueError(f"{bad[0]!r} cannot be one of the codecs auto chooses from")
     # the exact tier (passthrough, jpeg-exact) is always considered; listing it changes nothing
     members = [get_codec(n, weights=weights, device=device, **opts) for n in names if n not in _EXACT_TIER]
-    return AutoCodec(members, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
+    return AutoCodec(members, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim, max_lpips=max_lpips, max_dists=max_dists)
 
 
 _BUILDERS: dict[str, Callable[..., ImageCodec]] = {
@@ -101,7 +105,7 @@ def names() -> list[str]:
 def get_codec(name: str, *, weights: str | os.PathLike | None = None, device=None, **opts) -> ImageCodec:
     """The codec ``name``. Any name that is not classical, ``passthrough`` or ``auto`` is a model registry name
     (``UnknownModel`` if it is not one). ``opts``: ``adaptive`` (neural), ``codecs`` / ``min_psnr`` /
-    ``min_ms_ssim`` (auto); options another kind of codec does not use are ignored."""
+    ``min_ms_ssim`` / ``max_lpips`` / ``max_dists`` (auto); options another kind of codec does not use are ignored."""
     return _BUILDERS.get(name, _neural)(name, weights=weights, device=device, **opts)
 
 
@@ -147,74 +151,73 @@ def _measure(codec, pic: Picture, data: bytes, want_ms_ssim: bool = True) -> tup
     return psnr(ref, planes), (ms_ssim(ref, planes) if want_ms_ssim else None)
 
 
-def _meets(p: float, m: float | None, min_psnr, min_ms_ssim) -> bool:
-    # an MS-SSIM that cannot be measured (images under 11 px) cannot be shown to meet a floor
-    return (min_psnr is None or p >= min_psnr) and (min_ms_ssim is None or (m is not None and m >= min_ms_ssim))
-
-
 def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_ms_ssim: float | None = None,
+                     max_lpips: float | None = None, max_dists: float | None = None,
                      iterations: int = 7) -> tuple[EncodeResult, float, float | None]:
-    """The smallest stream of ``codec`` whose decoded quality meets the floors: ``(result, psnr, ms_ssim)``
-    (``ms_ssim`` None when there is no MS-SSIM floor). Raises :class:`QualityFloorUnreachable`.
+    """The smallest stream of ``codec`` whose decoded quality meets every given floor: ``(result, psnr,
+    ms_ssim)`` (``ms_ssim`` None when there is no MS-SSIM floor; the LPIPS / DISTS measured for their floors are
+    in ``result.params``). Raises :class:`QualityFloorUnreachable` with the best figures the codec reached.
 
-    A PSNR floor alone uses the codec's own ``min_psnr`` search. With an MS-SSIM floor, classical codecs search
-    their ladder (``encode_floor``); other codecs bisect ``quality`` 0–100, every candidate decoded, after first
-    trying the PSNR-floor stream when there is a PSNR floor too (if it meets both, nothing smaller can).
+    A PSNR floor alone uses the codec's own ``min_psnr`` search. Otherwise classical codecs search their ladder
+    (``encode_floor``); other codecs bisect ``quality`` 0–100, every candidate decoded and scored
+    (``codec.floors``), after first trying the PSNR-floor stream when there is a PSNR floor too (if it meets all
+    floors, nothing smaller can).
     """
-    if min_psnr is None and min_ms_ssim is None:
-        raise ValueError("give min_psnr and/or min_ms_ssim")
-    if min_ms_ssim is None:
+    floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)
+    if not floors:
+        raise ValueError("give min_psnr, min_ms_ssim, max_lpips and/or max_dists")
+    if floors.psnr_only:
         res = codec.encode(pic, min_psnr=min_psnr)
         return res, res.psnr, None
     if hasattr(codec, "encode_floor"):
-        res = codec.encode_floor(pic, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
+        res = codec.encode_floor(pic, **floors.knob())
         return res, res.psnr, res.params.get("ms_ssim")
-    knob = {"min_ms_ssim": min_ms_ssim} | ({"min_psnr": min_psnr} if min_psnr is not None else {})
+    ref = pic.reference()
+
+    def scored(res: EncodeResult):
+        scores = floors.scores(ref, decoded_planes(codec.decode(res.data), pic.mode))
+        return res, scores, floors.met(scores)
+
     if min_psnr is not None:
-        res = codec.encode(pic, min_psnr=min_psnr)
-        p, m = _measure(codec, pic, res.data)
-        if _meets(p, m, min_psnr, min_ms_ssim):
-            return _with(res, p, knob, m), p, m
-
-    def at(q: float):
-        res = codec.encode(pic, quality=q, measure=False)
-        p, m = _measure(codec, pic, res.data)
-        return res, p, m, _meets(p, m, min_psnr, min_ms_ssim)
-
-    best = at(100.0)
-    if not best[3]:
-        raise QualityFloorUnreachable(
-            f"best achievable with {codec.name} is {best[1]:.2f} dB, MS-SSIM {best[2]}, below the floor {knob}"
-        )
+        cand = scored(codec.encode(pic, min_psnr=min_psnr))
+        if cand[2]:
+            return _with(cand[0], cand[1], floors)
+    best = scored(codec.encode(pic, quality=100.0, measure=False))
+    if not best[2]:
+        raise QualityFloorUnreachable(unreachable_message(codec.name, best[1], floors))
     lo, hi = 0.0, 100.0  # hi passes
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        cand = at(mid)
-        if cand[3]:
+        cand = scored(codec.encode(pic, quality=mid, measure=False))
+        if cand[2]:
             hi = mid
             if len(cand[0].data) <= len(best[0].data):
                 best = cand
         else:
             lo = mid
-    res, p, m, _ = best
-    return _with(res, p, knob, m), p, m
+    return _with(best[0], best[1], floors)
 
 
-def _with(res: EncodeResult, p: float, knob: dict, m: float | None) -> EncodeResult:
-    return EncodeResult(res.data, res.width, res.height, p, dict(res.params, **knob, ms_ssim=m))
+def _with(res: EncodeResult, scores: dict, floors: Floors) -> tuple[EncodeResult, float, float | None]:
+    """``res`` with the floors and the measured figures (ms_ssim / lpips / dists) in its params."""
+    measured = {k: v for k, v in scores.items() if k != "psnr"}
+    out = EncodeResult(res.data, res.width, res.height, scores["psnr"], dict(res.params, **floors.knob(), **measured))
+    return out, scores["psnr"], scores.get("ms_ssim")
 
 
 def encode_with(codec, pic: Picture, *, quality=None, target_bpp=None, min_psnr=None, min_ms_ssim=None,
-                measure: bool = True) -> EncodeResult:
-    """``codec.encode`` with one more knob, ``min_ms_ssim``, for any codec (alone or with ``min_psnr``)."""
+                max_lpips=None, max_dists=None, measure: bool = True) -> EncodeResult:
+    """``codec.encode`` with three more floors, ``min_ms_ssim``, ``max_lpips`` and ``max_dists``, for any codec
+    (combinable with each other and with ``min_psnr``: all must hold)."""
+    floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)
     if isinstance(codec, AutoCodec):
-        return codec.encode(pic, quality=quality, target_bpp=target_bpp, min_psnr=min_psnr,
-                            min_ms_ssim=min_ms_ssim, measure=measure)
-    if min_ms_ssim is None:
+        return codec.encode(pic, quality=quality, target_bpp=target_bpp, measure=measure, **floors.knob())
+    if not floors or floors.psnr_only:
         return codec.encode(pic, quality=quality, target_bpp=target_bpp, min_psnr=min_psnr, measure=measure)
     if quality is not None or target_bpp is not None:
-        raise ValueError("a MS-SSIM floor combines with min_psnr only, not with quality or target_bpp")
-    return smallest_meeting(codec, pic, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)[0]
+        raise ValueError("MS-SSIM, LPIPS and DISTS floors combine with each other and min_psnr, "
+                         "not with quality or target_bpp")
+    return smallest_meeting(codec, pic, **floors.knob())[0]
 
 
 def _num(x: float | None):
@@ -235,7 +238,7 @@ class AutoCodec:
 
     ``EncodeResult.params`` = the chosen stream's params plus ``{"auto": {"chosen", "candidates" (name → stream
     bytes, "unreachable", or "error: …"), "floor", "psnr", "ms_ssim"}}``; ``psnr`` and ``ms_ssim`` are measured
-    on the chosen stream by decoding it.
+    on the chosen stream by decoding it, and so are ``lpips`` / ``dists`` when they have a floor.
 
     For a JPEG source ``jpeg-exact`` is a candidate too: the original rebuilt bit for bit meets every floor, in
     fewer bytes than the file where the transcode helps (its candidate entry is then its stream size, else
@@ -245,11 +248,12 @@ class AutoCodec:
     name = "auto"
 
     def __init__(self, codecs: Sequence[ImageCodec], *, min_psnr: float | None = None,
-                 min_ms_ssim: float | None = None, passthrough: PassthroughCodec | None = None):
+                 min_ms_ssim: float | None = None, max_lpips: float | None = None, max_dists: float | None = None,
+                 passthrough: PassthroughCodec | None = None):
         self.codecs: dict[str, ImageCodec] = {c.name: c for c in codecs if c.name not in _EXACT_TIER}
         self.passthrough = passthrough or PassthroughCodec()
         self.exact = JpegExactCodec(passthrough=self.passthrough)
-        self.min_psnr, self.min_ms_ssim = min_psnr, min_ms_ssim
+        self.floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)  # defaults; encode's own override them
 
     def member(self, name: str) -> ImageCodec | None:
         """The enabled codec called ``name`` (``passthrough`` and ``jpeg-exact`` included), else None."""
@@ -257,19 +261,20 @@ class AutoCodec:
         return exact.get(name) or self.codecs.get(name)
 
     def encode(self, pic: Picture, *, quality: float | None = None, target_bpp: float | None = None,
-               min_psnr: float | None = None, min_ms_ssim: float | None = None, measure: bool = True) -> EncodeResult:
+               min_psnr: float | None = None, min_ms_ssim: float | None = None, max_lpips: float | None = None,
+               max_dists: float | None = None, measure: bool = True) -> EncodeResult:
         if quality is not None or target_bpp is not None:
-            raise ValueError("codec auto chooses by a quality floor (min_psnr / min_ms_ssim), not quality or target_bpp")
-        min_psnr = self.min_psnr if min_psnr is None else min_psnr
-        min_ms_ssim = self.min_ms_ssim if min_ms_ssim is None else min_ms_ssim
-        if min_psnr is None and min_ms_ssim is None:
-            raise ValueError("codec auto needs a quality floor: min_psnr and/or min_ms_ssim")
-        floor = {k: v for k, v in (("min_psnr", min_psnr), ("min_ms_ssim", min_ms_ssim)) if v is not None}
+            raise ValueError("codec auto chooses by quality floors (min_psnr / min_ms_ssim / max_lpips / "
+                             "max_dists), not quality or target_bpp")
+        floors = dataclasses.replace(self.floors, **Floors(min_psnr, min_ms_ssim, max_lpips, max_dists).knob())
+        if not floors:
+            raise ValueError("codec auto needs a quality floor: min_psnr, min_ms_ssim, max_lpips and/or max_dists")
+        floor = floors.knob()
         candidates: dict[str, object] = {}
         best: tuple[EncodeResult, str, float, float | None] | None = None
         for name, codec in self.codecs.items():
             try:
-                res, p, m = smallest_meeting(codec, pic, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim)
+                res, p, m = smallest_meeting(codec, pic, **floor)
             except QualityFloorUnreachable:
                 candidates[name] = "unreachable"
                 continue
@@ -293,6 +298,9 @@ class AutoCodec:
         if m is None and measure:
             p, m = _measure(self.member(name), pic, res.data)
         auto = {"chosen": name, "candidates": candidates, "floor": floor, "psnr": _num(p), "ms_ssim": _num(m)}
+        for metric, ceiling in (("lpips", floors.max_lpips), ("dists", floors.max_dists)):
+            if ceiling is not None:  # the exact tier restores the original: distance 0
+                auto[metric] = _num(EXACT_SCORES[metric] if name in _EXACT_TIER else res.params.get(metric))
         return EncodeResult(res.data, res.width, res.height, p, dict(res.params, auto=auto))
 
     def decode(self, data: bytes) -> Decoded:

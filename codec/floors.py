@@ -1,0 +1,79 @@
+"""Quality floors on *decoded* pixels: ``min_psnr``, ``min_ms_ssim``, ``max_lpips``, ``max_dists``; all given
+ones must hold.
+
+A floor search (``ClassicalCodec.encode_floor``, ``codecs.smallest_meeting``, ``AutoCodec``) decodes every
+candidate stream and scores it with :meth:`Floors.scores`; a figure that cannot be measured (MS-SSIM under
+11 px, LPIPS / DISTS under 32 px: None) never counts as meeting its floor. PSNR is always measured; the other
+metrics only when they have a floor, because LPIPS costs ~2 s and DISTS ~50 s per megapixel on one CPU thread
+(``docs/perceptual.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .metrics import dists, lpips, ms_ssim, psnr
+
+#: what a stream that restores the original exactly scores (passthrough, jpeg-exact, lossless)
+EXACT_SCORES = {"psnr": float("inf"), "ms_ssim": 1.0, "lpips": 0.0, "dists": 0.0}
+
+
+@dataclass(frozen=True)
+class Floors:
+    min_psnr: float | None = None
+    min_ms_ssim: float | None = None
+    max_lpips: float | None = None
+    max_dists: float | None = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+    @property
+    def psnr_only(self) -> bool:
+        """Only a PSNR floor: every codec's own ``min_psnr`` search applies."""
+        return self.min_psnr is not None and not Floors(None, self.min_ms_ssim, self.max_lpips, self.max_dists)
+
+    def knob(self) -> dict:
+        """The given floors, as recorded in ``EncodeResult.params``."""
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def scores(self, reference: np.ndarray, planes: np.ndarray) -> dict:
+        """PSNR, plus each metric that has a floor (others are left out, not measured)."""
+        out = {"psnr": psnr(reference, planes)}
+        for floor, name, fn in ((self.min_ms_ssim, "ms_ssim", ms_ssim), (self.max_lpips, "lpips", lpips),
+                                (self.max_dists, "dists", dists)):
+            if floor is not None:
+                out[name] = fn(reference, planes)
+        return out
+
+    def met(self, scores: dict) -> bool:
+        def at_least(name, floor):
+            return floor is None or (scores.get(name) is not None and scores[name] >= floor)
+
+        def at_most(name, ceiling):
+            return ceiling is None or (scores.get(name) is not None and scores[name] <= ceiling)
+
+        return (at_least("psnr", self.min_psnr) and at_least("ms_ssim", self.min_ms_ssim)
+                and at_most("lpips", self.max_lpips) and at_most("dists", self.max_dists))
+
+    def describe(self) -> str:
+        parts = [f"PSNR ≥ {self.min_psnr:.2f} dB" if self.min_psnr is not None else None,
+                 f"MS-SSIM ≥ {self.min_ms_ssim}" if self.min_ms_ssim is not None else None,
+                 f"LPIPS ≤ {self.max_lpips}" if self.max_lpips is not None else None,
+                 f"DISTS ≤ {self.max_dists}" if self.max_dists is not None else None]
+        return " and ".join(p for p in parts if p)
+
+
+def describe_scores(scores: dict) -> str:
+    """``31.20 dB, MS-SSIM 0.9712, LPIPS 0.0841`` (only what was measured; unmeasurable as n/a)."""
+    out = [f"{scores['psnr']:.2f} dB"]
+    for name, label in (("ms_ssim", "MS-SSIM"), ("lpips", "LPIPS"), ("dists", "DISTS")):
+        if name in scores:
+            out.append(f"{label} " + ("n/a" if scores[name] is None else f"{scores[name]:.4f}"))
+    return ", ".join(out)
+
+
+def unreachable_message(codec_name: str, best: dict, floors: Floors) -> str:
+    return f"best achievable with {codec_name} is {describe_scores(best)}, below the floor {floors.describe()}"
