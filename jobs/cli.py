@@ -417,7 +417,7 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.runtime import init_ray
     from latentarc.pipeline.savings import summary_lines
 
-    check_weights(a.codec, codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
+    check_weights(_codec_name(a), codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
     opts = CompressOptions(codec=_codec_name(a), codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
                            verify_refine=a.verify_refine, latent_search=a.latent_search,
