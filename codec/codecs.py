@@ -299,8 +299,8 @@ class AutoCodec:
             p, m = _measure(self.member(name), pic, res.data)
         auto = {"chosen": name, "candidates": candidates, "floor": floor, "psnr": _num(p), "ms_ssim": _num(m)}
         for metric, ceiling in (("lpips", floors.max_lpips), ("dists", floors.max_dists)):
-            if ceiling is not None:  # the exact tier restores the original: distance 0
-                auto[metric] = _num(EXACT_SCORES[metric] if name in _EXACT_TIER else res.params.get(metric))
+            if ceiling is not None:  # the exact tier restores the original: distance 0 (finite: kept unrounded)
+                auto[metric] = EXACT_SCORES[metric] if name in _EXACT_TIER else res.params.get(metric)
         return EncodeResult(res.data, res.width, res.height, p, dict(res.params, auto=auto))
 
     def decode(self, data: bytes) -> Decoded:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .metrics import dists, lpips, ms_ssim, psnr
+from .metrics import DISTS_WEIGHTS, LPIPS_WEIGHTS, dists, lpips, ms_ssim, psnr
+from .weights import resolve
 
 #: what a stream that restores the original exactly scores (passthrough, jpeg-exact, lossless)
 EXACT_SCORES = {"psnr": float("inf"), "ms_ssim": 1.0, "lpips": 0.0, "dists": 0.0}
@@ -57,6 +58,13 @@ class Floors:
 
         return (at_least("psnr", self.min_psnr) and at_least("ms_ssim", self.min_ms_ssim)
                 and at_most("lpips", self.max_lpips) and at_most("dists", self.max_dists))
+
+    def check_weights(self) -> None:
+        """Resolve and hash-check the weights of each floored perceptual metric without loading them, so a job
+        fails before its first image (``WeightsNotFound`` / ``WeightsChecksumMismatch``)."""
+        for ceiling, weights in ((self.max_lpips, LPIPS_WEIGHTS), (self.max_dists, DISTS_WEIGHTS)):
+            if ceiling is not None:
+                resolve(weights)
 
     def describe(self) -> str:
         parts = [f"PSNR ≥ {self.min_psnr:.2f} dB" if self.min_psnr is not None else None,

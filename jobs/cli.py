@@ -42,8 +42,8 @@ def _knobs(p: argparse.ArgumentParser) -> None:
 
 _CODEC_HELP = ("auto, a model registry name (tae-f2, diffusers:<ref>), avif, jxl, webp, jpeg, jpeg-exact or "
                "passthrough (default tae-f2); auto keeps, per image, the smallest stream among --codecs that meets "
-               "the floor (--min-psnr and/or --min-ms-ssim), else the original file or, for JPEG, its jpeg-exact "
-               "transcode")
+               "the floors (--min-psnr, --min-ms-ssim, --max-lpips, --max-dists: every one given), else the original "
+               "file or, for JPEG, its jpeg-exact transcode")
 
 
 def _codec_args(p: argparse.ArgumentParser) -> None:
@@ -56,6 +56,14 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated codecs --codec auto chooses from (default tae-f2,avif,jxl)")
     p.add_argument("--min-ms-ssim", type=float, metavar="M",
                    help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
+    p.add_argument("--max-lpips", type=float, metavar="D",
+                   help="perceptual floor: decoded LPIPS-Alex distance at most D (0 = identical; about 0.01 at JPEG "
+                        "q90, 0.3 at q10); combines with the other floors. Costs about 2 s per megapixel per "
+                        "candidate decoded on one CPU thread (docs/perceptual.md)")
+    p.add_argument("--max-dists", type=float, metavar="D",
+                   help="perceptual floor: decoded DISTS distance at most D (0 = identical; about 0.07 at JPEG q90, "
+                        "0.3 at q10); combines with the other floors. Costs about 50 s per megapixel per candidate "
+                        "decoded on one CPU thread (docs/perceptual.md)")
     p.add_argument("--entropy-model", default="per-channel",
                    help="how neural latents are entropy-coded: per-channel (default) or tae-f2-ctx (the learned "
                         "context model); decoding follows the stream")
@@ -91,7 +99,8 @@ def _codec_name(a) -> str:
     """The codec ``encode`` / ``compress`` run: ``lossless`` with --lossless (alone), else --codec."""
     if not a.lossless:
         return a.codec
-    knobs = [f"--{k.replace('_', '-')}" for k in ("quality", "target_bpp", "min_psnr", "min_ms_ssim")
+    knobs = [f"--{k.replace('_', '-')}" for k in ("quality", "target_bpp", "min_psnr", "min_ms_ssim", "max_lpips",
+                                                  "max_dists")
              if getattr(a, k) is not None]
     if a.codec != "tae-f2" or knobs:
         raise ValueError(f"--lossless chooses the codec and keeps every pixel; drop {' '.join(knobs or ['--codec'])}")
@@ -346,7 +355,7 @@ def _cmd_encode(a) -> int:
                       latent_search=a.latent_search)
     t = time.perf_counter()
     res = encode_with(codec, pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
-                      min_ms_ssim=a.min_ms_ssim)
+                      min_ms_ssim=a.min_ms_ssim, max_lpips=a.max_lpips, max_dists=a.max_dists)
     dt = time.perf_counter() - t
     Path(a.out).write_bytes(res.data)
     chosen = ""
@@ -360,9 +369,12 @@ def _cmd_encode(a) -> int:
     if search:  # what the encoder's search gained before quantization, next to the stream's measured PSNR
         chosen += (f" [latent_search: {search['iterations']} steps, unquantized {search['psnr_before']:.2f} → "
                    f"{search['psnr_after']:.2f} dB]")
+    measured = res.params.get("auto", res.params)  # perceptual distances, when a floor had them measured
+    perceptual = "".join(f", {label} {measured[k]:.4f}" for k, label in (("lpips", "LPIPS"), ("dists", "DISTS"))
+                         if measured.get(k) is not None)
     print(
         f"{a.image}: {pic.width}x{pic.height} {pic.mode} → {a.out}: {len(res.data)} bytes, "
-        f"{res.bpp:.4f} bpp, PSNR {res.psnr:.2f} dB, {dt:.1f} s{chosen}"
+        f"{res.bpp:.4f} bpp, PSNR {res.psnr:.2f} dB{perceptual}, {dt:.1f} s{chosen}"
     )
     if a.target_bpp and abs(res.bpp / a.target_bpp - 1) > 0.05:
         print(f"warning: {a.target_bpp} bpp is not reachable for this image; nearest is {res.bpp:.4f}", file=sys.stderr)
@@ -413,17 +425,20 @@ def _cmd_info(a) -> int:
 
 def _cmd_compress(a) -> int:
     from latentarc.codec.codecs import check_weights
+    from latentarc.codec.floors import Floors
     from latentarc.pipeline.compress import CompressOptions, run_compress, watch
     from latentarc.pipeline.runtime import init_ray
     from latentarc.pipeline.savings import summary_lines
 
     check_weights(_codec_name(a), codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
+    Floors(max_lpips=a.max_lpips, max_dists=a.max_dists).check_weights()
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
     opts = CompressOptions(codec=_codec_name(a), codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
                            verify_refine=a.verify_refine, latent_search=a.latent_search,
                            weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
                            quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
-                           min_ms_ssim=a.min_ms_ssim, workers=a.workers,
+                           min_ms_ssim=a.min_ms_ssim, max_lpips=a.max_lpips, max_dists=a.max_dists,
+                           workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
                            price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim,
                            rows_per_part=a.rows_per_part)

@@ -24,7 +24,8 @@ log = logging.getLogger("latentarc.compress")
 class CompressOptions:
     #: a codec name (codec.codecs.get_codec): neural, avif/jxl/webp/jpeg, passthrough, jpeg-exact, lossless (the
     #: --lossless policy: nothing changes a pixel), or auto (per image, the smallest stream among ``codecs``
-    #: meeting the min_psnr / min_ms_ssim floor, else the original file or its jpeg-exact transcode)
+    #: meeting the min_psnr / min_ms_ssim / max_lpips / max_dists floors, else the original file or its jpeg-exact
+    #: transcode)
     codec: str = "tae-f2"
     codecs: str | None = None  # what auto chooses from (default codec.codecs.DEFAULT_AUTO_CODECS)
     entropy_model: str = "per-channel"  # entropy coder of neural latents (codec.latent_coding)
@@ -36,6 +37,8 @@ class CompressOptions:
     target_bpp: float | None = None
     min_psnr: float | None = None
     min_ms_ssim: float | None = None
+    max_lpips: float | None = None  # perceptual floors (codec.floors); rows then carry the lpips / dists measured
+    max_dists: float | None = None
     workers: int | None = None
     batch_size: int = 1  # images per actor call: images are encoded one at a time, so 1 balances load best
     rows_per_part: int = 64  # Parquet part size: the sink buffers this many rows before writing a part
@@ -128,7 +131,7 @@ def run_compress(
     if todo:
         plan = plan_pool(opts.workers)
         knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
-                 "min_ms_ssim": opts.min_ms_ssim}
+                 "min_ms_ssim": opts.min_ms_ssim, "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}
         # before the dataset exists: Ray Data snapshots the context at creation
         with tolerate_failed_blocks(), patient_execution():
             # one image per block (up to 50k blocks): an actor that draws large images must not hold others back
@@ -189,7 +192,8 @@ def run_compress(
                           price_per_gb_month=opts.price_per_gb_month,
                           extra={"codec": opts.codec, "knobs": {k: v for k, v in
                                  {"quality": opts.quality, "target_bpp": opts.target_bpp,
-                                  "min_psnr": opts.min_psnr}.items() if v is not None}})
+                                  "min_psnr": opts.min_psnr, "min_ms_ssim": opts.min_ms_ssim,
+                                  "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}.items() if v is not None}})
     if data_files or error_files:
         table.commit(run_id, data_files, error_files, rows=n_rows, errors=n_errors, report=report)
     table.write_report(run_id, report)

@@ -2,8 +2,9 @@
 
 Column names and types of DESIGN §3 are a contract: never drop or retype them. Extra columns here:
 ``source_etag`` (change detection for incremental runs), ``ms_ssim`` (measured at encode time, when the job
-computes it), ``run_id`` (which run wrote the row) and ``guarantee`` (``codec.guarantee``). Non-nullable fields
-are required in every row.
+computes it), ``run_id`` (which run wrote the row), ``guarantee`` (``codec.guarantee``) and ``lpips`` /
+``dists`` (measured when the job has an LPIPS / DISTS floor; ``codec.floors``). Non-nullable fields are required
+in every row.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ TABLE_SCHEMA = pa.schema(
         # what the restored image promises (codec.guarantee): bytes-exact, pixels-exact or lossy; null in rows
         # written before the column existed
         pa.field("guarantee", pa.string(), nullable=True),
+        # perceptual distances of the stored stream (codec.metrics), measured for an LPIPS / DISTS floor; null
+        # otherwise and in rows written before the columns existed
+        pa.field("lpips", pa.float64(), nullable=True),
+        pa.field("dists", pa.float64(), nullable=True),
     ],
     metadata={"latentarc.table": "bitstream", "latentarc.schema_version": SCHEMA_VERSION},
 )

@@ -166,7 +166,8 @@ class EncodeActor:
                 pic = picture_from_row(row)
                 res = encode_with(self.codec, pic, **self.knobs)
                 name = bitstream.parse(res.data).codec  # the chosen codec's, for auto
-                measured = res.params.get("auto", res.params).get("ms_ssim")  # measured by a floor search
+                searched = res.params.get("auto", res.params)  # what a floor search measured on the stream
+                measured = searched.get("ms_ssim")
                 quality = None if measured is None else float(measured)
                 tier = guarantee.of(res.params)
                 if quality is None and tier != guarantee.LOSSY:
@@ -203,6 +204,8 @@ class EncodeActor:
                     "encoded_at": _now(),
                     "run_id": self.run_id,
                     "guarantee": tier,
+                    "lpips": searched.get("lpips"),  # measured for an LPIPS / DISTS floor, else null
+                    "dists": searched.get("dists"),
                 }
             )
         return _rows_to_arrow(out)
