@@ -35,7 +35,9 @@ import numpy as np
 from .savings import DEFAULT_PRICE_PER_GB_MONTH, GIB
 
 COLUMNS = ["key", "source_uri", "source_size", "width", "height", "codec", "payload_size", "bpp", "psnr", "ms_ssim",
-           "guarantee"]
+           "guarantee", "lpips", "dists"]
+#: measured only for a perceptual floor (codec.floors): shown when some row has them
+PERCEPTUAL = (("lpips", "LPIPS  "), ("dists", "DISTS  "))
 UNRECORDED = "unrecorded"  # the guarantee of rows written before the column existed
 EXACT_TIERS = ("bytes-exact", "pixels-exact")
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -138,6 +140,7 @@ def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONT
         "bpp": distribution(rows["bpp"]),
         "psnr": distribution(rows["psnr"]),
         "ms_ssim": distribution(rows["ms_ssim"]),
+        **{k: distribution(rows[k]) for k, _ in PERCEPTUAL},
         "lossless_rows": sum(1 for p in rows["psnr"] if p is not None and math.isinf(p)),
         "auto_policy": auto_policy(table.read(columns=["params", "payload_size", "psnr"]).to_pylist()),
     }
@@ -239,6 +242,7 @@ def format_report(r: dict) -> str:
         _dist_line("bpp    ", r["bpp"]),
         _dist_line("PSNR dB", r["psnr"], fmt=".2f"),
         _dist_line("MS-SSIM", r["ms_ssim"], fmt=".4f"),
+        *(_dist_line(label, r[k], fmt=".4f") for k, label in PERCEPTUAL if r.get(k)),
     ]
     ap = r.get("auto_policy")
     if ap:
@@ -448,7 +452,8 @@ def render_html(r: dict, crop_items: list[dict]) -> str:
         if uri:
             plots.append(f"<img class=plot alt='{esc(label)} histogram' src='{uri}'>")
     dist_rows = []
-    for name, d in (("bpp", r["bpp"]), ("PSNR dB", r["psnr"]), ("MS-SSIM", r["ms_ssim"])):
+    for name, d in (("bpp", r["bpp"]), ("PSNR dB", r["psnr"]), ("MS-SSIM", r["ms_ssim"]),
+                    *((label.strip(), r.get(k)) for k, label in PERCEPTUAL)):
         if d and d.get("n"):
             dist_rows.append([name, d["n"], *(f"{d[k]:.4g}" for k in ("mean", "min", "p05", "p25", "p50", "p75", "p95", "max"))])
     parts.append("<h2>Distributions</h2>" + "".join(plots)
