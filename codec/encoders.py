@@ -86,7 +86,8 @@ def _from_folder(ref: str, options: dict):
 
 
 def _build_shipped(s: ModelSpec, opts: dict):
-    return _assemble(encoder_state(WEIGHTS_DIR / s.name, opts["encoder_sha256"]), _decoder_state(opts["paths"]["decoder"]))
+    encoder = encoder_state(WEIGHTS_DIR / s.name, opts["encoder_sha256"])
+    return _assemble(encoder, _decoder_state(opts["paths"]["decoder"]))
 
 
 for _name, _sha in SHIPPED.items():

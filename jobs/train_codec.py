@@ -568,7 +568,8 @@ def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: in
     rows = []
     for label, model in models.items():
         for name, pic in crops:
-            row = {"encoder": label, "photo": name, "size": pic.width, "unquantized_psnr": _unquantized_psnr(model, pic)}
+            row = {"encoder": label, "photo": name, "size": pic.width,
+                   "unquantized_psnr": _unquantized_psnr(model, pic)}
             for em in entropy_models:
                 codec = NeuralCodec(model, entropy_model=em)
                 a = codec.analyse(pic)
@@ -629,7 +630,8 @@ def config_from_args(a) -> TrainConfig:
     return TrainConfig(out=a.out or "", images=a.images, held_out=a.held_out, steps=a.steps, batch=a.batch, crop=a.crop,
                        lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), rate_model=a.rate_model,
                        rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
-                       sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every, save_minutes=a.save_minutes,
+                       sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
+                       save_minutes=a.save_minutes,
                        log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
                        eval_photos=a.eval_photos, eval_crop=a.eval_crop,
                        eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",")), name=a.name)
