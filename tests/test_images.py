@@ -33,12 +33,25 @@ def _roundtrip(codec, data: bytes, quality: float = 50):
     return pic, res, codec.decode(res.data)
 
 
+#: edge images above this many pixels are cut to a 1283×1021 window: still over a megapixel, tiled, odd-sized
+#: and in their own mode (16-bit included), at a fifth of the full 6.3 MP cost on 2 cores
+CROP_OVER = 1_500_000
+
+
+def _edge_input(path) -> tuple[Image.Image, bytes]:
+    original = Image.open(path)
+    if original.width * original.height <= CROP_OVER:
+        return original, path.read_bytes()
+    data = _png(original.crop((517, 301, 517 + 1283, 301 + 1021)))
+    return Image.open(io.BytesIO(data)), data
+
+
 @pytest.mark.parametrize("path", sorted(EDGE.glob("*.png")), ids=lambda p: p.name)
 def test_edge_images_round_trip(codec, path):
     """All of the edge set (16-bit, palette, grey, large, synthetic, text) decodes to the same size, the
     documented mode, and pixels that match the recorded PSNR."""
-    original = Image.open(path)
-    pic = read_image(path.read_bytes())
+    original, data = _edge_input(path)
+    pic = read_image(data)
     large = pic.width * pic.height > 1_000_000
     res = codec.encode(pic, quality=50, measure=not large)  # large ones: decode once, below (2 cores)
     dec = codec.decode(res.data)
