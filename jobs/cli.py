@@ -33,6 +33,15 @@ def _entropy_data_args(p: argparse.ArgumentParser) -> None:
                    help="folder for the cached latents")
 
 
+def _compute_price_args(p: argparse.ArgumentParser) -> None:
+    from latentarc.pipeline.savings import DEFAULT_PRICE_PER_CPU_HOUR, DEFAULT_PRICE_PER_GPU_HOUR
+
+    p.add_argument("--price-per-cpu-hour", type=float, default=DEFAULT_PRICE_PER_CPU_HOUR,
+                   help="$ per CPU-hour for the compute cost and payback (default %(default)s: on-demand vCPU-hour)")
+    p.add_argument("--price-per-gpu-hour", type=float, default=DEFAULT_PRICE_PER_GPU_HOUR,
+                   help="$ per GPU-hour, for rows encoded on CUDA (default %(default)s: on-demand A10G-hour)")
+
+
 def _knobs(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quality", type=float, help="0–100 (default 75)")
@@ -164,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling the source and archive arrivals")
     p.add_argument("--retry-errors", action="store_true", help="retry unchanged inputs that failed in earlier runs")
     p.add_argument("--price-per-gb-month", type=float, default=0.023)
+    _compute_price_args(p)
     p.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default Pillow's 89.5 MP)")
     p.add_argument("--no-ms-ssim", action="store_true", help="skip the MS-SSIM column (saves one decode per image)")
     p.add_argument("--rows-per-part", type=int, default=64,
@@ -227,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="as_json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with plots and crops")
     p.add_argument("--price-per-gb-month", type=float, default=0.023)
+    _compute_price_args(p)
     p.add_argument("--storage-options", type=_json_options, default=None, metavar="JSON",
                    help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
     p.add_argument("--weights", help="explicit weight file or folder, for decoding the crops")
@@ -441,6 +452,7 @@ def _cmd_compress(a) -> int:
                            workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
                            price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim,
+                           price_per_cpu_hour=a.price_per_cpu_hour, price_per_gpu_hour=a.price_per_gpu_hour,
                            rows_per_part=a.rows_per_part)
     kw = {"source_options": a.storage_options, "table_options": a.storage_options}
     def show(r: dict) -> None:
@@ -524,6 +536,7 @@ def _cmd_report(a) -> int:
     from latentarc.pipeline.report import run_report
 
     run_report(a.table, as_json=a.as_json, html_path=a.html, price_per_gb_month=a.price_per_gb_month,
+               price_per_cpu_hour=a.price_per_cpu_hour, price_per_gpu_hour=a.price_per_gpu_hour,
                storage_options=a.storage_options, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
     return EXIT_OK
 

@@ -15,7 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
-from .savings import DEFAULT_PRICE_PER_GB_MONTH, build_report
+from .savings import DEFAULT_PRICE_PER_CPU_HOUR, DEFAULT_PRICE_PER_GB_MONTH, DEFAULT_PRICE_PER_GPU_HOUR, build_report
 
 log = logging.getLogger("latentarc.compress")
 
@@ -45,6 +45,8 @@ class CompressOptions:
     max_pixels: int | None = None
     retry_errors: bool = False
     price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH
+    price_per_cpu_hour: float = DEFAULT_PRICE_PER_CPU_HOUR  # prices the rows' compute_s / gpu_s (savings.py)
+    price_per_gpu_hour: float = DEFAULT_PRICE_PER_GPU_HOUR
     ms_ssim: bool = True
     extensions: set[str] | None = None
     #: crash-safety harness hooks (pipeline/faults.py): a FaultPlan for the actors, and a callable run after the
@@ -190,6 +192,7 @@ def run_compress(
     report = build_report(run_id=run_id, source=src, table=table_uri, listed=len(listing), skipped=skipped,
                           parts=parts, errors=n_errors, bytes_stored=stored, seconds=time.perf_counter() - t0,
                           price_per_gb_month=opts.price_per_gb_month,
+                          price_per_cpu_hour=opts.price_per_cpu_hour, price_per_gpu_hour=opts.price_per_gpu_hour,
                           extra={"codec": opts.codec, "knobs": {k: v for k, v in
                                  {"quality": opts.quality, "target_bpp": opts.target_bpp,
                                   "min_psnr": opts.min_psnr, "min_ms_ssim": opts.min_ms_ssim,

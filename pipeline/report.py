@@ -16,7 +16,9 @@ S3 Standard list price by default). Prefix = a key's first path component, ``(ro
 PSNR is infinite for lossless rows (passthrough): distributions use finite values and count ``lossless`` apart.
 Guarantee tiers (``codec.guarantee``: bytes-exact, pixels-exact, lossy; ``unrecorded`` for rows older than the
 column) get their own bytes and savings (``per_guarantee``), and ``exact_saved_bytes`` is what the two exact
-tiers saved in payload — the saving that changed nothing.
+tiers saved in payload — the saving that changed nothing. Compute cost and payback (``usd_compute``,
+``payback_months``; ``savings.compute_cost``) come from the rows' ``compute_s`` / ``gpu_s``, for the table and
+every group; rows older than those columns leave them n/a.
 """
 
 from __future__ import annotations
@@ -32,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from .savings import DEFAULT_PRICE_PER_GB_MONTH, GIB
+from .savings import (DEFAULT_PRICE_PER_CPU_HOUR, DEFAULT_PRICE_PER_GB_MONTH, DEFAULT_PRICE_PER_GPU_HOUR, GIB,
+                      compute_cost, cost_lines, payback_text)
 
 COLUMNS = ["key", "source_uri", "source_size", "width", "height", "codec", "payload_size", "bpp", "psnr", "ms_ssim",
-           "guarantee", "lpips", "dists"]
+           "guarantee", "lpips", "dists", "compute_s", "gpu_s"]
 #: measured only for a perceptual floor (codec.floors): shown when some row has them
 PERCEPTUAL = (("lpips", "LPIPS  "), ("dists", "DISTS  "))
 UNRECORDED = "unrecorded"  # the guarantee of rows written before the column existed
@@ -74,7 +77,21 @@ def _money(saved_bytes: float, price: float) -> float:
     return max(0.0, saved_bytes) / GIB * price
 
 
-def _group(rows: dict[str, list], field: str, names: list[str], file_bytes: int, payload_total: int, price: float) -> dict:
+def _compute(rows: dict[str, list], idx, saved: float, prices: dict) -> dict:
+    """savings.compute_cost of the rows ``idx`` (their compute_s / gpu_s; null in rows older than the columns)."""
+    idx = list(idx)
+
+    def total(col):
+        xs = [rows[col][i] for i in idx if rows[col][i] is not None]
+        return float(sum(xs)) if xs else None
+
+    return compute_cost(compute_s=total("compute_s"), gpu_s=total("gpu_s"), rows=len(idx),
+                        compute_rows=sum(1 for i in idx if rows["compute_s"][i] is not None),
+                        usd_per_month_saved=saved, **prices)
+
+
+def _group(rows: dict[str, list], field: str, names: list[str], file_bytes: int, payload_total: int, price: float,
+           prices: dict) -> dict:
     out = {}
     for name in names:
         idx = [i for i, x in enumerate(rows[field]) if x == name]
@@ -92,6 +109,7 @@ def _group(rows: dict[str, list], field: str, names: list[str], file_bytes: int,
             "bpp_mean": float(np.mean([rows["bpp"][i] for i in idx])) if idx else None,
             "psnr_mean": _finite_mean([rows["psnr"][i] for i in idx]),
         }
+        out[name].update(_compute(rows, idx, out[name]["usd_per_month_saved"], prices))
     return out
 
 
@@ -100,7 +118,9 @@ def _finite_mean(xs) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH) -> dict:
+def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH,
+                 price_per_cpu_hour: float = DEFAULT_PRICE_PER_CPU_HOUR,
+                 price_per_gpu_hour: float = DEFAULT_PRICE_PER_GPU_HOUR) -> dict:
     """The report of a :class:`~latentarc.pipeline.table.BitstreamTable` as a JSON-able dict."""
     t = table.read(columns=COLUMNS)
     rows = {c: t[c].to_pylist() for c in COLUMNS}
@@ -116,6 +136,8 @@ def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONT
     tiers = sorted(set(rows["guarantee"]))
     codecs = sorted(set(rows["codec"]))
     prefixes = sorted(set(rows["prefix"]))
+    prices = {"price_per_cpu_hour": price_per_cpu_hour, "price_per_gpu_hour": price_per_gpu_hour}
+    saved = _money(original - file_bytes, price_per_gb_month)
     return {
         "table": table.uri,
         "rows": n,
@@ -130,11 +152,13 @@ def build_report(table, *, price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONT
         "price_per_gb_month": price_per_gb_month,
         "usd_per_month_original": original / GIB * price_per_gb_month,
         "usd_per_month_stored": file_bytes / GIB * price_per_gb_month,
-        "usd_per_month_saved": _money(original - file_bytes, price_per_gb_month),
+        "usd_per_month_saved": saved,
+        **prices,
+        **_compute(rows, range(n), saved, prices),
         "megapixels": pixels / 1e6,
-        "per_codec": _group(rows, "codec", codecs, file_bytes, payload, price_per_gb_month),
-        "per_prefix": _group(rows, "prefix", prefixes, file_bytes, payload, price_per_gb_month),
-        "per_guarantee": _group(rows, "guarantee", tiers, file_bytes, payload, price_per_gb_month),
+        "per_codec": _group(rows, "codec", codecs, file_bytes, payload, price_per_gb_month, prices),
+        "per_prefix": _group(rows, "prefix", prefixes, file_bytes, payload, price_per_gb_month, prices),
+        "per_guarantee": _group(rows, "guarantee", tiers, file_bytes, payload, price_per_gb_month, prices),
         "exact_saved_bytes": sum(s - p for s, p, g in zip(rows["source_size"], rows["payload_size"], rows["guarantee"])
                                  if g in EXACT_TIERS),
         "bpp": distribution(rows["bpp"]),
@@ -229,6 +253,7 @@ def format_report(r: dict) -> str:
         f"ratio {_ratio(r['ratio'])}",
         f"  money at ${r['price_per_gb_month']}/GiB-month: originals ${r['usd_per_month_original']:.4g}, "
         f"stored ${r['usd_per_month_stored']:.4g}, saved ${r['usd_per_month_saved']:.4g}/month",
+        *cost_lines(r),
         "",
         *_group_table("codec", r["per_codec"]),
         "",
@@ -421,7 +446,11 @@ def render_html(r: dict, crop_items: list[dict]) -> str:
          ["stored bytes (Parquet data files)", f"{_size(r['stored_bytes'])} ({r['stored_bytes']} B)"],
          ["ratio (original / stored files)", _ratio(r["ratio"])],
          ["ratio (original / payload)", _ratio(r["payload_ratio"])],
-         [f"$/month saved at ${r['price_per_gb_month']}/GiB-month", f"{r['usd_per_month_saved']:.4g}"]]))
+         [f"$/month saved at ${r['price_per_gb_month']}/GiB-month", f"{r['usd_per_month_saved']:.4g}"],
+         [f"compute $ at ${r['price_per_cpu_hour']}/CPU-hour, ${r['price_per_gpu_hour']}/GPU-hour",
+          _num(r.get("usd_compute"), ".4g")],
+         ["payback", payback_text(r)],
+         *([f"payback {name}", payback_text(g)] for name, g in r["per_codec"].items())]))
 
     # stored vs original per codec
     names = list(r["per_codec"])
@@ -489,14 +518,16 @@ def write_html(r: dict, table, path, *, weights=None, n_crops: int = MAX_CROPS) 
 # ------------------------------------------------------------------------------------------ CLI
 def run_report(table_uri: str, *, as_json: bool = False, html_path: str | None = None,
                price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH, storage_options: dict | None = None,
-               weights=None, file=None) -> dict:
+               weights=None, file=None, price_per_cpu_hour: float = DEFAULT_PRICE_PER_CPU_HOUR,
+               price_per_gpu_hour: float = DEFAULT_PRICE_PER_GPU_HOUR) -> dict:
     from .table import BitstreamTable
 
     file = file or sys.stdout
     table = BitstreamTable(table_uri, storage_options)
     if not table.exists():
         raise ValueError(f"no committed table at {table_uri}")
-    r = build_report(table, price_per_gb_month=price_per_gb_month)
+    r = build_report(table, price_per_gb_month=price_per_gb_month, price_per_cpu_hour=price_per_cpu_hour,
+                     price_per_gpu_hour=price_per_gpu_hour)
     if as_json:
         print(json.dumps(_json_safe(r), indent=2), file=file)
     else:

@@ -2,9 +2,9 @@
 
 Column names and types of DESIGN §3 are a contract: never drop or retype them. Extra columns here:
 ``source_etag`` (change detection for incremental runs), ``ms_ssim`` (measured at encode time, when the job
-computes it), ``run_id`` (which run wrote the row), ``guarantee`` (``codec.guarantee``) and ``lpips`` /
-``dists`` (measured when the job has an LPIPS / DISTS floor; ``codec.floors``). Non-nullable fields are required
-in every row.
+computes it), ``run_id`` (which run wrote the row), ``guarantee`` (``codec.guarantee``), ``lpips`` /
+``dists`` (measured when the job has an LPIPS / DISTS floor; ``codec.floors``) and ``compute_s`` / ``gpu_s``
+(what the encode cost; ``pipeline.compute_clock``). Non-nullable fields are required in every row.
 """
 
 from __future__ import annotations
@@ -50,6 +50,10 @@ TABLE_SCHEMA = pa.schema(
         # otherwise and in rows written before the columns existed
         pa.field("lpips", pa.float64(), nullable=True),
         pa.field("dists", pa.float64(), nullable=True),
+        # what encoding the row cost (pipeline.compute_clock): the encode actor's CPU seconds, and GPU wall seconds
+        # when it ran on CUDA; null in rows written before the columns existed (gpu_s also on CPU)
+        pa.field("compute_s", pa.float64(), nullable=True),
+        pa.field("gpu_s", pa.float64(), nullable=True),
     ],
     metadata={"latentarc.table": "bitstream", "latentarc.schema_version": SCHEMA_VERSION},
 )

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
+from .compute_clock import ComputeClock
+
 KIND_ROW, KIND_ERROR = "row", "error"
 
 
@@ -139,6 +141,7 @@ class EncodeActor:
         torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.clock = ComputeClock(cuda=device == "cuda")
         self.codec = get_codec(codec, weights=weights, device=device, codecs=codecs, entropy_model=entropy_model,
                                rdoq=rdoq, verify_refine=verify_refine, refiner=refiner,
                                latent_search=latent_search)
@@ -163,6 +166,7 @@ class EncodeActor:
                 continue
             item = {"key": row["key"], "uri": row["source_uri"], "size": row["source_size"], "etag": row["source_etag"]}
             try:
+                self.clock.start()  # the image's encode and its measurement: what the run pays for it
                 pic = picture_from_row(row)
                 res = encode_with(self.codec, pic, **self.knobs)
                 name = bitstream.parse(res.data).codec  # the chosen codec's, for auto
@@ -175,6 +179,7 @@ class EncodeActor:
                 if quality is None and self.with_ms_ssim:
                     quality = ms_ssim(pic.reference(), decoded_planes(self.codec.decode(res.data), pic.mode))
                 member = self.codec.member(name) if hasattr(self.codec, "member") else self.codec
+                spent = self.clock.stop()
             except Exception as e:  # noqa: BLE001
                 out.append(_error(item, "encode", e, self.run_id))
                 continue
@@ -206,6 +211,8 @@ class EncodeActor:
                     "guarantee": tier,
                     "lpips": searched.get("lpips"),  # measured for an LPIPS / DISTS floor, else null
                     "dists": searched.get("dists"),
+                    "compute_s": spent.compute_s,  # actor CPU seconds; gpu_s: GPU wall seconds on CUDA
+                    "gpu_s": spent.gpu_s,
                 }
             )
         return _rows_to_arrow(out)
@@ -221,7 +228,28 @@ def part_stats(rows: list[dict]) -> dict:
         "psnr": [float(r["psnr"]) for r in rows if r["psnr"] is not None],
         "codecs": sorted({r["codec"] for r in rows}),
         "tiers": tier_bytes(rows),
+        "compute_s": _sum_recorded(rows, "compute_s"),
+        "gpu_s": _sum_recorded(rows, "gpu_s"),
+        "compute_rows": sum(1 for r in rows if r.get("compute_s") is not None),
+        "per_codec": codec_compute(rows),
     }
+
+
+def _sum_recorded(rows: list[dict], key: str) -> float | None:
+    xs = [float(r[key]) for r in rows if r.get(key) is not None]
+    return sum(xs) if xs else None
+
+
+def codec_compute(rows: list[dict]) -> dict:
+    """Rows, source and payload bytes, and compute seconds per codec (savings.compute_cost prices them)."""
+    out: dict[str, dict] = {}
+    for name in sorted({r["codec"] for r in rows}):
+        rs = [r for r in rows if r["codec"] == name]
+        out[name] = {"rows": len(rs), "source_bytes": sum(int(r["source_size"]) for r in rs),
+                     "payload_bytes": sum(int(r["payload_size"]) for r in rs),
+                     "compute_s": _sum_recorded(rs, "compute_s"), "gpu_s": _sum_recorded(rs, "gpu_s"),
+                     "compute_rows": sum(1 for r in rs if r.get("compute_s") is not None)}
+    return out
 
 
 def tier_bytes(rows: list[dict]) -> dict:
