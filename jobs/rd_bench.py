@@ -6,7 +6,11 @@ against the original's (exactly as the codecs measure them), bits per pixel of t
 included, for every codec alike). One untimed warm-up encode/decode per codec on a 64×64 crop runs first.
 
 Per codec and quality the *mean curve* averages bpp, PSNR and MS-SSIM over the images; speeds are total
-megapixels / total seconds. BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when AVIF
+megapixels / total seconds. Speed per core: every encode and decode also records the process's CPU seconds
+(``time.process_time``: all its threads — torch's, libavif's, libjxl's); cores busy = CPU s / wall s, and MP/s per
+core = MP/s ÷ cores busy = megapixels / CPU seconds. Measured rather than taken from a thread setting, it is what a
+codec gets out of each core it actually kept busy, and a busy machine's waiting (wall time, not CPU time) does not
+lower it. ``threads`` records torch's intra-op thread count for reference. BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when AVIF
 is not benchmarked) uses :func:`latentarc.codec.rd.bd_report`: the auto method (cubic with ≥ 4 points, else
 piecewise-linear), the piecewise-linear figure always, and whether the cubic fit is monotonic. A second BD-rate
 uses MS-SSIM in dB (``-10·log10(1 − MS-SSIM)``) as the quality axis.
@@ -109,29 +113,36 @@ def _msssim_db(m: float | None) -> float | None:
     return math.inf if m >= 1.0 else -10.0 * math.log10(1.0 - m)
 
 
-def analysed(codec, pic) -> tuple[object | None, float]:
-    """(analysis, seconds) for a codec whose encode splits into a quality-independent analysis and the coding
+class Analysis(NamedTuple):
+    analysis: object | None
+    seconds: float  # wall
+    cpu_s: float  # process CPU
+
+
+def analysed(codec, pic) -> Analysis:
+    """(analysis, seconds, CPU seconds) for a codec whose encode splits into a quality-independent analysis and the coding
     (NeuralCodec.analyse: the encoder pass, the latent search, the sensitivities); (None, 0) for the others.
     The bench runs it once per image and charges its time to every quality's encode, so ``encode_s`` is still
     what one encode at that quality costs, while a slow analysis (the latent search) is not repeated per point."""
     if not hasattr(codec, "analyse"):
-        return None, 0.0
-    t0 = time.perf_counter()
+        return Analysis(None, 0.0, 0.0)
+    c0, t0 = time.process_time(), time.perf_counter()
     a = codec.analyse(pic)
-    return a, time.perf_counter() - t0
+    return Analysis(a, time.perf_counter() - t0, time.process_time() - c0)
 
 
-def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0) -> dict:
-    """One encode + decode at ``quality``; ``analysis`` / ``analysis_s``: from :func:`analysed` for this ``pic``."""
+def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, analysis_cpu_s: float = 0.0) -> dict:
+    """One encode + decode at ``quality``; ``analysis`` / ``analysis_s`` / ``analysis_cpu_s``: from :func:`analysed`
+    for this ``pic``. Wall seconds (``encode_s``) and process CPU seconds (``encode_cpu_s``) of each side."""
     from latentarc.codec.classical import decoded_planes
     from latentarc.codec.metrics import ms_ssim, psnr
 
     shared = {} if analysis is None else {"analysis": analysis}
-    t0 = time.perf_counter() - analysis_s
+    c0, t0 = time.process_time() - analysis_cpu_s, time.perf_counter() - analysis_s
     res = codec.encode(pic, quality=quality, measure=False, **shared)
-    t1 = time.perf_counter()
+    c1, t1 = time.process_time(), time.perf_counter()
     dec = codec.decode(res.data)
-    t2 = time.perf_counter()
+    c2, t2 = time.process_time(), time.perf_counter()
     ref, test = pic.reference(), decoded_planes(dec, pic.mode)
     mp = pic.width * pic.height / 1e6
     return {
@@ -142,6 +153,8 @@ def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0) 
         "ms_ssim": ms_ssim(ref, test),
         "encode_s": t1 - t0,
         "decode_s": t2 - t1,
+        "encode_cpu_s": c1 - c0,
+        "decode_cpu_s": c2 - c1,
         "encode_mp_s": mp / (t1 - t0) if t1 > t0 else None,
         "decode_mp_s": mp / (t2 - t1) if t2 > t1 else None,
         "base_step": res.params.get("base_step"),  # neural codecs: the quantization operating point
@@ -175,9 +188,19 @@ def summarise(rows: list[dict], codecs: list[str], qualities: dict[str, list[flo
             })
         if rs_c:
             mp = sum(r["width"] * r["height"] for r in rs_c) / 1e6
-            speed[c] = {"megapixels": mp, "encode_mp_s": mp / sum(r["encode_s"] for r in rs_c),
-                        "decode_mp_s": mp / sum(r["decode_s"] for r in rs_c)}
+            speed[c] = {"megapixels": mp}
+            for side in ("encode", "decode"):
+                speed[c].update(per_core(mp, sum(r[f"{side}_s"] for r in rs_c),
+                                         sum(r[f"{side}_cpu_s"] for r in rs_c), side))
     return curves, speed
+
+
+def per_core(mp: float, wall_s: float, cpu_s: float, side: str) -> dict:
+    """``{side}_mp_s``, ``{side}_cores`` (CPU s / wall s: cores kept busy) and ``{side}_mp_s_per_core``
+    (MP/s ÷ cores busy = MP / CPU s)."""
+    return {f"{side}_mp_s": mp / wall_s if wall_s > 0 else None,
+            f"{side}_cores": cpu_s / wall_s if wall_s > 0 else None,
+            f"{side}_mp_s_per_core": mp / cpu_s if cpu_s > 0 else None}
 
 
 def _bd_entry(pts: list[dict], ref: list[dict]) -> dict:
@@ -260,6 +283,22 @@ def format_pairs(pairs: dict) -> str:
         head = f"{'against':<10} {'PSNR':>9} {'PSNR interval dB':>17} {'MS-SSIM':>9}"
         lines += [head, "-" * len(head)]
         lines += [f"{c:<10} {bd:>9} {span:>17} {ms:>9}" for c, bd, span, ms in _pair_cells(row)]
+    return "\n".join(lines)
+
+
+def format_speed(speed: dict[str, dict], threads: int | None = None) -> str:
+    """Every codec's encode and decode speed side by side: MP/s, cores busy, MP/s per core."""
+    def n(x, fmt):
+        return "n/a" if x is None else format(x, fmt)
+
+    head = (f"{'codec':<10} {'enc MP/s':>9} {'cores':>6} {'MP/s/core':>10}   "
+            f"{'dec MP/s':>9} {'cores':>6} {'MP/s/core':>10}")
+    lines = ["speed per core (MP/s ÷ cores busy; cores busy = process CPU s ÷ wall s over all the codec's runs"
+             + (f"; torch threads {threads}" if threads else "") + "):", head, "-" * len(head)]
+    for c, s in speed.items():
+        lines.append(f"{c:<10} " + "   ".join(
+            f"{n(s.get(f'{d}_mp_s'), '9.3f'):>9} {n(s.get(f'{d}_cores'), '6.2f'):>6} "
+            f"{n(s.get(f'{d}_mp_s_per_core'), '10.3f'):>10}" for d in ("encode", "decode")))
     return "\n".join(lines)
 
 
@@ -351,7 +390,11 @@ def _html(result: dict, files: dict[str, Path]) -> str:
          "n/a" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}", f"{p['encode_mp_s']:.3f}", f"{p['decode_mp_s']:.3f}"]
         for c, pts in result["curves"].items() for p in pts
     ]
-    speed_rows = [[c, f"{s['megapixels']:.3f}", f"{s['encode_mp_s']:.3f}", f"{s['decode_mp_s']:.3f}"]
+    def num(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    speed_rows = [[c, f"{s['megapixels']:.3f}",
+                   *(num(s.get(f"{d}_{k}")) for d in ("encode", "decode") for k in ("mp_s", "cores", "mp_s_per_core"))]
                   for c, s in result["speed"].items()]
     imgs = result["images"]
     body = [
@@ -370,13 +413,22 @@ def _html(result: dict, files: dict[str, Path]) -> str:
         _img(files["ms_ssim"], "bpp vs MS-SSIM"),
         "<h2>Speed</h2>",
         _img(files["speed"], "speed"),
-        html_table(["codec", "megapixels", "encode MP/s", "decode MP/s"], speed_rows),
+        html_table(["codec", "megapixels", "encode MP/s", "encode cores busy", "encode MP/s per core",
+                    "decode MP/s", "decode cores busy", "decode MP/s per core"], speed_rows),
+        "<p class=muted>cores busy = process CPU seconds ÷ wall seconds; MP/s per core = MP/s ÷ cores busy "
+        f"(torch threads {result.get('threads')}).</p>",
         "<h2>Mean curves</h2>",
         html_table(["codec", "quality", "bpp", "PSNR dB", "MS-SSIM", "encode MP/s", "decode MP/s"], curve_rows),
         "<h2>Images</h2>",
         html_table(["image", "width", "height"], [[i["image"], i["width"], i["height"]] for i in imgs]),
     ]
     return page("latentarc RD benchmark", "\n".join(body))
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _json_safe(x):
@@ -429,10 +481,10 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         measure(codec, centre_crop(pics[0][1], 64), qs[c][0])  # untimed warm-up
         t_c = time.perf_counter()
         for name, pic in pics:
-            analysis, analysis_s = analysed(codec, pic)
+            a = analysed(codec, pic)
             for q in qs[c]:
                 rows.append({"codec": c, "image": name, "width": pic.width, "height": pic.height,
-                             **measure(codec, pic, q, analysis, analysis_s)})
+                             **measure(codec, pic, q, a.analysis, a.seconds, a.cpu_s)})
         print(f"{c}: {len(pics)} images × {len(qs[c])} qualities in {time.perf_counter() - t_c:.1f} s", file=log)
     curves, speed = summarise(rows, names, qs)
     reference = REFERENCE if REFERENCE in names else names[0]
@@ -447,6 +499,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "rows": rows,
         "curves": curves,
         "speed": speed,
+        "threads": _torch_threads(),
         "bd": bd,
         "bd_pairs": bd_pairs(curves),
         "seconds": time.perf_counter() - t_start,
@@ -467,6 +520,8 @@ def run_rd_bench_cli(a) -> int:
     r = run_rd_bench(a.images, a.codecs, qualities, out, crop=a.crop, limit=a.limit, weights=a.weights,
                      device=a.device)
     print(format_curves(r["curves"], r["speed"]))
+    print()
+    print(format_speed(r["speed"], r["threads"]))
     print()
     print(format_bd(r["bd"], r["reference"]))
     pairs = format_pairs(r["bd_pairs"])
