@@ -61,15 +61,16 @@ class CompressOptions:
         LatentSearch(self.latent_search)
 
 
-def pending(listing, table, *, retry_errors: bool):
+def pending(listing, table, *, retry_errors: bool, records: list[dict] | None = None):
     """Objects that are new or changed (size or ETag differ) relative to what the table already holds.
 
     Inputs that failed before and have not changed are skipped too (their error is on record) unless
-    ``retry_errors``; a changed object is always retried.
+    ``retry_errors``; a changed object is always retried. ``records``: the commit-log snapshot to plan against
+    (``table.committed()``; default: now).
     """
-    done = dict(table.index())
+    done = dict(table.index(records))
     if not retry_errors:
-        errs = table.errors()
+        errs = table.errors(records=records)
         if errs.num_rows:
             for k, size, etag in zip(errs["key"].to_pylist(), errs["source_size"].to_pylist(), errs["source_etag"].to_pylist()):
                 done.setdefault(k, (size, etag))
@@ -126,7 +127,10 @@ def run_compress(
     table = BitstreamTable(table_uri, table_options)
     run_id = table.new_run_id()
     listing = list_source(src, source_options, extensions=opts.extensions)
-    todo, skipped = pending(listing, table, retry_errors=opts.retry_errors)
+    # one snapshot of the commit log for planning; the commit re-plans against whatever lands after it
+    records = table.committed()
+    base = records[-1]["seq"] if records else 0
+    todo, skipped = pending(listing, table, retry_errors=opts.retry_errors, records=records)
     log.info("run %s: %d listed, %d unchanged, %d to archive", run_id, len(listing), skipped, len(todo))
 
     parts: list[dict] = []
@@ -198,7 +202,13 @@ def run_compress(
                                   "min_psnr": opts.min_psnr, "min_ms_ssim": opts.min_ms_ssim,
                                   "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}.items() if v is not None}})
     if data_files or error_files:
-        table.commit(run_id, data_files, error_files, rows=n_rows, errors=n_errors, report=report)
+        done = table.commit(run_id, data_files, error_files, rows=n_rows, errors=n_errors, report=report,
+                            base=base)
+        if done.dropped_rows or done.dropped_errors:
+            # a concurrent run committed these keys first: its rows stay current, ours were left out
+            report["rows"], report["errors"] = done.rows, done.errors
+            report["concurrent"] = {"dropped_rows": len(done.dropped_rows),
+                                    "dropped_errors": len(done.dropped_errors), "commit_attempts": done.attempts}
     table.write_report(run_id, report)
     return report
 

@@ -21,3 +21,7 @@ class TableError(PipelineError):
 
 class UnsafeKey(PipelineError):
     """A key would escape the destination root (absolute, ``..``, NUL byte, ...) and is refused."""
+
+
+class ConcurrentCommit(TableError):
+    """A commit kept losing the race for the next commit sequence number to other writers of the same table."""

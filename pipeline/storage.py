@@ -3,12 +3,13 @@
 * :func:`open_fs` turns a URI into ``(filesystem, path without protocol)``; ``storage_options`` go to s3fs
   (``{"endpoint_url": ..., "key": ..., "secret": ...}``; without them the usual ``AWS_*`` variables apply).
   s3fs's listing cache is switched off by default: the bitstream table's commit log must never be read from a
-  stale listing.
+  stale listing. s3:// gets botocore retries with backoff and jitter by default (:data:`S3_RETRIES`).
 * :func:`list_source` lists what a job should archive: a folder/prefix (recursive, hidden entries skipped), a
   single object, or a manifest of URIs. Every listed object becomes a :class:`SourceObject` with a stable ``key``
   (the name it keeps in the table and on restore) and an ``etag`` used to notice changed objects.
 * :func:`safe_join` is the only way a key becomes a destination path: it refuses keys that would escape.
-* :func:`write_bytes_atomic` never leaves a half-written file under the final name.
+* :func:`write_bytes_atomic` never leaves a half-written file under the final name;
+  :func:`write_bytes_exclusive` additionally refuses to replace one (the commit log's conditional create).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ MANIFEST_SUFFIXES = (".txt", ".manifest", ".lst")
 #: ``SourceObject.size`` of a manifest entry that does not exist: reading it raises :class:`SourceNotFound`, so
 #: the job records it in the errors table instead of the listing aborting the whole run.
 MISSING_SIZE = -1
+#: botocore's retry policy for s3:// unless ``storage_options["config_kwargs"]["retries"]`` says otherwise:
+#: "standard" mode retries throttling (503 SlowDown), 5xx, connection resets and timeouts with exponential
+#: backoff and full jitter; an archive of millions of objects meets each of them. ("adaptive" adds client-side
+#: rate limiting; pass it to opt in.) s3fs retries on top of this (``S3FileSystem.retries``, 5).
+S3_RETRIES = {"mode": "standard", "max_attempts": 10}
 
 __all__ = [
     "MANIFEST_SUFFIXES",
@@ -43,6 +49,7 @@ __all__ = [
     "safe_join",
     "to_uri",
     "write_bytes_atomic",
+    "write_bytes_exclusive",
 ]
 
 
@@ -53,7 +60,7 @@ def open_fs(uri: str, storage_options: dict | None = None) -> tuple[fsspec.Abstr
     Local paths come back absolute (``~`` expanded); remote paths come back without protocol and without a
     trailing slash (``"bucket/prefix"``). For s3, ``storage_options`` are passed to :class:`s3fs.S3FileSystem`
     as they are (``endpoint_url``, ``key``, ``secret``, ``client_kwargs``, ``anon``, ...); ``use_listings_cache``
-    defaults to False.
+    defaults to False and botocore's ``retries`` to :data:`S3_RETRIES` (other ``config_kwargs`` are kept).
     """
     if not isinstance(uri, str) or not uri:
         raise SourceNotFound(f"empty or invalid URI: {uri!r}")
@@ -64,6 +71,9 @@ def open_fs(uri: str, storage_options: dict | None = None) -> tuple[fsspec.Abstr
         return fsspec.filesystem("file"), path
     if protocol in ("s3", "s3a"):
         protocol = "s3"
+        config = dict(opts.get("config_kwargs") or {})
+        config.setdefault("retries", dict(S3_RETRIES))
+        opts["config_kwargs"] = config
     opts.setdefault("use_listings_cache", False)
     try:
         fs = fsspec.filesystem(protocol, **opts)
@@ -141,6 +151,36 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
         return
     fs.pipe_file(path, bytes(data))
     _invalidate(fs, posixpath.dirname(path))
+
+
+def write_bytes_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Create ``path`` with ``data`` only if nothing exists there; :class:`FileExistsError` otherwise.
+
+    Readers see no object or the whole one. Local: a complete hidden temporary file hard-linked to ``path``
+    (``link`` fails on an existing name, atomically; :class:`OSError` on a filesystem without hard links).
+    S3: one conditional PUT (``If-None-Match: *``), answered 412 when the key exists. A store that ignores the
+    condition silently overwrites; see docs/jobs-and-table.md for what that means for concurrent writers.
+
+    After a lost response the retried PUT may find the object it created itself: the caller tells its own
+    object from another writer's by reading it back.
+    """
+    if is_local(fs):
+        folder = os.path.dirname(path) or "."
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+        return
+    try:
+        fs.pipe_file(path, bytes(data), mode="create")
+    finally:
+        _invalidate(fs, posixpath.dirname(path))
 
 
 # --- keys -------------------------------------------------------------------------------------------------------

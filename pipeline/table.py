@@ -4,7 +4,7 @@ Layout under the table root::
 
     data/<run_id>-<part>.parquet        rows of TABLE_SCHEMA (one row per archived image)
     _errors/<run_id>-<part>.parquet     rows of ERRORS_SCHEMA (inputs that could not be archived)
-    _commits/<UTC stamp>-<run_id>.json  one record per committed run (the only thing readers trust)
+    _commits/<seq>.json                 one record per committed run (the only thing readers trust)
     _reports/<run_id>.json              savings report of a run
 
 Why a commit log: a run writes many part files from many workers, possibly on S3 where nothing can be renamed
@@ -14,8 +14,14 @@ half-visible table. Readers list ``_commits/`` and read exactly the files the re
 
 Later commits win: when a key appears in several commits (a changed source re-archived by a later run), the
 row of the latest commit is the effective one, in :meth:`~BitstreamTable.read` and
-:meth:`~BitstreamTable.index` alike. Commit records are ordered by their file name, whose UTC stamp is made
-strictly greater than the last existing one at commit time.
+:meth:`~BitstreamTable.index` alike. Commit records are ordered by their sequence number ``<seq>``
+(20 digits, 1, 2, 3, ...); tables written before sequence numbers have ``<UTC stamp>-<run_id>.json`` records,
+ordered by name and before every numbered one.
+
+Concurrent writers commit optimistically: a run claims ``head + 1`` by creating its record exclusively
+(:func:`~latentarc.pipeline.storage.write_bytes_exclusive`); the loser re-plans against every commit made
+since the snapshot it planned from (dropping its rows for keys those commits archived: the first committed
+row of a key stays current) and claims the next number. See docs/jobs-and-table.md, "Concurrent writers".
 
 Row groups: data files are cut into row groups of about :data:`ROW_GROUP_BYTES` (32 MiB) of payload, at most
 :data:`ROW_GROUP_MAX_ROWS` rows, rows sorted by key within a file. Restores read whole row groups, so a
@@ -31,8 +37,11 @@ import datetime as _dt
 import json
 import os
 import posixpath
+import random
 import re
 import secrets
+import time
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -40,9 +49,17 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from latentarc.pipeline.errors import TableError
+from latentarc.pipeline.errors import ConcurrentCommit, TableError
 from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA, conform_table
-from latentarc.pipeline.storage import _invalidate, _stat_many, arrow_filesystem, is_local, open_fs, write_bytes_atomic
+from latentarc.pipeline.storage import (
+    _invalidate,
+    _stat_many,
+    arrow_filesystem,
+    is_local,
+    open_fs,
+    write_bytes_atomic,
+    write_bytes_exclusive,
+)
 
 ROW_GROUP_BYTES = 32 * 2**20
 ROW_GROUP_MAX_ROWS = 4096
@@ -54,20 +71,54 @@ COMMITS_DIR = "_commits"
 REPORTS_DIR = "_reports"
 
 _STAMP_FMT = "%Y%m%dT%H%M%S%fZ"
-_COMMIT_RE = re.compile(r"^(\d{8}T\d{12}Z)-(.+)\.json$")
+_COMMIT_RE = re.compile(r"^(\d{8}T\d{12}Z)-(.+)\.json$")  # legacy records: <UTC stamp>-<run_id>.json
+_SEQ_RE = re.compile(r"^(\d{20})\.json$")
+SEQ_DIGITS = 20
+#: commit attempts before :class:`ConcurrentCommit` (each lost race re-plans and tries the next number)
+COMMIT_ATTEMPTS = 16
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RANK = "_rank"
 _COMMIT = "_commit"
 
-__all__ = ["BitstreamTable", "ROW_GROUP_BYTES", "ROW_GROUP_MAX_ROWS", "new_run_id"]
+__all__ = ["BitstreamTable", "CommitResult", "ROW_GROUP_BYTES", "ROW_GROUP_MAX_ROWS", "commit_sort_key",
+           "legacy_commit_run", "new_run_id"]
+
+
+def commit_sort_key(name: str) -> tuple | None:
+    """Order of a ``_commits/`` file name in the log (legacy stamps first, then by number); None: not a record."""
+    m = _SEQ_RE.match(name)
+    if m:
+        return (1, int(m.group(1)), "")
+    if _COMMIT_RE.match(name):
+        return (0, 0, name)
+    return None
+
+
+def legacy_commit_run(name: str) -> str | None:
+    """The run id a legacy ``<stamp>-<run_id>.json`` record name carries (None for numbered records)."""
+    m = _COMMIT_RE.match(name)
+    return m.group(2) if m else None
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What :meth:`BitstreamTable.commit` committed.
+
+    ``dropped_rows`` / ``dropped_errors``: keys of this run left out because a concurrent commit made since the
+    run's snapshot archived them first (their committed row stays current); ``attempts``: tries it took.
+    """
+
+    path: str
+    seq: int
+    rows: int
+    errors: int
+    attempts: int = 1
+    dropped_rows: list[str] = field(default_factory=list)
+    dropped_errors: list[str] = field(default_factory=list)
 
 
 def _stamp(t: _dt.datetime) -> str:
     return t.astimezone(_dt.timezone.utc).strftime(_STAMP_FMT)
-
-
-def _parse_stamp(s: str) -> _dt.datetime:
-    return _dt.datetime.strptime(s, _STAMP_FMT).replace(tzinfo=_dt.timezone.utc)
 
 
 def new_run_id() -> str:
@@ -277,11 +328,20 @@ class BitstreamTable:
         rows: int,
         errors: int,
         report: dict | None = None,
-    ) -> str:
-        """Make a run's part files visible, atomically, by writing its commit record; return its relative path.
+        base: int | None = None,
+        max_attempts: int = COMMIT_ATTEMPTS,
+    ) -> CommitResult:
+        """Make a run's part files visible, atomically, by creating its commit record ``_commits/<seq>.json``.
 
         Files may be given relative to the root (as :meth:`write_part` returns them) or as full paths/URIs;
         they must exist. A run id can be committed once.
+
+        Optimistic concurrency: ``base`` is the sequence number of the last commit the run planned against (its
+        snapshot; None: the head now). Before each attempt the run drops, from its parts, every key that a
+        commit newer than ``base`` archived as a row (affected parts are rewritten; the first committed row of
+        a key stays current), then claims ``head + 1`` with an exclusive create. Losing that race re-lists the
+        log and tries again, with jittered pauses; :class:`ConcurrentCommit` after ``max_attempts``. A record
+        found under our run id after an attempt whose answer was lost counts as committed.
         """
         run_id = _check_name("run id", run_id)
         data_rel = list(dict.fromkeys(self._rel(p, DATA_DIR) for p in data_files))
@@ -292,25 +352,99 @@ class BitstreamTable:
         for rel in data_rel + err_rel:
             if not self.fs.exists(self.path(rel)):
                 raise TableError(f"cannot commit {run_id}: {rel} does not exist")
-        now = _dt.datetime.now(_dt.timezone.utc)
-        if entries:
-            last = _parse_stamp(_COMMIT_RE.match(posixpath.basename(entries[-1][0])).group(1))
-            if now <= last:
-                now = last + _dt.timedelta(microseconds=1)
-        record: dict[str, Any] = {
-            "run_id": run_id,
-            "committed_at": now.isoformat(),
-            "data_files": data_rel,
-            "error_files": err_rel,
-            "rows": int(rows),
-            "errors": int(errors),
-        }
-        if report is not None:
-            record["report"] = report
-        rel = f"{COMMITS_DIR}/{_stamp(now)}-{run_id}.json"
-        write_bytes_atomic(self.fs, self.path(rel), _dumps(record))
-        _invalidate(self.fs, self.path(COMMITS_DIR))
-        return rel
+        base = _head(entries) if base is None else int(base)
+        rows, errors = int(rows), int(errors)
+        replaced: list[str] = []
+        dropped_rows: list[str] = []
+        dropped_errors: list[str] = []
+        checked: set[int] = set()
+        unknown: OSError | None = None
+        for attempt in range(1, max_attempts + 1):
+            for p, rec in entries:
+                if rec["seq"] > base and rec.get("run_id") == run_id:  # ours: an earlier attempt's answer was lost
+                    self._remove(replaced)
+                    return CommitResult(self._rel(p, COMMITS_DIR), rec["seq"], rec.get("rows", rows),
+                                        rec.get("errors", errors), attempt, dropped_rows, dropped_errors)
+            newer = [rec for _, rec in entries if rec["seq"] > base and rec["seq"] not in checked]
+            if newer:
+                data_rel, d_rows, old_d = self._drop_keys(run_id, "data", data_rel, newer)
+                err_rel, d_errs, old_e = self._drop_keys(run_id, "errors", err_rel, newer)
+                dropped_rows += d_rows
+                dropped_errors += d_errs
+                replaced += old_d + old_e
+                rows, errors = rows - len(d_rows), errors - len(d_errs)
+                checked.update(rec["seq"] for rec in newer)
+            seq = _head(entries) + 1
+            record: dict[str, Any] = {
+                "run_id": run_id,
+                "seq": seq,
+                "base": base,
+                "committed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "data_files": data_rel,
+                "error_files": err_rel,
+                "rows": rows,
+                "errors": errors,
+            }
+            if dropped_rows or dropped_errors:
+                record["conflicts"] = {"rows": len(dropped_rows), "errors": len(dropped_errors)}
+            if report is not None:
+                record["report"] = report
+            rel = f"{COMMITS_DIR}/{seq:0{SEQ_DIGITS}d}.json"
+            try:
+                write_bytes_exclusive(self.fs, self.path(rel), _dumps(record))
+            except FileExistsError:
+                pass  # another writer has this number: re-plan against it
+            except OSError as e:
+                if is_local(self.fs):
+                    raise TableError(f"cannot create the commit record {self.uri_of(self.path(rel))}: {e}") from e
+                unknown = e  # outcome unknown (the store may have taken the PUT): the re-listing below tells
+            else:
+                self._remove(replaced)
+                return CommitResult(rel, seq, rows, errors, attempt, dropped_rows, dropped_errors)
+            time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+            entries = self._commit_entries()
+        why = f" (last store error: {unknown})" if unknown is not None else ""
+        raise ConcurrentCommit(f"run {run_id} could not claim a commit number in {max_attempts} attempts on "
+                               f"{self.uri}{why}") from unknown
+
+    def _part_keys(self, kind: str, rels: list[str]) -> pa.Table:
+        schema = TABLE_SCHEMA if kind == "data" else ERRORS_SCHEMA
+        files = [(self.path(r), 0, i) for i, r in enumerate(rels)]
+        if not files:
+            return pa.table({"key": pa.array([], pa.string()), _RANK: pa.array([], pa.int64())})
+        return self._to_table(self._dataset(files, schema), columns=["key", _RANK])
+
+    def _drop_keys(self, run_id: str, kind: str, rels: list[str], newer: list[dict]):
+        """Our ``kind`` parts without the keys that ``newer`` commits archived as rows: ``(parts, dropped keys,
+        replaced originals)``. Parts holding such keys are rewritten under new names (uncommitted, like all)."""
+        theirs = [r for rec in newer for r in rec.get("data_files") or []]
+        if not rels or not theirs:
+            return rels, [], []
+        taken = pc.unique(self._part_keys("data", theirs)["key"])
+        ours = self._part_keys(kind, rels)
+        hit = ours.filter(pc.is_in(ours["key"], value_set=taken))
+        if hit.num_rows == 0:
+            return rels, [], []
+        schema = TABLE_SCHEMA if kind == "data" else ERRORS_SCHEMA
+        out, replaced = list(rels), []
+        for i in sorted(set(hit[_RANK].to_pylist())):
+            full = self.path(rels[i])
+            try:
+                part = pq.read_table(full, schema=schema, filesystem=self.arrow_fs)
+            except (OSError, pa.ArrowInvalid) as e:
+                raise TableError(f"cannot read {self.uri_of(full)} to re-plan the commit: {e}") from e
+            keep = part.filter(pc.invert(pc.is_in(part["key"], value_set=taken)))
+            out[i] = self.write_part(run_id, kind, keep) if keep.num_rows else None
+            replaced.append(full)
+        return [r for r in out if r is not None], hit["key"].to_pylist(), replaced
+
+    def _remove(self, paths: list[str]) -> None:
+        """Delete uncommitted part files that a re-planned commit replaced (best effort: else orphans)."""
+        for p in paths:
+            try:
+                self.fs.rm_file(p)
+            except OSError:
+                pass
 
     def write_report(self, run_id: str, report: dict) -> str:
         """Write ``_reports/<run_id>.json`` (atomically); return its relative path."""
@@ -334,27 +468,31 @@ class BitstreamTable:
 
     # --- commit log ---------------------------------------------------------------------------------------------
     def _commit_entries(self) -> list[tuple[str, dict]]:
-        paths = [p for p in self._list(COMMITS_DIR) if _COMMIT_RE.match(posixpath.basename(p))]
-        paths.sort(key=posixpath.basename)
+        """``[(full path, record)]`` in log order; each record's ``seq`` is its number (legacy ones: position)."""
+        paths = [p for p in self._list(COMMITS_DIR) if commit_sort_key(posixpath.basename(p)) is not None]
+        paths.sort(key=lambda p: commit_sort_key(posixpath.basename(p)))
         blobs = self._cat(paths)
         out = []
-        for p in paths:
+        for i, p in enumerate(paths):
             try:
                 rec = json.loads(blobs[p])
             except (KeyError, ValueError) as e:
                 raise TableError(f"damaged commit record {self.uri_of(p)}: {e}") from e
             if not isinstance(rec, dict) or not isinstance(rec.get("data_files"), list):
                 raise TableError(f"damaged commit record {self.uri_of(p)}: not a commit")
+            key = commit_sort_key(posixpath.basename(p))
+            rec["seq"] = key[1] if key[0] else i + 1
             out.append((p, rec))
         return out
 
     def committed(self) -> list[dict]:
-        """Commit records, oldest first."""
+        """Commit records, oldest first, each with its ``seq`` (a snapshot: pass it to :meth:`index` / :meth:`errors`
+        and its last ``seq`` to :meth:`commit` as ``base``)."""
         return [rec for _, rec in self._commit_entries()]
 
     def exists(self) -> bool:
         """True when the table has at least one committed run."""
-        return any(_COMMIT_RE.match(posixpath.basename(p)) for p in self._list(COMMITS_DIR))
+        return any(commit_sort_key(posixpath.basename(p)) is not None for p in self._list(COMMITS_DIR))
 
     def _ranked(self, kind: str, records: list[dict] | None = None) -> list[tuple[str, int, int]]:
         """``[(full path, commit index, rank)]`` of committed files, rank increasing with commit order."""
@@ -498,22 +636,23 @@ class BitstreamTable:
         table = table.sort_by("key")
         return pa.Table.from_arrays([table[c] for c in columns], schema=out_schema)
 
-    def index(self) -> dict[str, tuple[int, str | None]]:
-        """``key -> (source_size, source_etag)`` of the effective rows (reads only those columns)."""
-        files = self._ranked("data")
+    def index(self, records: list[dict] | None = None) -> dict[str, tuple[int, str | None]]:
+        """``key -> (source_size, source_etag)`` of the effective rows (reads only those columns) as of
+        ``records`` (a :meth:`committed` snapshot; default: now)."""
+        files = self._ranked("data", records)
         if not files:
             return {}
         t = self._to_table(self._dataset(files, TABLE_SCHEMA), columns=["key", "source_size", "source_etag", _RANK])
         t = t.sort_by(_RANK)  # stable: later commits overwrite earlier ones below
         return dict(zip(t["key"].to_pylist(), zip(t["source_size"].to_pylist(), t["source_etag"].to_pylist())))
 
-    def errors(self, latest_only: bool = True) -> pa.Table:
+    def errors(self, latest_only: bool = True, records: list[dict] | None = None) -> pa.Table:
         """Committed error rows whose key has no table row from the same or a later commit.
 
         ``latest_only``: one row per key, from its latest failing commit; otherwise every such error row
-        (history). Sorted by key (then commit order).
+        (history). Sorted by key (then commit order). ``records``: a :meth:`committed` snapshot (default: now).
         """
-        records = self.committed()
+        records = self.committed() if records is None else records
         efiles = self._ranked("errors", records)
         if not efiles:
             return ERRORS_SCHEMA.empty_table()
@@ -536,6 +675,10 @@ class BitstreamTable:
         if latest_only and et.num_rows:
             et = _keep_last(et, sorted_by_key=True)
         return pa.Table.from_arrays([et[c] for c in ERRORS_SCHEMA.names], schema=ERRORS_SCHEMA)
+
+
+def _head(entries: list[tuple[str, dict]]) -> int:
+    return entries[-1][1]["seq"] if entries else 0
 
 
 def _row_groups(table: pa.Table) -> list[tuple[int, int]]:

@@ -53,7 +53,7 @@ from latentarc.codec import bitstream, guarantee
 from latentarc.codec.errors import BitstreamError, ModelError
 from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA
 from latentarc.pipeline.storage import _stat_many
-from latentarc.pipeline.table import _COMMIT_RE, COMMITS_DIR, DATA_DIR, ERRORS_DIR, BitstreamTable
+from latentarc.pipeline.table import COMMITS_DIR, DATA_DIR, ERRORS_DIR, BitstreamTable, commit_sort_key, legacy_commit_run
 
 __all__ = ["MAX_LISTED", "SUPPORTED_FORMAT_VERSIONS", "VerifyReport", "print_report", "verify_table"]
 
@@ -207,11 +207,11 @@ class _Verifier:
         paths = []
         for p in listed:
             name = posixpath.basename(p)
-            if _COMMIT_RE.match(name):
+            if commit_sort_key(name) is not None:
                 paths.append(p)
             else:
                 f.warning("commit", "not a commit record name: readers ignore this file", file=f"{COMMITS_DIR}/{name}")
-        paths.sort(key=posixpath.basename)
+        paths.sort(key=lambda p: commit_sort_key(posixpath.basename(p)))
         records: list[tuple[str, dict]] = []
         run_ids: dict[str, str] = {}
         for p in paths:
@@ -232,8 +232,8 @@ class _Verifier:
                 f.problem("commit", f"damaged commit record: {bad}; readers refuse the whole table", file=rel)
                 continue
             run_id = rec.get("run_id")
-            stem_run = _COMMIT_RE.match(posixpath.basename(p)).group(2)
-            if run_id != stem_run:
+            stem_run = legacy_commit_run(posixpath.basename(p))
+            if stem_run is not None and run_id != stem_run:
                 f.warning("commit", f"record's run_id {run_id!r} differs from its file name's {stem_run!r}",
                           file=rel)
             if run_id in run_ids:

@@ -246,8 +246,8 @@ def test_uncommitted_parts_are_invisible_then_commit(table):
     assert table.orphans() == [table.path(part)]
     assert not table.exists()
 
-    rel = table.commit(run, [part], [], rows=2, errors=0, report={"saved_bytes": 5})
-    assert rel.startswith("_commits/") and rel.endswith(f"-{run}.json")
+    done = table.commit(run, [part], [], rows=2, errors=0, report={"saved_bytes": 5})
+    assert done.path == "_commits/00000000000000000001.json" and done.seq == 1 and done.attempts == 1
     assert table.exists() and table.orphans() == []
     t = table.read()
     assert t.schema.equals(TABLE_SCHEMA)
@@ -255,6 +255,7 @@ def test_uncommitted_parts_are_invisible_then_commit(table):
     assert t["payload"].to_pylist() == [b"\x01\x02"] * 2
     (rec,) = table.committed()
     assert rec["run_id"] == run and rec["data_files"] == [part] and rec["rows"] == 2 and rec["errors"] == 0
+    assert rec["seq"] == 1
     assert rec["report"] == {"saved_bytes": 5}
     assert table.data_files() == [table.path(part)]
     assert table.stored_bytes([part, table.path(part)]) > 0
