@@ -89,14 +89,12 @@ def tolerate_failed_blocks():
     """Let the run go on past a block whose task failed for good (Ray Data drops such blocks); the driver's
     accounting then records the block's inputs as errors. The default (0) would abort the whole run — and lose
     every other input's work — for one bad batch."""
-    from ray.data import DataContext
+    from .runtime import context_override
 
-    ctx = DataContext.get_current()
-    old, ctx.max_errored_blocks = ctx.max_errored_blocks, -1
     try:
-        yield
+        with context_override("max_errored_blocks", -1):
+            yield
     finally:
-        ctx.max_errored_blocks = old
         # drop any reference cycle still holding the pool's actor handles (a failed block's traceback can), so
         # the next run in this process (watch mode) finds the actors' CPUs free
         gc.collect()

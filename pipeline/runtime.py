@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -57,6 +58,32 @@ def actor_pool_args(plan: "PoolPlan") -> dict:
     }
 
 
+_OVERRIDES: dict[str, list] = {}  # DataContext attribute -> [saved value, holders]
+_OVERRIDES_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def context_override(attr: str, value):
+    """Set a global Ray Data context attribute for the duration; concurrent runs in one driver process (threads)
+    share it, so the first holder saves the old value and the last one restores it (a plain save/restore would
+    leave the override behind when two runs exit out of order)."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    with _OVERRIDES_LOCK:
+        held = _OVERRIDES.setdefault(attr, [getattr(ctx, attr), 0])
+        held[1] += 1
+        setattr(ctx, attr, value)
+    try:
+        yield
+    finally:
+        with _OVERRIDES_LOCK:
+            held[1] -= 1
+            if held[1] == 0:
+                setattr(ctx, attr, held[0])
+                del _OVERRIDES[attr]
+
+
 @contextlib.contextmanager
 def patient_execution():
     """No wall-clock abort for a slow run. Ray Data's default gives up on a dataset that moves no block for 30
@@ -70,11 +97,8 @@ def patient_execution():
     if not hasattr(ctx, "execution_no_progress_timeout_s"):  # older Ray Data has no such timeout
         yield
         return
-    old, ctx.execution_no_progress_timeout_s = ctx.execution_no_progress_timeout_s, -1
-    try:
+    with context_override("execution_no_progress_timeout_s", -1):
         yield
-    finally:
-        ctx.execution_no_progress_timeout_s = old
 
 
 @contextlib.contextmanager
