@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy", choices=["ste", "noise"], default="ste",
                    help="quantization seen by the decoder: real rounding, straight-through (default), or noise")
     p.add_argument("--lpips-weight", type=float, default=0.0, help="add W × LPIPS (needs codec.metrics.LPIPS)")
+    p.add_argument("--range-weight", type=float, default=1.0,
+                   help="add W × mean(relu(|z| − 3)²): keeps latents inside the decoder's input clamp (default 1)")
     p.add_argument("--sens-probes", type=int, default=1, help="Hutchinson probes of the decoder sensitivity")
     p.add_argument("--sens-window", type=int, default=16, help="… on a centred window of N latents (codec: 32)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
