@@ -31,10 +31,11 @@ MANIFEST_SUFFIXES = (".txt", ".manifest", ".lst")
 #: ``SourceObject.size`` of a manifest entry that does not exist: reading it raises :class:`SourceNotFound`, so
 #: the job records it in the errors table instead of the listing aborting the whole run.
 MISSING_SIZE = -1
-#: botocore's retry policy for s3:// unless ``storage_options["config_kwargs"]["retries"]`` says otherwise:
-#: "standard" mode retries throttling (503 SlowDown), 5xx, connection resets and timeouts with exponential
-#: backoff and full jitter; an archive of millions of objects meets each of them. ("adaptive" adds client-side
-#: rate limiting; pass it to opt in.) s3fs retries on top of this (``S3FileSystem.retries``, 5).
+#: botocore's retry policy for s3:// unless ``storage_options["config_kwargs"]["retries"]`` says otherwise
+#: (``max_attempts`` counts retries after the first try): "standard" mode retries throttling (503 SlowDown),
+#: 5xx, connection resets and timeouts with exponential backoff and full jitter; an archive of millions of
+#: objects meets each of them. ("adaptive" adds client-side rate limiting; pass it to opt in.) s3fs retries on
+#: top of this (``S3FileSystem.retries``, 5).
 S3_RETRIES = {"mode": "standard", "max_attempts": 10}
 
 __all__ = [
@@ -72,7 +73,7 @@ def open_fs(uri: str, storage_options: dict | None = None) -> tuple[fsspec.Abstr
     if protocol in ("s3", "s3a"):
         protocol = "s3"
         config = dict(opts.get("config_kwargs") or {})
-        config.setdefault("retries", dict(S3_RETRIES))
+        config["retries"] = dict(config.get("retries") or S3_RETRIES)  # a copy: botocore rewrites it in place
         opts["config_kwargs"] = config
     opts.setdefault("use_listings_cache", False)
     try:

@@ -53,7 +53,14 @@ from latentarc.codec import bitstream, guarantee
 from latentarc.codec.errors import BitstreamError, ModelError
 from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA
 from latentarc.pipeline.storage import _stat_many
-from latentarc.pipeline.table import COMMITS_DIR, DATA_DIR, ERRORS_DIR, BitstreamTable, commit_sort_key, legacy_commit_run
+from latentarc.pipeline.table import (
+    COMMITS_DIR,
+    DATA_DIR,
+    ERRORS_DIR,
+    BitstreamTable,
+    commit_sort_key,
+    legacy_commit_run,
+)
 
 __all__ = ["MAX_LISTED", "SUPPORTED_FORMAT_VERSIONS", "VerifyReport", "print_report", "verify_table"]
 

@@ -158,26 +158,27 @@ def _png(i: int, size: int = 64) -> bytes:
 
 
 def _sources(tmp_path, where, overlap: bool) -> tuple[str, str, dict | None, set[str], set[str]]:
-    """Two source roots of 3 images each; with ``overlap`` they share two keys (same bytes)."""
+    """Two manifests over one pool of 6 images: 3 each, or 4 each sharing two objects with ``overlap``."""
     uri, options = where
-    a = {"a0.png": _png(0), "a1.png": _png(1), "x2.png": _png(2)}
-    b = {"b3.png": _png(3), "b4.png": _png(4), "x5.png": _png(5)}
-    if overlap:
-        a["b3.png"] = b["b3.png"]
-        b["x2.png"] = a["x2.png"]
+    names = [f"x{i}.png" for i in range(6)]
+    keys_a, keys_b = (names[:4], names[2:]) if overlap else (names[:3], names[3:])
     if options is None:
-        roots = (tmp_path / "src-a", tmp_path / "src-b")
-        for root, files in zip(roots, (a, b)):
-            root.mkdir()
-            for k, v in files.items():
-                (root / k).write_bytes(v)
-        return str(roots[0]), str(roots[1]), None, set(a), set(b)
+        pool = tmp_path / "pool"
+        pool.mkdir()
+        for i, k in enumerate(names):
+            (pool / k).write_bytes(_png(i))
+        manifests = (tmp_path / "a.txt", tmp_path / "b.txt")
+        for m, keys in zip(manifests, (keys_a, keys_b)):
+            m.write_text("".join(f"{pool / k}\n" for k in keys))
+        return str(manifests[0]), str(manifests[1]), None, set(keys_a), set(keys_b)
     fs, _ = open_fs(uri, options)
     bucket = uri.rsplit("/", 1)[0]
-    for name, files in (("src-a", a), ("src-b", b)):
-        for k, v in files.items():
-            fs.pipe_file(f"{fs._strip_protocol(bucket)}/{name}/{k}", v)
-    return f"{bucket}/src-a", f"{bucket}/src-b", options, set(a), set(b)
+    root = fs._strip_protocol(bucket)
+    for i, k in enumerate(names):
+        fs.pipe_file(f"{root}/pool/{k}", _png(i))
+    for name, keys in (("a", keys_a), ("b", keys_b)):
+        fs.pipe_file(f"{root}/{name}.txt", "".join(f"{bucket}/pool/{k}\n" for k in keys).encode())
+    return f"{bucket}/a.txt", f"{bucket}/b.txt", options, set(keys_a), set(keys_b)
 
 
 @pytest.mark.parametrize("overlap", [False, True], ids=["disjoint", "overlapping"])
@@ -211,7 +212,8 @@ def test_two_compress_runs_at_once(tmp_path, where, overlap):
     inputs = keys_a | keys_b
     counts = _accounting(table, inputs)
     print(f"two compress runs ({'overlapping' if overlap else 'disjoint'}):", counts,
-          "reader snapshots:", len(reader.snapshots), "run seconds:", [round(r["seconds"], 1) for r in reports.values()])
+          "reader snapshots:", len(reader.snapshots),
+          "run seconds:", [round(r["seconds"], 1) for r in reports.values()])
     assert counts == {"inputs": len(inputs), "rows": len(inputs), "errors": 0, "lost": 0, "duplicated": 0,
                       "foreign": 0}
     records = table.committed()

@@ -44,12 +44,22 @@ def _png(i: int, size: int = 64) -> bytes:
     return buf.getvalue()
 
 
+def _retries(fs) -> tuple[str, int]:
+    """(mode, retries after the first try); botocore rewrites max_attempts as total_max_attempts in place."""
+    r = fs.config_kwargs["retries"]
+    return r["mode"], r["max_attempts"] if "max_attempts" in r else r["total_max_attempts"] - 1
+
+
 def test_s3_retry_defaults_and_overrides(s3):
     fs, _ = open_fs("s3://any", s3)
-    assert fs.config_kwargs["retries"] == S3_RETRIES
-    fs, _ = open_fs("s3://any", {**s3, "config_kwargs": {"retries": {"mode": "adaptive", "max_attempts": 3},
-                                                         "connect_timeout": 7}})
-    assert fs.config_kwargs == {"retries": {"mode": "adaptive", "max_attempts": 3}, "connect_timeout": 7}
+    fs.ls("")  # the client exists: botocore has seen the config
+    assert _retries(fs) == (S3_RETRIES["mode"], S3_RETRIES["max_attempts"]) == ("standard", 10)
+    mine = {"retries": {"mode": "adaptive", "max_attempts": 3}, "connect_timeout": 7}
+    fs, _ = open_fs("s3://any", {**s3, "config_kwargs": mine})
+    fs.ls("")
+    assert _retries(fs) == ("adaptive", 3) and fs.config_kwargs["connect_timeout"] == 7
+    assert mine == {"retries": {"mode": "adaptive", "max_attempts": 3}, "connect_timeout": 7}  # left as given
+    assert S3_RETRIES == {"mode": "standard", "max_attempts": 10}
 
 
 def test_commit_whose_answer_was_lost_counts_once(bucket, flaky):
@@ -95,8 +105,9 @@ def test_compress_and_restore_through_a_flaky_store(bucket, s3, flaky, tmp_path)
     counts = {"inputs": len(sources), "rows": len(rows), "errors": len(errors),
               "lost": len(set(sources) - set(got)), "duplicated": len(got) - len(set(got))}
     faults = {f: proxy.faults(f) for f in ("slowdown", "error500", "reset", "reset_after", "slow")}
-    by_op = {op: sum(n for (o, f), n in proxy.stats.items() if o == op and f != "ok") for op in ("read", "write", "list")}
-    requests = {op: sum(n for (o, _), n in proxy.stats.items() if o == op) for op in ("read", "write", "list")}
+    ops = ("read", "write", "list")
+    by_op = {op: sum(n for (o, f), n in proxy.stats.items() if o == op and f != "ok") for op in ops}
+    requests = {op: sum(n for (o, _), n in proxy.stats.items() if o == op) for op in ops}
     print("flaky store:", counts, "faults:", faults, "by operation:", by_op,
           "requests:", requests, "restored:", restored.restored, "restore failures:",
           len(restored.failures))
