@@ -10,10 +10,12 @@ megapixels / total seconds. Speed per core: every encode and decode also records
 (``time.process_time``: all its threads — torch's, libavif's, libjxl's); cores busy = CPU s / wall s, and MP/s per
 core = MP/s ÷ cores busy = megapixels / CPU seconds. Measured rather than taken from a thread setting, it is what a
 codec gets out of each core it actually kept busy, and a busy machine's waiting (wall time, not CPU time) does not
-lower it. ``threads`` records torch's intra-op thread count for reference. BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when AVIF
-is not benchmarked) uses :func:`latentarc.codec.rd.bd_report`: the auto method (cubic with ≥ 4 points, else
-piecewise-linear), the piecewise-linear figure always, and whether the cubic fit is monotonic. A second BD-rate
-uses MS-SSIM in dB (``-10·log10(1 − MS-SSIM)``) as the quality axis.
+lower it. ``threads`` records torch's intra-op thread count for reference.
+
+BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when AVIF is not benchmarked) uses
+:func:`latentarc.codec.rd.bd_report`: the auto method (cubic with ≥ 4 points, else piecewise-linear), the
+piecewise-linear figure always, and whether the cubic fit is monotonic. A second BD-rate uses MS-SSIM in dB
+(``-10·log10(1 − MS-SSIM)``) as the quality axis.
 
 A neural codec can be listed with an entropy model, ``NAME@ENTROPY`` (e.g. ``tae-f2@tae-f2-ctx``), to compare
 entropy models against the classical codecs in one run, and with an encoder-side latent search of N steps,
@@ -120,8 +122,8 @@ class Analysis(NamedTuple):
 
 
 def analysed(codec, pic) -> Analysis:
-    """(analysis, seconds, CPU seconds) for a codec whose encode splits into a quality-independent analysis and the coding
-    (NeuralCodec.analyse: the encoder pass, the latent search, the sensitivities); (None, 0) for the others.
+    """(analysis, seconds, CPU seconds) for a codec whose encode splits into a quality-independent analysis and the
+    coding (NeuralCodec.analyse: the encoder pass, the latent search, the sensitivities); (None, 0, 0) for the others.
     The bench runs it once per image and charges its time to every quality's encode, so ``encode_s`` is still
     what one encode at that quality costs, while a slow analysis (the latent search) is not repeated per point."""
     if not hasattr(codec, "analyse"):

@@ -81,7 +81,7 @@ def payback_text(g: dict) -> str:
 def cost_lines(r: dict) -> list[str]:
     """Compute cost, monthly saving and payback, for the whole run or table and per codec (the report's
     ``compute_s``, ``gpu_s``, ``usd_compute``, ``usd_per_month_saved`` and ``payback_months``)."""
-    if r.get("usd_compute") is None and not any(g.get("usd_compute") is not None for g in r.get("per_codec", {}).values()):
+    if r.get("usd_compute") is None:  # no row recorded compute_s (a group can only have it if the whole does)
         return ["  compute: not recorded (rows written before the compute_s column)"]
 
     def seconds(g: dict) -> str:
@@ -90,8 +90,8 @@ def cost_lines(r: dict) -> list[str]:
 
     gpu_price = f", ${r['price_per_gpu_hour']}/GPU-hour" if r.get("gpu_s") is not None else ""
     lines = [
-        f"  compute: {seconds(r)} → {_usd(r['usd_compute'] or 0.0)} at ${r['price_per_cpu_hour']}/CPU-hour{gpu_price}",
-        f"  payback: {_usd(r['usd_compute'] or 0.0)} compute / {_usd(r['usd_per_month_saved'])} saved per month "
+        f"  compute: {seconds(r)} → {_usd(r['usd_compute'])} at ${r['price_per_cpu_hour']}/CPU-hour{gpu_price}",
+        f"  payback: {_usd(r['usd_compute'])} compute / {_usd(r['usd_per_month_saved'])} saved per month "
         f"→ {payback_text(r)}",
     ]
     for name, g in r.get("per_codec", {}).items():
