@@ -224,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
                         "--qualities then applies to every codec (default: codec-specific lists)")
     p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here")
+    p.add_argument("--metrics", metavar="LIST",
+                   help="with --codecs: metrics to measure, of psnr,ms-ssim,lpips,dists (default all; PSNR always; "
+                        "DISTS costs ~35 s/MP per point on one core)")
     p.add_argument("--refine-modes", metavar="LIST",
                    help="refinement benchmark (jobs/refine_bench.py): faithful,realistic against none on the same "
                         "streams — PSNR, MS-SSIM, sharpness, decode s/MP")

@@ -38,9 +38,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .rd_perceptual import (EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, distance_db, equal_quality,
+                            equal_quality_cells, format_equal_quality, parse_metrics)
+
 DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
-DEFAULT_QUALITIES = {"tae-f2": [10.0, 25.0, 40.0, 55.0, 70.0]}
-CLASSICAL_QUALITIES = [10.0, 30.0, 50.0, 70.0, 90.0]
+# Down to each scale's coarsest setting (0): on the held-out ~1 MP photos that is 0.05–0.09 bpp for tae-f2,
+# 0.09–0.13 avif, 0.08–0.13 jpeg (q0 = q1), 0.10–0.21 webp, 0.14–0.25 jxl — as low as the 0–100 scales reach.
+DEFAULT_QUALITIES = {"tae-f2": [0.0, 10.0, 25.0, 40.0, 55.0, 70.0]}
+CLASSICAL_QUALITIES = [0.0, 10.0, 30.0, 50.0, 70.0, 90.0]
 REFERENCE = "avif"
 
 
@@ -133,11 +138,14 @@ def analysed(codec, pic) -> Analysis:
     return Analysis(a, time.perf_counter() - t0, time.process_time() - c0)
 
 
-def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, analysis_cpu_s: float = 0.0) -> dict:
+def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, analysis_cpu_s: float = 0.0,
+            metrics: tuple[str, ...] = METRICS, device=None) -> dict:
     """One encode + decode at ``quality``; ``analysis`` / ``analysis_s`` / ``analysis_cpu_s``: from :func:`analysed`
-    for this ``pic``. Wall seconds (``encode_s``) and process CPU seconds (``encode_cpu_s``) of each side."""
+    for this ``pic``. Wall seconds (``encode_s``) and process CPU seconds (``encode_cpu_s``) of each side.
+    ``metrics``: which of MS-SSIM, LPIPS and DISTS to measure (the others are None; PSNR always), LPIPS and DISTS
+    on ``device``; their time (``metrics_s``) is outside the codec's timings."""
     from latentarc.codec.classical import decoded_planes
-    from latentarc.codec.metrics import ms_ssim, psnr
+    from latentarc.codec.metrics import dists, lpips, ms_ssim, psnr
 
     shared = {} if analysis is None else {"analysis": analysis}
     c0, t0 = time.process_time() - analysis_cpu_s, time.perf_counter() - analysis_s
@@ -147,12 +155,17 @@ def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, 
     c2, t2 = time.process_time(), time.perf_counter()
     ref, test = pic.reference(), decoded_planes(dec, pic.mode)
     mp = pic.width * pic.height / 1e6
+    t3 = time.perf_counter()
+    scores = {"psnr": psnr(ref, test),
+              "ms_ssim": ms_ssim(ref, test) if "ms_ssim" in metrics else None,
+              "lpips": lpips(ref, test, device=device) if "lpips" in metrics else None,
+              "dists": dists(ref, test, device=device) if "dists" in metrics else None}
     return {
         "quality": quality,
         "bytes": len(res.data),
         "bpp": len(res.data) * 8.0 / (pic.width * pic.height),
-        "psnr": psnr(ref, test),
-        "ms_ssim": ms_ssim(ref, test),
+        **scores,
+        "metrics_s": time.perf_counter() - t3,
         "encode_s": t1 - t0,
         "decode_s": t2 - t1,
         "encode_cpu_s": c1 - c0,
@@ -185,6 +198,8 @@ def summarise(rows: list[dict], codecs: list[str], qualities: dict[str, list[flo
                 "bpp": float(np.mean([r["bpp"] for r in rs])),
                 "psnr": float(np.mean([r["psnr"] for r in rs])),
                 "ms_ssim": _mean([r["ms_ssim"] for r in rs]),
+                "lpips": _mean([r["lpips"] for r in rs]),
+                "dists": _mean([r["dists"] for r in rs]),
                 "encode_mp_s": mp / sum(r["encode_s"] for r in rs),
                 "decode_mp_s": mp / sum(r["decode_s"] for r in rs),
             })
@@ -205,25 +220,31 @@ def per_core(mp: float, wall_s: float, cpu_s: float, side: str) -> dict:
             f"{side}_mp_s_per_core": mp / cpu_s if cpu_s > 0 else None}
 
 
+#: BD-rate quality axes: (entry key, curve key, the curve value → a higher-is-better dB axis)
+BD_AXES = (("psnr", "psnr", lambda v: v), ("ms_ssim_db", "ms_ssim", _msssim_db),
+           ("lpips_db", "lpips", distance_db), ("dists_db", "dists", distance_db))
+AXIS_LABELS = {"psnr": "PSNR", "ms_ssim_db": "MS-SSIM dB", "lpips_db": "LPIPS dB", "dists_db": "DISTS dB"}
+AXES_NOTE = ("quality axes: PSNR dB; MS-SSIM dB = -10·log10(1 − MS-SSIM); LPIPS dB = -10·log10(LPIPS); "
+             "DISTS dB = -10·log10(DISTS)")
+
+
 def _bd_entry(pts: list[dict], ref: list[dict]) -> dict:
-    """BD-rate of curve ``pts`` against ``ref`` on PSNR and on MS-SSIM in dB (an error entry where they do not
-    overlap)."""
+    """BD-rate of curve ``pts`` against ``ref`` on every axis of :data:`BD_AXES` (an error entry where the curves
+    do not overlap or the metric was not measured)."""
     from latentarc.codec.rd import bd_report
 
     entry: dict = {}
-    try:
-        entry["psnr"] = bd_report([p["bpp"] for p in pts], [p["psnr"] for p in pts],
-                                  [p["bpp"] for p in ref], [p["psnr"] for p in ref])
-    except ValueError as e:
-        entry["psnr"] = {"bd_rate_pct": None, "error": str(e)}
-    try:
-        a = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in pts]
-        b = [(p["bpp"], _msssim_db(p["ms_ssim"])) for p in ref]
+    for key, metric, axis in BD_AXES:
+        a, b = ([(p["bpp"], axis(p.get(metric))) for p in c if p.get(metric) is not None] for c in (pts, ref))
         a = [(r, q) for r, q in a if q is not None and math.isfinite(q)]
         b = [(r, q) for r, q in b if q is not None and math.isfinite(q)]
-        entry["ms_ssim_db"] = bd_report([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b])
-    except ValueError as e:
-        entry["ms_ssim_db"] = {"bd_rate_pct": None, "error": str(e)}
+        if not a or not b:
+            entry[key] = {"bd_rate_pct": None, "error": f"{metric} not measured"}
+            continue
+        try:
+            entry[key] = bd_report([r for r, _ in a], [q for _, q in a], [r for r, _ in b], [q for _, q in b])
+        except ValueError as e:
+            entry[key] = {"bd_rate_pct": None, "error": str(e)}
     return entry
 
 
@@ -247,32 +268,43 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{x:+.2f}%"
 
 
+_OTHER_AXES = ("ms_ssim_db", "lpips_db", "dists_db")
+
+
+def _other_cells(e: dict) -> list[str]:
+    """The BD-rates of an entry on the axes besides PSNR (auto method, as the PSNR column)."""
+    return [_pct(e.get(k, {}).get("bd_rate_pct")) for k in _OTHER_AXES]
+
+
 def format_bd(bd: dict, reference: str) -> str:
-    head = f"{'codec':<10} {'BD-rate':>9} {'method':>7} {'linear':>9} {'PSNR interval dB':>17} {'cubic ok':>8} {'BD-rate MS-SSIM':>15}"
-    lines = [f"BD-rate vs {reference} (PSNR; negative = fewer bits than {reference} at equal quality):",
+    others = " ".join(f"{AXIS_LABELS[k]:>10}" for k in _OTHER_AXES)
+    head = (f"{'codec':<10} {'BD-rate':>9} {'method':>7} {'linear':>9} {'PSNR interval dB':>17} {'cubic ok':>8} "
+            f"{others}")
+    lines = [f"BD-rate vs {reference} (negative = fewer bits than {reference} at equal quality; {AXES_NOTE}):",
              head, "-" * len(head)]
     for c, e in bd.items():
-        p, m = e["psnr"], e["ms_ssim_db"]
+        p = e["psnr"]
+        rest = " ".join(f"{x:>10}" for x in _other_cells(e))
         if p.get("bd_rate_pct") is None:
-            lines.append(f"{c:<10} {'n/a':>9}  {p.get('error', '')}")
+            lines.append(f"{c:<10} {'n/a':>9} {'':>7} {'':>9} {'':>17} {'':>8} {rest}  {p.get('error', '')}")
             continue
         lo, hi = p["psnr_interval"]
         mono = "" if p["method"] != "cubic" else ("yes" if p.get("cubic_monotone") else "NO")
         lines.append(f"{c:<10} {_pct(p['bd_rate_pct']):>9} {p['method']:>7} {_pct(p['linear_pct']):>9} "
-                     f"{f'{lo:.2f}–{hi:.2f}':>17} {mono:>8} {_pct(m.get('bd_rate_pct')):>15}")
+                     f"{f'{lo:.2f}–{hi:.2f}':>17} {mono:>8} {rest}")
     lines.append("  method: cubic = Bjøntegaard fit (≥ 4 points), linear = piecewise-linear log-rate; 'cubic ok' "
-                 "NO means the fit bends back, prefer the linear figure. MS-SSIM column: quality axis "
-                 "-10·log10(1−MS-SSIM).")
+                 "NO means the PSNR fit bends back, prefer the linear figure (rd.json has both for every axis).")
     return "\n".join(lines)
 
 
 def _pair_cells(row: dict) -> list[list[str]]:
-    """One ``bd_pairs`` row → [against, BD-rate PSNR, PSNR interval, BD-rate MS-SSIM] per classical codec."""
+    """One ``bd_pairs`` row → [against, BD-rate PSNR, PSNR interval, BD-rate MS-SSIM / LPIPS / DISTS dB] per
+    classical codec."""
     cells = []
     for c, e in row.items():
-        p, m = e["psnr"], e["ms_ssim_db"]
+        p = e["psnr"]
         span = "" if p.get("bd_rate_pct") is None else "{:.2f}–{:.2f}".format(*p["psnr_interval"])
-        cells.append([c, _pct(p.get("bd_rate_pct")), span, _pct(m.get("bd_rate_pct"))])
+        cells.append([c, _pct(p.get("bd_rate_pct")), span, *_other_cells(e)])
     return cells
 
 
@@ -281,10 +313,12 @@ def format_pairs(pairs: dict) -> str:
     for n, row in pairs.items():
         if not row:
             continue
-        lines.append(f"BD-rate of {n} against each classical codec (negative = {n} needs fewer bits):")
-        head = f"{'against':<10} {'PSNR':>9} {'PSNR interval dB':>17} {'MS-SSIM':>9}"
+        lines.append(f"BD-rate of {n} against each classical codec (negative = {n} needs fewer bits; {AXES_NOTE}):")
+        head = f"{'against':<10} {'PSNR':>9} {'PSNR interval dB':>17} " + " ".join(
+            f"{AXIS_LABELS[k]:>10}" for k in _OTHER_AXES)
         lines += [head, "-" * len(head)]
-        lines += [f"{c:<10} {bd:>9} {span:>17} {ms:>9}" for c, bd, span, ms in _pair_cells(row)]
+        lines += [f"{c:<10} {bd:>9} {span:>17} " + " ".join(f"{x:>10}" for x in rest)
+                  for c, bd, span, *rest in _pair_cells(row)]
     return "\n".join(lines)
 
 
@@ -304,18 +338,25 @@ def format_speed(speed: dict[str, dict], threads: int | None = None) -> str:
     return "\n".join(lines)
 
 
+def _num(x, fmt: str = ".4f") -> str:
+    return "n/a" if x is None else format(x, fmt)
+
+
 def format_curves(curves: dict[str, list[dict]], speed: dict[str, dict]) -> str:
-    head = f"{'codec':<10} {'q':>5} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'enc MP/s':>9} {'dec MP/s':>9}"
+    head = (f"{'codec':<10} {'q':>5} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'LPIPS':>7} {'DISTS':>7} "
+            f"{'enc MP/s':>9} {'dec MP/s':>9}")
     lines = ["mean curves:", head, "-" * len(head)]
     for c, pts in curves.items():
         for p in pts:
-            ms = "n/a" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}"
-            lines.append(f"{c:<10} {p['quality']:>5g} {p['bpp']:8.4f} {p['psnr']:8.2f} {ms:>8} "
-                         f"{p['encode_mp_s']:9.3f} {p['decode_mp_s']:9.3f}")
+            lines.append(f"{c:<10} {p['quality']:>5g} {p['bpp']:8.4f} {p['psnr']:8.2f} {_num(p['ms_ssim']):>8} "
+                         f"{_num(p['lpips']):>7} {_num(p['dists']):>7} {p['encode_mp_s']:9.3f} "
+                         f"{p['decode_mp_s']:9.3f}")
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ plots / HTML
+PLOTS = (("psnr", "PSNR (dB)", "rd_psnr.png"), ("ms_ssim", "MS-SSIM", "rd_msssim.png"),
+         ("lpips", "LPIPS (lower is better)", "rd_lpips.png"), ("dists", "DISTS (lower is better)", "rd_dists.png"))
 COLOURS = {"tae-f2": "#d62728", "avif": "#1f77b4", "jxl": "#2ca02c", "webp": "#9467bd", "jpeg": "#7f7f7f"}
 
 
@@ -324,14 +365,19 @@ def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
 
     plt = pyplot()
     files = {}
-    for metric, label, name in (("psnr", "PSNR (dB)", "rd_psnr.png"), ("ms_ssim", "MS-SSIM", "rd_msssim.png")):
+    for metric, label, name in PLOTS:
+        have = {c: [p for p in pts if p[metric] is not None and math.isfinite(p[metric])] for c, pts in curves.items()}
+        if metric in PERCEPTUAL and not any(have.values()):
+            continue  # not measured: no empty plot
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        for c, pts in curves.items():
-            xs = [p["bpp"] for p in pts if p[metric] is not None and math.isfinite(p[metric])]
-            ys = [p[metric] for p in pts if p[metric] is not None and math.isfinite(p[metric])]
-            if xs:
-                ax.plot(xs, ys, marker="o", label=c, color=COLOURS.get(c))
-        ax.set_xlabel("bits per pixel")
+        for c, pts in have.items():
+            if pts:
+                ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], marker="o", label=c, color=COLOURS.get(c))
+        if metric in PERCEPTUAL:  # distances span 0.03–2 bpp: a log rate axis, and the equal-quality levels
+            ax.set_xscale("log")
+            for level in LEVELS[metric]:
+                ax.axhline(level, color="#999999", linestyle=":", linewidth=1)
+        ax.set_xlabel("bits per pixel" + (" (log)" if metric in PERCEPTUAL else ""))
         ax.set_ylabel(label)
         ax.set_title(f"rate–distortion: bpp vs {label}")
         ax.grid(True, alpha=0.3)
@@ -368,8 +414,8 @@ def _pairs_html(pairs: dict) -> list[str]:
         if not row:
             continue
         out += [f"<h2>BD-rate of {html.escape(n)} against each classical codec</h2>",
-                html_table(["against", "BD-rate (PSNR)", "PSNR interval (dB)", "BD-rate (MS-SSIM dB)"],
-                           _pair_cells(row))]
+                html_table(["against", "BD-rate (PSNR)", "PSNR interval (dB)",
+                            *(f"BD-rate ({AXIS_LABELS[k]})" for k in _OTHER_AXES)], _pair_cells(row))]
     return out
 
 
@@ -379,19 +425,20 @@ def _html(result: dict, files: dict[str, Path]) -> str:
     ref = result["reference"]
     bd_rows = []
     for c, e in result["bd"].items():
-        p, m = e["psnr"], e["ms_ssim_db"]
+        p = e["psnr"]
         if p.get("bd_rate_pct") is None:
-            bd_rows.append([c, "n/a", "", "", p.get("error", ""), "", _pct(m.get("bd_rate_pct"))])
+            bd_rows.append([c, "n/a", "", "", p.get("error", ""), "", *_other_cells(e)])
             continue
         lo, hi = p["psnr_interval"]
         mono = "" if p["method"] != "cubic" else ("yes" if p.get("cubic_monotone") else "no")
         bd_rows.append([c, _pct(p["bd_rate_pct"]), p["method"], _pct(p["linear_pct"]), f"{lo:.2f}–{hi:.2f}", mono,
-                        _pct(m.get("bd_rate_pct"))])
+                        *_other_cells(e)])
     curve_rows = [
-        [c, f"{p['quality']:g}", f"{p['bpp']:.4f}", f"{p['psnr']:.2f}",
-         "n/a" if p["ms_ssim"] is None else f"{p['ms_ssim']:.4f}", f"{p['encode_mp_s']:.3f}", f"{p['decode_mp_s']:.3f}"]
+        [c, f"{p['quality']:g}", f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", _num(p["ms_ssim"]), _num(p["lpips"]),
+         _num(p["dists"]), f"{p['encode_mp_s']:.3f}", f"{p['decode_mp_s']:.3f}"]
         for c, pts in result["curves"].items() for p in pts
     ]
+    eq_head, eq_rows = equal_quality_cells(result["equal_quality"])
     def num(x):
         return "n/a" if x is None else f"{x:.3f}"
 
@@ -406,13 +453,14 @@ def _html(result: dict, files: dict[str, Path]) -> str:
         + f"; codecs {', '.join(result['codecs'])}; bpp of the whole LARC stream</div>",
         f"<h2>BD-rate vs {html.escape(ref)}</h2>",
         html_table(["codec", "BD-rate (PSNR)", "method", "piecewise-linear", "PSNR interval (dB)", "cubic monotone",
-                    "BD-rate (MS-SSIM dB)"], bd_rows),
+                    *(f"BD-rate ({AXIS_LABELS[k]})" for k in _OTHER_AXES)], bd_rows),
         f"<p class=muted>Negative: fewer bits than {html.escape(ref)} at equal quality. cubic = Bjøntegaard fit "
-        "(≥ 4 points), linear = piecewise-linear log-rate interpolation.</p>",
+        f"(≥ 4 points), linear = piecewise-linear log-rate interpolation. {html.escape(AXES_NOTE)}.</p>",
         *_pairs_html(result.get("bd_pairs") or {}),
+        *(["<h2>bpp needed at equal quality</h2>", html_table(eq_head, eq_rows),
+           f"<p class=muted>{html.escape(EQUAL_QUALITY_NOTE)}</p>"] if len(eq_head) > 1 else []),
         "<h2>Rate–distortion</h2>",
-        _img(files["psnr"], "bpp vs PSNR"),
-        _img(files["ms_ssim"], "bpp vs MS-SSIM"),
+        *(_img(files[m], f"bpp vs {label}") for m, label, _ in PLOTS if m in files),
         "<h2>Speed</h2>",
         _img(files["speed"], "speed"),
         html_table(["codec", "megapixels", "encode MP/s", "encode cores busy", "encode MP/s per core",
@@ -420,7 +468,8 @@ def _html(result: dict, files: dict[str, Path]) -> str:
         "<p class=muted>cores busy = process CPU seconds ÷ wall seconds; MP/s per core = MP/s ÷ cores busy "
         f"(torch threads {result.get('threads')}).</p>",
         "<h2>Mean curves</h2>",
-        html_table(["codec", "quality", "bpp", "PSNR dB", "MS-SSIM", "encode MP/s", "decode MP/s"], curve_rows),
+        html_table(["codec", "quality", "bpp", "PSNR dB", "MS-SSIM", "LPIPS", "DISTS", "encode MP/s", "decode MP/s"],
+                   curve_rows),
         "<h2>Images</h2>",
         html_table(["image", "width", "height"], [[i["image"], i["width"], i["height"]] for i in imgs]),
     ]
@@ -445,11 +494,13 @@ def _json_safe(x):
 
 # ------------------------------------------------------------------------------------------ run
 def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-bench", crop=None, limit=None,
-                 weights=None, *, device=None, log=None) -> dict:
+                 weights=None, *, device=None, metrics=None, log=None) -> dict:
     """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
-    defaults), one list for every codec, or ``{codec: list}``. Returns the dict written to ``rd.json`` (plus
-    ``files``: what was written)."""
+    defaults), one list for every codec, or ``{codec: list}``. ``metrics``: None (all), a comma-separated string
+    or a list of ``psnr, ms-ssim, lpips, dists`` (PSNR is always measured). Returns the dict written to
+    ``rd.json`` (plus ``files``: what was written)."""
     log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
+    metrics = parse_metrics(metrics if metrics is None or isinstance(metrics, str) else ",".join(metrics))
 
     from .bench import centre_crop, list_images, read_pictures
 
@@ -480,13 +531,13 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     t_start = time.perf_counter()
     for c in names:
         codec = built[c]
-        measure(codec, centre_crop(pics[0][1], 64), qs[c][0])  # untimed warm-up
+        measure(codec, centre_crop(pics[0][1], 64), qs[c][0], metrics=metrics, device=device)  # untimed warm-up
         t_c = time.perf_counter()
         for name, pic in pics:
             a = analysed(codec, pic)
             for q in qs[c]:
                 rows.append({"codec": c, "image": name, "width": pic.width, "height": pic.height,
-                             **measure(codec, pic, q, a.analysis, a.seconds, a.cpu_s)})
+                             **measure(codec, pic, q, a.analysis, a.seconds, a.cpu_s, metrics, device)})
         print(f"{c}: {len(pics)} images × {len(qs[c])} qualities in {time.perf_counter() - t_c:.1f} s", file=log)
     curves, speed = summarise(rows, names, qs)
     reference = REFERENCE if REFERENCE in names else names[0]
@@ -494,6 +545,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     result = {
         "codecs": names,
         "qualities": qs,
+        "metrics": list(metrics),
         "crop": crop,
         "images": [{"image": n, "width": p.width, "height": p.height} for n, p in pics],
         "skipped": skipped,
@@ -504,6 +556,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "threads": _torch_threads(),
         "bd": bd,
         "bd_pairs": bd_pairs(curves),
+        "equal_quality": equal_quality(rows, names, metrics),
         "seconds": time.perf_counter() - t_start,
     }
     files_written = _plots(curves, speed, out)
@@ -520,17 +573,17 @@ def run_rd_bench_cli(a) -> int:
     qualities = None if a.qualities is None else parse_qualities(a.qualities)
     out = a.out or "rd-bench"
     r = run_rd_bench(a.images, a.codecs, qualities, out, crop=a.crop, limit=a.limit, weights=a.weights,
-                     device=a.device)
+                     device=a.device, metrics=a.metrics)
     print(format_curves(r["curves"], r["speed"]))
     print()
     print(format_speed(r["speed"], r["threads"]))
     print()
     print(format_bd(r["bd"], r["reference"]))
-    pairs = format_pairs(r["bd_pairs"])
-    if pairs:
-        print()
-        print(pairs)
-    print(f"\nwrote {out}/rd.json, rd_psnr.png, rd_msssim.png, speed.png, index.html")
+    for text in (format_pairs(r["bd_pairs"]), format_equal_quality(r["equal_quality"])):
+        if text:
+            print()
+            print(text)
+    print(f"\nwrote {out}/rd.json, " + ", ".join(Path(f).name for k, f in r["files"].items() if k != "json"))
     if getattr(a, "json_out", None):
         Path(a.json_out).write_text(json.dumps(_json_safe({k: v for k, v in r.items() if k != "files"}), indent=2))
     return 0

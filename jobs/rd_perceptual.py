@@ -1,0 +1,129 @@
+"""Perceptual axes of the RD benchmark: which metrics to measure, the dB quality axis of a distance, and the bpp a
+codec needs to reach a fixed LPIPS / DISTS level.
+
+A distance (LPIPS, DISTS: 0 = identical, lower is better) becomes a quality axis as ``-10·log10(distance)`` dB
+(higher is better, like PSNR), so BD-rate and interpolation treat every metric alike.
+
+**bpp at equal quality** is computed *per image*, then averaged: on each image's own curve (its points ordered by
+bpp), log-bpp is interpolated linearly against ``-10·log10(distance)`` at the first crossing of the level, i.e. the
+smallest rate at which that image reaches it. Per image rather than on the mean curve, because the mean curve
+averages bpp and distance at equal *quality setting*, and images reach a level at very different settings. A level
+an image's curve does not reach is marked: ``above`` (even the highest rate measured is worse than the level) or
+``below`` (already the lowest rate measured is better, so the rate needed is under the measured range); the codec's
+mean is then left out (``bpp`` None) and the table says how many images reached it.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: every metric the RD benchmark can measure; PSNR is always measured (cheap, and every table is built on it)
+METRICS = ("psnr", "ms_ssim", "lpips", "dists")
+PERCEPTUAL = ("lpips", "dists")
+#: the fixed levels of the bpp-at-equal-quality table
+LEVELS = {"lpips": (0.10, 0.15, 0.25), "dists": (0.10, 0.15, 0.20)}
+LABELS = {"psnr": "PSNR", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS"}
+_ZERO = 1e-6  # a distance of 0 (identical pixels) counts as this on the dB axis, so interpolation stays finite
+
+
+def parse_metrics(spec: str | None) -> tuple[str, ...]:
+    """``"psnr,ms-ssim,lpips,dists"`` (None: all) → canonical metric names in :data:`METRICS` order; PSNR is
+    always included."""
+    if spec is None:
+        return METRICS
+    names = {s.strip().lower().replace("-", "_") for s in spec.split(",") if s.strip()}
+    bad = sorted(names - set(METRICS))
+    if bad:
+        raise ValueError(f"unknown metric(s) {', '.join(bad)}; known: psnr, ms-ssim, lpips, dists")
+    return tuple(m for m in METRICS if m in names or m == "psnr")
+
+
+def distance_db(d: float | None) -> float | None:
+    """``-10·log10(d)``: a distance as a higher-is-better dB axis (None stays None; 0 counts as 1e-6)."""
+    if d is None or not math.isfinite(d):
+        return None
+    return -10.0 * math.log10(max(d, _ZERO))
+
+
+def bpp_at_level(points: list[tuple[float, float | None]], level: float) -> tuple[float | None, str | None]:
+    """The bpp at which a curve of (bpp, distance) points first reaches ``distance ≤ level``: log-bpp interpolated
+    linearly on the dB axis between the two points that bracket the crossing. Returns (bpp, None), or
+    (None, "above" | "below" | "not measured") when the level is not reached inside the measured range."""
+    pts = sorted((b, d) for b, d in points if b > 0 and d is not None and math.isfinite(d))
+    if not pts:
+        return None, "not measured"
+    target = distance_db(level)
+    curve = [(math.log(b), distance_db(d)) for b, d in pts]
+    if curve[0][1] >= target:
+        return None, "below"
+    for (l0, q0), (l1, q1) in zip(curve, curve[1:]):
+        if q1 >= target:  # q0 < target: walking up in rate, this is the first crossing
+            return math.exp(l0 + (target - q0) / (q1 - q0) * (l1 - l0)), None
+    return None, "above"
+
+
+def equal_quality(rows: list[dict], codecs: list[str], metrics: tuple[str, ...]) -> dict:
+    """``{codec: {metric: [entry per level]}}`` for the measured perceptual metrics; an entry holds ``level``,
+    ``bpp`` (mean over images; None unless every image reaches the level), ``reached`` / ``images``,
+    ``beyond`` (how many images were above / below the measured range) and ``per_image`` bpp."""
+    out: dict = {}
+    for c in codecs:
+        rs = [r for r in rows if r["codec"] == c]
+        images = list(dict.fromkeys(r["image"] for r in rs))
+        out[c] = {}
+        for m in (m for m in PERCEPTUAL if m in metrics):
+            entries = []
+            for level in LEVELS[m]:
+                per = {img: bpp_at_level([(r["bpp"], r.get(m)) for r in rs if r["image"] == img], level)
+                       for img in images}
+                got = [b for b, _ in per.values() if b is not None]
+                beyond = {k: sum(1 for _, why in per.values() if why == k) for k in ("above", "below", "not measured")}
+                entries.append({
+                    "level": level,
+                    "bpp": sum(got) / len(got) if got and len(got) == len(images) else None,
+                    "reached": len(got),
+                    "images": len(images),
+                    "beyond": beyond,
+                    "per_image": {img: b for img, (b, _) in per.items()},
+                })
+            out[c][m] = entries
+    return out
+
+
+def _cell(e: dict) -> str:
+    if e["bpp"] is not None:
+        return f"{e['bpp']:.4f}"
+    b = e["beyond"]
+    if b["not measured"] == e["images"]:
+        return "n/a"
+    side = ">max" if b["above"] else "<min"
+    return f"n/r {side} ({e['reached']}/{e['images']})"
+
+
+def equal_quality_cells(eq: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the bpp-at-equal-quality table: one row per codec, one column per metric level."""
+    cols = [(m, i, level) for m in PERCEPTUAL for i, level in enumerate(LEVELS[m])
+            if any(m in per for per in eq.values())]
+    head = ["codec", *(f"{LABELS[m]} {level:.2f}" for m, _, level in cols)]
+    rows = [[c, *(_cell(per[m][i]) if m in per else "n/a" for m, i, _ in cols)] for c, per in eq.items()]
+    return head, rows
+
+
+EQUAL_QUALITY_NOTE = ("bpp at equal quality: per image, log-bpp interpolated linearly against -10·log10(distance) "
+                      "at the first crossing of the level (the smallest rate reaching it), then the mean over images. "
+                      "n/r = not reached by every image (k/n reached): >max = some image stays worse than the level "
+                      "at the highest rate measured, <min = some image is already better at the lowest rate "
+                      "measured.")
+
+
+def format_equal_quality(eq: dict) -> str:
+    head, rows = equal_quality_cells(eq)
+    if len(head) == 1:
+        return ""
+    widths = [max(10, *(len(r[0]) for r in rows))] + [max(len(h), *(len(r[i]) for r in rows))
+                                                       for i, h in enumerate(head) if i]
+    def line(cells):
+        return " ".join(f"{x:<{w}}" if i == 0 else f"{x:>{w}}" for i, (x, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join(["bpp needed at equal quality (lower = fewer bits for the same perceptual distance):",
+                      line(head), "-" * len(line(head)), *(line(r) for r in rows), "  " + EQUAL_QUALITY_NOTE])
