@@ -1,12 +1,12 @@
 """``latentarc bench IMAGES --codecs tae-f2,avif,jxl,webp,jpeg --out DIR``: multi-codec rate–distortion and speed.
 
 For every image (sorted, first ``limit``, centre-cropped to at most ``crop``×``crop``), every codec and every
-quality: encode (timed, ``measure=False``), decode (timed), PSNR and MS-SSIM of the decoded colour planes
-against the original's (exactly as the codecs measure them), bits per pixel of the whole LARC stream (container
+quality: encode (timed, ``measure=False``), decode (timed), PSNR, MS-SSIM, LPIPS and DISTS of the decoded colour
+planes against the original's (exactly as the codecs measure them), bits per pixel of the whole LARC stream (container
 included, for every codec alike). One untimed warm-up encode/decode per codec on a 64×64 crop runs first.
 
-Per codec and quality the *mean curve* averages bpp, PSNR and MS-SSIM over the images; speeds are total
-megapixels / total seconds. Speed per core: every encode and decode also records the process's CPU seconds
+Per codec and quality the *mean curve* averages bpp, PSNR, MS-SSIM, LPIPS and DISTS over the images; speeds are
+total megapixels / total seconds. Speed per core: every encode and decode also records the process's CPU seconds
 (``time.process_time``: all its threads — torch's, libavif's, libjxl's); cores busy = CPU s / wall s, and MP/s per
 core = MP/s ÷ cores busy = megapixels / CPU seconds. Measured rather than taken from a thread setting, it is what a
 codec gets out of each core it actually kept busy, and a busy machine's waiting (wall time, not CPU time) does not
@@ -14,15 +14,19 @@ lower it. ``threads`` records torch's intra-op thread count for reference.
 
 BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when AVIF is not benchmarked) uses
 :func:`latentarc.codec.rd.bd_report`: the auto method (cubic with ≥ 4 points, else piecewise-linear), the
-piecewise-linear figure always, and whether the cubic fit is monotonic. A second BD-rate uses MS-SSIM in dB
-(``-10·log10(1 − MS-SSIM)``) as the quality axis.
+piecewise-linear figure always, and whether the cubic fit is monotonic. Further BD-rates use MS-SSIM in dB
+(``-10·log10(1 − MS-SSIM)``), LPIPS and DISTS as ``-10·log10(distance)`` dB as the quality axis
+(:mod:`.rd_perceptual`, which also gives the bpp each codec needs at fixed LPIPS / DISTS levels). ``metrics``
+(``--metrics psnr,ms-ssim,lpips,dists``, default all; PSNR always) skips the costly ones: DISTS is ~35 s/MP per
+point on one core, LPIPS ~1 s/MP; both run after the decode, outside its timing.
 
 A neural codec can be listed with an entropy model, ``NAME@ENTROPY`` (e.g. ``tae-f2@tae-f2-ctx``), to compare
 entropy models against the classical codecs in one run, and with an encoder-side latent search of N steps,
 ``NAME[@ENTROPY]+search=N`` (e.g. ``tae-f2@tae-f2-ctx+search=20``).
 
-Writes into ``out_dir``: ``rd.json`` (rows, summary, speed, BD table), ``rd_psnr.png``, ``rd_msssim.png``,
-``speed.png`` and ``index.html`` (self-contained: inline CSS, the plots embedded as base64 PNG).
+Writes into ``out_dir``: ``rd.json`` (rows, summary, speed, BD tables, bpp at equal quality), ``rd_psnr.png``,
+``rd_msssim.png``, ``rd_lpips.png`` / ``rd_dists.png`` (when measured), ``speed.png`` and ``index.html``
+(self-contained: inline CSS, the plots embedded as base64 PNG).
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ from .rd_perceptual import (EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, dis
                             equal_quality_cells, format_equal_quality, parse_metrics)
 
 DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
-# Down to each scale's coarsest setting (0): on the held-out ~1 MP photos that is 0.05–0.09 bpp for tae-f2,
-# 0.09–0.13 avif, 0.08–0.13 jpeg (q0 = q1), 0.10–0.21 webp, 0.14–0.25 jxl — as low as the 0–100 scales reach.
+# Down to each scale's coarsest setting (0): on held-out ~1 MP photos (005, 025, 035) that is 0.05–0.09 bpp for
+# tae-f2, 0.09–0.13 avif, 0.08–0.13 jpeg (q0 = q1), 0.10–0.21 webp, 0.14–0.25 jxl: the 0–100 scales stop there,
+# above the ≈0.03 bpp wanted.
 DEFAULT_QUALITIES = {"tae-f2": [0.0, 10.0, 25.0, 40.0, 55.0, 70.0]}
 CLASSICAL_QUALITIES = [0.0, 10.0, 30.0, 50.0, 70.0, 90.0]
 REFERENCE = "avif"
@@ -367,8 +372,8 @@ def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
     files = {}
     for metric, label, name in PLOTS:
         have = {c: [p for p in pts if p[metric] is not None and math.isfinite(p[metric])] for c, pts in curves.items()}
-        if metric in PERCEPTUAL and not any(have.values()):
-            continue  # not measured: no empty plot
+        if not any(have.values()):
+            continue  # not measured (--metrics): no empty plot
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for c, pts in have.items():
             if pts:

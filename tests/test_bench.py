@@ -162,3 +162,88 @@ def test_bench_rate_control_parsing():
     for bad in ("0", "-1", "x", "nan"):
         with pytest.raises(ValueError):
             parse_targets(bad)
+
+
+# ------------------------------------------------------------------------------------------ perceptual axes (rd bench)
+def test_bpp_at_level_interpolates_in_log_bpp_at_the_first_crossing():
+    from latentarc.jobs.rd_perceptual import bpp_at_level, distance_db, parse_metrics
+
+    # LPIPS 0.4 → 0.1 over 0.1 → 0.4 bpp; the level 0.2 (6.99 dB) lies between 0.4 (3.98 dB) and 0.1 (10 dB)
+    pts = [(0.4, 0.1), (0.1, 0.4)]
+    b, why = bpp_at_level(pts, 0.2)
+    t = (distance_db(0.2) - distance_db(0.4)) / (distance_db(0.1) - distance_db(0.4))
+    assert why is None and b == pytest.approx(math.exp(math.log(0.1) + t * math.log(4.0)))
+    assert 0.1 < b < 0.4
+    assert bpp_at_level(pts, 0.05) == (None, "above") and bpp_at_level(pts, 0.5) == (None, "below")
+    assert bpp_at_level([(0.1, None)], 0.2) == (None, "not measured")
+    # a curve that bends back (distance rises again at the top): the smallest rate reaching the level counts
+    b2, _ = bpp_at_level([(0.1, 0.4), (0.2, 0.15), (0.4, 0.3)], 0.2)
+    assert 0.1 < b2 < 0.2
+    assert parse_metrics("lpips, MS-SSIM") == ("psnr", "ms_ssim", "lpips") and len(parse_metrics(None)) == 4
+    with pytest.raises(ValueError):
+        parse_metrics("psnr,vmaf")
+
+
+@pytest.mark.skipif(
+    not (MODELS / "taef2_encoder.pth").is_file() or len(list(PHOTOS.glob("*.png"))) < 2,
+    reason="needs the shared weights and photos",
+)
+def test_rd_bench_perceptual_axes(tmp_path, monkeypatch, capsys):
+    """--metrics psnr,lpips: LPIPS columns, plot, BD axis and equal-quality table, consistent with the rows; DISTS
+    and MS-SSIM not measured; one DISTS point through measure()."""
+    from latentarc.codec.images import read_image
+    from latentarc.jobs.bench import centre_crop
+    from latentarc.jobs.cli import main
+    from latentarc.jobs.rd_bench import _bd_entry, build_codec, measure
+    from latentarc.jobs.rd_perceptual import LEVELS
+
+    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(PHOTOS.glob("*.png"))[:2]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "rd"
+    rc = main(["bench", str(folder), "--codecs", "tae-f2,avif", "--qualities", "5,60", "--crop", "64",
+               "--metrics", "psnr,lpips", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "LPIPS dB = -10·log10(LPIPS)" in printed and "bpp needed at equal quality" in printed
+    assert "LPIPS 0.10" in printed and "DISTS 0.10" not in printed
+    assert (out / "rd_lpips.png").is_file() and not (out / "rd_dists.png").exists()
+    assert not (out / "rd_msssim.png").exists()  # psnr, lpips and speed plots only
+    assert (out / "index.html").read_text().count("data:image/png;base64,") == 3
+
+    r = json.loads((out / "rd.json").read_text())
+    assert r["metrics"] == ["psnr", "lpips"]
+    for row in r["rows"]:
+        assert 0 <= row["lpips"] < 1 and row["dists"] is None and row["ms_ssim"] is None
+    for c, pts in r["curves"].items():
+        assert all(p["lpips"] is not None and p["dists"] is None for p in pts)
+    assert set(r["bd"]["tae-f2"]) == {"psnr", "ms_ssim_db", "lpips_db", "dists_db"}
+    assert r["bd"]["tae-f2"]["dists_db"]["bd_rate_pct"] is None
+    self_bd = _bd_entry(r["curves"]["tae-f2"], r["curves"]["tae-f2"])
+    assert self_bd["lpips_db"]["bd_rate_pct"] == pytest.approx(0, abs=1e-9)
+    assert set(r["bd_pairs"]["tae-f2"]["avif"]) == {"psnr", "ms_ssim_db", "lpips_db", "dists_db"}
+
+    # every equal-quality figure agrees with the rows it came from
+    for c in ("tae-f2", "avif"):
+        eq = r["equal_quality"][c]
+        assert set(eq) == {"lpips"} and [e["level"] for e in eq["lpips"]] == list(LEVELS["lpips"])
+        for e in eq["lpips"]:
+            assert e["images"] == 2
+            for img, b in e["per_image"].items():
+                pts = sorted((x["bpp"], x["lpips"]) for x in r["rows"] if x["codec"] == c and x["image"] == img)
+                if b is None:  # not reached: every point worse than the level, or the cheapest already better
+                    assert all(d > e["level"] for _, d in pts) or pts[0][1] <= e["level"]
+                    continue
+                assert pts[0][0] <= b <= pts[-1][0]
+                i = next(k for k, (_, d) in enumerate(pts) if d <= e["level"])  # the bracketing pair
+                assert i > 0 and pts[i - 1][0] <= b <= pts[i][0]
+            got = [b for b in e["per_image"].values() if b is not None]
+            assert e["reached"] == len(got)
+            assert e["bpp"] == (pytest.approx(sum(got) / 2) if len(got) == 2 else None)
+
+    # one DISTS point: measured alone, in (0, 1)
+    pic = centre_crop(read_image(sorted(folder.glob("*.png"))[0].read_bytes()), 48)
+    m = measure(build_codec("avif"), pic, 30.0, metrics=("psnr", "dists"))
+    assert 0 < m["dists"] < 1 and m["lpips"] is None and m["ms_ssim"] is None

@@ -76,7 +76,7 @@ def test_rd_bench_html_renders(tmp_path):
     out = tmp_path / "rd"
     r = run_rd_bench(folder, "tae-f2,tae-f2@tae-f2-ctx:0,avif,webp", [30, 70], out, crop=48, weights=str(MODELS),
                      device="cpu")
-    for name in ("rd.json", "rd_psnr.png", "rd_msssim.png", "speed.png", "index.html"):
+    for name in ("rd.json", "rd_psnr.png", "rd_msssim.png", "rd_lpips.png", "rd_dists.png", "speed.png", "index.html"):
         assert (out / name).exists(), name
     assert set(r["bd"]) == {"tae-f2", "tae-f2@tae-f2-ctx:0", "webp"} and r["reference"] == "avif"
     assert set(r["bd_pairs"]) == {"tae-f2", "tae-f2@tae-f2-ctx:0"} and set(r["bd_pairs"]["tae-f2"]) == {"avif", "webp"}
@@ -88,7 +88,7 @@ def test_rd_bench_html_renders(tmp_path):
             ctx = per[("tae-f2@tae-f2-ctx:0", img, q)]
             assert ctx["psnr"] == x["psnr"] and ctx["bytes"] != x["bytes"]
     text = (out / "index.html").read_text()
-    assert text.count("data:image/png;base64,") == 3 and "BD-rate" in text
+    assert text.count("data:image/png;base64,") == 5 and "BD-rate" in text and "bpp needed at equal quality" in text
     shutil.copy(out / "index.html", tmp_path / "rd_index.html")
     _check(tmp_path / "rd_index.html", tmp_path)
 
