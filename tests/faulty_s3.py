@@ -13,6 +13,8 @@ Faults (each request draws at most one):
 
 :attr:`FaultyS3.denied` names object paths (suffixes) answered 403 ``AccessDenied`` every time: a failure no
 retry cures. :attr:`FaultyS3.lose_answer_once` names paths whose next write is acted on and then reset.
+:attr:`FaultyS3.first` lists faults the first requests of a class get, in order, before the random draw takes
+over (so a short run meets every fault and class for sure).
 
 Requests are classed ``read`` (GET/HEAD of an object), ``list`` (GET of a bucket: listings, bucket queries) and
 ``write`` (PUT, POST, DELETE); :attr:`FaultyS3.stats` counts ``(class, fault)`` so a test can show what it met.
@@ -53,6 +55,7 @@ class FaultyS3:
         self.enabled = True
         self.denied: set[str] = set()
         self.lose_answer_once: set[str] = set()
+        self.first: dict[str, list[str]] = {}
         self.stats: Counter = Counter()
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
@@ -81,7 +84,10 @@ class FaultyS3:
         with self._lock:
             x = self._rng.random()
             fault = "ok"
-            if self.enabled:
+            forced = self.first.get(op)
+            if self.enabled and forced:
+                fault = forced.pop(0)
+            elif self.enabled:
                 for name in FAULTS:
                     x -= self.rates.get(op, {}).get(name, 0.0)
                     if x < 0:

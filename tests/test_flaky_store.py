@@ -89,6 +89,9 @@ def test_compress_and_restore_through_a_flaky_store(bucket, s3, flaky, tmp_path)
     sources["broken.png"] = _png(5)[:200]  # fails on its own: must end as an error row, not vanish
     sources["denied.png"] = _png(6)  # the store refuses it every time (403): no retry helps
     proxy.denied.add("/incoming/denied.png")
+    # beside the random draw: every fault and request class at least once, and the commit's answer lost
+    proxy.first = {"list": ["slowdown", "slow"], "read": ["reset", "error500", "slow"], "write": ["error500", "reset"]}
+    proxy.lose_answer_once.add("/archive/_commits/00000000000000000001.json")
     for key, data in sources.items():
         direct.pipe_file(f"{direct._strip_protocol(src)}/{key}", data)
     table_uri = f"{bucket}/archive"
