@@ -123,7 +123,7 @@ def _phase(name: str, root: Path, n: int) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m latentarc.jobs.bench_scale", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="latentarc bench-scale", description=__doc__.split("\n")[0])
     ap.add_argument("--objects", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--dir", default="/tmp/latentarc-scale")
     ap.add_argument("--rows-per-part", type=int, default=64, help="rows per data file (the compress default: 64)")

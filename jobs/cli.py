@@ -245,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
     p.add_argument("--weights", help="explicit weight file or folder, for decoding the crops")
 
+    p = sub.add_parser("bench-scale", add_help=False,
+                       help="driver wall time and peak RSS for listing, pending, commit and restore --keys on "
+                            "synthesised 100k / 1M-object tables (latentarc bench-scale --help)")
+    p.add_argument("args", nargs=argparse.REMAINDER)
+
     p = sub.add_parser("bench-pipeline", help="compress-job throughput against a plain single-process loop")
     p.add_argument("images", help="folder of images")
     p.add_argument("--limit", type=int, default=12)
@@ -576,6 +581,12 @@ def _cmd_train_codec(a) -> int:
     return run_train_codec(a)
 
 
+def _cmd_bench_scale(a) -> int:
+    from latentarc.jobs.bench_scale import main as bench_scale
+
+    return bench_scale(a.args)
+
+
 def _cmd_demo(a) -> int:
     from latentarc.jobs.demo import run_demo
 
@@ -592,6 +603,7 @@ _COMMANDS = {
     "bench": _cmd_bench,
     "report": _cmd_report,
     "bench-pipeline": _cmd_bench_pipeline,
+    "bench-scale": _cmd_bench_scale,
     "demo": _cmd_demo,
     "train-refiner": _cmd_train_refiner,
     "train-entropy": _cmd_train_entropy,
