@@ -122,15 +122,16 @@ def _phase(name: str, root: Path, n: int) -> dict:
     return out
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="latentarc bench-scale", description=__doc__.split("\n")[0])
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--objects", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--dir", default="/tmp/latentarc-scale")
     ap.add_argument("--rows-per-part", type=int, default=64, help="rows per data file (the compress default: 64)")
     ap.add_argument("--commits", type=int, default=10, help="runs the synthetic table is committed in")
     ap.add_argument("--phase", nargs=3, metavar=("NAME", "ROOT", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
     if args.phase:
         name, root, n = args.phase
         print(json.dumps(_phase(name, Path(root), int(n))))
@@ -151,6 +152,12 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="latentarc bench-scale", description=__doc__.split("\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -245,10 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
     p.add_argument("--weights", help="explicit weight file or folder, for decoding the crops")
 
-    p = sub.add_parser("bench-scale", add_help=False,
-                       help="driver wall time and peak RSS for listing, pending, commit and restore --keys on "
-                            "synthesised 100k / 1M-object tables (latentarc bench-scale --help)")
-    p.add_argument("args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("bench-scale", help="driver wall time and peak RSS for listing, pending, commit and "
+                                           "restore --keys on synthesised 100k / 1M-object tables")
+    from latentarc.jobs.bench_scale import add_arguments as bench_scale_args
+
+    bench_scale_args(p)
 
     p = sub.add_parser("bench-pipeline", help="compress-job throughput against a plain single-process loop")
     p.add_argument("images", help="folder of images")
@@ -582,9 +583,9 @@ def _cmd_train_codec(a) -> int:
 
 
 def _cmd_bench_scale(a) -> int:
-    from latentarc.jobs.bench_scale import main as bench_scale
+    from latentarc.jobs.bench_scale import run
 
-    return bench_scale(a.args)
+    return run(a)
 
 
 def _cmd_demo(a) -> int:
