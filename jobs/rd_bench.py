@@ -365,6 +365,14 @@ PLOTS = (("psnr", "PSNR (dB)", "rd_psnr.png"), ("ms_ssim", "MS-SSIM", "rd_msssim
 COLOURS = {"tae-f2": "#d62728", "avif": "#1f77b4", "jxl": "#2ca02c", "webp": "#9467bd", "jpeg": "#7f7f7f"}
 
 
+def _style(codec: str) -> dict:
+    """A variant (``NAME@ENTROPY``, ``+search=N``) draws dashed in its base codec's colour, so it never takes the
+    colour of another codec."""
+    if codec in COLOURS:
+        return {"color": COLOURS[codec]}
+    return {"color": COLOURS.get(CodecSpec.parse(codec).name), "linestyle": "--"}
+
+
 def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
     from latentarc.pipeline.report import pyplot
 
@@ -377,7 +385,7 @@ def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for c, pts in have.items():
             if pts:
-                ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], marker="o", label=c, color=COLOURS.get(c))
+                ax.plot([p["bpp"] for p in pts], [p[metric] for p in pts], marker="o", label=c, **_style(c))
         if metric in PERCEPTUAL:  # distances span 0.03–2 bpp: a log rate axis, and the equal-quality levels
             ax.set_xscale("log")
             for level in LEVELS[metric]:
