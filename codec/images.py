@@ -106,7 +106,9 @@ def read_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Picture:
             img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageTooLarge(f"decompression-bomb guard: {e}") from None
-    except (Image.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+    except Image.UnidentifiedImageError:
+        raise UnreadableImage(f"not an image in a known format (starts with {data[:8]!r})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise UnreadableImage(f"cannot decode image: {e}") from None
     icc = img.info.get("icc_profile") or None
     img = ImageOps.exif_transpose(img)

@@ -10,10 +10,14 @@ import torch
 import torch.nn.functional as F
 
 
-def psnr(reference: np.ndarray, test: np.ndarray) -> float:
-    """PSNR in dB; ``inf`` for identical arrays. Peak follows the dtype (uint8: 255, uint16: 65535)."""
+def _same_shape(reference: np.ndarray, test: np.ndarray) -> None:
     if reference.shape != test.shape:
         raise ValueError(f"shape mismatch {reference.shape} vs {test.shape}")
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB; ``inf`` for identical arrays. Peak follows the dtype (uint8: 255, uint16: 65535)."""
+    _same_shape(reference, test)
     peak = 65535.0 if reference.dtype == np.uint16 else 255.0
     mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
@@ -150,8 +154,7 @@ def _core(start: int, core_start: int, core_stop: int, n: int, stride: int, size
 def _tiled(reference: np.ndarray, test: np.ndarray, tile: int, margin: int, device, features, strides, accumulate):
     """Run ``features`` (1×2 batch → list of maps) over aligned tiles; ``accumulate(k, x, y)`` gets the core cells
     of map ``k`` (stride ``strides[k]``) of the reference (x) and the test (y)."""
-    if reference.shape != test.shape:
-        raise ValueError(f"shape mismatch {reference.shape} vs {test.shape}")
+    _same_shape(reference, test)
     if tile <= 0 or tile % _ALIGN:
         raise ValueError(f"tile must be a positive multiple of {_ALIGN}, got {tile}")
     ref, tst = _unit_rgb(reference), _unit_rgb(test)
@@ -168,7 +171,9 @@ def _tiled(reference: np.ndarray, test: np.ndarray, tile: int, margin: int, devi
                         accumulate(k, f[0:1, :, ys, xs], f[1:2, :, ys, xs])
 
 
-def _check_size(reference: np.ndarray) -> bool:
+def _measurable(reference: np.ndarray, test: np.ndarray) -> bool:
+    """True when the pair is big enough for the perceptual networks; ValueError when the shapes differ."""
+    _same_shape(reference, test)
     return min(reference.shape[:2]) >= PERCEPTUAL_MIN_SIDE
 
 
@@ -188,6 +193,25 @@ def _alexnet_taps(x: torch.Tensor, w: dict[str, torch.Tensor]) -> list[torch.Ten
     return [t1, t2, t3, t4, conv(t4, 5, padding=1)]
 
 
+def _lpips_cells(k: int, x: torch.Tensor, y: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per-cell weighted distance of tap ``k``: channel-normalised features, squared difference, linear layer."""
+    nx = x / (torch.sqrt((x * x).sum(1, keepdim=True)) + 1e-10)
+    ny = y / (torch.sqrt((y * y).sum(1, keepdim=True)) + 1e-10)
+    return F.conv2d((nx - ny) ** 2, w[f"lpips.lin{k}.weight"])
+
+
+def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """Differentiable LPIPS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
+    whole batch in memory). Same network and value as :func:`lpips` on one untiled image."""
+    if reference.shape != test.shape or reference.ndim != 4 or reference.shape[1] != 3:
+        raise ValueError(f"expected two Bx3xHxW tensors of one shape, got {tuple(reference.shape)}, "
+                         f"{tuple(test.shape)}")
+    w = _weights(LPIPS_WEIGHTS, reference.device)
+    taps = _alexnet_taps(torch.cat([reference, test]), w)
+    b = reference.shape[0]
+    return sum(_lpips_cells(k, t[:b], t[b:], w).mean((1, 2, 3)) for k, t in enumerate(taps))
+
+
 def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,
           tile: int = PERCEPTUAL_TILE) -> float | None:
     """LPIPS v0.1 (AlexNet) distance, 0 = identical (higher = more different; ~0.01 at JPEG q90, ~0.3 at q10).
@@ -196,9 +220,7 @@ def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device
     Evaluated in exact aligned tiles of ``tile`` px (bounded memory, same value for any tile size up to float
     rounding; see the module comment). None when the short side is under :data:`PERCEPTUAL_MIN_SIDE` px.
     """
-    if not _check_size(reference):
-        if reference.shape != test.shape:
-            raise ValueError(f"shape mismatch {reference.shape} vs {test.shape}")
+    if not _measurable(reference, test):
         return None
     device = torch.device(device or "cpu")
     w = _weights(LPIPS_WEIGHTS, device)
@@ -206,9 +228,7 @@ def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device
     counts = np.zeros(5)
 
     def accumulate(k, x, y):
-        nx = x / (torch.sqrt((x * x).sum(1, keepdim=True)) + 1e-10)
-        ny = y / (torch.sqrt((y * y).sum(1, keepdim=True)) + 1e-10)
-        d = F.conv2d((nx - ny) ** 2, w[f"lpips.lin{k}.weight"])
+        d = _lpips_cells(k, x, y, w)
         sums[k] += float(d.double().sum())
         counts[k] += d.numel()
 
@@ -250,9 +270,7 @@ def dists(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device
     they come from float64 sums over exact aligned tiles (see the module comment), so tiling changes nothing
     but float rounding. None when the short side is under :data:`PERCEPTUAL_MIN_SIDE` px.
     """
-    if not _check_size(reference):
-        if reference.shape != test.shape:
-            raise ValueError(f"shape mismatch {reference.shape} vs {test.shape}")
+    if not _measurable(reference, test):
         return None
     device = torch.device(device or "cpu")
     w = _weights(DISTS_WEIGHTS, device)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .exit_codes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
+from .training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -24,7 +25,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 def _entropy_data_args(p: argparse.ArgumentParser) -> None:
     """The photos and cached latents of ``train-entropy`` and ``bench-entropy`` (train_entropy.photo_latents):
     one definition, so both verbs select the same held-out set by default."""
-    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+    p.add_argument("images", nargs="?", default=str(DEFAULT_HELD_OUT),
                    help="folder of photos (default ../shared/data/photos)")
     p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
     p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
@@ -260,9 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_args(p)
 
     p = sub.add_parser("train-refiner", help="train the tae-f2 latent denoiser used by --refine")
-    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
-                   help="folder of training photos (default ../shared/data/photos)")
-    p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
+    p.add_argument("images", nargs="?", default=str(DEFAULT_TRAIN),
+                   help="folder of training images, subfolders included (default ../shared/data/train)")
+    p.add_argument("--held-out", default=str(DEFAULT_HELD_OUT),
+                   help="evaluation photos that must not be trained on (default ../shared/data/photos)")
+    p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md (and "
+                                                "checkpoint.pt with --save-every; a rerun resumes from it)")
     p.add_argument("--steps", type=int, default=2000, help="training iterations")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4)
@@ -271,16 +275,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=1, help="U-Net layers_per_block")
     p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
     p.add_argument("--max-side", type=int, default=1024, help="downscale photos to this longer side first")
-    p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
+    p.add_argument("--holdout-every", type=int, default=5, help="validate on every Nth image in name order")
     p.add_argument("--probes", type=int, default=2, help="Hutchinson probes of the decoder sensitivity (as encode)")
     p.add_argument("--cache", help="folder for the cached latents (default ~/.cache/latentarc/refiner-latents)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=100)
-    p.add_argument("--loss", choices=["pixel", "latent", "decoded", "decoded-ssim"], default="pixel",
+    p.add_argument("--loss", choices=["pixel", "latent", "decoded", "decoded-ssim", "decoded-lpips"], default="pixel",
                    help="pixel: latent MSE weighted by decoder sensitivity (default); latent: flat latent MSE; "
                         "decoded: pixel MSE through the frozen decoder (slower, what PSNR measures); "
-                        "decoded-ssim: that plus --ssim-weight × (1 − SSIM), against blur")
+                        "decoded-ssim: that plus --ssim-weight × (1 − SSIM), against blur; "
+                        "decoded-lpips: that plus --lpips-weight × LPIPS, for texture")
     p.add_argument("--ssim-weight", type=float, default=1.0, help="with --loss decoded-ssim (default 1)")
+    p.add_argument("--lpips-weight", type=float, default=1.0, help="with --loss decoded-lpips (default 1)")
+    p.add_argument("--base-steps", metavar="LO,HI",
+                   help="range of the codec's base quantization step to train at (default 0.12,6.8: quality "
+                        "100 … 0); e.g. 0.9,6.8 for the low rates only")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and every 10 minutes)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--prediction", choices=["v_prediction", "sample"], default="v_prediction",
                    help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")
     p.add_argument("--condition", choices=["steps", "none"], default="steps",
@@ -322,11 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-codec", help="fine-tune the tae-f2 encoder for the frozen tae-f2 decoder (streams "
                                            "still decode with tae-f2); resumable; --eval-only: held-out figures")
-    p.add_argument("images", nargs="?", default=str(Path(__file__).resolve().parents[2] / "shared/data/train"),
+    p.add_argument("images", nargs="?", default=str(DEFAULT_TRAIN),
                    help="folder of training photos, searched recursively (default ../shared/data/train)")
     p.add_argument("--out", help="run folder: checkpoint.pt, then encoder.safetensors, config.json, CARD.md; "
                                  "rerunning with the same --out resumes from its checkpoint")
-    p.add_argument("--held-out", default=str(Path(__file__).resolve().parents[2] / "shared/data/photos"),
+    p.add_argument("--held-out", default=str(DEFAULT_HELD_OUT),
                    help="held-out photos: refused as training data, used by the evaluation")
     p.add_argument("--steps", type=int, default=2000, help="total steps to reach (a resumed run continues)")
     p.add_argument("--batch", type=int, default=4)
@@ -340,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="λ in units of the codec's high-rate RD slope at each example's steps (0: distortion only)")
     p.add_argument("--proxy", choices=["ste", "noise"], default="ste",
                    help="quantization seen by the decoder: real rounding, straight-through (default), or noise")
-    p.add_argument("--lpips-weight", type=float, default=0.0, help="add W × LPIPS (needs codec.metrics.LPIPS)")
+    p.add_argument("--lpips-weight", type=float, default=0.0, help="add W × LPIPS(x, x̂) to the loss (codec.metrics.lpips_loss)")
     p.add_argument("--range-weight", type=float, default=1.0,
                    help="add W × mean(relu(|z| − 3)²): keeps latents inside the decoder's input clamp (default 1)")
     p.add_argument("--sens-probes", type=int, default=1, help="Hutchinson probes of the decoder sensitivity")

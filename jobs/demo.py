@@ -27,11 +27,11 @@ def build_collection(root: Path) -> list[str]:
     (root / "2024" / "05").mkdir(parents=True)
     (root / "inbox").mkdir()
     keys = []
-    for i, (w, h) in enumerate(((512, 384), (640, 480), (384, 512))):
+    for i, (w, h) in enumerate(((384, 288), (448, 336), (288, 384))):
         key = f"2024/05/sample-{i}.png"
         sample_image(w, h, seed=7 + i).save(root / key)
         keys.append(key)
-    sample_image(600, 400, seed=42).save(root / "inbox" / "camera.jpg", quality=92)
+    sample_image(480, 320, seed=42).save(root / "inbox" / "camera.jpg", quality=92)
     keys.append("inbox/camera.jpg")
     # a JPEG cut off after its first kilobyte: an upload that never finished
     (root / BROKEN_KEY).write_bytes((root / "inbox" / "camera.jpg").read_bytes()[:1024])

@@ -29,7 +29,7 @@ other channel a finer step, and "the same quality" came out at 1.2–2× the bit
 move along the RD curve that the objective, which compares at equal quality, rewarded. The stock encoder keeps
 99.9% of its values within ±3.
 
-``--lpips-weight W`` adds W · LPIPS(x, x̂) from ``codec.metrics.LPIPS`` (refused while that module lacks it).
+``--lpips-weight W`` adds W · LPIPS(x, x̂) (``codec.metrics.lpips_loss``, the metric itself, differentiable).
 
 Data: random crops of the training photos (``../shared/data/train``) after a random downscale by 0.5–1 (which
 also hides their JPEG artefacts) and a random flip. Held-out photos (``../shared/data/photos``) are refused, by
@@ -42,7 +42,6 @@ and ``CARD.md`` with held-out figures (:func:`evaluate`).
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 import signal
@@ -56,28 +55,17 @@ import torch.nn.functional as F
 
 from latentarc.codec.neural import quality_to_step
 from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
+from latentarc.jobs.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from latentarc.jobs.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, sha256_file, training_files
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DEFAULT_TRAIN = SHARED / "data" / "train"
-DEFAULT_HELD_OUT = SHARED / "data" / "photos"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 RATE_MODELS = ("tae-f2-ctx", "laplace")
 PROXIES = ("ste", "noise")
-CHECKPOINT = "checkpoint.pt"
 EVAL_QUALITIES = (10, 40, 70)
 EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
 #: the decoder's input clamp is 3·tanh(z/3): beyond this the decoder barely sees a latent (``--range-weight``)
 LATENT_RANGE = 3.0
 #: pixel values per latent position (8×8 pixels × 3 colours): turns Σ_c σ_c² w_c into a pixel MSE
 _VALUES_PER_LATENT = 3 * 64
-
-
-class HeldOutData(ValueError):
-    """The training images include held-out photos (by path or by content)."""
-
-
-class LpipsUnavailable(ValueError):
-    """``--lpips-weight`` was asked for but ``codec.metrics`` has no LPIPS torch module."""
 
 
 @dataclass(frozen=True)
@@ -136,34 +124,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------ data
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
-def training_files(images: str | Path, held_out: str | Path) -> list[Path]:
-    """The training images under ``images``; :class:`HeldOutData` if any is a held-out photo, by path (inside
-    the held-out folder, links resolved) or by content (the same bytes as a held-out file)."""
-    images, held_out = Path(images), Path(held_out)
-    files = image_files(images)
-    if not files:
-        raise ValueError(f"no training images in {images}")
-    hold = held_out.resolve()
-    inside = [p for p in files if hold == p.resolve() or hold in p.resolve().parents]
-    if inside:
-        raise HeldOutData(f"{len(inside)} training image(s) are held-out photos in {held_out} (e.g. {inside[0]}); "
-                          "the held-out set is for evaluation only")
-    if held_out.is_dir():
-        held = {_sha256(p) for p in image_files(held_out)}
-        same = [p for p in files if _sha256(p) in held]
-        if same:
-            raise HeldOutData(f"{len(same)} training image(s) have the bytes of a held-out photo (e.g. {same[0]})")
-    return files
-
-
 class CropSampler:
     """Random ``crop``×``crop`` RGB crops: a random training file, downscaled by a random factor in [0.5, 1]
     (no smaller than the crop allows), a random window and a random horizontal flip."""
@@ -290,16 +250,14 @@ def rate_model(name: str) -> torch.nn.Module:
     return ContextRate() if name == "tae-f2-ctx" else LaplaceRate()
 
 
-def lpips_module(weight: float):
-    """``codec.metrics.LPIPS()`` when ``weight`` > 0: a torch module taking two (N, 3, H, W) images in [0, 1]."""
+def lpips_loss(weight: float):
+    """The differentiable LPIPS (``codec.metrics.lpips_loss``: two (N, 3, H, W) images in [0, 1] → (N,)) when
+    ``weight`` > 0, else None."""
     if not weight:
         return None
-    try:
-        from latentarc.codec.metrics import LPIPS
-    except ImportError:
-        raise LpipsUnavailable("--lpips-weight needs an LPIPS torch module in codec/metrics.py "
-                               "(codec.metrics.LPIPS), which this build does not have yet") from None
-    return LPIPS()
+    from latentarc.codec.metrics import lpips_loss as loss
+
+    return loss
 
 
 # ------------------------------------------------------------------ one step
@@ -339,30 +297,6 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     return loss, StepFigures(float(loss.detach()), psnr, float(bpp.detach().mean()), float(quality.mean()))
 
 
-# ------------------------------------------------------------------ checkpoints
-def _save_checkpoint(out: Path, state: dict) -> None:
-    tmp = out / (CHECKPOINT + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out / CHECKPOINT)
-
-
-def load_checkpoint(out: str | Path) -> dict | None:
-    path = Path(out) / CHECKPOINT
-    if not path.is_file():
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _rng_state(rng: np.random.Generator, gen: torch.Generator) -> dict:
-    return {"numpy": json.dumps(rng.bit_generator.state), "torch": gen.get_state(), "global": torch.get_rng_state()}
-
-
-def _restore_rng(state: dict, rng: np.random.Generator, gen: torch.Generator) -> None:
-    rng.bit_generator.state = json.loads(state["numpy"])
-    gen.set_state(state["torch"])
-    torch.set_rng_state(state["global"])
-
-
 # ------------------------------------------------------------------ training
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) to ``cfg.steps`` total steps; checkpoint, export and evaluate into ``cfg.out``."""
@@ -373,9 +307,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     out = Path(cfg.out)
     files = training_files(cfg.images, cfg.held_out)
-    lpips = lpips_module(cfg.lpips_weight)
-    if lpips is not None:
-        lpips = lpips.to(device).eval().requires_grad_(False)
+    lpips = lpips_loss(cfg.lpips_weight)
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     encoder = copy.deepcopy(stock.encoder).train().requires_grad_(True)
     decoder = stock.decoder  # frozen (requires_grad False, shared with the stock model)
@@ -389,7 +321,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if ck is not None:
         encoder.load_state_dict(ck["encoder"])
         opt.load_state_dict(ck["optimizer"])
-        _restore_rng(ck["rng"], rng, gen)
+        restore_rng(ck["rng"], rng, gen)
         step, seconds, history, chunks = ck["step"], ck["seconds"], ck["history"], ck["chunks"]
         print(f"resuming {out} at step {step} ({seconds:.0f} s trained)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -407,8 +339,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         nonlocal t_saved
         elapsed = seconds + time.perf_counter() - t_chunk
         current = [dict(chunk, to_step=step, seconds=round(elapsed - seconds, 1))] if step > chunk["from_step"] else []
-        _save_checkpoint(out, {"step": step, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
-                               "rng": _rng_state(rng, gen), "seconds": elapsed, "history": history,
+        save_checkpoint(out, {"step": step, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
+                               "rng": rng_state(rng, gen), "seconds": elapsed, "history": history,
                                "chunks": chunks + current})
         t_saved = time.perf_counter()
 
@@ -481,7 +413,7 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
     meta = {
         "name": cfg.name,
         "base_model": BASE_MODEL,
-        "encoder_sha256": _sha256(out / ENCODER_FILE),
+        "encoder_sha256": sha256_file(out / ENCODER_FILE),
         "decoder": "unchanged tae-f2 decoder; streams carry its fingerprint and decode with tae-f2",
         "training": {
             "images": str(images), "image_sets": sets, "images_count": len(files), "held_out": cfg.held_out,

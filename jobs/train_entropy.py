@@ -66,7 +66,8 @@ def photo_latents(a, device: str | None) -> tuple[dict, list[str]]:
     """({name: (latent, sensitivity)} for the photos in ``a.images`` (first ``a.limit``, cached in ``a.cache``),
     the held-out names in order): the data ``train-entropy`` trains on and ``bench-entropy`` measures."""
     from latentarc.codec.api import load_codec
-    from latentarc.jobs.train_refiner import encode_latents, held_out
+    from latentarc.jobs.train_refiner import encode_latents
+    from latentarc.jobs.training_data import validation_split
 
     paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     if a.limit:
@@ -75,7 +76,7 @@ def photo_latents(a, device: str | None) -> tuple[dict, list[str]]:
         raise ValueError(f"no images in {a.images}")
     codec = load_codec(weights=a.weights, device=device)
     latents = encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes)
-    return latents, sorted(held_out([p.name for p in paths], a.holdout_every))
+    return latents, sorted(validation_split([p.name for p in paths], a.holdout_every))
 
 
 def train(a) -> dict:

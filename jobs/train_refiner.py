@@ -1,10 +1,11 @@
 """``latentarc train-refiner``: train the tae-f2 latent denoiser used by ``--refine`` (codec/refine.py, Backend B).
 
-Data: the photos in IMAGES (default ``../shared/data/photos``), each optionally downscaled so its longer side is
-at most ``--max-side``, encoded once to tae-f2 latents together with the codec's own per-channel decoder
-sensitivities; both are cached in one ``.npz`` (keyed by the file list, size and encoder fingerprint). A FIXED
-set is held out: every ``--holdout-every``-th file in name order (index 4, 9, 14, …), recorded in config.json
-and CARD.md, and used only for the validation numbers.
+Data: the images under IMAGES (default ``../shared/data/train``; the evaluation photos in ``--held-out`` are
+refused, by path and by content), each optionally downscaled so its longer side is at most ``--max-side``, encoded
+once to tae-f2 latents together with the codec's own per-channel decoder sensitivities; both are cached in one
+``.npz`` (keyed by the file list, size and encoder fingerprint). A FIXED validation split is kept aside: every
+``--holdout-every``-th file in name order, recorded in config.json and CARD.md and used only for the validation
+figures.
 
 Model: a ``diffusers.UNet2DModel`` (32 channels in and out, timestep-conditioned) predicting **v**
 (``prediction_type="v_prediction"`` in the DDIM scheduler config), from which the clean latent is
@@ -40,11 +41,17 @@ measures; ``--loss decoded-ssim`` adds ``--ssim-weight`` × (1 − SSIM) on the 
 MSE alone is minimised by blur (the decoded-MSE model gained PSNR but lost MS-SSIM and sharpness). AdamW,
 ``--steps`` iterations of ``--batch-size``; CUDA when available.
 
-The decoded losses cost ~1.3 s a step on 2 CPU cores even at batch 8 with 16×16 latent crops, so the shipped
-denoiser was trained in stages: ``--init DIR`` continues from a trained folder (its latent statistics and
-network come with it; a folder trained on photos held out here is refused), and ``--quantized-fraction``
-sets the share of samples at the codec's own corruption (1: only the state a one-step faithful decode sees).
-Weights are stored as float16 by default (``--dtype``); the held-out figures are computed on the stored weights.
+``--loss decoded-lpips`` adds ``--lpips-weight`` × LPIPS (codec.metrics.lpips_loss) instead: MSE and SSIM are
+both minimised by the conditional mean, LPIPS pays for texture. ``--base-steps LO,HI`` narrows the corruption to a
+rate range (e.g. the low rates where refinement matters).
+
+The decoded losses cost ~1.3 s a step on 2 CPU cores even at batch 8 with 16×16 latent crops, so denoisers are
+trained in stages: ``--init DIR`` continues from a trained folder (its latent statistics and network come with it;
+a folder trained on images that are validation images here is refused), and ``--quantized-fraction`` sets the
+share of samples at the codec's own corruption (1: only the state a one-step faithful decode sees). With
+``--save-every N`` a run checkpoints into ``--out`` (and on SIGTERM); started again with the same arguments it
+resumes there, ``--steps`` being the total. Weights are stored as float16 by default (``--dtype``); the
+validation figures are computed on the stored weights.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -59,19 +67,15 @@ import numpy as np
 import torch
 
 from latentarc.codec.refine import STEP_CONDITION
+from latentarc.jobs.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from latentarc.jobs.training_data import training_files, validation_split
 
 BASE_STEP_RANGE = (0.12, 6.8)  # quality 100 … 0 (codec.neural.quality_to_step)
 
 
-def held_out(files: list[str], every: int = 5) -> list[str]:
-    """The fixed held-out files: every ``every``-th name in sorted order (indices every-1, 2·every-1, …)."""
-    names = sorted(files)
-    return [n for i, n in enumerate(names) if i % every == every - 1]
-
-
 PREDICTIONS = ("v_prediction", "sample")
 #: losses computed on decoded pixels (through the frozen decoder)
-DECODED_LOSSES = ("decoded", "decoded-ssim")
+DECODED_LOSSES = ("decoded", "decoded-ssim", "decoded-lpips")
 
 
 def make_scheduler(prediction: str = "v_prediction"):
@@ -128,25 +132,28 @@ def _load_rgb(path: Path, max_side: int | None) -> np.ndarray:
     return np.ascontiguousarray(rgb[: h - h % 8, : w - w % 8, :3])
 
 
-def encode_latents(paths: list[Path], model, max_side: int | None, cache_dir: Path, probes: int = 2) -> dict:
-    """{name: (latent (C,h,w) float32, sensitivity (C,))}, from the cache when the key matches."""
+def encode_latents(paths: list[Path], model, max_side: int | None, cache_dir: Path, probes: int = 2,
+                   root: Path | None = None) -> dict:
+    """{name: (latent (C,h,w) float32, sensitivity (C,))}, from the cache when the key matches. Names are the
+    paths relative to ``root`` (file names without one)."""
     from latentarc.codec.quantize import decoder_sensitivity
 
-    key = hashlib.sha256(json.dumps([[p.name, p.stat().st_size] for p in paths] + [max_side, probes, model.fingerprint])
-                         .encode()).hexdigest()[:16]
+    names = [p.relative_to(root).as_posix() if root else p.name for p in paths]
+    key = hashlib.sha256(json.dumps([[n, p.stat().st_size] for n, p in zip(names, paths)]
+                                    + [max_side, probes, model.fingerprint]).encode()).hexdigest()[:16]
     cache = cache_dir / f"tae-f2-latents-{key}.npz"
     if cache.is_file():
         with np.load(cache) as f:
-            return {p.name: (f[f"z_{i}"], f[f"s_{i}"]) for i, p in enumerate(paths)}
+            return {n: (f[f"z_{i}"], f[f"s_{i}"]) for i, n in enumerate(names)}
     out, arrays = {}, {}
     with torch.no_grad():
-        for i, p in enumerate(paths):
+        for i, (n, p) in enumerate(zip(names, paths)):
             rgb = _load_rgb(p, max_side)
             x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255).to(model.device)
             z = model.encode(x)[0]
             sens = decoder_sensitivity(model, z, crop=32, probes=probes)
-            out[p.name] = (z.float().cpu().numpy(), sens)
-            arrays[f"z_{i}"], arrays[f"s_{i}"] = out[p.name]
+            out[n] = (z.float().cpu().numpy(), sens)
+            arrays[f"z_{i}"], arrays[f"s_{i}"] = out[n]
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **arrays)
@@ -158,11 +165,13 @@ class Corruptor:
     """The codec's corruption of a latent crop, in the denoiser's normalised units."""
 
     def __init__(self, scheduler, mean: np.ndarray, std: np.ndarray, rng: np.random.Generator,
-                 quantized_fraction: float = 0.5):
+                 quantized_fraction: float = 0.5, base_steps: tuple[float, float] = BASE_STEP_RANGE):
         if not 0.0 <= quantized_fraction <= 1.0:
             raise ValueError(f"quantized fraction must be in [0, 1]; got {quantized_fraction}")
+        if not 0 < base_steps[0] <= base_steps[1]:
+            raise ValueError(f"base steps must be 0 < low ≤ high; got {base_steps}")
         self.scheduler, self.mean, self.std, self.rng = scheduler, mean, std, rng
-        self.quantized_fraction = quantized_fraction
+        self.quantized_fraction, self.base_steps = quantized_fraction, base_steps
         self.ac = scheduler.alphas_cumprod.double().numpy()
 
     def quantized(self, z: np.ndarray, sens: np.ndarray, base: float) -> tuple[np.ndarray, int, np.ndarray]:
@@ -194,7 +203,7 @@ class Corruptor:
     def sample(self, z: np.ndarray, sens: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
         """(x_t, t, x_0, steps) for one crop. The Gaussian states keep the stream's steps: at decode every DDIM
         step below t* still sees the steps the stream carries."""
-        lo, hi = np.log(BASE_STEP_RANGE[0]), np.log(BASE_STEP_RANGE[1])
+        lo, hi = np.log(self.base_steps[0]), np.log(self.base_steps[1])
         zq, t_star, steps = self.quantized(z, sens, float(np.exp(self.rng.uniform(lo, hi))))
         x0 = self.norm(z).astype(np.float32)
         if t_star > 0 and self.rng.random() < self.quantized_fraction:
@@ -220,8 +229,9 @@ class DecodedLoss:
 
     SCALE = 100.0  # keeps the loss near 1 for the optimiser's epsilon
 
-    def __init__(self, model, mean: np.ndarray, std: np.ndarray, device, ssim_weight: float = 0.0):
-        self.model, self.ssim_weight = model, ssim_weight
+    def __init__(self, model, mean: np.ndarray, std: np.ndarray, device, ssim_weight: float = 0.0,
+                 lpips_weight: float = 0.0):
+        self.model, self.ssim_weight, self.lpips_weight = model, ssim_weight, lpips_weight
         self.mean = torch.from_numpy(mean).float().to(device).view(1, -1, 1, 1)
         self.std = torch.from_numpy(std).float().to(device).view(1, -1, 1, 1)
 
@@ -239,6 +249,12 @@ class DecodedLoss:
             from pytorch_msssim import ssim
 
             loss = loss + self.ssim_weight * (1 - ssim(pred.clamp(0, 1), ref.clamp(0, 1), data_range=1.0))
+        if self.lpips_weight:
+            # Why: MSE and SSIM both reward the conditional mean, which is blur; LPIPS compares deep features,
+            # so texture the decoder can draw from the latent is paid for instead of averaged away.
+            from latentarc.codec.metrics import lpips_loss
+
+            loss = loss + self.lpips_weight * lpips_loss(ref.clamp(0, 1), pred.clamp(0, 1)).mean()
         return loss
 
 
@@ -315,26 +331,61 @@ def load_init(folder: Path, train_names: list[str]):
             r.condition == STEP_CONDITION, cfg)
 
 
+def _train_step(a, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, latents: dict, usable: list[str],
+                conditioned: bool, device, rng: np.random.Generator, losses: list[float]) -> None:
+    """One AdamW step on a fresh batch of corrupted crops; appends its loss to ``losses``."""
+    xs, ts, x0s, ws, cs = [], [], [], [], []
+    for _ in range(a.batch_size):
+        z, sens = latents[usable[rng.integers(len(usable))]]
+        xt, t, x0, steps = corr.sample(_crop(z, a.crop, rng), sens)
+        xs.append(xt), ts.append(t), x0s.append(x0)
+        ws.append(corr.weights(sens, "latent" if a.loss in DECODED_LOSSES else a.loss))
+        if conditioned:
+            cs.append(corr.condition(steps, xt.shape[-2:]))
+    xt = torch.from_numpy(np.stack(xs)).to(device)
+    inp = torch.cat([xt, torch.from_numpy(np.stack(cs)).to(device)], 1) if conditioned else xt
+    x0 = torch.from_numpy(np.stack(x0s)).to(device)
+    w = torch.from_numpy(np.stack(ws)).to(device)[:, :, None, None]
+    lr = a.lr * min(1.0, (it + 1) / max(1, a.steps // 20)) * 0.5 * (1 + math.cos(math.pi * it / max(1, a.steps)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    ab = torch.from_numpy(corr.ac[np.asarray(ts)]).float().to(device)[:, None, None, None]
+    goal = target(a.prediction, xt, x0, ab)
+    pred = unet(inp, torch.tensor(ts, device=device)).sample
+    if a.loss in DECODED_LOSSES:
+        loss = decoded(x0_from(a.prediction, pred, xt, ab), x0)
+    else:
+        loss = (w * (pred - goal) ** 2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+    opt.step()
+    losses.append(float(loss.detach()))
+
+
 def train(a) -> dict:
     from safetensors.torch import save_file
 
     from latentarc.codec.registry import load_model
 
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     src = Path(a.images)
-    paths = sorted(p for p in src.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"))
+    paths = training_files(src, a.held_out)  # refuses the held-out evaluation photos, by path or by content
     if a.limit:
         paths = paths[: a.limit]
-    hold = held_out([p.name for p in paths], a.holdout_every)
-    train_names = [p.name for p in paths if p.name not in hold]
+    names = [p.relative_to(src).as_posix() for p in paths]
+    hold = validation_split(names, a.holdout_every)
+    train_names = [n for n in names if n not in hold]
     if not train_names:
         raise ValueError(f"no training images in {src}")
     t0 = time.perf_counter()
     model = load_model("tae-f2", weights=a.weights, device=device)
     cache = Path(a.cache) if a.cache else Path.home() / ".cache" / "latentarc" / "refiner-latents"
-    latents = encode_latents(paths, model, a.max_side, cache, a.probes)
+    latents = encode_latents(paths, model, a.max_side, cache, a.probes, root=src)
     encode_s = time.perf_counter() - t0
     usable = [n for n in train_names if min(latents[n][0].shape[1:]) >= a.crop]
     if not usable:
@@ -352,43 +403,50 @@ def train(a) -> dict:
         unet = make_unet(channels, a.layers, a.crop, latents[usable[0]][0].shape[0], conditioned).to(device)
         init_cfg = None
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=1e-4)
-    corr = Corruptor(sched, mean, std, rng, a.quantized_fraction)
-    decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0)
-    losses = []
-    t1 = time.perf_counter()
+    base_steps = tuple(float(v) for v in a.base_steps.split(",")) if a.base_steps else BASE_STEP_RANGE
+    corr = Corruptor(sched, mean, std, rng, a.quantized_fraction, base_steps)
+    decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0,
+                          lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    losses, start, trained_s = [], 0, 0.0
+    ck = load_checkpoint(out)
+    if ck is not None:  # same folder, same arguments: continue the same run (``--steps`` is the total)
+        unet.load_state_dict(ck["unet"])
+        opt.load_state_dict(ck["optimizer"])
+        restore_rng(ck["rng"], rng)
+        start, trained_s, losses = ck["step"], ck["seconds"], ck["losses"]
+        print(f"resuming {out} at step {start} ({trained_s:.0f} s trained)", flush=True)
+    stop = {"signal": None}
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: stop.update(signal=signum))
+    t1, t_saved = time.perf_counter(), time.perf_counter()
+    it = start
+
+    def checkpoint():
+        nonlocal t_saved
+        save_checkpoint(out, {"step": it, "unet": unet.state_dict(), "optimizer": opt.state_dict(),
+                              "rng": rng_state(rng), "seconds": trained_s + time.perf_counter() - t1,
+                              "losses": losses})
+        t_saved = time.perf_counter()
+
     unet.train()
-    for it in range(a.steps):
-        xs, ts, x0s, ws, cs = [], [], [], [], []
-        for _ in range(a.batch_size):
-            z, sens = latents[usable[rng.integers(len(usable))]]
-            xt, t, x0, steps = corr.sample(_crop(z, a.crop, rng), sens)
-            xs.append(xt), ts.append(t), x0s.append(x0)
-            ws.append(corr.weights(sens, "latent" if a.loss in DECODED_LOSSES else a.loss))
-            if conditioned:
-                cs.append(corr.condition(steps, xt.shape[-2:]))
-        xt = torch.from_numpy(np.stack(xs)).to(device)
-        inp = torch.cat([xt, torch.from_numpy(np.stack(cs)).to(device)], 1) if conditioned else xt
-        x0 = torch.from_numpy(np.stack(x0s)).to(device)
-        w = torch.from_numpy(np.stack(ws)).to(device)[:, :, None, None]
-        lr = a.lr * min(1.0, (it + 1) / max(1, a.steps // 20)) * 0.5 * (1 + math.cos(math.pi * it / max(1, a.steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        ab = torch.from_numpy(corr.ac[np.asarray(ts)]).float().to(device)[:, None, None, None]
-        goal = target(a.prediction, xt, x0, ab)
-        pred = unet(inp, torch.tensor(ts, device=device)).sample
-        if a.loss in DECODED_LOSSES:
-            loss = decoded(x0_from(a.prediction, pred, xt, ab), x0)
-        else:
-            loss = (w * (pred - goal) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if a.log_every and (it + 1) % a.log_every == 0:
-            print(f"step {it + 1}/{a.steps} loss {np.mean(losses[-a.log_every:]):.5f} "
-                  f"({time.perf_counter() - t1:.0f} s)", flush=True)
-    train_s = time.perf_counter() - t1
+    try:
+        while it < a.steps and stop["signal"] is None:
+            _train_step(a, it, unet, opt, corr, decoded, latents, usable, conditioned, device, rng, losses)
+            it += 1
+            if a.log_every and it % a.log_every == 0:
+                print(f"step {it}/{a.steps} loss {np.mean(losses[-a.log_every:]):.5f} "
+                      f"({trained_s + time.perf_counter() - t1:.0f} s)", flush=True)
+            if a.save_every and (it % a.save_every == 0 or time.perf_counter() - t_saved > 600):
+                checkpoint()
+    finally:
+        if a.save_every or stop["signal"] is not None:
+            checkpoint()
+        signal.signal(signal.SIGTERM, previous)
+    if stop["signal"] is not None:
+        print(f"stopped by signal {stop['signal']} at step {it}; checkpoint saved in {out}", flush=True)
+        return {"stopped_at": it}
+    train_s = trained_s + time.perf_counter() - t1
     unet.eval()
     if a.dtype == "float16":  # validate exactly the weights that are stored
         with torch.no_grad():
@@ -396,9 +454,6 @@ def train(a) -> dict:
                 if t.is_floating_point():
                     t.copy_(t.half().float())
     val = validate(unet, corr, latents, hold, a.crop, device, a.loss, conditioned, decoded)
-
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
     store = torch.float16 if a.dtype == "float16" else torch.float32
     save_file({k: (v.to(store) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
@@ -416,6 +471,7 @@ def train(a) -> dict:
         "trained_on": train_names,
         "held_out": hold,
         "holdout_rule": f"every {a.holdout_every}th file in name order",
+        "evaluation_photos_refused": str(a.held_out),
         "steps": a.steps,
         "init": ({"from": str(a.init), "steps": init_cfg.get("steps"), "loss": init_cfg.get("loss"),
                   "train_seconds": init_cfg.get("train_seconds")} if init_cfg else None),
@@ -426,6 +482,8 @@ def train(a) -> dict:
         "lr": a.lr,
         "loss": a.loss,
         "ssim_weight": a.ssim_weight if a.loss == "decoded-ssim" else None,
+        "lpips_weight": a.lpips_weight if a.loss == "decoded-lpips" else None,
+        "base_steps": list(base_steps),
         "seed": a.seed,
         "device": str(device),
         "encode_seconds": round(encode_s, 1),
@@ -436,9 +494,9 @@ def train(a) -> dict:
     (out / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
     (out / "CARD.md").write_text(_card(cfg))
     print(f"trained {a.steps} steps in {train_s:.0f} s (+{encode_s:.0f} s encoding) on {device}; "
-          f"final loss {final:.5f}; held out {len(hold)} images → {out}")
+          f"final loss {final:.5f}; validated on {len(hold)} images → {out}")
     for k, v in val.items():
-        print(f"  held-out {k}: latent MSE {v['mse_dequantized']:.5f} dequantized → {v['mse_denoised']:.5f} denoised; "
+        print(f"  validation {k}: latent MSE {v['mse_dequantized']:.5f} dequantized → {v['mse_denoised']:.5f} denoised; "
               f"decoded PSNR {v['psnr_dequantized']:.2f} → {v['psnr_denoised']:.2f} dB")
     return cfg
 
@@ -446,6 +504,8 @@ def train(a) -> dict:
 LOSS_TEXT = {
     "pixel": "MSE to the {target} target, channels weighted by decoder sensitivity × σ_c² (mean 1)",
     "latent": "flat MSE to the {target} target",
+    "decoded-lpips": "pixel MSE plus {lpips_weight} × LPIPS (AlexNet) through the frozen tae-f2 decoder, D(x̂_0) "
+                     "against D(x_0) (the {target} output converted to x̂_0)",
     "decoded-ssim": "pixel MSE plus (1 − SSIM) through the frozen tae-f2 decoder, D(x̂_0) against D(x_0) (the "
                     "{target} output converted to x̂_0)",
     "decoded": "pixel MSE through the frozen tae-f2 decoder, D(x̂_0) against D(x_0) (the {target} output "
@@ -461,6 +521,11 @@ def _init_text(c: dict) -> str:
             "then ")
 
 
+def _names(names: list[str], most: int = 12) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more (config.json)" if len(names) > most else "")
+
+
 def _card(c: dict) -> str:
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
                      f"{v.get('psnr_dequantized', float('nan')):.2f} | {v.get('psnr_denoised', float('nan')):.2f} | "
@@ -474,15 +539,16 @@ schedule (scaled_linear, 1000 steps).
 
 * Data: {len(c['trained_on'])} photos from `{c['data']}` (longer side ≤ {c['max_side']} px), random
   {c['crop']}×{c['crop']} latent crops.
-* Held out ({c['holdout_rule']}, never trained on): {', '.join(c['held_out'])}.
-* Corruption: the codec's own adaptive quantization at log-uniform base steps {BASE_STEP_RANGE[0]}–{BASE_STEP_RANGE[1]}
+* Validation ({c['holdout_rule']}, never trained on): {_names(c['held_out'])}. The evaluation photos in
+  `{c.get('evaluation_photos_refused', '../shared/data/photos')}` are refused as training data (by path and by content).
+* Corruption: the codec's own adaptive quantization at log-uniform base steps {c.get('base_steps', BASE_STEP_RANGE)[0]}–{c.get('base_steps', BASE_STEP_RANGE)[1]}
   at the matched timestep t* ({c.get('quantized_fraction', 0.5):.0%} of samples), otherwise Gaussian noise at t ~ U[1, t*].
-* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'])}.
+* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'], lpips_weight=c.get('lpips_weight'))}.
 * Training: {_init_text(c)}{c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
   Weights stored as {c.get('dtype', 'float32')} (the figures below use the stored weights).
 
-Held-out weighted latent MSE (the loss's weights, normalised units, centre crop, one x_0 prediction at t*):
+Validation weighted latent MSE (the loss's weights, normalised units, centre crop, one x_0 prediction at t*):
 
 PSNR: both decoded through the frozen decoder, against the clean latent's decode.
 

@@ -236,9 +236,9 @@ def _group_table(title: str, groups: dict) -> list[str]:
 
 def _dist_line(name: str, d: dict | None, unit: str = "", fmt: str = ".3f") -> str:
     if not d or not d.get("n"):
-        return f"  {name}: n/a" + (f" ({d['non_finite']} non-finite)" if d else "")
+        return f"  {name}: " + (f"all {d['non_finite']} infinite (pixel-identical)" if d else "n/a")
     ps = "  ".join(f"p{p:02d} {d[f'p{p:02d}']:{fmt}}" for p in PERCENTILES)
-    extra = f", {d['non_finite']} lossless/non-finite" if d.get("non_finite") else ""
+    extra = f", {d['non_finite']} infinite (pixel-identical)" if d.get("non_finite") else ""
     return f"  {name}: mean {d['mean']:{fmt}}{unit}  min {d['min']:{fmt}}  {ps}  max {d['max']:{fmt}}  (n={d['n']}{extra})"
 
 

@@ -127,6 +127,22 @@ def read_bytes(uri: str, storage_options: dict | None = None) -> bytes:
         raise SourceNotFound(f"no such object: {uri}") from e
 
 
+def _durable_temp(path: str, data: bytes) -> str:
+    """A complete, fsynced hidden file beside ``path`` (listings skip the ``.tmp-`` prefix); its name."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
+
+
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old object or the whole new one.
 
@@ -134,20 +150,11 @@ def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) ->
     Object stores: one PUT is atomic already.
     """
     if is_local(fs):
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        tmp = _durable_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
+            os.unlink(tmp)
             raise
         return
     fs.pipe_file(path, bytes(data))
@@ -166,14 +173,8 @@ def write_bytes_exclusive(fs: fsspec.AbstractFileSystem, path: str, data: bytes)
     object from another writer's by reading it back.
     """
     if is_local(fs):
-        folder = os.path.dirname(path) or "."
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
+        tmp = _durable_temp(path, data)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
             os.link(tmp, path)
         finally:
             os.unlink(tmp)

@@ -6,6 +6,7 @@ when that part is absent its tests are skipped with the reason, and the rest of 
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -91,6 +92,17 @@ def photo_crop(index: int, size: int = 128):
     h, w = pic.rgb.shape[:2]
     y, x = (h - size) // 2, (w - size) // 2
     return Picture(np.ascontiguousarray(pic.rgb[y : y + size, x : x + size]), None, pic.mode)
+
+
+def photo_png(index: int, width: int = 64, height: int | None = None) -> bytes:
+    """PNG bytes of a ``width`` x ``height`` crop from the centre of held-out photo ``index`` (a real source file)."""
+    from PIL import Image
+
+    im = Image.open(sorted(PHOTOS.glob("*.png"))[index])
+    w, h = im.size
+    buf = io.BytesIO()
+    im.crop((w // 2, h // 2, w // 2 + width, h // 2 + (height or width))).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 @pytest.fixture

@@ -12,10 +12,20 @@ import pytest
 
 from latentarc.codec.rd import bd_method, bd_rate, bd_report
 
-pytestmark = pytest.mark.shared("models", "photos")
+from .conftest import MODELS, PHOTOS
 
-PHOTOS = Path("/work/shared/data/photos")
-MODELS = Path("/work/shared/models")
+needs_shared = pytest.mark.shared("models", "photos")
+
+
+@pytest.fixture
+def two_photos(tmp_path, monkeypatch) -> Path:
+    """A folder with the first two held-out photos; the shared weights resolved through LATENTARC_MODEL_DIR."""
+    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for p in sorted(PHOTOS.glob("*.png"))[:2]:
+        shutil.copy(p, folder / p.name)
+    return folder
 
 
 def curve(n: int):
@@ -59,18 +69,11 @@ def test_bd_report_flags_saturating_cubic_fit():
     assert bad["linear_pct"] < 0  # a lies above b at every rate
 
 
-@pytest.mark.skipif(
-    not (MODELS / "taef2_encoder.pth").is_file() or len(list(PHOTOS.glob("*.png"))) < 2,
-    reason="needs the shared weights and photos",
-)
-def test_bench_end_to_end(tmp_path, monkeypatch, capsys):
+@needs_shared
+def test_bench_end_to_end(tmp_path, two_photos, capsys):
     from latentarc.jobs.cli import main
 
-    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in sorted(PHOTOS.glob("*.png"))[:2]:
-        shutil.copy(p, folder / p.name)
+    folder = two_photos
     (folder / "notes.txt").write_text("not an image")  # ignored by extension
     out = tmp_path / "bench.json"
 
@@ -109,19 +112,12 @@ def test_bench_end_to_end(tmp_path, monkeypatch, capsys):
     assert bd["bd_rate_pct"] is None or math.isfinite(bd["bd_rate_pct"])
 
 
-@pytest.mark.skipif(
-    not (MODELS / "taef2_encoder.pth").is_file() or len(list(PHOTOS.glob("*.png"))) < 2,
-    reason="needs the shared weights and photos",
-)
-def test_bench_rate_control_checks(tmp_path, monkeypatch, capsys):
+@needs_shared
+def test_bench_rate_control_checks(tmp_path, two_photos, capsys):
     """--targets and --floors without the RD table: the target lands within ±5%, no stream is below its floor."""
     from latentarc.jobs.cli import main
 
-    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in sorted(PHOTOS.glob("*.png"))[:2]:
-        shutil.copy(p, folder / p.name)
+    folder = two_photos
     out = tmp_path / "rc.json"
 
     # 64×64 crops: the container and channel models alone are ~0.75 bpp here, so the target sits above that
@@ -184,11 +180,8 @@ def test_bpp_at_level_interpolates_in_log_bpp_at_the_first_crossing():
         parse_metrics("psnr,vmaf")
 
 
-@pytest.mark.skipif(
-    not (MODELS / "taef2_encoder.pth").is_file() or len(list(PHOTOS.glob("*.png"))) < 2,
-    reason="needs the shared weights and photos",
-)
-def test_rd_bench_perceptual_axes(tmp_path, monkeypatch, capsys):
+@needs_shared
+def test_rd_bench_perceptual_axes(tmp_path, two_photos, capsys):
     """--metrics psnr,lpips: LPIPS columns, plot, BD axis and equal-quality table, consistent with the rows; DISTS
     and MS-SSIM not measured; one DISTS point through measure()."""
     from latentarc.codec.images import read_image
@@ -197,11 +190,7 @@ def test_rd_bench_perceptual_axes(tmp_path, monkeypatch, capsys):
     from latentarc.jobs.rd_bench import _bd_entry, build_codec, measure
     from latentarc.jobs.rd_perceptual import LEVELS
 
-    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for p in sorted(PHOTOS.glob("*.png"))[:2]:
-        shutil.copy(p, folder / p.name)
+    folder = two_photos
     out = tmp_path / "rd"
     rc = main(["bench", str(folder), "--codecs", "tae-f2,avif", "--qualities", "5,60", "--crop", "64",
                "--metrics", "psnr,lpips", "--out", str(out)])

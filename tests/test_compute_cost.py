@@ -13,7 +13,6 @@ import shutil
 
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image
 
 from latentarc.jobs.cli import main
 from latentarc.pipeline.compress import CompressOptions, run_compress
@@ -22,17 +21,9 @@ from latentarc.pipeline.savings import (DEFAULT_PRICE_PER_CPU_HOUR, compute_cost
                                         summary_lines)
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import PHOTOS
+from .conftest import photo_png
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
-
-
-def _crop_png(i: int, size=(80, 64)) -> bytes:
-    im = Image.open(sorted(PHOTOS.glob("*.png"))[i])
-    w, h = im.size
-    buf = io.BytesIO()
-    im.crop((w // 2, h // 2, w // 2 + size[0], h // 2 + size[1])).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +34,8 @@ def runs(tmp_path_factory, ray_cluster):
     src1.mkdir()
     src2.mkdir()
     for i in (0, 1):
-        (src1 / f"a{i}.png").write_bytes(_crop_png(i))
-    (src2 / "b.png").write_bytes(_crop_png(2))
+        (src1 / f"a{i}.png").write_bytes(photo_png(i, 80, 64))
+    (src2 / "b.png").write_bytes(photo_png(2, 80, 64))
     r1 = run_compress(str(src1), str(table), CompressOptions(codec="avif", quality=50, batch_size=2, workers=1))
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -133,7 +124,7 @@ def test_older_tables_without_the_columns_still_report(runs, tmp_path):
 def test_rd_bench_speed_per_core(tmp_path, capsys):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    (folder / "a.png").write_bytes(_crop_png(3, (64, 64)))
+    (folder / "a.png").write_bytes(photo_png(3, 64, 64))
     out = tmp_path / "rd"
     assert main(["bench", str(folder), "--codecs", "avif,jxl", "--qualities", "40,70", "--out", str(out)]) == 0
     printed = capsys.readouterr().out

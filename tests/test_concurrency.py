@@ -9,18 +9,16 @@ Afterwards: no committed row lost, no key with two current rows, every reader sn
 from __future__ import annotations
 
 import datetime as dt
-import io
 import threading
 
 import pytest
-from PIL import Image
 
 from latentarc.pipeline.compress import CompressOptions, pending, run_compress
 from latentarc.pipeline.schema import TABLE_SCHEMA, rows_to_table
 from latentarc.pipeline.storage import list_source, open_fs, write_bytes_exclusive
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import MODELS, PHOTOS
+from .conftest import MODELS, photo_png
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
@@ -149,14 +147,6 @@ def test_racing_commits_get_distinct_numbers_and_first_committer_wins(where):
 
 
 # --- two real compress runs at once ----------------------------------------------------------------------------
-def _png(i: int, size: int = 64) -> bytes:
-    im = Image.open(sorted(PHOTOS.glob("*.png"))[i])
-    w, h = im.size
-    buf = io.BytesIO()
-    im.crop((w // 2, h // 2, w // 2 + size, h // 2 + size)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _sources(tmp_path, where, overlap: bool) -> tuple[str, str, dict | None, set[str], set[str]]:
     """Two manifests over one pool of 6 images: 3 each, or 4 each sharing two objects with ``overlap``."""
     uri, options = where
@@ -166,7 +156,7 @@ def _sources(tmp_path, where, overlap: bool) -> tuple[str, str, dict | None, set
         pool = tmp_path / "pool"
         pool.mkdir()
         for i, k in enumerate(names):
-            (pool / k).write_bytes(_png(i))
+            (pool / k).write_bytes(photo_png(i, 64))
         manifests = (tmp_path / "a.txt", tmp_path / "b.txt")
         for m, keys in zip(manifests, (keys_a, keys_b)):
             m.write_text("".join(f"{pool / k}\n" for k in keys))
@@ -175,7 +165,7 @@ def _sources(tmp_path, where, overlap: bool) -> tuple[str, str, dict | None, set
     bucket = uri.rsplit("/", 1)[0]
     root = fs._strip_protocol(bucket)
     for i, k in enumerate(names):
-        fs.pipe_file(f"{root}/pool/{k}", _png(i))
+        fs.pipe_file(f"{root}/pool/{k}", photo_png(i, 64))
     for name, keys in (("a", keys_a), ("b", keys_b)):
         fs.pipe_file(f"{root}/{name}.txt", "".join(f"{bucket}/pool/{k}\n" for k in keys).encode())
     return f"{bucket}/a.txt", f"{bucket}/b.txt", options, set(keys_a), set(keys_b)

@@ -8,7 +8,6 @@ every input ends as exactly one row or one error, nothing lost, nothing duplicat
 
 from __future__ import annotations
 
-import io
 
 import pytest
 import s3fs
@@ -19,7 +18,7 @@ from latentarc.pipeline.restore import run_restore
 from latentarc.pipeline.storage import S3_RETRIES, open_fs
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import MODELS, PHOTOS
+from .conftest import MODELS, photo_png
 from .faulty_s3 import FaultyS3
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
@@ -34,14 +33,6 @@ def flaky(s3):
     """``(proxy, storage options through it)``; the proxy fronts the session's moto server."""
     with FaultyS3(s3["endpoint_url"], RATES, seed=23) as proxy:
         yield proxy, {**s3, "endpoint_url": proxy.endpoint_url}
-
-
-def _png(i: int, size: int = 64) -> bytes:
-    im = Image.open(sorted(PHOTOS.glob("*.png"))[i])
-    w, h = im.size
-    buf = io.BytesIO()
-    im.crop((w // 2, h // 2, w // 2 + size, h // 2 + size)).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _retries(fs) -> tuple[str, int]:
@@ -85,9 +76,9 @@ def test_compress_and_restore_through_a_flaky_store(bucket, s3, flaky, tmp_path)
     proxy, options = flaky
     direct = s3fs.S3FileSystem(**s3, use_listings_cache=False, skip_instance_cache=True)
     src = f"{bucket}/incoming"
-    sources = {f"p{i}.png": _png(i) for i in range(4)}
-    sources["broken.png"] = _png(5)[:200]  # fails on its own: must end as an error row, not vanish
-    sources["denied.png"] = _png(6)  # the store refuses it every time (403): no retry helps
+    sources = {f"p{i}.png": photo_png(i, 64) for i in range(4)}
+    sources["broken.png"] = photo_png(5, 64)[:200]  # fails on its own: must end as an error row, not vanish
+    sources["denied.png"] = photo_png(6, 64)  # the store refuses it every time (403): no retry helps
     proxy.denied.add("/incoming/denied.png")
     # beside the random draw: every fault and request class at least once, and the commit's answer lost
     proxy.first = {"list": ["slowdown", "slow"], "read": ["reset", "error500", "slow"], "write": ["error500", "reset"]}

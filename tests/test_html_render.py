@@ -10,7 +10,6 @@ noise — dbus, GPU/VA-API, sandbox, screen-saver warnings, none of which name t
 
 from __future__ import annotations
 
-import io
 import re
 import shutil
 import subprocess
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import MODELS, PHOTOS
+from .conftest import MODELS, PHOTOS, photo_png
 
 pytestmark = pytest.mark.shared("models", "photos")
 
@@ -99,12 +98,8 @@ def test_report_html_renders(tmp_path, ray_cluster):
 
     src = tmp_path / "src"
     for i, key in enumerate(["x/one.png", "two.png"]):
-        im = Image.open(sorted(PHOTOS.glob("*.png"))[i])
-        w, h = im.size
-        buf = io.BytesIO()
-        im.crop((w // 2, h // 2, w // 2 + 64, h // 2 + 56)).save(buf, format="PNG")
         (src / key).parent.mkdir(parents=True, exist_ok=True)
-        (src / key).write_bytes(buf.getvalue())
+        (src / key).write_bytes(photo_png(i, 64, 56))
     table = tmp_path / "table"
     rep = run_compress(str(src), str(table), CompressOptions(weights=str(MODELS), quality=60, batch_size=2, workers=1))
     assert rep["rows"] == 2

@@ -117,6 +117,25 @@ def test_tiled_equals_untiled():
         lpips(ref, test, tile=100)  # not a multiple of 16: the grids would not align
 
 
+def test_lpips_loss_matches_the_metric_and_has_gradients():
+    """The training loss is the metric: per image it equals lpips() on the same pixels, and it back-propagates."""
+    import torch
+
+    refs = [_crop(i, 96) for i in (1, 2)]
+    tests = [np.clip(r.astype(np.int16) + np.random.default_rng(i).integers(-40, 41, r.shape), 0, 255).astype(np.uint8)
+             for i, r in enumerate(refs)]
+    as_t = lambda arrs: torch.from_numpy(np.stack(arrs).astype(np.float32) / 255).permute(0, 3, 1, 2)  # noqa: E731
+    x, y = as_t(refs), as_t(tests).requires_grad_(True)
+    got = metrics.lpips_loss(x, y)
+    assert got.shape == (2,)
+    for g, r, t in zip(got.tolist(), refs, tests):
+        assert g == pytest.approx(lpips(r, t), abs=1e-5) and g > 0.05
+    got.sum().backward()
+    assert y.grad is not None and float(y.grad.abs().sum()) > 0
+    with pytest.raises(ValueError):
+        metrics.lpips_loss(x, y[:, :, :64])
+
+
 def test_weights_resolve_in_a_subfolder_and_refuse_tampering(tmp_path, monkeypatch):
     src = resolve(LPIPS_WEIGHTS)
     (tmp_path / "flat").mkdir()

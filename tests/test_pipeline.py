@@ -17,21 +17,13 @@ from latentarc.pipeline.restore import run_restore
 from latentarc.pipeline.schema import TABLE_SCHEMA
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import MODELS, PHOTOS
+from .conftest import MODELS, photo_png
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
 def _opts(**kw) -> CompressOptions:
     return CompressOptions(weights=str(MODELS), quality=60, batch_size=2, workers=2, **kw)
-
-
-def _crop_png(i: int, size=(80, 56)) -> bytes:
-    im = Image.open(sorted(PHOTOS.glob("*.png"))[i])
-    w, h = im.size
-    buf = io.BytesIO()
-    im.crop((w // 2, h // 2, w // 2 + size[0], h // 2 + size[1])).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture
@@ -41,10 +33,10 @@ def s3_source(bucket, s3):
     src = f"{bucket}/incoming"
     originals = {}
     for i, key in enumerate(["a/one.png", "a/two.png", "b/three.png", "b/c/four.png", "five.png"]):
-        data = _crop_png(i)
+        data = photo_png(i, 80, 56)
         fs.pipe(f"{src}/{key}", data)
         originals[key] = data
-    fs.pipe(f"{src}/broken/truncated.png", _crop_png(6)[:300])
+    fs.pipe(f"{src}/broken/truncated.png", photo_png(6, 80, 56)[:300])
     fs.pipe(f"{src}/broken/notes.png", b"shopping list: milk, eggs")
     return src, originals, fs
 
@@ -87,7 +79,7 @@ def test_s3_to_s3_compress_restore_and_rerun(s3_source, bucket, s3, tmp_path):
     assert len(table.committed()) == commits
 
     # a changed object is re-archived and supersedes its old row
-    fs.pipe(f"{src}/five.png", _crop_png(9))
+    fs.pipe(f"{src}/five.png", photo_png(9, 80, 56))
     third = run_compress(src, table_uri, _opts(), source_options=s3, table_options=s3)
     assert third["rows"] == 1
     now = table.read(keys=["five.png"])
@@ -98,7 +90,7 @@ def test_crash_between_write_and_commit_then_rerun(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
-        (src / f"{i}.png").write_bytes(_crop_png(10 + i))
+        (src / f"{i}.png").write_bytes(photo_png(10 + i, 80, 56))
     table_uri = str(tmp_path / "table")
 
     def crash():
@@ -118,7 +110,7 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
     fs = s3fs.S3FileSystem(**s3, use_listings_cache=False, skip_instance_cache=True)
     uris = []
     for i in range(3):
-        fs.pipe(f"{bucket}/m/{i}.png", _crop_png(20 + i))
+        fs.pipe(f"{bucket}/m/{i}.png", photo_png(20 + i, 80, 56))
         uris.append(f"{bucket}/m/{i}.png")
     manifest = tmp_path / "list.txt"
     manifest.write_text("# three objects\n" + "\n".join(uris) + "\n\n")
@@ -162,11 +154,11 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
 def test_watch_mode_archives_arrivals(tmp_path):
     src = tmp_path / "inbox"
     src.mkdir()
-    (src / "first.png").write_bytes(_crop_png(30))
+    (src / "first.png").write_bytes(photo_png(30, 80, 56))
     table_uri = str(tmp_path / "table")
 
     def arrive(report):
-        (src / "second.png").write_bytes(_crop_png(31))
+        (src / "second.png").write_bytes(photo_png(31, 80, 56))
 
     reports = watch(str(src), table_uri, _opts(), 0.1, iterations=2, on_report=arrive)
     assert [r["rows"] for r in reports] == [1, 1]
@@ -176,7 +168,7 @@ def test_watch_mode_archives_arrivals(tmp_path):
 def test_cli_compress_exit_code_and_summary(tmp_path, capsys):
     src = tmp_path / "src"
     src.mkdir()
-    (src / "ok.png").write_bytes(_crop_png(40))
+    (src / "ok.png").write_bytes(photo_png(40, 80, 56))
     (src / "empty.jpg").write_bytes(b"")
     table_uri = str(tmp_path / "t")
     rc = main(["compress", str(src), table_uri, "--quality", "50", "--no-progress", "--weights", str(MODELS)])

@@ -194,31 +194,32 @@ def tiny_denoiser(tmp_path_factory):
     """A few steps of the real training job on real photos: (output folder, cache folder, files used)."""
     from latentarc.jobs.cli import main
 
-    from .conftest import PHOTOS
+    from latentarc.jobs.training_data import image_files
+
+    from .conftest import PHOTOS, TRAIN
 
     tmp = tmp_path_factory.mktemp("train-refiner")
     out = tmp / "den"
-    rc = main(["train-refiner", str(PHOTOS), "--out", str(out), "--steps", "3", "--batch-size", "2",
-               "--limit", "4", "--holdout-every", "2", "--probes", "1", "--max-side", "128", "--crop", "8",
-               "--channels", "32,32",
-               "--cache", str(tmp / "cache"), "--device", "cpu"])
+    rc = main(["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--out", str(out), "--steps", "3",
+               "--batch-size", "2", "--limit", "4", "--holdout-every", "2", "--probes", "1", "--max-side", "128",
+               "--crop", "8", "--channels", "32,32", "--cache", str(tmp / "cache"), "--device", "cpu"])
     assert rc == 0
-    return out, tmp / "cache", sorted(p.name for p in PHOTOS.glob("*.png"))[:4]
+    return out, tmp / "cache", [p.relative_to(TRAIN).as_posix() for p in image_files(TRAIN)[:4]]
 
 
 def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
-    from latentarc.jobs.train_refiner import held_out
+    from latentarc.jobs.training_data import validation_split
 
     out, cache, files = tiny_denoiser
     for f in ("model.safetensors", "config.json", "CARD.md"):
         assert (out / f).is_file()
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["held_out"] == held_out(files, 2) == [files[1], files[3]] and cfg["held_out"] and set(cfg["held_out"]) <= set(files)
-    assert not set(cfg["held_out"]) & set(cfg["trained_on"])
+    assert cfg["held_out"] == validation_split(files, 2) == [files[1], files[3]]
+    assert not set(cfg["held_out"]) & set(cfg["trained_on"]) and set(cfg["trained_on"]) == {files[0], files[2]}
     assert cfg["loss"] == "pixel" and "decoder sensitivity" in (out / "CARD.md").read_text()
     assert cfg["prediction"] == "v_prediction" and cfg["condition"] == R.STEP_CONDITION
     assert cfg["unet"]["in_channels"] == 2 * cfg["unet"]["out_channels"] == 64  # latent + step map
-    assert "held out" in (out / "CARD.md").read_text().lower()
+    assert "validation" in (out / "CARD.md").read_text().lower()
     assert len(list(cache.glob("*.npz"))) == 1  # latents cached once
 
     r = load_refiner(str(out))
@@ -242,11 +243,11 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
 
     from latentarc.jobs.cli import main
 
-    from .conftest import PHOTOS
+    from .conftest import PHOTOS, TRAIN
 
     init, cache, _ = tiny_denoiser
     out = tmp_path / "den-dec"
-    args = ["train-refiner", str(PHOTOS), "--steps", "2", "--batch-size", "2", "--limit", "4",
+    args = ["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--steps", "2", "--batch-size", "2", "--limit", "4",
             "--probes", "1", "--max-side", "128", "--crop", "8", "--loss", "decoded-ssim", "--cache", str(cache),
             "--device", "cpu", "--log-every", "1", "--init", str(init), "--quantized-fraction", "1"]
     assert main(args + ["--out", str(out), "--holdout-every", "2"]) == 0
@@ -262,7 +263,7 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
                zip(tensors.values(), load_file(str(init / "model.safetensors")).values()))  # it trained
     r = load_refiner(str(out))
     assert next(r.unet.parameters()).dtype == torch.float32
-    # a denoiser trained on photos this run holds out would leak them into the held-out figures
+    # a denoiser trained on images this run validates on would leak them into the validation figures
     assert main(args + ["--out", str(tmp_path / "leak"), "--holdout-every", "3"]) != 0
     assert "held out here" in capsys.readouterr().err and not (tmp_path / "leak").exists()
     for v in cfg["validation"].values():
@@ -270,6 +271,51 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
     # coarser quantization decodes worse (the validation really decodes what it quantized)
     ps = [cfg["validation"][k]["psnr_dequantized"] for k in ("base_step_0.32", "base_step_0.87", "base_step_2.4")]
     assert ps == sorted(ps, reverse=True)
+
+
+def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path, tiny_denoiser, capsys,
+                                                                         monkeypatch):
+    """--loss decoded-lpips at low rates only (--base-steps), checkpointed every step: a run stopped by SIGTERM
+    after 2 of 3 steps and started again ends with the weights of one uninterrupted run; the evaluation photos
+    are refused as training data."""
+    import signal
+
+    from safetensors.torch import load_file
+
+    from latentarc.jobs import train_refiner
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS, TRAIN
+
+    _, cache, _ = tiny_denoiser
+    common = ["--held-out", str(PHOTOS), "--batch-size", "2", "--limit", "4", "--holdout-every", "2",
+              "--probes", "1", "--max-side", "128", "--crop", "8", "--channels", "32,32", "--cache", str(cache),
+              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--base-steps", "0.9,6.8",
+              "--save-every", "1", "--log-every", "1"]
+    split = tmp_path / "split"
+    step = train_refiner._train_step
+
+    def step_then_terminate(a, it, *rest):
+        step(a, it, *rest)
+        if it == 1:  # what `kill` does to a background run: finish the step, checkpoint, stop
+            signal.raise_signal(signal.SIGTERM)
+
+    with monkeypatch.context() as m:
+        m.setattr(train_refiner, "_train_step", step_then_terminate)
+        assert main(["train-refiner", str(TRAIN), "--out", str(split), "--steps", "3", *common]) == 0
+    assert "stopped by signal" in capsys.readouterr().out and not (split / "model.safetensors").exists()
+    assert main(["train-refiner", str(TRAIN), "--out", str(split), "--steps", "3", *common]) == 0
+    assert "resuming" in capsys.readouterr().out
+    whole = tmp_path / "whole"
+    assert main(["train-refiner", str(TRAIN), "--out", str(whole), "--steps", "3", *common]) == 0
+    a, b = load_file(str(split / "model.safetensors")), load_file(str(whole / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    cfg = json.loads((split / "config.json").read_text())
+    assert cfg["loss"] == "decoded-lpips" and cfg["lpips_weight"] == 0.5 and cfg["base_steps"] == [0.9, 6.8]
+    assert "LPIPS" in (split / "CARD.md").read_text()
+    capsys.readouterr()
+    assert main(["train-refiner", str(PHOTOS), "--out", str(tmp_path / "bad"), "--steps", "1", *common]) != 0
+    assert "held-out photos" in capsys.readouterr().err
 
 
 def test_pixel_loss_weights_follow_decoder_sensitivity():

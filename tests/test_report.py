@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 import math
 
 import pytest
-from PIL import Image
 
 from latentarc.jobs.cli import main
 from latentarc.pipeline.compress import CompressOptions, run_compress
@@ -15,17 +13,9 @@ from latentarc.pipeline.report import build_report, prefix_of
 from latentarc.pipeline.savings import GIB
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import MODELS, PHOTOS
+from .conftest import MODELS, photo_png
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
-
-
-def _crop_png(i: int, size=(72, 64)) -> bytes:
-    im = Image.open(sorted(PHOTOS.glob("*.png"))[i])
-    w, h = im.size
-    buf = io.BytesIO()
-    im.crop((w // 2, h // 2, w // 2 + size[0], h // 2 + size[1])).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +25,9 @@ def table_dir(tmp_path_factory, ray_cluster):
     src1, src2, table = root / "src1", root / "src2", root / "table"
     for i, key in enumerate(["a/one.png", "a/two.png", "b/three.png"]):
         (src1 / key).parent.mkdir(parents=True, exist_ok=True)
-        (src1 / key).write_bytes(_crop_png(i))
+        (src1 / key).write_bytes(photo_png(i, 72, 64))
     (src2).mkdir()
-    (src2 / "root.png").write_bytes(_crop_png(3))
+    (src2 / "root.png").write_bytes(photo_png(3, 72, 64))
     opts = dict(weights=str(MODELS), quality=60, batch_size=2, workers=1)
     r1 = run_compress(str(src1), str(table), CompressOptions(**opts))
     r2 = run_compress(str(src2), str(table), CompressOptions(codec="avif", **opts))

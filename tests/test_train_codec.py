@@ -49,8 +49,10 @@ def test_train_resume_and_decode_with_the_stock_decoder(tmp_path):
 
 
 def test_held_out_photos_are_refused(tmp_path):
-    with pytest.raises(tc.HeldOutData):
-        tc.training_files(PHOTOS, PHOTOS)
+    from latentarc.jobs.training_data import HeldOutData, training_files
+
+    with pytest.raises(HeldOutData):
+        training_files(PHOTOS, PHOTOS)
     (tmp_path / "copy.png").write_bytes(sorted(PHOTOS.glob("*.png"))[3].read_bytes())
-    with pytest.raises(tc.HeldOutData, match="bytes of a held-out photo"):
-        tc.training_files(tmp_path, PHOTOS)
+    with pytest.raises(HeldOutData, match="bytes of a held-out photo"):
+        training_files(tmp_path, PHOTOS)
