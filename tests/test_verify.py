@@ -18,8 +18,8 @@ from latentarc.pipeline.compress import run_compress
 from latentarc.pipeline.table import BitstreamTable
 from latentarc.pipeline.verify import _sampled, print_report, verify_table
 
-from .conftest import MODELS
-from .test_pipeline import _crop_png, _opts
+from .conftest import MODELS, photo_png
+from .test_pipeline import _opts
 
 pytestmark = pytest.mark.shared("models", "photos")
 
@@ -34,7 +34,7 @@ def clean_table(ray_cluster, tmp_path_factory):
     src = root / "src"
     for i, key in enumerate(KEYS):
         (src / key).parent.mkdir(parents=True, exist_ok=True)
-        (src / key).write_bytes(_crop_png(i, (64, 48)))
+        (src / key).write_bytes(photo_png(i, 64, 48))
     (src / "notes.png").write_bytes(b"not an image")  # one row in the errors table
     table = root / "table"
     report = run_compress(str(src), str(table), _opts(ms_ssim=False))
