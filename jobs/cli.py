@@ -226,14 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "--qualities then applies to every codec (default: codec-specific lists)")
     p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here")
     p.add_argument("--metrics", metavar="LIST",
-                   help="with --codecs: metrics to measure, of psnr,ms-ssim,lpips,dists (default all; PSNR always; "
-                        "DISTS costs ~35 s/MP per point on one core)")
+                   help="with --codecs or --refine-modes: metrics to measure, of psnr,ms-ssim,lpips,dists (default "
+                        "all; PSNR always; DISTS costs ~35 s/MP per point on one core)")
     p.add_argument("--refine-modes", metavar="LIST",
                    help="refinement benchmark (jobs/refine_bench.py): faithful,realistic against none on the same "
-                        "streams — PSNR, MS-SSIM, sharpness, decode s/MP")
+                        "streams — PSNR, MS-SSIM, LPIPS, DISTS, sharpness, decode s/MP")
     p.add_argument("--refine-steps", metavar="LIST", help="with --refine-modes: step counts K (default 1,2,4)")
     p.add_argument("--refiner", metavar="NAME", help="with --refine-modes: refiner (default: the codec's own)")
     p.add_argument("--seed", type=int, default=0, help="with --refine-modes: seed of realistic refinement")
+    p.add_argument("--html", metavar="FILE",
+                   help="with --refine-modes: a page with the table and side-by-side crops of every mode")
     _add_model_args(p)
 
     p = sub.add_parser("report", help="savings and quality report of a committed table")
@@ -537,6 +539,8 @@ def _cmd_verify(a) -> int:
 
 
 def _cmd_bench(a) -> int:
+    if a.html and not a.refine_modes:
+        raise ValueError("--html belongs to --refine-modes (the RD benchmark writes its page with --codecs --out DIR)")
     if a.codecs:
         from latentarc.jobs.rd_bench import run_rd_bench_cli
 

@@ -5,14 +5,17 @@ encoded once, then decoded with ``none`` and with each mode × step count (``--r
 with ``--seed``), each refining every image. With ``faithful`` the streams are encoded with the encoder's
 refinement check (``verify_refine``: a 17-byte section, counted in bpp; the payload is unchanged), and
 ``faithful/v`` is what ``decode --refine faithful`` does with them: the K the encoder measured best for that
-image, or no refinement where no K raised PSNR and MS-SSIM without lowering either. Per decode: PSNR and MS-SSIM against the original, a no-reference sharpness figure (gradient
-energy of the decoded luma relative to the original's, :func:`~latentarc.codec.metrics.sharpness_ratio`:
-1 = as sharp as the original) and the decode time per megapixel (entropy decoding + refinement + VAE
-decoder; one untimed warm-up decode per configuration runs first).
+image, or no refinement where no K raised PSNR and MS-SSIM without lowering either. Per decode: PSNR, MS-SSIM,
+LPIPS and DISTS against the original (``--metrics`` picks; PSNR always), a sharpness figure (gradient energy of
+the decoded luma relative to the original's, :func:`~latentarc.codec.metrics.sharpness_ratio`: 1 = as sharp as
+the original) and the decode time per megapixel (entropy decoding + refinement + VAE decoder; one untimed
+warm-up decode per configuration runs first).
 
 The table gives the means per quality and configuration, the change against ``none`` on the same streams,
-and the issue's acceptance checks: ``faithful`` must raise MS-SSIM and lose at most
-:data:`MAX_PSNR_LOSS_DB` of PSNR; ``realistic`` must bring the sharpness ratio closer to 1 than ``none``.
+and the acceptance checks: ``faithful`` must lower LPIPS (MS-SSIM when LPIPS is not measured) and lose at most
+:data:`MAX_PSNR_LOSS_DB` of PSNR; ``realistic`` must lower LPIPS and DISTS (those measured) and bring the
+sharpness ratio closer to 1 than ``none``. ``--html FILE`` writes the table and, per image and quality, the
+same crop of the original and of every decode side by side.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-MAX_PSNR_LOSS_DB = 0.5
+MAX_PSNR_LOSS_DB = 0.1
+CROP_SIDE = 160  # px of the side-by-side crops in the HTML page
 DEFAULT_STEPS = (1, 2, 4)
 
 
@@ -68,22 +72,28 @@ def label(cfg) -> str:
     return f"{cfg.mode}/v" if cfg.verified and cfg.mode == "faithful" else f"{cfg.mode}/{cfg.steps}"
 
 
-def measure_decode(codec, data: bytes, pic, cfg, refiner) -> dict:
+def measure_decode(codec, data: bytes, pic, cfg, refiner, metrics: tuple[str, ...] = ("psnr", "ms_ssim"),
+                   keep: list | None = None) -> dict:
+    """One timed decode of ``data`` with ``cfg`` and its figures; ``keep`` receives the decoded planes."""
+    from latentarc.codec import metrics as M
     from latentarc.codec.classical import decoded_planes
-    from latentarc.codec.metrics import ms_ssim, psnr, sharpness_ratio
 
     t0 = time.perf_counter()
     dec = codec.decode(data, refine=cfg, refiner=refiner)  # an inactive config decodes plainly
     dt = time.perf_counter() - t0
     ref, test = pic.reference(), decoded_planes(dec, pic.mode)
+    if keep is not None:
+        keep.append(test)
     return {
         "config": label(cfg),
         "mode": cfg.mode,
         "steps": cfg.steps if cfg.active else 0,
         "refinement": getattr(dec, "refinement", "none"),
-        "psnr": psnr(ref, test),
-        "ms_ssim": ms_ssim(ref, test),
-        "sharpness": sharpness_ratio(ref, test),
+        "psnr": M.psnr(ref, test),
+        "ms_ssim": M.ms_ssim(ref, test) if "ms_ssim" in metrics else None,
+        "lpips": M.lpips(ref, test) if "lpips" in metrics else None,
+        "dists": M.dists(ref, test) if "dists" in metrics else None,
+        "sharpness": M.sharpness_ratio(ref, test),
         "decode_s": dt,
     }
 
@@ -113,47 +123,71 @@ def summarise(rows: list[dict], qualities: list[float], labels: list[str]) -> li
                 "bpp": _mean(r["bpp"] for r in rs),
                 "psnr": _mean(r["psnr"] for r in rs),
                 "ms_ssim": _mean(r["ms_ssim"] for r in rs),
+                "lpips": _mean(r.get("lpips") for r in rs),
+                "dists": _mean(r.get("dists") for r in rs),
                 "sharpness": _mean(r["sharpness"] for r in rs),
                 "decode_s_per_mp": sum(r["decode_s"] for r in rs) / mp,
                 "d_psnr": _mean(r["psnr"] - b["psnr"] for r, b in pairs),
-                "d_ms_ssim": _mean(r["ms_ssim"] - b["ms_ssim"] for r, b in pairs
-                                   if r["ms_ssim"] is not None and b["ms_ssim"] is not None),
+                **{f"d_{k}": _mean(r[k] - b[k] for r, b in pairs if r.get(k) is not None and b.get(k) is not None)
+                   for k in ("ms_ssim", "lpips", "dists")},
             })
     return out
 
 
+def _lowered(s: dict, key: str) -> bool | None:
+    """Whether ``key`` (a distance) fell against ``none``; None when it was not measured."""
+    d = s.get(f"d_{key}")
+    return None if d is None else d < 0
+
+
 def checks(summary: list[dict]) -> list[dict]:
-    """The acceptance checks per quality and step count (see module doc)."""
+    """The acceptance checks per quality and configuration (see module doc)."""
     out = []
     by = {(s["quality"], s["config"]): s for s in summary}
     for s in summary:
         none = by.get((s["quality"], "none"))
         if none is None or s["config"] == "none":
             continue
+        dp = s["d_psnr"] if s["d_psnr"] is not None else -1e9
         if s["mode"] == "faithful":
-            ok = (s["d_ms_ssim"] or 0) > 0 and (s["d_psnr"] if s["d_psnr"] is not None else -1e9) >= -MAX_PSNR_LOSS_DB
-            what = (f"MS-SSIM {s['d_ms_ssim']:+.4f}, PSNR {s['d_psnr']:+.2f} dB "
-                    f"(needs MS-SSIM > 0 and PSNR ≥ -{MAX_PSNR_LOSS_DB} dB)")
+            better = _lowered(s, "lpips")
+            if better is None:  # LPIPS not measured: MS-SSIM must rise instead
+                better, what = (s["d_ms_ssim"] or 0) > 0, f"MS-SSIM {s['d_ms_ssim'] or 0:+.4f}"
+            else:
+                what = f"LPIPS {s['d_lpips']:+.4f}"
+            ok = better and dp >= -MAX_PSNR_LOSS_DB
+            what += f", PSNR {s['d_psnr']:+.2f} dB (needs a better perceptual figure and PSNR ≥ -{MAX_PSNR_LOSS_DB} dB)"
         else:
             if s["sharpness"] is None or none["sharpness"] is None:
                 continue
             ok = abs(1 - s["sharpness"]) < abs(1 - none["sharpness"])
-            what = f"sharpness {none['sharpness']:.3f} → {s['sharpness']:.3f} (needs closer to 1)"
+            what = f"sharpness {none['sharpness']:.3f} → {s['sharpness']:.3f}"
+            for k in ("lpips", "dists"):
+                lowered = _lowered(s, k)
+                if lowered is not None:
+                    ok = ok and lowered
+                    what += f", {k.upper()} {s[f'd_{k}']:+.4f}"
+            what += " (needs sharpness closer to 1 and lower LPIPS / DISTS)"
         out.append({"quality": s["quality"], "config": s["config"], "ok": bool(ok), "what": what})
     return out
 
 
 def format_table(summary: list[dict], checks_: list[dict]) -> str:
-    head = (f"{'quality':>7}  {'refine':<12} {'bpp':>7}  {'PSNR dB':>8}  {'MS-SSIM':>8}  {'sharp':>6}  "
-            f"{'dec s/MP':>8}  {'ΔPSNR':>6}  {'ΔMS-SSIM':>8}")
+    head = (f"{'quality':>7}  {'refine':<12} {'bpp':>7}  {'PSNR dB':>8}  {'MS-SSIM':>8}  {'LPIPS':>6}  {'DISTS':>6}  "
+            f"{'sharp':>6}  {'dec s/MP':>8}  {'ΔPSNR':>6}  {'ΔMS-SSIM':>8}  {'ΔLPIPS':>7}  {'ΔDISTS':>7}")
     lines = [head, "-" * len(head)]
+
+    def f(x, spec, signed=False):
+        return "n/a" if x is None else format(x, ("+" if signed else "") + spec)
+
     for s in summary:
-        ss = f"{s['ms_ssim']:.4f}" if s["ms_ssim"] is not None else "n/a"
-        sh = f"{s['sharpness']:.3f}" if s["sharpness"] is not None else "n/a"
-        dp = f"{s['d_psnr']:+.2f}" if s["config"] != "none" and s["d_psnr"] is not None else ""
-        dm = f"{s['d_ms_ssim']:+.4f}" if s["config"] != "none" and s["d_ms_ssim"] is not None else ""
-        lines.append(f"{s['quality']:>7g}  {s['config']:<12} {s['bpp']:7.4f}  {s['psnr']:8.2f}  {ss:>8}  {sh:>6}  "
-                     f"{s['decode_s_per_mp']:8.2f}  {dp:>6}  {dm:>8}")
+        deltas = ["", "", "", ""] if s["config"] == "none" else [
+            f(s["d_psnr"], ".2f", True), f(s["d_ms_ssim"], ".4f", True), f(s["d_lpips"], ".4f", True),
+            f(s["d_dists"], ".4f", True)]
+        lines.append(f"{s['quality']:>7g}  {s['config']:<12} {s['bpp']:7.4f}  {s['psnr']:8.2f}  "
+                     f"{f(s['ms_ssim'], '.4f'):>8}  {f(s['lpips'], '.4f'):>6}  {f(s['dists'], '.4f'):>6}  "
+                     f"{f(s['sharpness'], '.3f'):>6}  {s['decode_s_per_mp']:8.2f}  {deltas[0]:>6}  {deltas[1]:>8}  "
+                     f"{deltas[2]:>7}  {deltas[3]:>7}")
     if checks_:
         lines.append("")
         for c in checks_:
@@ -168,9 +202,12 @@ def run_refine_bench(args) -> int:
     from latentarc.codec.registry import load_model
     from latentarc.jobs.bench import _json_safe, centre_crop, list_images, parse_qualities, read_pictures
 
+    from latentarc.jobs.rd_perceptual import parse_metrics
+
     modes = parse_modes(args.refine_modes)
     if not modes:
         raise ValueError("--refine-modes needs faithful and/or realistic")
+    metrics = parse_metrics(args.metrics)
     steps = parse_steps(args.refine_steps)
     qualities = parse_qualities(args.qualities)
     files = list_images(args.images, args.limit)
@@ -183,24 +220,30 @@ def run_refine_bench(args) -> int:
     cfgs = configs(modes, steps, args.seed)
     labels = [label(c) for c in cfgs]
 
-    rows, skipped, warmed = [], [], False
+    rows, skipped, warmed, crops = [], [], False, []
     t_start = time.perf_counter()
     for i, path, pic in read_pictures(files, args.crop, skipped):
         if not warmed:  # untimed: lazy initialisation (thread pools, the refiner's first call)
             small = centre_crop(pic, 64)
             d = codec.encode(small, quality=qualities[0], measure=False).data
             for c in cfgs:
-                measure_decode(codec, d, small, c, refiner)
+                measure_decode(codec, d, small, c, refiner, metrics)
             warmed = True
         t_img = time.perf_counter()
         brief = []
+        window = detailed_window(pic.reference(), CROP_SIDE)
         for q in qualities:
             data = codec.encode(pic, quality=q, measure=False).data
             bpp = len(data) * 8.0 / (pic.width * pic.height)
+            decoded: list = []
             for c in cfgs:
-                r = measure_decode(codec, data, pic, c, refiner)
+                r = measure_decode(codec, data, pic, c, refiner, metrics, keep=decoded)
                 rows.append({"image": path.name, "width": pic.width, "height": pic.height, "quality": q,
                              "bytes": len(data), "bpp": bpp, **r})
+            if args.html:
+                crops.append({"image": path.name, "quality": q, "bpp": bpp,
+                              "tiles": [("original", _display(pic.reference(), window))]
+                              + [(label(c), _display(d, window)) for c, d in zip(cfgs, decoded)]})
             mine = [r for r in rows if r["image"] == path.name and r["quality"] == q]
             brief.append(f"q{q:g} {bpp:.3f} bpp: " + " ".join(f"{r['config']} {r['psnr']:.2f}" for r in mine))
         print(f"[{i}/{len(files)}] {path.name} {pic.width}x{pic.height}: {time.perf_counter() - t_img:.1f} s "
@@ -224,4 +267,69 @@ def run_refine_bench(args) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {out}")
+    if args.html:
+        out = Path(args.html)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        title = f"{args.codec}, refiner {getattr(refiner, 'name', refiner)}, {n} images, seed {args.seed}"
+        out.write_text(refine_html(title, summary, chk, crops))
+        print(f"wrote {out}")
     return 0
+
+
+def detailed_window(rgb: np.ndarray, side: int) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the ``side``-px window with the most gradient energy, on a half-window grid: where
+    texture is, so a crop shows what refinement does to it."""
+    from latentarc.codec.metrics import gradient_energy
+
+    h, w = rgb.shape[:2]
+    if h <= side and w <= side:
+        return 0, h, 0, w
+    best, where = -1.0, (0, 0)
+    for y in range(0, max(1, h - side + 1), max(1, side // 2)):
+        for x in range(0, max(1, w - side + 1), max(1, side // 2)):
+            e = gradient_energy(rgb[y : y + side, x : x + side])
+            if e > best:
+                best, where = e, (y, x)
+    y, x = where
+    return y, min(h, y + side), x, min(w, x + side)
+
+
+def _display(planes: np.ndarray, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The window of decoded ``planes`` as 8-bit RGB for the page (16-bit shifted, grey repeated, alpha dropped)."""
+    y0, y1, x0, x1 = window
+    a = planes[y0:y1, x0:x1]
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=2)
+    return np.ascontiguousarray(a[..., :3] if a.shape[2] >= 3 else np.repeat(a[..., :1], 3, axis=2))
+
+
+def refine_html(title: str, summary: list[dict], chk: list[dict], crops: list[dict]) -> str:
+    """A self-contained page: the summary table, the checks, and the side-by-side crops."""
+    import html
+
+    from latentarc.pipeline.report import array_data_uri, html_table, page
+
+    def f(x, spec):
+        return "n/a" if x is None else format(x, spec)
+
+    head = ["quality", "refine", "bpp", "PSNR dB", "MS-SSIM", "LPIPS", "DISTS", "sharpness", "decode s/MP",
+            "ΔPSNR", "ΔLPIPS", "ΔDISTS"]
+    rows = [[f"{s['quality']:g}", s["config"], f"{s['bpp']:.4f}", f"{s['psnr']:.2f}", f(s["ms_ssim"], ".4f"),
+             f(s["lpips"], ".4f"), f(s["dists"], ".4f"), f(s["sharpness"], ".3f"), f"{s['decode_s_per_mp']:.2f}",
+             *(("",) * 3 if s["config"] == "none" else
+               (f(s["d_psnr"], "+.2f"), f(s["d_lpips"], "+.4f"), f(s["d_dists"], "+.4f")))] for s in summary]
+    body = [f"<h1>latentarc refinement benchmark</h1><div class=muted>{html.escape(title)}</div>",
+            html_table(head, rows),
+            "<ul>" + "".join(f"<li><b>{'PASS' if c['ok'] else 'FAIL'}</b> q{c['quality']:g} "
+                             f"{html.escape(c['config'])}: {html.escape(c['what'])}</li>" for c in chk) + "</ul>",
+            f"<h2>Side by side</h2><p class=muted>The {CROP_SIDE}-px window of each image with the most detail, "
+            "shown at 2× (nearest neighbour); every decode of a row comes from the same stream.</p>"]
+    for c in crops:
+        cells = "".join(
+            f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
+            f"style='width:{2 * t.shape[1]}px;image-rendering:pixelated' src='{array_data_uri(t)}'>"
+            f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, t in c["tiles"])
+        body.append(f"<h3>{html.escape(c['image'])}, quality {c['quality']:g} ({c['bpp']:.3f} bpp)</h3><div>{cells}</div>")
+    return page("latentarc refinement benchmark", "\n".join(body))

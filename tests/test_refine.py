@@ -338,11 +338,15 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
 
     out, _, _ = tiny_denoiser
     js = tmp_path / "refine.json"
+    page = tmp_path / "refine.html"
     rc = main(["bench", str(PHOTOS), "--refine-modes", "faithful,realistic", "--refine-steps", "1,2",
                "--refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
-               "--json", str(js), "--device", "cpu"])
+               "--metrics", "psnr,ms-ssim,lpips", "--json", str(js), "--html", str(page), "--device", "cpu"])
     assert rc == 0
     doc = json.loads(js.read_text())
+    text = page.read_text()
+    # per quality: the original and the six decodes side by side, as inline PNGs
+    assert text.count("data:image/png;base64,") == 2 * 7 and "<figcaption>realistic/2</figcaption>" in text
     rows = doc["rows"]
     labels = ["none", "faithful/1", "faithful/2", "realistic/1", "realistic/2", "faithful/v"]
     assert len(rows) == 2 * len(labels) and doc["seed"] == 3
@@ -351,6 +355,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
         assert list(mine) == labels
         assert len({r["bytes"] for r in mine.values()}) == 1  # refinement costs no bits: one stream per quality
         assert all(r["decode_s"] > 0 and 0 < r["sharpness"] for r in mine.values())
+        assert all(0 <= r["lpips"] < 1 and r["dists"] is None for r in mine.values())  # --metrics: no DISTS
         assert mine["realistic/2"]["psnr"] != mine["none"]["psnr"]
         # the verified row lowers neither figure: it is the none row or the faithful row the encoder chose
         v = mine["faithful/v"]
@@ -364,6 +369,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     base = next(r for r in rows if r["quality"] == 30 and r["config"] == "none")
     mine = next(r for r in rows if r["quality"] == 30 and r["config"] == "faithful/2")
     assert s["d_psnr"] == pytest.approx(mine["psnr"] - base["psnr"])
+    assert s["d_lpips"] == pytest.approx(mine["lpips"] - base["lpips"]) and s["d_dists"] is None
     assert {(c["quality"], c["config"]) for c in doc["checks"]} == {(q, lab) for q in (30, 70) for lab in labels[1:]}
     capsys.readouterr()
     assert main(["bench", str(PHOTOS), "--refine-modes", "sharp", "--limit", "1"]) == 2
