@@ -46,9 +46,15 @@ def pytest_configure(config):
         "skipped with the reason when one is absent")
 
 
+#: fixtures that read ../shared: a test using one needs its parts whatever its markers say
+FIXTURE_NEEDS = {"codec": ("models",), "global_codec": ("models",), "small_pic": ("photos",)}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
         parts = [p for m in item.iter_markers("shared") for p in m.args]
+        parts += [p for f in getattr(item, "fixturenames", ()) for p in FIXTURE_NEEDS.get(f, ())]
+        parts = list(dict.fromkeys(parts))
         missing = missing_shared(*parts)
         if missing:
             where = ", ".join(str(SHARED_PARTS[p]) for p in missing)
