@@ -395,6 +395,7 @@ class NeuralCodec:
             from . import refine as R
 
             refiner = R.resolve(refiner, self.name, self.model.device)
+            R.check_latent_space(refiner, self.model.fingerprint)
             refine, refinement = R.effective(refine, s.sections.get(R.VERDICT_SECTION), refiner)
             latent = R.apply(latent[None], qp.step_values(), refine, refiner, self.name)[0]
         img = self.model.decode(latent[None])[0]

@@ -94,6 +94,9 @@ class RefineConfig:
 
 @runtime_checkable
 class Refiner(Protocol):
+    #: SHA-256 of the decoder whose latent space the refiner was trained in; None when it does not say
+    decoder_sha256: str | None
+
     def refine(self, latent: torch.Tensor, steps: torch.Tensor, *, mode: str, num_steps: int, seed: int) -> torch.Tensor:
         """``latent`` (1, C, h, w) dequantized, in the codec model's latent units; ``steps`` (C,) the
         quantization step of each channel in the same units. Returns the refined latent, same shape and units."""
@@ -247,6 +250,7 @@ class _DiffusionRefiner:
     expects; ``cond`` from ``_conditioning``, None unless the model takes the steps as input)."""
 
     in_channels: int
+    decoder_sha256: str | None = None
 
     def __init__(self, scheduler, *, latent_mean=0.0, latent_std=1.0, name: str = ""):
         self.scheduler = _ddim(scheduler)
@@ -471,8 +475,18 @@ def load_denoiser_folder(folder: Path, name: str = DENOISER_NAME) -> LatentDenoi
     except Exception as e:  # noqa: BLE001
         raise ModelError(f"{folder}: denoiser weights do not load ({type(e).__name__}: {e})") from None
     scheduler = diffusers.DDIMScheduler.from_config(cfg["scheduler"])
-    return LatentDenoiserRefiner(unet, scheduler, latent_mean=cfg["latent_mean"], latent_std=cfg["latent_std"],
-                                 name=name, condition=cfg.get("condition"))
+    r = LatentDenoiserRefiner(unet, scheduler, latent_mean=cfg["latent_mean"], latent_std=cfg["latent_std"],
+                              name=name, condition=cfg.get("condition"))
+    r.decoder_sha256 = cfg.get("decoder_sha256")  # older folders do not say
+    return r
+
+
+def check_latent_space(refiner: Refiner, decoder_sha256: str) -> None:
+    """:class:`ModelError` when ``refiner`` was trained in another decoder's latent space: its corrections would
+    be noise to this one. A refiner that does not name its decoder is taken as it is."""
+    if refiner.decoder_sha256 is not None and refiner.decoder_sha256 != decoder_sha256:
+        raise ModelError("the refiner was trained for the decoder "
+                         f"{refiner.decoder_sha256[:12]}…; this stream decodes with {decoder_sha256[:12]}…")
 
 
 def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = None) -> Refiner:

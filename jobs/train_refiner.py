@@ -460,6 +460,8 @@ def train(a) -> dict:
     final = float(np.mean(losses[-max(1, min(50, len(losses))):]))
     cfg = {
         "name": "tae-f2-denoiser",
+        "codec": "tae-f2",
+        "decoder_sha256": model.fingerprint,
         "unet": {k: v for k, v in dict(unet.config).items()},
         "scheduler": dict(sched.config),
         "latent_mean": mean.tolist(),
@@ -532,7 +534,8 @@ def _card(c: dict) -> str:
                      f"{v['images']} |" for k, v in c["validation"].items())
     return f"""# tae-f2-denoiser
 
-Latent denoiser for `latentarc decode --refine` with the `tae-f2` codec (codec/refine.py, Backend B):
+Latent denoiser for `latentarc decode --refine` with the `tae-f2` codec (codec/refine.py, Backend B), for the
+decoder with SHA-256 `{c.get('decoder_sha256', 'unrecorded')}` (refinement refuses streams of another decoder):
 a diffusers `UNet2DModel` (blocks {c['unet']['block_out_channels']}, {c['unet']['layers_per_block']} layer(s)
 per block), timestep-conditioned{' and step-map-conditioned (' + c['condition'] + ')' if c.get('condition') else ''}, predicting `{c['prediction']}` in per-channel normalised latent units, DDIM
 schedule (scaled_linear, 1000 steps).

@@ -234,6 +234,12 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     a = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     b = codec.decode(data, refine=RefineConfig("faithful", 2), refiner=r)
     assert a.rgb.shape == codec.decode(data).rgb.shape and np.array_equal(a.rgb, b.rgb)
+    # the folder names the decoder it was trained for; a refiner for another latent space is refused
+    assert cfg["decoder_sha256"] == codec.model.fingerprint == r.decoder_sha256
+    other = R.load_denoiser_folder(out, name="other")
+    other.decoder_sha256 = "0" * 64
+    with pytest.raises(ModelError, match="trained for the decoder 000000000000"):
+        codec.decode(data, refine=RefineConfig("faithful", 2), refiner=other)
 
 
 def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
