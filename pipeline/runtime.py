@@ -9,6 +9,15 @@ import warnings
 from dataclasses import dataclass
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def _is_loopback(address: str) -> bool:
+    """Whether a ``host:port`` Ray address names this machine's loopback interface."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host in (LOOPBACK, "localhost")
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, progress: bool = True) -> None:
     """Join ``address`` (``auto``, ``ray://…``; default ``$RAY_ADDRESS``) or start a local Ray on this machine.
 
@@ -24,9 +33,12 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, progres
         # warnings and errors still show, and the full logs stay in the session folder under /tmp/ray
         kwargs = {"log_to_driver": True, "include_dashboard": False, "logging_level": logging.WARNING}
         if address:
+            if _is_loopback(address):  # a driver finds its raylet by node IP: a loopback cluster needs ours too
+                kwargs["_node_ip_address"] = LOOPBACK
             ray.init(address=address, **kwargs)
         else:
-            ray.init(num_cpus=num_cpus, **kwargs)
+            # the embedded cluster serves this machine only: it listens on loopback, not on the network
+            ray.init(address="local", num_cpus=num_cpus, _node_ip_address=LOOPBACK, **kwargs)
     from ray.data import DataContext
 
     ctx = DataContext.get_current()

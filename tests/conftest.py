@@ -171,9 +171,10 @@ def bucket(s3):
 # --- Ray: one local cluster for the whole session -------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """``ray.init(num_cpus=2)`` once; the pipeline joins it instead of starting its own."""
+    """``ray.init(num_cpus=2)`` once, on loopback; the pipeline joins it instead of starting its own."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")  # a new cluster, on loopback only
     yield
     ray.shutdown()
