@@ -133,7 +133,7 @@ class TinyAutoencoder(LatentAutoencoder):
         self.decoder = build_decoder(latent_channels, groupnorm_deep)
         self.encoder.load_state_dict(encoder_state, strict=True)
         self.decoder.load_state_dict(decoder_state, strict=True)
-        # channels-last: oneDNN's direct convolutions need no layout reorders then — 1.35-1.4x faster on CPU
+        # channels-last: oneDNN's direct convolutions need no layout reorders then — about 1.3x faster on CPU
         # (docs/economics.md), the same values up to float rounding
         self.to(memory_format=torch.channels_last)
         self.eval().requires_grad_(False)

@@ -36,9 +36,9 @@ def run_tiled(
     gh, gw = h // unit_in, w // unit_in
     if gh <= tile and gw <= tile:
         return fn(x)
-    out = torch.empty((n, out_channels, gh * unit_out, gw * unit_out), dtype=x.dtype, device=x.device)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        out = out.contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    out = torch.empty((n, out_channels, gh * unit_out, gw * unit_out), dtype=x.dtype, device=x.device,
+                      memory_format=layout)
     for t in tile_grid(gh, gw, tile, halo):
         part = fn(x[:, :, t.ya * unit_in : t.yb * unit_in, t.xa * unit_in : t.xb * unit_in])
         out[:, :, t.y0 * unit_out : t.y1 * unit_out, t.x0 * unit_out : t.x1 * unit_out] = t.core(part, unit_out)
