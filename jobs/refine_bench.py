@@ -231,18 +231,22 @@ def run_refine_bench(args) -> int:
             warmed = True
         t_img = time.perf_counter()
         brief = []
-        window = detailed_window(pic.reference(), CROP_SIDE)
+        window = original = None
+        if args.html:  # the page's window and the original's crop, once per image
+            ref = pic.reference()
+            window = detailed_window(ref, CROP_SIDE)
+            original = _display(ref, window)
         for q in qualities:
             data = codec.encode(pic, quality=q, measure=False).data
             bpp = len(data) * 8.0 / (pic.width * pic.height)
-            decoded: list = []
+            decoded: list | None = [] if args.html else None  # decoded planes, kept only for the page
             for c in cfgs:
                 r = measure_decode(codec, data, pic, c, refiner, metrics, keep=decoded)
                 rows.append({"image": path.name, "width": pic.width, "height": pic.height, "quality": q,
                              "bytes": len(data), "bpp": bpp, **r})
             if args.html:
                 crops.append({"image": path.name, "quality": q, "bpp": bpp,
-                              "tiles": [("original", _display(pic.reference(), window))]
+                              "tiles": [("original", original)]
                               + [(label(c), _display(d, window)) for c, d in zip(cfgs, decoded)]})
             mine = [r for r in rows if r["image"] == path.name and r["quality"] == q]
             brief.append(f"q{q:g} {bpp:.3f} bpp: " + " ".join(f"{r['config']} {r['psnr']:.2f}" for r in mine))
