@@ -1,4 +1,5 @@
-"""The interface every latent autoencoder implements, whatever its family (TAE, diffusers VAEs).
+"""The interface every latent autoencoder implements, whatever its family (TAE, diffusers VAEs), and the
+registry of model specs (:data:`MODELS`) the families add themselves to.
 
 The codec only needs: images in [0, 1] → latents at 1/``downscale`` resolution, latents → images, and a
 fingerprint of the *decoder* weights, which streams carry so that an archive can never be decoded by a model
@@ -9,9 +10,15 @@ from __future__ import annotations
 
 import abc
 import hashlib
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
+
+from .errors import UnknownModel
+from .registry import Registry
+from .weights import WeightFile
 
 
 class LatentAutoencoder(nn.Module, abc.ABC):
@@ -33,6 +40,11 @@ class LatentAutoencoder(nn.Module, abc.ABC):
     @abc.abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Return images in [0, 1] (clamped)."""
+
+    def decode_unclamped(self, latents: torch.Tensor) -> torch.Tensor:
+        """The decoder's output before its final clamp (what sensitivity probes differentiate); families whose
+        decoder has no such clamp decode as usual."""
+        return self.decode(latents)
 
     @property
     def device(self) -> torch.device:
@@ -59,3 +71,22 @@ def state_dict_fingerprint(module: nn.Module) -> str:
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model name: its pinned weight files and how to build it from them.
+
+    ``build(spec, options)`` gets the spec's ``options`` merged with the caller's, plus ``paths`` (role → verified
+    file) and ``weights`` (the caller's explicit file or folder, or None)."""
+
+    name: str
+    description: str
+    weights: dict[str, WeightFile] = field(default_factory=dict)
+    build: Callable[["ModelSpec", dict], LatentAutoencoder] | None = None
+    options: dict = field(default_factory=dict)
+
+
+#: model name → :class:`ModelSpec`; ``prefix:<ref>`` families (``diffusers:``, ``tae-f2-le:``) build a spec per ref.
+#: Complete once ``codec.models`` is imported (it imports every family).
+MODELS: Registry[ModelSpec] = Registry("model", error=UnknownModel)

@@ -1,4 +1,4 @@
-"""Classical codecs (AVIF, JPEG XL, WebP, JPEG) and ``passthrough`` behind the same :class:`ImageCodec` interface.
+"""Classical codecs (AVIF, JPEG XL, WebP, JPEG) and ``passthrough`` behind the same :class:`~latentarc.codec.base.Codec` interface.
 
 Every stream is the usual LARC container (``bitstream.py``): codec name (``avif``, ``jxl``, ``webp``, ``jpeg``,
 ``passthrough``), a zero model fingerprint, entropy-model id 0, no padding, the original mode, ``params`` = a
@@ -41,7 +41,7 @@ codec (Pillow's AVIF encoder is 8-bit only). Either way the restored mode is ``I
 (:func:`~latentarc.codec.images.restored_mode`) and PSNR is measured against the 16-bit original.
 
 ``passthrough`` stores the original file bytes exactly (``Picture.source_bytes``; a picture without them is
-stored as a lossless PNG instead) and decodes to :class:`ClassicalDecoded` with ``original`` set, so a restore
+stored as a lossless PNG instead) and decodes to :class:`Decoded` with ``original`` set, so a restore
 can write the original file back bit for bit. Its PSNR is ``inf``; its results state the ``bytes-exact``
 guarantee (``pixels-exact`` for the PNG of a picture without source bytes; ``codec.guarantee``).
 
@@ -77,6 +77,7 @@ from .images import (
     colour_planes,
     decode_alpha,
     encode_alpha,
+    image_format,
     read_image,
     restored_mode,
     save_image,
@@ -84,12 +85,13 @@ from .images import (
 )
 from .floors import Floors, unreachable_message
 from .metrics import ms_ssim, psnr
-from .neural import Decoded, EncodeResult, check_one_knob
+from .base import CODECS, Capabilities, Codec
+from .neural import check_one_knob
+from .types import Decoded, EncodeResult
 
 __all__ = [
     "ClassicalCodec",
     "PassthroughCodec",
-    "ClassicalDecoded",
     "CodecUnavailable",
     "CLASSICAL",
     "decoded_planes",
@@ -105,17 +107,9 @@ class CodecUnavailable(ModelError):
     """The Pillow build (or plugin) this codec needs is not installed."""
 
 
-@dataclass
-class ClassicalDecoded(Decoded):
-    """:class:`Decoded` plus what classical streams can carry beyond 8-bit planes."""
-
-    depth16: np.ndarray | None = None  # (H, W) uint16 when the stream holds 16-bit grey (jxl, passthrough)
-    original: bytes | None = None  # passthrough: the original file, to be written back verbatim
-
-
 def decoded_planes(dec: Decoded, mode: str) -> np.ndarray:
     """The decoded colour planes in the restored representation, as quality is measured (any codec)."""
-    return colour_planes(dec.rgb, mode, getattr(dec, "depth16", None))
+    return colour_planes(dec.rgb, mode, dec.depth16)
 
 
 def restored_image(rgb: np.ndarray, mode: str, alpha: np.ndarray | None, depth16: np.ndarray | None) -> Image.Image:
@@ -298,8 +292,14 @@ class _Prepared:
     cache: dict[int, bytes] = field(default_factory=dict)
 
 
-class ClassicalCodec:
+class ClassicalCodec(Codec):
     """``avif``, ``jxl``, ``webp`` or ``jpeg`` through Pillow, in a LARC container (see the module docs)."""
+
+    caps = Capabilities(floor_search=True)
+
+    @classmethod
+    def from_spec(cls, spec) -> "ClassicalCodec":
+        return cls(spec.name)
 
     def __init__(self, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS):
         if name not in CLASSICAL:
@@ -477,7 +477,8 @@ class ClassicalCodec:
             raise CorruptStream(f"16-bit coding is not valid for {self.name} mode {s.mode!r}")
         return s, params
 
-    def decode(self, data: bytes) -> ClassicalDecoded:
+    def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
+        self._refusing_refinement(refine)
         s, params = self.parse(data)
         img = _open_payload(s.payload, self.fmt.pil, s.width, s.height)
         alpha = _section_alpha(s)
@@ -506,8 +507,8 @@ class ClassicalCodec:
         if native_alpha and restored_mode(s.mode, True) not in ("RGBA", "LA"):
             raise CorruptStream(f"an alpha plane is not valid for mode {s.mode!r}")
         image = restored_image(rgb, s.mode, alpha, depth16)
-        return ClassicalDecoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb,
-                                depth16=depth16)
+        return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb,
+                       depth16=depth16)
 
     def info(self, data: bytes) -> dict:
         s, params = self.parse(data)
@@ -515,8 +516,13 @@ class ClassicalCodec:
         return _info(s, data, params, has_alpha)
 
 
+for _name in CLASSICAL:
+    CODECS.add(_name, ClassicalCodec)
+
+
 # ------------------------------------------------------------------------------------------ passthrough
-class PassthroughCodec:
+@CODECS.register("passthrough")
+class PassthroughCodec(Codec):
     """The original file, byte for byte, in a LARC container: lossless by definition (PSNR ``inf``).
 
     The knobs are accepted and have nothing to do: every quality floor is met and no rate can be chosen. A
@@ -524,6 +530,7 @@ class PassthroughCodec:
     """
 
     name = "passthrough"
+    caps = Capabilities(keeps_source=True)
 
     def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.max_pixels = max_pixels
@@ -539,7 +546,7 @@ class PassthroughCodec:
     ) -> EncodeResult:
         check_one_knob(quality, target_bpp, min_psnr)
         if pic.source_bytes is not None:
-            payload, fmt, source = pic.source_bytes, _format_of(pic.source_bytes), True
+            payload, fmt, source = pic.source_bytes, image_format(pic.source_bytes), True
         else:
             buf = io.BytesIO()
             img = restored_image(pic.rgb, pic.mode, pic.alpha, pic.depth16)
@@ -562,7 +569,8 @@ class PassthroughCodec:
         """The original file bytes, after the container checks (no image decode)."""
         return self.parse(data)[0].payload
 
-    def decode(self, data: bytes) -> ClassicalDecoded:
+    def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
+        self._refusing_refinement(refine)
         s, _ = self.parse(data)
         return decode_original(s.payload, s, self.max_pixels)
 
@@ -571,7 +579,7 @@ class PassthroughCodec:
         return _info(s, data, params, restored_mode(s.mode, True) != restored_mode(s.mode, False))
 
 
-def decode_original(original: bytes, s: bitstream.Stream, max_pixels: int) -> ClassicalDecoded:
+def decode_original(original: bytes, s: bitstream.Stream, max_pixels: int) -> Decoded:
     """The original file's image, held to the stream header's size and mode, with ``original`` set so a restore
     writes the file itself back (passthrough, jpeg-exact)."""
     pic = read_image(original, max_pixels=max_pixels)
@@ -581,11 +589,5 @@ def decode_original(original: bytes, s: bitstream.Stream, max_pixels: int) -> Cl
     if restored_mode(pic.mode, has_alpha) != restored_mode(s.mode, has_alpha):
         raise CorruptStream(f"payload mode {pic.mode} does not restore like the header's {s.mode}")
     image = restored_image(pic.rgb, s.mode, pic.alpha, pic.depth16)
-    return ClassicalDecoded(image, s.mode, pic.icc, pic.exif, pic.rgb, depth16=pic.depth16, original=original)
+    return Decoded(image, s.mode, pic.icc, pic.exif, pic.rgb, depth16=pic.depth16, original=original)
 
-
-def _format_of(data: bytes) -> str | None:
-    try:
-        return Image.open(io.BytesIO(data)).format
-    except Exception:  # noqa: BLE001 — read_image already accepted these bytes; the name is informational
-        return None

@@ -1,7 +1,8 @@
-"""The codec registry: every codec name a stream, a table row or the command line can hold → an :class:`ImageCodec`.
+"""Codecs by name: every codec name a stream, a table row or the command line can hold → a :class:`Codec`
+(through the registry ``base.CODECS``, which importing this module completes), and the quality-floor search.
 
 =================  ==========================================================================================
-``tae-f2``, …      neural codecs of the model registry (``codec.registry``; ``diffusers:<ref>`` too)
+``tae-f2``, …      neural codecs of the model zoo (``codec.models``; ``diffusers:<ref>`` too)
 ``avif`` ``jxl``   classical codecs through Pillow (``codec.classical``)
 ``webp`` ``jpeg``
 ``passthrough``    the original file bytes, lossless by definition
@@ -23,109 +24,64 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from typing import Callable, Sequence
+from typing import Sequence
 
-from . import bitstream
-from .base import ImageCodec
-from .classical import CLASSICAL, ClassicalCodec, PassthroughCodec, decoded_planes
+from . import bitstream, classical, exact, lossless, neural  # noqa: F401  (each module registers its codecs)
+from .base import CODECS, Capabilities, Codec
+from .classical import PassthroughCodec, decoded_planes
 from .errors import CorruptStream, LatentarcError, QualityFloorUnreachable
 from .exact import JpegExactCodec, is_jpeg
-from .images import Picture
-from .lossless import LosslessCodec
 from .floors import EXACT_SCORES, Floors, unreachable_message
+from .images import Picture
 from .metrics import ms_ssim, psnr
-from .neural import Decoded, EncodeResult
+from .spec import CodecSpec
+from .types import Decoded, EncodeResult
 
-__all__ = ["get_codec", "check_weights", "codec_for_stream", "AutoCodec", "encode_with", "smallest_meeting", "model_sha256",
-           "DEFAULT_AUTO_CODECS", "KEEPS_SOURCE", "names"]
+__all__ = ["build", "get_codec", "capabilities", "check_weights", "codec_for_stream", "AutoCodec", "encode_with",
+           "smallest_meeting", "DEFAULT_AUTO_CODECS", "names"]
 
 #: codecs ``auto`` tries when none are named
 DEFAULT_AUTO_CODECS = ("tae-f2", "avif", "jxl")
 
 
 # ------------------------------------------------------------------------------------------ registry
-def _neural(name: str, *, weights=None, device=None, adaptive: bool = True, entropy_model: str = "per-channel",
-            rdoq: float | None = None, verify_refine: bool = False, refiner=None, latent_search: int = 0,
-            **_) -> ImageCodec:
-    from .api import load_codec
-
-    return load_codec(name, weights=weights, device=device, adaptive=adaptive, entropy_model=entropy_model,
-                      rdoq=rdoq, verify_refine=verify_refine, refiner=refiner, latent_search=latent_search)
+def build(spec: CodecSpec) -> Codec:
+    """The codec ``spec`` describes (``UnknownModel`` for a name that is neither a codec nor a model)."""
+    return CODECS.get(spec.name).from_spec(spec)
 
 
-def _classical(name: str, **_) -> ImageCodec:
-    return ClassicalCodec(name)
+def get_codec(name: str, **options) -> Codec:
+    """``build(CodecSpec(name, **options))``: options are :class:`CodecSpec` fields."""
+    return build(CodecSpec(name, **options))
 
 
-def _passthrough(name: str, **_) -> ImageCodec:
-    return PassthroughCodec()
-
-
-def _jpeg_exact(name: str, **_) -> ImageCodec:
-    return JpegExactCodec()
-
-
-def _lossless(name: str, **_) -> ImageCodec:
-    return LosslessCodec()
-
-
-def _auto(name: str, *, codecs: str | Sequence[str] | None = None, min_psnr: float | None = None,
-          min_ms_ssim: float | None = None, max_lpips: float | None = None, max_dists: float | None = None,
-          weights=None, device=None, **opts) -> ImageCodec:
-    names = _codec_list(codecs)
-    bad = [n for n in names if n in ("auto", "lossless")]
-    if bad:
-        raise ValueError(f"{bad[0]!r} cannot be one of the codecs auto chooses from")
-    # the exact tier (passthrough, jpeg-exact) is always considered; listing it changes nothing
-    members = [get_codec(n, weights=weights, device=device, **opts) for n in names if n not in _EXACT_TIER]
-    return AutoCodec(members, min_psnr=min_psnr, min_ms_ssim=min_ms_ssim, max_lpips=max_lpips, max_dists=max_dists)
-
-
-_BUILDERS: dict[str, Callable[..., ImageCodec]] = {
-    **{n: _classical for n in CLASSICAL},
-    "passthrough": _passthrough,
-    "jpeg-exact": _jpeg_exact,
-    "lossless": _lossless,
-    "auto": _auto,
-}
-
-#: codecs that may store the source file's own bytes: jobs must hand them ``Picture.source_bytes``
-KEEPS_SOURCE = frozenset({"passthrough", "jpeg-exact", "lossless", "auto"})
-
-
-_EXACT_TIER = ("passthrough", "jpeg-exact")
+def capabilities(name: str) -> Capabilities:
+    """What the codec ``name`` can do, without building it."""
+    return CODECS.get(name).caps
 
 
 def names() -> list[str]:
     """Codec names besides the model registry's (which are all accepted too)."""
-    return sorted(_BUILDERS)
+    return list(CODECS)
 
 
-def get_codec(name: str, *, weights: str | os.PathLike | None = None, device=None, **opts) -> ImageCodec:
-    """The codec ``name``. Any name that is not classical, ``passthrough`` or ``auto`` is a model registry name
-    (``UnknownModel`` if it is not one). ``opts``: ``adaptive`` (neural), ``codecs`` / ``min_psnr`` /
-    ``min_ms_ssim`` / ``max_lpips`` / ``max_dists`` (auto); options another kind of codec does not use are ignored."""
-    return _BUILDERS.get(name, _neural)(name, weights=weights, device=device, **opts)
-
-
-def check_weights(name: str, *, codecs: str | Sequence[str] | None = None, weights=None) -> None:
-    """Resolve (and hash-check) the weights of every neural codec ``name`` stands for — itself, or the
+def check_weights(spec: CodecSpec) -> None:
+    """Resolve (and hash-check) the weights of every neural codec ``spec`` stands for — itself, or the
     members of ``auto`` — without loading a network. Raises ``WeightsNotFound`` / ``UnknownModel`` /
     ``WeightsChecksumMismatch`` as loading would."""
-    from .registry import resolve_weights
+    from .models import resolve_weights
 
-    for n in (_codec_list(codecs) if name == "auto" else [name]):
-        if n not in _BUILDERS:
-            resolve_weights(n, weights=weights)
+    for n in (_codec_list(spec.codecs) if spec.name == AutoCodec.name else [spec.name]):
+        if n not in CODECS:
+            resolve_weights(n, weights=spec.weights)
 
 
-def codec_for_stream(data: bytes, *, weights=None, device=None, **opts) -> ImageCodec:
+def codec_for_stream(data: bytes, *, weights=None, device=None) -> Codec:
     """The codec a stream was made with, after the envelope (magic, version, CRC) checks out."""
     name = bitstream.parse(data).codec
-    if name == "auto":
+    if name == AutoCodec.name:
         raise CorruptStream("a stream cannot name the codec 'auto'")
-    return get_codec(name, weights=weights, device=device, **opts)
+    return get_codec(name, weights=weights, device=device)
 
 
 def _codec_list(codecs: str | Sequence[str] | None) -> list[str]:
@@ -139,9 +95,7 @@ def _codec_list(codecs: str | Sequence[str] | None) -> list[str]:
     return out
 
 
-def model_sha256(codec) -> str | None:
-    """The decoder-weight fingerprint of a neural codec; None for codecs without weights."""
-    return getattr(getattr(codec, "model", None), "fingerprint", None)
+_EXACT_TIER = ("passthrough", "jpeg-exact")
 
 
 # ------------------------------------------------------------------------------------------ quality floors
@@ -169,7 +123,7 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
     if floors.psnr_only:
         res = codec.encode(pic, min_psnr=min_psnr)
         return res, res.psnr, None
-    if hasattr(codec, "encode_floor"):
+    if codec.caps.floor_search:
         res = codec.encode_floor(pic, **floors.knob())
         return res, res.psnr, res.params.get("ms_ssim")
     ref = pic.reference()
@@ -228,7 +182,8 @@ def _num(x: float | None):
 
 
 # ------------------------------------------------------------------------------------------ auto
-class AutoCodec:
+@CODECS.register("auto")
+class AutoCodec(Codec):
     """Per image, the smallest stream among ``codecs`` whose decoded quality meets the floor.
 
     Every enabled codec runs its own floor search (:func:`smallest_meeting`); the smallest qualifying stream
@@ -246,19 +201,29 @@ class AutoCodec:
     """
 
     name = "auto"
+    caps = Capabilities(keeps_source=True)
 
-    def __init__(self, codecs: Sequence[ImageCodec], *, min_psnr: float | None = None,
+    def __init__(self, codecs: Sequence[Codec], *, min_psnr: float | None = None,
                  min_ms_ssim: float | None = None, max_lpips: float | None = None, max_dists: float | None = None,
                  passthrough: PassthroughCodec | None = None):
-        self.codecs: dict[str, ImageCodec] = {c.name: c for c in codecs if c.name not in _EXACT_TIER}
+        self.codecs: dict[str, Codec] = {c.name: c for c in codecs if c.name not in _EXACT_TIER}
         self.passthrough = passthrough or PassthroughCodec()
         self.exact = JpegExactCodec(passthrough=self.passthrough)
         self.floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)  # defaults; encode's own override them
 
-    def member(self, name: str) -> ImageCodec | None:
+    @classmethod
+    def from_spec(cls, spec: CodecSpec) -> "AutoCodec":
+        names = _codec_list(spec.codecs)
+        bad = [n for n in names if n in (cls.name, "lossless")]
+        if bad:
+            raise ValueError(f"{bad[0]!r} cannot be one of the codecs auto chooses from")
+        # the exact tier (passthrough, jpeg-exact) is always considered; listing it changes nothing
+        return cls([build(spec.member(n)) for n in names if n not in _EXACT_TIER])
+
+    def member(self, name: str) -> Codec | None:
         """The enabled codec called ``name`` (``passthrough`` and ``jpeg-exact`` included), else None."""
-        exact = {self.passthrough.name: self.passthrough, self.exact.name: self.exact}
-        return exact.get(name) or self.codecs.get(name)
+        tier: dict[str, Codec] = {self.passthrough.name: self.passthrough, self.exact.name: self.exact}
+        return tier.get(name) or self.codecs.get(name)
 
     def encode(self, pic: Picture, *, quality: float | None = None, target_bpp: float | None = None,
                min_psnr: float | None = None, min_ms_ssim: float | None = None, max_lpips: float | None = None,
@@ -303,12 +268,12 @@ class AutoCodec:
                 auto[metric] = EXACT_SCORES[metric] if name in _EXACT_TIER else res.params.get(metric)
         return EncodeResult(res.data, res.width, res.height, p, dict(res.params, auto=auto))
 
-    def decode(self, data: bytes) -> Decoded:
-        return self._for(data).decode(data)
+    def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
+        return self._for(data).decode(data, refine, refiner)
 
     def info(self, data: bytes) -> dict:
         return self._for(data).info(data)
 
-    def _for(self, data: bytes) -> ImageCodec:
+    def _for(self, data: bytes) -> Codec:
         name = bitstream.parse(data).codec
         return self.member(name) or codec_for_stream(data)

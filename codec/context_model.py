@@ -209,10 +209,15 @@ class ContextEntropyModel:
         self.name, self.id, self.cfg, self.net, self.latent_model = name, model_id, cfg, net, latent_model
 
     @classmethod
-    def load(cls, folder: str | Path) -> "ContextEntropyModel":
+    def load(cls, folder: str | Path, sha256: str | None = None) -> "ContextEntropyModel":
+        """The model saved in ``folder``; with ``sha256`` (shipped models) the weight file is checked first."""
         from safetensors.numpy import load_file
 
+        from .weights import verified_file
+
         folder = Path(folder)
+        if sha256 is not None:
+            verified_file(folder / "model.safetensors", sha256)
         try:
             meta = json.loads((folder / "config.json").read_text())
             cfg = ContextConfig(**meta["config"])
@@ -361,16 +366,3 @@ class ContextEntropyModel:
     def ideal_bits(self, symbols: np.ndarray, steps: np.ndarray, laws: list | None = None) -> float:
         """Ideal code length (bits) under the integer tables, escapes included."""
         return sum(float(_residual_bits(jj, ff, r).sum()) for jj, ff, r, _ in self._coded_runs(symbols, steps, laws))
-
-
-# ------------------------------------------------------------------ registry of entropy models
-#: models shipped with latentarc: stream id → folder (loaded on first use)
-_SHIPPED = {2: Path(__file__).resolve().parent / "weights" / "tae-f2-ctx"}
-
-
-@lru_cache(maxsize=None)
-def by_id(model_id: int) -> ContextEntropyModel:
-    folder = _SHIPPED.get(model_id)
-    if folder is None:
-        raise ModelError(f"no context entropy model with id {model_id} in this build")
-    return ContextEntropyModel.load(folder)

@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from .autoencoder import LatentAutoencoder, state_dict_fingerprint
+from .autoencoder import MODELS, LatentAutoencoder, ModelSpec, state_dict_fingerprint
 from .errors import LatentarcError, ModelError, WeightsNotFound
-from .registry import register_prefix
 from .weights import ENV_OFFLINE
 
 
@@ -55,7 +54,7 @@ class DiffusersAutoencoder(LatentAutoencoder):
         self.latent_channels = int(cfg.latent_channels)
         # persistent buffers so that state_dict_fingerprint covers them (shape (1,): it cannot hash 0-dim tensors)
         self.register_buffer("latent_scale", torch.tensor([float(cfg.scaling_factor)]))
-        self.register_buffer("latent_shift", torch.tensor([float(getattr(cfg, "shift_factor", None) or 0.0)]))
+        self.register_buffer("latent_shift", torch.tensor([float(cfg.get("shift_factor") or 0.0)]))
         if tiling:
             if not self._kl:
                 raise ValueError(f"{name}: tiling is only supported for AutoencoderKL")
@@ -99,7 +98,13 @@ def _looks_local(ref: str) -> bool:
     return os.path.isabs(ref) or ref.startswith((".", "~")) or ref.count("/") > 1 or os.path.exists(ref)
 
 
-@register_prefix("diffusers")
+@MODELS.register_prefix("diffusers")
+def _spec(ref: str) -> ModelSpec:
+    """``diffusers:<ref>``: weights come from the hub or a folder when built, so the spec pins no file."""
+    return ModelSpec(name="diffusers:" + ref, description=f"diffusers VAE {ref}",
+                     build=lambda s, options: _load(ref, options))
+
+
 def _load(ref: str, options: dict) -> LatentAutoencoder:
     """Build ``diffusers:<ref>``; ``ref`` is a hub id or a local folder saved with ``save_pretrained``.
 
@@ -110,6 +115,7 @@ def _load(ref: str, options: dict) -> LatentAutoencoder:
     import diffusers
 
     opts = dict(options)
+    opts.pop("paths", None)
     subfolder = opts.pop("subfolder", None)
     tiling = bool(opts.pop("tiling", False))
     source = str(opts.pop("weights", None) or ref)

@@ -19,14 +19,14 @@ import json
 from pathlib import Path
 
 from .errors import ModelError
-from .registry import ModelSpec, register, register_prefix, spec
-from .weights import WeightFile, resolve
+from .autoencoder import MODELS, ModelSpec
+from .tae import TAE_F2, TinyAutoencoder, load_checkpoint
+from .weights import WEIGHTS_DIR, WeightFile, resolve
 
 ENCODER_FILE = "encoder.safetensors"
 CONFIG_FILE = "config.json"
 PREFIX = "tae-f2-le"
 BASE_MODEL = "tae-f2"
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
 #: shipped encoders: name → SHA-256 of ``codec/weights/<name>/encoder.safetensors`` (none shipped yet)
 SHIPPED: dict[str, str] = {}
@@ -62,36 +62,28 @@ def with_encoder(base, state: dict):
 
 
 def _assemble(enc_state: dict, dec_state: dict, **kw):
-    from .tae import TinyAutoencoder
-
-    s = spec(BASE_MODEL)
+    s = TAE_F2
     return TinyAutoencoder(BASE_MODEL, enc_state, dec_state, decoder_sha256=s.weights["decoder"].sha256,
                            latent_channels=s.options["latent_channels"], groupnorm_deep=s.options["groupnorm_deep"],
                            **kw)
 
 
-def _decoder_state(path: Path) -> dict:
-    import torch
-
-    try:  # weights_only: a checkpoint is tensors, never code
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - UnpicklingError, truncated zip, ...: one typed error
-        raise ModelError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__})") from None
-
-
-@register_prefix(PREFIX)
-def _from_folder(ref: str, options: dict):
-    decoder = resolve(spec(BASE_MODEL).weights["decoder"], explicit=options.get("weights"))
-    return _assemble(encoder_state(ref, folder_sha256(ref)), _decoder_state(decoder))
+@MODELS.register_prefix(PREFIX)
+def _folder_spec(ref: str) -> ModelSpec:
+    """``tae-f2-le:<folder>``: the folder's encoder (its hash checked against its config) and tae-f2's decoder."""
+    return ModelSpec(name=f"{PREFIX}:{ref}", description=f"learned encoder in {ref} for the frozen {BASE_MODEL} decoder",
+                     weights={"decoder": TAE_F2.weights["decoder"]},
+                     build=lambda s, opts: _assemble(encoder_state(ref, folder_sha256(ref)),
+                                                     load_checkpoint(opts["paths"]["decoder"])))
 
 
 def _build_shipped(s: ModelSpec, opts: dict):
     encoder = encoder_state(WEIGHTS_DIR / s.name, opts["encoder_sha256"])
-    return _assemble(encoder, _decoder_state(opts["paths"]["decoder"]))
+    return _assemble(encoder, load_checkpoint(opts["paths"]["decoder"]))
 
 
 for _name, _sha in SHIPPED.items():
-    register(ModelSpec(name=_name, description=f"learned encoder for the frozen {BASE_MODEL} decoder (train-codec); "
+    MODELS.add(_name, ModelSpec(name=_name, description=f"learned encoder for the frozen {BASE_MODEL} decoder (train-codec); "
                                                f"streams decode with {BASE_MODEL}",
-                       weights={"decoder": spec(BASE_MODEL).weights["decoder"]},
+                       weights={"decoder": TAE_F2.weights["decoder"]},
                        build=_build_shipped, options={"encoder_sha256": _sha}))

@@ -19,7 +19,7 @@ Stream: the usual LARC container, codec ``jpeg-exact``, no sections (the file it
 ``params`` = ``{"format": "JXL", "jpeg_bytes": n, "jpeg_sha256": hex}``, payload the JPEG XL file. Decoding
 checks the container and header, rebuilds the JPEG, requires its length and SHA-256 to be the recorded ones
 (a libjxl that rebuilt differently would be caught here, not in a restored archive), then reads the image from
-it like ``passthrough``; :class:`~latentarc.codec.classical.ClassicalDecoded` ``original`` is the JPEG, so a
+it like ``passthrough``; :class:`~latentarc.codec.types.Decoded` ``original`` is the JPEG, so a
 restore writes it back under the key's own name.
 """
 
@@ -29,11 +29,13 @@ import hashlib
 import math
 
 from . import bitstream
-from .classical import ClassicalDecoded, PassthroughCodec, _check_header, _ensure_jxl, _info, _pack, decode_original
+from .base import CODECS, Capabilities, Codec
+from .classical import PassthroughCodec, _check_header, _ensure_jxl, _info, _pack, decode_original
 from .errors import CorruptStream, UnreadableImage
 from .guarantee import BYTES_EXACT
 from .images import DEFAULT_MAX_PIXELS, Picture
-from .neural import EncodeResult, check_one_knob
+from .neural import check_one_knob
+from .types import Decoded, EncodeResult
 
 __all__ = ["JpegExactCodec", "is_jpeg", "transcode", "reconstruct"]
 
@@ -70,13 +72,15 @@ def reconstruct(jxl: bytes) -> bytes:
     return bytes(data)
 
 
-class JpegExactCodec:
+@CODECS.register("jpeg-exact")
+class JpegExactCodec(Codec):
     """JPEG inputs as JPEG XL lossless transcodes, checked bit for bit; ``passthrough`` otherwise (module docs).
 
     Like ``passthrough`` the knobs are accepted and have nothing to do: PSNR is ``inf``, every floor is met.
     """
 
     name = "jpeg-exact"
+    caps = Capabilities(keeps_source=True)
 
     def __init__(self, *, max_pixels: int = DEFAULT_MAX_PIXELS, passthrough: PassthroughCodec | None = None):
         _ensure_jxl()
@@ -119,11 +123,16 @@ class JpegExactCodec:
             raise CorruptStream("jpeg-exact stream does not record the JPEG's size and SHA-256")
         return s, params
 
+    def member(self, name: str) -> Codec | None:
+        """Itself, or the passthrough it falls back to."""
+        return {self.name: self, self.passthrough.name: self.passthrough}.get(name)
+
     def original(self, data: bytes) -> bytes:
         """The JPEG file, rebuilt and checked against its recorded size and SHA-256 (no image decode)."""
         return _rebuild(*self.parse(data))
 
-    def decode(self, data: bytes) -> ClassicalDecoded:
+    def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
+        self._refusing_refinement(refine)
         s, params = self.parse(data)
         return decode_original(_rebuild(s, params), s, self.max_pixels)
 

@@ -176,3 +176,11 @@ def save_image(img: Image.Image, path_or_file, *, icc: bytes | None = None, exif
     if exif:
         kw["exif"] = exif
     img.save(path_or_file, format=format, **kw)
+
+
+def image_format(data: bytes) -> str | None:
+    """Pillow's name for the format of an image file (``"JPEG"``, ``"PNG"``…), None if Pillow cannot open it."""
+    try:
+        return Image.open(io.BytesIO(data)).format
+    except Exception:  # noqa: BLE001 - any unreadable input means "no known format"
+        return None

@@ -16,6 +16,8 @@ import numpy as np
 from . import entropy
 from .errors import CorruptStream, UnsupportedVersion
 from .quantize import QuantParams, centred
+from .registry import Registry
+from .weights import WEIGHTS_DIR
 
 
 class LatentCoder(Protocol):
@@ -31,15 +33,24 @@ class LatentCoder(Protocol):
 
     def ideal_bits(self, symbols: np.ndarray, qp: QuantParams, laws=None) -> tuple[float, int]: ...  # (bits, side B)
 
-    #: RD-optimised rounding strength new streams get by default (0: plain rounding); coders that can price a
-    #: symbol before coding it implement ``rd_quantize(latent, qp, strength, laws=None) -> symbols``, filling
-    #: ``laws`` (a list) with what ``encode`` / ``ideal_bits`` can then reuse
+    #: RD-optimised rounding strength new streams get by default (0: plain rounding)
     default_rdoq: float
+    #: whether the coder can price a symbol before coding it, and so offers ``rd_quantize``
+    prices_symbols: bool
+
+    # symbols chosen for rate and distortion together, filling ``laws`` (a list) with what ``encode`` /
+    # ``ideal_bits`` can then reuse; only where ``prices_symbols``
+    def rd_quantize(self, latent: np.ndarray, qp: QuantParams, strength: float, laws: list | None = None
+                    ) -> np.ndarray: ...
 
 
 class PerChannelCoder:
     id, name = entropy.ENTROPY_MODEL_ID, "per-channel"
     default_rdoq = 0.0  # its laws are fitted to the symbols after quantization: nothing to price them with before
+    prices_symbols = False
+
+    def rd_quantize(self, latent, qp, strength, laws=None):
+        raise NotImplementedError("the per-channel model cannot price symbols before coding them")
 
     def _models(self, symbols):
         return [entropy.fit(s) for s in symbols.reshape(symbols.shape[0], -1)]
@@ -62,16 +73,24 @@ class PerChannelCoder:
 
 
 class ContextCoder:
-    """A learned context model; loaded lazily (the registry is imported by every codec)."""
+    """A learned context model shipped in ``codec/weights/<name>/``, its weight file's SHA-256 pinned here;
+    loaded (and the hash checked) on first use, since every codec imports this module."""
 
-    def __init__(self, model_id: int, name: str, default_rdoq: float = 1.0):
-        self.id, self.name, self.default_rdoq = model_id, name, default_rdoq
+    prices_symbols = True
+
+    def __init__(self, model_id: int, name: str, sha256: str, default_rdoq: float = 1.0):
+        self.id, self.name, self.sha256, self.default_rdoq = model_id, name, sha256, default_rdoq
+        self._model = None
 
     @property
     def model(self):
-        from .context_model import by_id
+        if self._model is None:
+            from .context_model import ContextEntropyModel
 
-        return by_id(self.id)
+            self._model = ContextEntropyModel.load(WEIGHTS_DIR / self.name, sha256=self.sha256)
+            if self._model.id != self.id:
+                raise CorruptStream(f"{self.name}: the shipped model says id {self._model.id}, streams say {self.id}")
+        return self._model
 
     def encode(self, symbols, qp, laws=None):
         return b"", self.model.encode(symbols, qp.steps, laws)
@@ -94,20 +113,16 @@ class ContextCoder:
                                       strength * math.log(2) / 6, laws).astype(np.int32)
 
 
-_CODERS = [PerChannelCoder(), ContextCoder(2, "tae-f2-ctx")]
-BY_NAME = {c.name: c for c in _CODERS}
-BY_ID = {c.id: c for c in _CODERS}
+#: entropy models by name (``--entropy-model``) and by the id streams carry
+ENTROPY_MODELS: Registry[LatentCoder] = Registry("entropy model", error=ValueError, id_error=UnsupportedVersion)
+ENTROPY_MODELS.add(PerChannelCoder.name, PerChannelCoder(), id=PerChannelCoder.id)
+ENTROPY_MODELS.add("tae-f2-ctx", ContextCoder(
+    2, "tae-f2-ctx", "483bc374226e7a06546c4a14ca2e6eefe3f3d1a6e4f0c3422d74fbb743fc7e29"), id=2)
 
 
 def coder(name: str) -> LatentCoder:
-    try:
-        return BY_NAME[name]
-    except KeyError:
-        raise ValueError(f"unknown entropy model {name!r}; known: {', '.join(BY_NAME)}") from None
+    return ENTROPY_MODELS.get(name)
 
 
 def coder_for_id(model_id: int) -> LatentCoder:
-    try:
-        return BY_ID[model_id]
-    except KeyError:
-        raise UnsupportedVersion(f"entropy model id {model_id} is not known to this build") from None
+    return ENTROPY_MODELS.by_id(model_id)

@@ -28,7 +28,8 @@ from .errors import LatentarcError, ModelMismatch
 from .exact import JpegExactCodec, is_jpeg
 from .guarantee import PIXELS_EXACT, decoded_alpha, inexact_reading, pixel_mismatch
 from .images import DEFAULT_MAX_PIXELS, Picture
-from .neural import Decoded, EncodeResult
+from .base import CODECS, Capabilities, Codec
+from .types import Decoded, EncodeResult
 
 __all__ = ["LosslessCodec", "PIXEL_CODECS"]
 
@@ -36,10 +37,12 @@ __all__ = ["LosslessCodec", "PIXEL_CODECS"]
 PIXEL_CODECS = ("jxl", "webp")
 
 
-class LosslessCodec:
+@CODECS.register("lossless")
+class LosslessCodec(Codec):
     """The ``--lossless`` policy (module docs)."""
 
     name = "lossless"
+    caps = Capabilities(keeps_source=True)
 
     def __init__(self, *, pixel_codecs: Sequence[str] = PIXEL_CODECS, max_pixels: int = DEFAULT_MAX_PIXELS):
         self.exact = JpegExactCodec(max_pixels=max_pixels)
@@ -82,8 +85,8 @@ class LosslessCodec:
                 chosen = name
         return _decided(best, chosen, candidates)
 
-    def decode(self, data: bytes) -> Decoded:
-        return self._for(data).decode(data)
+    def decode(self, data: bytes, refine=None, refiner=None) -> Decoded:
+        return self._for(data).decode(data, refine, refiner)
 
     def info(self, data: bytes) -> dict:
         return self._for(data).info(data)

@@ -21,18 +21,19 @@ from PIL import Image
 
 from . import bitstream, entropy, latent_coding
 from .autoencoder import LatentAutoencoder
+from .base import CODECS, Capabilities, Codec
 from .errors import (
     BitstreamError,
     CorruptStream,
     ModelMismatch,
     QualityFloorUnreachable,
     UnreadableImage,
-    UnsupportedVersion,
 )
 from .images import DEFAULT_MAX_PIXELS, Picture, decode_alpha, encode_alpha, restored_mode, to_image
 from .latent_search import LatentSearch, search_latent
 from .metrics import psnr
 from .quantize import QuantParams, choose_params, decoder_sensitivity, dequantize, quantize, uniform_params
+from .types import Decoded, EncodeResult
 
 DEFAULT_QUALITY = 75
 _SECTION_ALPHA, _SECTION_ICC, _SECTION_EXIF = "ALPH", "ICCP", "EXIF"
@@ -57,29 +58,6 @@ STEP_FINEST, STEP_COARSEST = 0.03, 12.0
 
 
 @dataclass
-class EncodeResult:
-    data: bytes
-    width: int
-    height: int
-    psnr: float | None  # measured by decoding, against the original planes
-    params: dict = field(default_factory=dict)  # JSON-able summary for tables and `info`
-
-    @property
-    def bpp(self) -> float:
-        return len(self.data) * 8.0 / (self.width * self.height)
-
-
-@dataclass
-class Decoded:
-    image: "object"  # PIL.Image.Image in the restored mode
-    mode: str  # the original's mode
-    icc: bytes | None
-    exif: bytes | None
-    rgb: np.ndarray  # decoded colour planes (H, W, 3) uint8
-    refinement: str = "none"  # what refinement ran, and whether the stream's verification chose it
-
-
-@dataclass
 class Analysis:
     """Everything about one image that does not depend on the operating point: the encoder pass, the latent
     search and the sensitivities — most of an encode's cost. :meth:`NeuralCodec.analyse` returns it so one
@@ -94,8 +72,20 @@ class Analysis:
     codec: "NeuralCodec | None" = field(default=None, repr=False)  # the codec that made it (search, model)
 
 
-class NeuralCodec:
+class NeuralCodec(Codec):
     """Codec over any :class:`LatentAutoencoder`. ``adaptive=False`` uses one global step (the baseline)."""
+
+    caps = Capabilities(refines=True, analysis=True)
+
+    @classmethod
+    def from_spec(cls, spec) -> "NeuralCodec":
+        """The codec over the model ``spec.name`` (weights verified, cached per process) with the spec's options."""
+        from .models import load_model
+        from .spec import default_device
+
+        return cls(load_model(spec.name, weights=spec.weights, device=spec.device or default_device()),
+                   adaptive=not spec.global_step, entropy_model=spec.entropy_model, rdoq=spec.rdoq,
+                   verify_refine=spec.verify_refine, refiner=spec.refiner, latent_search=spec.latent_search)
 
     def __init__(
         self,
@@ -125,7 +115,7 @@ class NeuralCodec:
         self.rdoq = self.coder.default_rdoq if rdoq is None else float(rdoq)
         if self.rdoq < 0:
             raise ValueError("rdoq must be ≥ 0")
-        if self.rdoq and not hasattr(self.coder, "rd_quantize"):
+        if self.rdoq and not self.coder.prices_symbols:
             raise ValueError(f"the {entropy_model} entropy model cannot price symbols: RD-optimised quantization "
                              "needs a context model (e.g. tae-f2-ctx)")
         self.name = model.name
@@ -404,6 +394,9 @@ class NeuralCodec:
         image = to_image(rgb, s.mode, alpha)
         return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb, refinement)
 
+    def weights_sha256(self) -> str | None:
+        return self.model.fingerprint
+
     def info(self, data: bytes) -> dict:
         """Header, parameters, and payload size against the model's ideal code length."""
         s, qp, side_info = self.parse(data)
@@ -450,3 +443,9 @@ def _verdict_info(sections: dict) -> dict | None:
         return None
     v = R.Verdict.unpack(body)
     return {"refiner_fingerprint": v.fingerprint.hex(), "steps": v.steps, "d_psnr": v.d_psnr, "d_ms_ssim": v.d_ms_ssim}
+
+
+@CODECS.register_fallback
+def _model_codec(name: str) -> type[NeuralCodec]:
+    """Any name that is no other codec's is a model name (``UnknownModel`` when it is built, if it is not one)."""
+    return NeuralCodec

@@ -73,7 +73,7 @@ def decoder_sensitivity(
     z = latent[:, y0 : y0 + crop, x0 : x0 + crop][None].detach().clone().requires_grad_(True)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.enable_grad():
-        out = model.decode_unclamped(z) if hasattr(model, "decode_unclamped") else model.decode(z)
+        out = model.decode_unclamped(z)
         acc = torch.zeros(c, dtype=torch.float64)
         for i in range(probes):
             v = (torch.randint(0, 2, out.shape, generator=gen) * 2 - 1).to(out.dtype).to(out.device)

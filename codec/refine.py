@@ -41,7 +41,8 @@ diffusers scheduler's config is converted with ``DDIMScheduler.from_config``):
 Backends: :class:`DiffusersUNetRefiner` (Stable-Diffusion-family ``UNet2DConditionModel``, unconditional with
 an empty-prompt embedding, for ``diffusers:<VAE>`` codecs — Relic et al. 2024) and
 :class:`LatentDenoiserRefiner` (a timestep-conditioned ``UNet2DModel`` trained by ``latentarc train-refiner``
-on tae-f2 latents). Names resolve with :func:`load_refiner`.
+on tae-f2 latents). Names resolve through :data:`REFINERS` (:func:`load_refiner`); the shipped denoiser's weight
+file has its SHA-256 pinned here.
 """
 
 from __future__ import annotations
@@ -49,14 +50,17 @@ from __future__ import annotations
 import json
 import os
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .errors import ModelError, WeightsNotFound
+from .registry import Registry
+from .weights import WEIGHTS_DIR, verified_file
 
 MODES = ("none", "faithful", "realistic")
 DEFAULT_STEPS = 4
@@ -64,7 +68,9 @@ ETA = {"faithful": 0.0, "realistic": 1.0}
 
 #: where a shipped tae-f2 denoiser lives: ``codec/weights/tae-f2-denoiser/`` (safetensors + config.json + CARD.md)
 DENOISER_NAME = "tae-f2-denoiser"
-PACKAGE_WEIGHTS = Path(__file__).resolve().parent / "weights"
+PACKAGE_WEIGHTS = WEIGHTS_DIR
+#: SHA-256 of the shipped ``codec/weights/tae-f2-denoiser/model.safetensors``
+DENOISER_SHA256 = "380ec419e1af651c3c62c2e72e61c0e0ac4f6afa4b3393ae54acfc88f8b25cee"
 #: which refiner a codec uses when none is named
 DEFAULT_REFINERS = {"tae-f2": DENOISER_NAME}
 
@@ -92,15 +98,27 @@ class RefineConfig:
         return self.mode != "none" and self.steps > 0
 
 
-@runtime_checkable
-class Refiner(Protocol):
-    #: SHA-256 of the decoder whose latent space the refiner was trained in; None when it does not say
-    decoder_sha256: str | None
+class Refiner(ABC):
+    """Denoises a dequantized latent (module docs)."""
 
+    name: str = ""
+    #: SHA-256 of the decoder whose latent space the refiner was trained in; None when it does not say
+    decoder_sha256: str | None = None
+
+    @abstractmethod
     def refine(self, latent: torch.Tensor, steps: torch.Tensor, *, mode: str, num_steps: int, seed: int) -> torch.Tensor:
         """``latent`` (1, C, h, w) dequantized, in the codec model's latent units; ``steps`` (C,) the
         quantization step of each channel in the same units. Returns the refined latent, same shape and units."""
-        ...
+
+    def to(self, device) -> "Refiner":
+        return self
+
+    def fingerprint(self) -> bytes:
+        """4 bytes identifying the refiner (stream verdicts name the refiner they were measured with); refiners
+        with weights hash them, others their class and name."""
+        import hashlib
+
+        return hashlib.sha256(f"{type(self).__qualname__}:{self.name}".encode()).digest()[:4]
 
 
 # ------------------------------------------------------------------------------------------ encoder verification
@@ -146,23 +164,9 @@ class Verdict:
         return cls(fp, k, dp / 100, dm / 1e5)
 
 
-def refiner_fingerprint(refiner) -> bytes:
-    """4 bytes identifying a refiner's weights (SHA-256 over its U-Net's tensors in key order), cached on it; a
-    refiner without a ``unet`` is identified by its class and name."""
-    fp = getattr(refiner, "_fingerprint", None)
-    if fp is None:
-        import hashlib
-
-        h = hashlib.sha256()
-        unet = getattr(refiner, "unet", None)
-        if unet is None:
-            h.update(f"{type(refiner).__qualname__}:{getattr(refiner, 'name', '')}".encode())
-        else:
-            for k, v in sorted(unet.state_dict().items()):
-                h.update(k.encode())
-                h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
-        fp = refiner._fingerprint = h.digest()[:4]
-    return fp
+def refiner_fingerprint(refiner: Refiner) -> bytes:
+    """:meth:`Refiner.fingerprint`."""
+    return refiner.fingerprint()
 
 
 def choose_verified_steps(base: tuple[float, float | None], measured: dict[int, tuple[float, float | None]]):
@@ -245,12 +249,12 @@ def step_condition(steps, latent_std, shape: tuple[int, int], device=None) -> to
     return v.view(1, -1, 1, 1).expand(1, v.numel(), *shape).to(device or "cpu")
 
 
-class _DiffusionRefiner:
+class _DiffusionRefiner(Refiner):
     """Shared sampling loop; subclasses give ``_predict(x_t, t, cond)`` (the raw model output the scheduler
     expects; ``cond`` from ``_conditioning``, None unless the model takes the steps as input)."""
 
     in_channels: int
-    decoder_sha256: str | None = None
+    unet: torch.nn.Module
 
     def __init__(self, scheduler, *, latent_mean=0.0, latent_std=1.0, name: str = ""):
         self.scheduler = _ddim(scheduler)
@@ -258,6 +262,19 @@ class _DiffusionRefiner:
         self.latent_std = _as_channel_tensor(latent_std).float()
         self.name = name
         self._lock = threading.Lock()  # the scheduler holds the grid: one refinement at a time per instance
+        self._fingerprint: bytes | None = None
+
+    def fingerprint(self) -> bytes:
+        """SHA-256 over the U-Net's tensors in key order (first 4 bytes), computed once."""
+        if self._fingerprint is None:
+            import hashlib
+
+            h = hashlib.sha256()
+            for k, v in sorted(self.unet.state_dict().items()):
+                h.update(k.encode())
+                h.update(v.detach().float().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = h.digest()[:4]
+        return self._fingerprint
 
     def _stats(self, c: int, device):
         def shape(v):
@@ -469,6 +486,8 @@ def load_denoiser_folder(folder: Path, name: str = DENOISER_NAME) -> LatentDenoi
     from safetensors.torch import load_file
 
     cfg = json.loads((folder / "config.json").read_text())
+    if cfg.get("model_sha256"):  # recorded by train-refiner; older folders do not say
+        verified_file(folder / "model.safetensors", cfg["model_sha256"])
     unet = diffusers.UNet2DModel.from_config(cfg["unet"])
     try:
         unet.load_state_dict(load_file(str(folder / "model.safetensors")))
@@ -489,6 +508,35 @@ def check_latent_space(refiner: Refiner, decoder_sha256: str) -> None:
                          f"{refiner.decoder_sha256[:12]}…; this stream decodes with {decoder_sha256[:12]}…")
 
 
+#: refiner name → ``loader(weights)`` (``weights``: an explicit folder or None); a train-refiner folder is a name too
+REFINERS: Registry[Callable[[str | os.PathLike | None], Refiner]] = Registry("refiner", error=ModelError)
+
+
+@REFINERS.register(DENOISER_NAME)
+def _denoiser(weights: str | os.PathLike | None) -> Refiner:
+    """The first folder of :func:`denoiser_folders` that holds one; the shipped one's file hash is pinned."""
+    folder = next((f for f in denoiser_folders(weights) if (f / "config.json").is_file()), None)
+    if folder is None:
+        raise ModelError("no refiner for tae-f2: run latentarc train-refiner "
+                         f"(looked in {', '.join(str(f) for f in denoiser_folders(weights))})")
+    if folder == PACKAGE_WEIGHTS / DENOISER_NAME:
+        verified_file(folder / "model.safetensors", DENOISER_SHA256)
+    return load_denoiser_folder(folder)
+
+
+@REFINERS.register_prefix("diffusers-unet")
+def _diffusers_unet(ref: str) -> Callable[[str | os.PathLike | None], Refiner]:
+    return lambda weights: _load_diffusers_unet(ref)
+
+
+@REFINERS.register_fallback
+def _trained_folder(name: str) -> Callable[[str | os.PathLike | None], Refiner] | None:
+    """A folder written by ``latentarc train-refiner``."""
+    if (Path(name) / "config.json").is_file():
+        return lambda weights: load_denoiser_folder(Path(name), name=name)
+    return None
+
+
 def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = None) -> Refiner:
     """Build (once per process and device) the refiner ``name``:
 
@@ -500,21 +548,7 @@ def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = 
     key = (name, str(weights), str(device))
     with _LOAD_LOCK:
         if key not in _CACHE:
-            prefix, _, ref = name.partition(":")
-            if prefix == "diffusers-unet" and ref:
-                r = _load_diffusers_unet(ref)
-            elif name == DENOISER_NAME:
-                folder = next((f for f in denoiser_folders(weights) if (f / "config.json").is_file()), None)
-                if folder is None:
-                    raise ModelError("no refiner for tae-f2: run latentarc train-refiner "
-                                     f"(looked in {', '.join(str(f) for f in denoiser_folders(weights))})")
-                r = load_denoiser_folder(folder)
-            elif (Path(name) / "config.json").is_file():
-                r = load_denoiser_folder(Path(name), name=name)
-            else:
-                raise ModelError(f"unknown refiner {name!r}; known: {DENOISER_NAME}, diffusers-unet:<hub id or "
-                                 "folder>, or a folder written by latentarc train-refiner")
-            _CACHE[key] = r.to(device)
+            _CACHE[key] = REFINERS.get(name)(weights).to(device)
         return _CACHE[key]
 
 

@@ -1,145 +1,110 @@
-"""Model registry: a name → how to build the autoencoder and which pinned weight files it needs.
+"""One registry mechanism for everything a name or a stream id selects: models, codecs, entropy models,
+refiners and metrics.
 
-As in CompressAI's zoo, a name resolves to weights with known hashes, so a stream that names ``tae-f2`` can
-always be matched to exactly the weights that made it. Families register a builder with :func:`register`;
-names of the form ``diffusers:<hub id or folder>`` build a diffusers VAE on demand (see ``diffusers_vae``).
+A :class:`Registry` maps names to entries (a factory, a spec, a coder); ``prefix:<ref>`` names go to a prefix
+entry called with the reference; an optional fallback answers names no entry claims (e.g. every model name is a
+neural codec). Entries are added where they are defined, with :meth:`Registry.register` as a decorator or
+:meth:`Registry.add`; unknown names raise the registry's own typed error listing what is known. The registries
+themselves are module-level objects of the modules that own their kind (``models.MODELS``,
+``codecs.CODECS``, ``latent_coding.ENTROPY_MODELS``, ``refine.REFINERS``, ``metrics.METRICS``).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generic, Iterator, TypeVar
 
-import torch
+T = TypeVar("T")
 
-from .autoencoder import LatentAutoencoder
-from .errors import ModelError, UnknownModel
-from .weights import WeightFile, resolve
-
-_TAESD_BASE = "https://github.com/madebyollin/taesd/raw/main/"
+__all__ = ["Registry"]
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str
-    description: str
-    weights: dict[str, WeightFile] = field(default_factory=dict)
-    build: Callable[["ModelSpec", dict], LatentAutoencoder] | None = None
-    options: dict = field(default_factory=dict)
+class Registry(Generic[T]):
+    """Names (and optionally integer ids) → entries of one kind.
 
+    ``error``: the exception type unknown names raise (a ``LatentarcError`` subclass, or ``ValueError`` for a
+    user-facing option); ``id_error`` the one unknown ids raise (default ``error``); ``fallback(name)`` returns an entry for a name no entry or prefix claims, or None.
+    """
 
-_REGISTRY: dict[str, ModelSpec] = {}
-_PREFIX_BUILDERS: dict[str, Callable[[str, dict], LatentAutoencoder]] = {}
-_CACHE: dict[tuple, LatentAutoencoder] = {}
-_LOCK = threading.Lock()
+    def __init__(self, kind: str, *, error: type[Exception] = KeyError, id_error: type[Exception] | None = None,
+                 fallback: Callable[[str], T | None] | None = None):
+        self.kind, self.error, self.id_error, self.fallback = kind, error, id_error or error, fallback
+        self._entries: dict[str, T] = {}
+        self._prefixes: dict[str, Callable[[str], T]] = {}
+        self._ids: dict[int, str] = {}
 
+    def add(self, name: str, entry: T, *, id: int | None = None) -> T:
+        """Register ``entry`` under ``name`` (and the stream id ``id``); a name or id is registered once."""
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} registered twice")
+        if id is not None:
+            if id in self._ids:
+                raise ValueError(f"{self.kind} id {id} registered twice ({self._ids[id]!r}, {name!r})")
+            self._ids[id] = name
+        self._entries[name] = entry
+        return entry
 
-def register(spec: ModelSpec) -> ModelSpec:
-    if spec.name in _REGISTRY:
-        raise ValueError(f"model {spec.name!r} registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
+    def register(self, name: str, *, id: int | None = None) -> Callable[[T], T]:
+        """Decorator form of :meth:`add`."""
+        def deco(entry: T) -> T:
+            return self.add(name, entry, id=id)
 
+        return deco
 
-def register_prefix(prefix: str):
-    """Decorator: ``prefix:<ref>`` names are built by the decorated ``fn(ref, options)``."""
+    def register_prefix(self, prefix: str) -> Callable:
+        """Decorator: ``prefix:<ref>`` names resolve to ``fn(ref)``."""
+        def deco(fn):
+            if prefix in self._prefixes:
+                raise ValueError(f"{self.kind} prefix {prefix!r} registered twice")
+            self._prefixes[prefix] = fn
+            return fn
 
-    def deco(fn):
-        _PREFIX_BUILDERS[prefix] = fn
+        return deco
+
+    def register_fallback(self, fn: Callable[[str], T | None]) -> Callable[[str], T | None]:
+        """Decorator: ``fn(name)`` answers names no entry or prefix claims (one fallback per registry)."""
+        if self.fallback is not None:
+            raise ValueError(f"{self.kind} fallback registered twice")
+        self.fallback = fn
         return fn
 
-    return deco
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (tests that register a temporary entry)."""
+        self._entries.pop(name, None)
+        self._ids = {i: n for i, n in self._ids.items() if n != name}
 
+    def get(self, name: str) -> T:
+        if name in self._entries:
+            return self._entries[name]
+        prefix, sep, ref = name.partition(":")
+        if sep and ref and prefix in self._prefixes:
+            return self._prefixes[prefix](ref)
+        found = self.fallback(name) if self.fallback is not None else None
+        if found is None:
+            raise self.error(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
+        return found
 
-def available() -> list[str]:
-    return sorted(_REGISTRY) + [f"{p}:<ref>" for p in sorted(_PREFIX_BUILDERS)]
+    def by_id(self, id: int) -> T:
+        try:
+            return self._entries[self._ids[id]]
+        except KeyError:
+            raise self.id_error(f"{self.kind} id {id} is not known to this build") from None
 
+    def id_of(self, name: str) -> int | None:
+        return next((i for i, n in self._ids.items() if n == name), None)
 
-def spec(name: str) -> ModelSpec:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownModel(f"unknown model {name!r}; known: {', '.join(available())}") from None
+    def is_prefixed(self, name: str) -> bool:
+        prefix, sep, ref = name.partition(":")
+        return bool(sep and ref and prefix in self._prefixes)
 
+    def names(self) -> list[str]:
+        """Registered names, then ``prefix:<ref>`` forms."""
+        return sorted(self._entries) + [f"{p}:<ref>" for p in sorted(self._prefixes)]
 
-def resolve_weights(name: str, *, weights: str | os.PathLike | None = None) -> dict[str, "os.PathLike"]:
-    """Find and verify every weight file of the registered model ``name`` without building it: a job checks
-    this on the driver before it starts workers, so missing weights are one clear error, not one per actor.
-    Prefix names (``diffusers:…``) resolve when built; they return ``{}`` here."""
-    prefix, _, ref = name.partition(":")
-    if ref and prefix in _PREFIX_BUILDERS:
-        return {}
-    s = spec(name)
-    return {role: resolve(wf, explicit=weights) for role, wf in s.weights.items()}
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
 
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
 
-def load_model(
-    name: str,
-    *,
-    weights: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    **options,
-) -> LatentAutoencoder:
-    """Build (once per process) the model ``name`` with verified weights, on ``device`` (default CPU).
-
-    ``weights`` is an explicit file or folder; otherwise files resolve through ``$LATENTARC_MODEL_DIR``, the
-    user cache, then a checked download (``codec.weights.resolve``).
-    """
-    device = torch.device(device or "cpu")
-    key = (name, str(weights), str(device), tuple(sorted(options.items())))
-    with _LOCK:
-        if key not in _CACHE:
-            prefix, _, ref = name.partition(":")
-            if ref and prefix in _PREFIX_BUILDERS:
-                model = _PREFIX_BUILDERS[prefix](ref, dict(options, weights=weights))
-            else:
-                s = spec(name)
-                paths = {role: resolve(wf, explicit=weights) for role, wf in s.weights.items()}
-                model = s.build(s, dict(s.options, **options, paths=paths))
-            _CACHE[key] = model.to(device)
-        return _CACHE[key]
-
-
-def _build_tae(s: ModelSpec, opts: dict) -> LatentAutoencoder:
-    from .tae import TinyAutoencoder
-
-    paths = opts.pop("paths")
-
-    def load(p):
-        try:  # weights_only: a checkpoint is tensors, never code; a pickle that wants more is refused
-            return torch.load(p, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - UnpicklingError, truncated zip, ...: one typed error
-            raise ModelError(f"{p}: not a loadable weights-only checkpoint ({type(e).__name__})") from None
-    return TinyAutoencoder(
-        s.name,
-        load(paths["encoder"]),
-        load(paths["decoder"]),
-        decoder_sha256=s.weights["decoder"].sha256,
-        **opts,
-    )
-
-
-register(
-    ModelSpec(
-        name="tae-f2",
-        description="Tiny AutoEncoder for the FLUX.2 VAE latent space (32 ch, 1/8 res), MIT, madebyollin/taesd",
-        weights={
-            "encoder": WeightFile(
-                "taef2_encoder.pth",
-                _TAESD_BASE + "taef2_encoder.pth",
-                "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6",
-            ),
-            "decoder": WeightFile(
-                "taef2_decoder.pth",
-                _TAESD_BASE + "taef2_decoder.pth",
-                "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5",
-            ),
-        },
-        build=_build_tae,
-        options={"latent_channels": 32, "groupnorm_deep": True},
-    )
-)
-from . import diffusers_vae  # noqa: E402,F401  (registers the "diffusers:" prefix)
-from . import encoders  # noqa: E402,F401  (registers "tae-f2-le:<folder>" and the shipped learned encoders)
+    def items(self) -> list[tuple[str, T]]:
+        return sorted(self._entries.items())

@@ -23,8 +23,10 @@ import warnings
 import torch
 from torch import nn
 
-from .autoencoder import LatentAutoencoder
+from .autoencoder import MODELS, LatentAutoencoder, ModelSpec
+from .errors import ModelError
 from .tiling import run_tiled, tile_grid
+from .weights import WeightFile
 
 
 def _conv(n_in: int, n_out: int, **kw) -> nn.Conv2d:
@@ -180,3 +182,35 @@ class TinyAutoencoder(LatentAutoencoder):
             with _native_conv():
                 feats.backward(f.grad)
         return total, z.grad
+
+
+def load_checkpoint(path) -> dict:
+    try:  # weights_only: a checkpoint is tensors, never code; a pickle that wants more is refused
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - UnpicklingError, truncated zip, ...: one typed error
+        raise ModelError(f"{path}: not a loadable weights-only checkpoint ({type(e).__name__})") from None
+
+
+def build_tae(s: ModelSpec, opts: dict) -> TinyAutoencoder:
+    """A TAE from its spec's two pinned ``.pth`` checkpoints (``opts["paths"]``)."""
+    opts = dict(opts)
+    paths = opts.pop("paths")
+    opts.pop("weights", None)
+    return TinyAutoencoder(s.name, load_checkpoint(paths["encoder"]), load_checkpoint(paths["decoder"]),
+                           decoder_sha256=s.weights["decoder"].sha256, **opts)
+
+
+_TAESD_BASE = "https://github.com/madebyollin/taesd/raw/main/"
+
+TAE_F2 = MODELS.add("tae-f2", ModelSpec(
+    name="tae-f2",
+    description="Tiny AutoEncoder for the FLUX.2 VAE latent space (32 ch, 1/8 res), MIT, madebyollin/taesd",
+    weights={
+        "encoder": WeightFile("taef2_encoder.pth", _TAESD_BASE + "taef2_encoder.pth",
+                              "10a4e1021e89d7551eaf161352da8dbd0b1aa83872ae28b150c1df1ce2f147b6"),
+        "decoder": WeightFile("taef2_decoder.pth", _TAESD_BASE + "taef2_decoder.pth",
+                              "0a44a31e1ae59eb9dbf9359d24942fd3ef5928162c1800d97a28c61d51be0ab5"),
+    },
+    build=build_tae,
+    options={"latent_channels": 32, "groupnorm_deep": True},
+))

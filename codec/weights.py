@@ -18,6 +18,8 @@ from pathlib import Path
 
 from .errors import WeightsChecksumMismatch, WeightsNotFound
 
+#: models this project trained and ships in the package: ``codec/weights/<name>/`` (safetensors, config, card)
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ENV_MODEL_DIR = "LATENTARC_MODEL_DIR"
 ENV_OFFLINE = "LATENTARC_OFFLINE"
 
@@ -68,6 +70,14 @@ def _verified(path: Path, spec: WeightFile) -> Path:
             f"{path}: SHA-256 {got[:16]}… does not match the pinned {spec.sha256[:16]}… for {spec.filename}"
         )
     return path
+
+
+def verified_file(path: str | os.PathLike, sha256: str) -> Path:
+    """``path`` after its SHA-256 is checked against ``sha256`` (``WeightsChecksumMismatch`` otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFound(f"{path} does not exist")
+    return _verified(path, WeightFile(path.name, "", sha256))
 
 
 def download(spec: WeightFile, dest_dir: Path, timeout: float = 60.0) -> Path:

@@ -28,119 +28,21 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pnm"}
+from .bench_inputs import (centre_crop, entropy_spec, json_safe, list_images, parse_floors, parse_qualities, parse_targets,
+                           read_pictures)
+
 VARIANTS = {"adaptive": {"adaptive": True}, "global-step": {"adaptive": False}}
 ENTROPY_PREFIX = "entropy:"  # --compare-entropy NAME adds the variant "entropy:NAME" (adaptive steps, that coder)
-
-
-def entropy_spec(spec: str) -> dict:
-    """``NAME`` or ``NAME:K`` (K: RD-optimised rounding strength, 0 = plain rounding) → codec keyword args."""
-    name, _, k = spec.partition(":")
-    if not k:
-        return {"entropy_model": name}
-    try:
-        return {"entropy_model": name, "rdoq": float(k)}
-    except ValueError:
-        raise ValueError(f"bad entropy spec {spec!r}: expected NAME or NAME:RDOQ (a number)") from None
 
 
 def variant_kwargs(variant: str) -> dict:
     if variant.startswith(ENTROPY_PREFIX):
         return {"adaptive": True, **entropy_spec(variant[len(ENTROPY_PREFIX):])}
     return VARIANTS[variant]
-
-
-def _parse_numbers(text: str | None, flag: str) -> list[float]:
-    if text is None:
-        return []
-    try:
-        xs = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} must be comma-separated numbers, got {text!r}") from None
-    for x in xs:
-        if not math.isfinite(x):
-            raise ValueError(f"{flag}: {x} is not a finite number")
-    return list(dict.fromkeys(xs))  # drop repeats, keep order
-
-
-def parse_qualities(text: str, *, allow_empty: bool = False) -> list[float]:
-    qs = _parse_numbers(text, "--qualities")
-    if not qs and not allow_empty:
-        raise ValueError("--qualities is empty")
-    for q in qs:
-        if not 0 <= q <= 100:
-            raise ValueError(f"quality must be in [0, 100], got {q:g}")
-    return qs
-
-
-def parse_targets(text: str | None) -> list[float]:
-    ts = _parse_numbers(text, "--targets")
-    for t in ts:
-        if t <= 0:
-            raise ValueError(f"target bpp must be positive, got {t:g}")
-    return ts
-
-
-def parse_floors(text: str | None) -> list[float]:
-    fs = _parse_numbers(text, "--floors")
-    for f in fs:
-        if f <= 0:
-            raise ValueError(f"PSNR floor must be positive, got {f:g}")
-    return fs
-
-
-def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"not a folder: {folder}")
-    files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError("--limit must be at least 1")
-        files = files[:limit]
-    if not files:
-        raise ValueError(f"no images in {folder}")
-    return files
-
-
-def centre_crop(pic, size: int | None):
-    """``pic`` cropped to at most ``size``×``size`` around its centre (rgb, alpha and depth16 alike)."""
-    if not size:
-        return pic
-    if size < 1:
-        raise ValueError("--crop must be at least 1")
-    h, w = pic.height, pic.width
-    ch, cw = min(h, size), min(w, size)
-    if (ch, cw) == (h, w):
-        return pic
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-
-    def cut(a):
-        return None if a is None else np.ascontiguousarray(a[y0 : y0 + ch, x0 : x0 + cw])
-
-    return replace(pic, rgb=cut(pic.rgb), alpha=cut(pic.alpha), depth16=cut(pic.depth16))
-
-
-def read_pictures(files: list[Path], crop: int | None, skipped: list[dict], log=None):
-    """Yield ``(i, path, picture)`` (1-based ``i``, centre-cropped to ``crop``) for every readable file; an
-    unreadable one is reported on ``log`` (default stderr) and recorded in ``skipped``, and the run goes on."""
-    from latentarc.codec.errors import ImageError
-    from latentarc.codec.images import read_image
-
-    log = log or sys.stderr
-    for i, path in enumerate(files, 1):
-        try:
-            pic = centre_crop(read_image(path.read_bytes()), crop)
-        except ImageError as e:
-            print(f"[{i}/{len(files)}] {path.name}: skipped ({type(e).__name__}: {e})", file=log)
-            skipped.append({"image": path.name, "error": f"{type(e).__name__}: {e}"})
-            continue
-        yield i, path, pic
 
 
 def _finite(x):
@@ -359,22 +261,12 @@ def format_bd(bd: dict) -> str:
     return line
 
 
-def _json_safe(x):
-    if isinstance(x, float):
-        return _finite(x)
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_json_safe(v) for v in x]
-    return x
-
-
 def run_bench(args) -> int:
     from latentarc.codec.api import load_codec
     from latentarc.jobs.rd_bench import measure
 
-    targets = parse_targets(getattr(args, "targets", None))
-    floors = parse_floors(getattr(args, "floors", None))
+    targets = parse_targets(args.targets)
+    floors = parse_floors(args.floors)
     qualities = parse_qualities(args.qualities, allow_empty=bool(targets or floors))
     if args.crop is not None and args.crop < 1:
         raise ValueError("--crop must be at least 1")
@@ -382,7 +274,7 @@ def run_bench(args) -> int:
     variants = ["adaptive"]
     if qualities and args.compare_global:
         variants.append("global-step")
-    compare_entropy = getattr(args, "compare_entropy", None)
+    compare_entropy = args.compare_entropy
     if qualities and compare_entropy:
         variants.append(ENTROPY_PREFIX + compare_entropy)
     codecs = {v: load_codec(args.codec, weights=args.weights, device=args.device, **variant_kwargs(v))
@@ -498,6 +390,6 @@ def run_bench(args) -> int:
         out = Path(args.json_out)
         if out.parent and not out.parent.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
+        out.write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {out}")
     return 0

@@ -84,6 +84,8 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="decode each neural stream with and without faithful refinement, measure both against the "
                         "original, and record in the stream which K helps (or that none does): decode --refine "
                         "faithful then follows it. Costs three extra decodes per image at encode, 9 bytes per stream")
+    p.add_argument("--global-step", action="store_true",
+                   help="neural codecs: one quantization step for all channels (the baseline), not per channel")
     p.add_argument("--latent-search", type=int, default=0, metavar="N",
                    help="encoder effort for neural codecs: N gradient steps searching for the latent the decoder "
                         "renders closest to the image (20 is a good value; typically +1 to +4 dB PSNR for a few "
@@ -151,7 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("out")
     _codec_args(p)
-    p.add_argument("--global-step", action="store_true", help="one quantization step for all channels (baseline)")
     _knobs(p)
     _add_model_args(p)
 
@@ -380,14 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _codec_spec(a, **overrides):
+    """The codec spec of ``encode`` / ``compress``: every flag named like a ``CodecSpec`` field."""
+    from latentarc.codec.spec import CodecSpec
+
+    return CodecSpec.from_args(a, name=_codec_name(a), **overrides)
+
+
 def _cmd_encode(a) -> int:
-    from latentarc.codec.codecs import encode_with, get_codec
+    from latentarc.codec.codecs import build, encode_with
     from latentarc.codec.images import read_image
 
     pic = read_image(Path(a.image).read_bytes())
-    codec = get_codec(_codec_name(a), weights=a.weights, device=a.device, adaptive=not a.global_step, codecs=a.codecs,
-                      entropy_model=a.entropy_model, rdoq=a.rdoq, verify_refine=a.verify_refine,
-                      latent_search=a.latent_search)
+    codec = build(_codec_spec(a))
     t = time.perf_counter()
     res = encode_with(codec, pic, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                       min_ms_ssim=a.min_ms_ssim, max_lpips=a.max_lpips, max_dists=a.max_dists)
@@ -417,37 +423,22 @@ def _cmd_encode(a) -> int:
 
 
 def _cmd_decode(a) -> int:
+    from PIL import Image
+
     from latentarc.codec.api import codec_for_stream
-    from latentarc.codec.images import save_image
+    from latentarc.codec.restored import decode_to
 
     data = Path(a.stream).read_bytes()
     codec = codec_for_stream(data, weights=a.weights, device=a.device)
     refine = _refine_config(a)
-    if refine.active:
-        if not hasattr(codec, "model"):
-            raise ValueError(f"--refine applies to neural codecs; this stream is {codec.name}")
-        dec = codec.decode(data, refine=refine, refiner=a.refiner)
-    else:
-        dec = codec.decode(data)
-    original = getattr(dec, "original", None)  # passthrough: the original file, written verbatim in its format
-    if original is not None and _same_format(original, a.out):
-        Path(a.out).write_bytes(original)
-    else:
-        save_image(dec.image, a.out, icc=dec.icc, exif=dec.exif)
-    print(f"{a.stream} → {a.out}: {dec.image.size[0]}x{dec.image.size[1]} {dec.image.mode}")
+    fmt = Image.registered_extensions().get(Path(a.out).suffix.lower())
+    if fmt is None:
+        raise ValueError(f"{a.out}: the extension names no image format Pillow writes")
+    # the exact tier: the original file, written verbatim when the output asks for its format
+    out = decode_to(codec, data, fmt, refine=refine if refine.active else None, refiner=a.refiner)
+    Path(a.out).write_bytes(out.body)
+    print(f"{a.stream} → {a.out}: {out.width}x{out.height} {out.mode}")
     return EXIT_OK
-
-
-def _same_format(data: bytes, out: str) -> bool:
-    import io
-
-    from PIL import Image
-
-    try:
-        fmt = Image.open(io.BytesIO(data)).format
-    except Exception:  # noqa: BLE001
-        return False
-    return fmt is not None and Image.registered_extensions().get(Path(out).suffix.lower()) == fmt
 
 
 def _cmd_info(a) -> int:
@@ -465,13 +456,11 @@ def _cmd_compress(a) -> int:
     from latentarc.pipeline.runtime import init_ray
     from latentarc.pipeline.savings import summary_lines
 
-    check_weights(_codec_name(a), codecs=a.codecs, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
+    spec = _codec_spec(a, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"))
+    check_weights(spec)
     Floors(max_lpips=a.max_lpips, max_dists=a.max_dists).check_weights()
     init_ray(a.ray_address, progress=not a.no_progress and sys.stderr.isatty())
-    opts = CompressOptions(codec=_codec_name(a), codecs=a.codecs, entropy_model=a.entropy_model, rdoq=a.rdoq,
-                           verify_refine=a.verify_refine, latent_search=a.latent_search,
-                           weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
-                           quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
+    opts = CompressOptions(codec=spec, quality=a.quality, target_bpp=a.target_bpp, min_psnr=a.min_psnr,
                            min_ms_ssim=a.min_ms_ssim, max_lpips=a.max_lpips, max_dists=a.max_dists,
                            workers=a.workers,
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,

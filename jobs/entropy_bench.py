@@ -26,14 +26,14 @@ import numpy as np
 def load_model(spec: str):
     """A context entropy model: a shipped name (``tae-f2-ctx``) or a ``train-entropy`` output folder."""
     from latentarc.codec import context_model as cm
-    from latentarc.codec.latent_coding import coder
+    from latentarc.codec.latent_coding import ContextCoder, coder
 
     if Path(spec).is_dir():
         return cm.ContextEntropyModel.load(spec)
-    model = getattr(coder(spec), "model", None)
-    if model is None:
+    found = coder(spec)
+    if not isinstance(found, ContextCoder):
         raise ValueError(f"{spec} is not a context entropy model")
-    return model
+    return found.model
 
 
 class Tally:
@@ -91,7 +91,7 @@ class Tally:
 def run(a) -> dict:
     from latentarc.codec.neural import quality_to_step
 
-    from .bench import parse_qualities
+    from .bench_inputs import parse_qualities
     from .train_entropy import photo_latents, quantized
 
     t0 = time.time()

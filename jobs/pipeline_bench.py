@@ -42,6 +42,7 @@ def plain_loop(files: list[Path], *, weights: str | None, quality: float) -> dic
 
 def pipeline(folder: str, files: list[Path], *, weights: str | None, quality: float, workers: int | None,
              batch_size: int) -> dict:
+    from latentarc.codec.spec import CodecSpec
     from latentarc.pipeline.compress import CompressOptions, run_compress
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +50,7 @@ def pipeline(folder: str, files: list[Path], *, weights: str | None, quality: fl
         src.mkdir()
         for f in files:  # the same files, as the source of one run
             (src / f.name).symlink_to(f.resolve())
-        opts = CompressOptions(weights=weights, quality=quality, workers=workers, batch_size=batch_size)
+        opts = CompressOptions(CodecSpec(weights=weights), quality=quality, workers=workers, batch_size=batch_size)
         t0 = time.perf_counter()
         report = run_compress(str(src), str(Path(tmp) / "table"), opts)
         dt = time.perf_counter() - t0

@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .bench_inputs import json_safe
 from .rd_perceptual import (EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, distance_db, equal_quality,
                             equal_quality_cells, format_equal_quality, parse_metrics)
 
@@ -101,12 +102,12 @@ def build_codec(spec: str, *, weights=None, device=None):
     codec."""
     from latentarc.codec.codecs import get_codec
 
-    from .bench import entropy_spec
+    from .bench_inputs import entropy_spec
 
     s = CodecSpec.parse(spec)
     kw = {} if s.search is None else {"latent_search": s.search}
     codec = get_codec(s.name, weights=weights, device=device, **(entropy_spec(s.entropy) if s.entropy else {}), **kw)
-    if s.search and getattr(codec, "latent_search", None) is None:
+    if s.search and not codec.caps.analysis:
         raise ValueError(f"{s.name} has no latent to search: +search= applies to neural codecs")
     return codec
 
@@ -136,7 +137,7 @@ def analysed(codec, pic) -> Analysis:
     coding (NeuralCodec.analyse: the encoder pass, the latent search, the sensitivities); (None, 0, 0) for the others.
     The bench runs it once per image and charges its time to every quality's encode, so ``encode_s`` is still
     what one encode at that quality costs, while a slow analysis (the latent search) is not repeated per point."""
-    if not hasattr(codec, "analyse"):
+    if not codec.caps.analysis:
         return Analysis(None, 0.0, 0.0)
     c0, t0 = time.process_time(), time.perf_counter()
     a = codec.analyse(pic)
@@ -495,17 +496,6 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _json_safe(x):
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
-
-
-# ------------------------------------------------------------------------------------------ run
 def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-bench", crop=None, limit=None,
                  weights=None, *, device=None, metrics=None, log=None) -> dict:
     """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
@@ -515,7 +505,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
     metrics = parse_metrics(metrics if metrics is None or isinstance(metrics, str) else ",".join(metrics))
 
-    from .bench import centre_crop, list_images, read_pictures
+    from .bench_inputs import centre_crop, list_images, read_pictures
 
     names = _codec_names(codecs)
     qs = {c: _qualities_for(qualities, c) for c in names}
@@ -573,7 +563,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "seconds": time.perf_counter() - t_start,
     }
     files_written = _plots(curves, speed, out)
-    (out / "rd.json").write_text(json.dumps(_json_safe(result), indent=2))
+    (out / "rd.json").write_text(json.dumps(json_safe(result), indent=2))
     (out / "index.html").write_text(_html(result, files_written), encoding="utf-8")
     result["files"] = {k: str(v) for k, v in files_written.items()} | {"json": str(out / "rd.json"),
                                                                        "html": str(out / "index.html")}
@@ -581,7 +571,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
 
 
 def run_rd_bench_cli(a) -> int:
-    from .bench import parse_qualities
+    from .bench_inputs import parse_qualities
 
     qualities = None if a.qualities is None else parse_qualities(a.qualities)
     out = a.out or "rd-bench"
@@ -597,6 +587,6 @@ def run_rd_bench_cli(a) -> int:
             print()
             print(text)
     print(f"\nwrote {out}/rd.json, " + ", ".join(Path(f).name for k, f in r["files"].items() if k != "json"))
-    if getattr(a, "json_out", None):
-        Path(a.json_out).write_text(json.dumps(_json_safe({k: v for k, v in r.items() if k != "files"}), indent=2))
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(json_safe({k: v for k, v in r.items() if k != "files"}), indent=2))
     return 0

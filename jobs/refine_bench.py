@@ -88,7 +88,7 @@ def measure_decode(codec, data: bytes, pic, cfg, refiner, metrics: tuple[str, ..
         "config": label(cfg),
         "mode": cfg.mode,
         "steps": cfg.steps if cfg.active else 0,
-        "refinement": getattr(dec, "refinement", "none"),
+        "refinement": dec.refinement,
         "psnr": M.psnr(ref, test),
         "ms_ssim": M.ms_ssim(ref, test) if "ms_ssim" in metrics else None,
         "lpips": M.lpips(ref, test) if "lpips" in metrics else None,
@@ -199,8 +199,8 @@ def run_refine_bench(args) -> int:
     from latentarc.codec.api import default_device
     from latentarc.codec.neural import NeuralCodec
     from latentarc.codec.refine import load_refiner, refiner_for_codec
-    from latentarc.codec.registry import load_model
-    from latentarc.jobs.bench import _json_safe, centre_crop, list_images, parse_qualities, read_pictures
+    from latentarc.codec.models import load_model
+    from latentarc.jobs.bench_inputs import centre_crop, json_safe, list_images, parse_qualities, read_pictures
 
     from latentarc.jobs.rd_perceptual import parse_metrics
 
@@ -258,23 +258,23 @@ def run_refine_bench(args) -> int:
     summary = summarise(rows, qualities, labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
-    print(f"latentarc bench --refine-modes: codec {args.codec}, refiner {getattr(refiner, 'name', refiner)}, "
+    print(f"latentarc bench --refine-modes: codec {args.codec}, refiner {refiner.name}, "
           f"{n} images, qualities {','.join(f'{q:g}' for q in qualities)}, seed {args.seed}")
     print()
     print(format_table(summary, chk))
     if args.json_out:
-        doc = {"codec": args.codec, "refiner": getattr(refiner, "name", str(refiner)), "images": args.images,
+        doc = {"codec": args.codec, "refiner": refiner.name, "images": args.images,
                "qualities": qualities, "modes": modes, "steps": steps, "seed": args.seed, "crop": args.crop,
                "limit": args.limit, "rows": rows, "skipped": skipped,
                "summary": summary, "checks": chk, "elapsed_s": time.perf_counter() - t_start}
         out = Path(args.json_out)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(_json_safe(doc), indent=2, allow_nan=False) + "\n")
+        out.write_text(json.dumps(json_safe(doc), indent=2, allow_nan=False) + "\n")
         print(f"\nwrote {out}")
     if args.html:
         out = Path(args.html)
         out.parent.mkdir(parents=True, exist_ok=True)
-        title = f"{args.codec}, refiner {getattr(refiner, 'name', refiner)}, {n} images, seed {args.seed}"
+        title = f"{args.codec}, refiner {refiner.name}, {n} images, seed {args.seed}"
         out.write_text(refine_html(title, summary, chk, crops))
         print(f"wrote {out}")
     return 0

@@ -205,9 +205,10 @@ class ContextRate(torch.nn.Module):
 
     def __init__(self):
         from latentarc.codec import context_model as cm
+        from latentarc.codec.latent_coding import coder
 
         super().__init__()
-        shipped = cm.by_id(2)
+        shipped = coder("tae-f2-ctx").model
         self.cfg = shipped.cfg
         self.net = cm.ContextNet(self.cfg)
         scale = float(1 << cm.WEIGHT_BITS)
@@ -300,7 +301,7 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
 # ------------------------------------------------------------------ training
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) to ``cfg.steps`` total steps; checkpoint, export and evaluate into ``cfg.out``."""
-    from latentarc.codec.registry import load_model
+    from latentarc.codec.models import load_model
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -553,7 +554,7 @@ def format_evaluation(ev: dict) -> str:
 
 def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
     """``--eval-only``: the stock encoder, and the latest encoder in ``out`` (its checkpoint) when there is one."""
-    from latentarc.codec.registry import load_model
+    from latentarc.codec.models import load_model
 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

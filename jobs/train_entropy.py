@@ -16,7 +16,6 @@ model of ``entropy.py`` at the same quantization, hence at the same PSNR.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path

@@ -366,7 +366,7 @@ def _train_step(a, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, la
 def train(a) -> dict:
     from safetensors.torch import save_file
 
-    from latentarc.codec.registry import load_model
+    from latentarc.codec.models import load_model
 
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if a.threads:
@@ -458,10 +458,13 @@ def train(a) -> dict:
     save_file({k: (v.to(store) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in unet.state_dict().items()}, str(out / "model.safetensors"))
     final = float(np.mean(losses[-max(1, min(50, len(losses))):]))
+    from latentarc.codec.weights import sha256_file
+
     cfg = {
         "name": "tae-f2-denoiser",
         "codec": "tae-f2",
         "decoder_sha256": model.fingerprint,
+        "model_sha256": sha256_file(out / "model.safetensors"),  # checked on every load
         "unet": {k: v for k, v in dict(unet.config).items()},
         "scheduler": dict(sched.config),
         "latent_mean": mean.tolist(),

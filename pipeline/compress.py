@@ -15,6 +15,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
+from latentarc.codec.spec import CodecSpec
+
 from .savings import DEFAULT_PRICE_PER_CPU_HOUR, DEFAULT_PRICE_PER_GB_MONTH, DEFAULT_PRICE_PER_GPU_HOUR, build_report
 
 log = logging.getLogger("latentarc.compress")
@@ -22,17 +24,11 @@ log = logging.getLogger("latentarc.compress")
 
 @dataclass
 class CompressOptions:
-    #: a codec name (codec.codecs.get_codec): neural, avif/jxl/webp/jpeg, passthrough, jpeg-exact, lossless (the
-    #: --lossless policy: nothing changes a pixel), or auto (per image, the smallest stream among ``codecs``
-    #: meeting the min_psnr / min_ms_ssim / max_lpips / max_dists floors, else the original file or its jpeg-exact
-    #: transcode)
-    codec: str = "tae-f2"
-    codecs: str | None = None  # what auto chooses from (default codec.codecs.DEFAULT_AUTO_CODECS)
-    entropy_model: str = "per-channel"  # entropy coder of neural latents (codec.latent_coding)
-    rdoq: float | None = None  # RD-optimised rounding strength of neural latents (None: the entropy model's default)
-    verify_refine: bool = False  # check faithful refinement per image against the original; verdict in the stream
-    latent_search: int = 0  # iterations of the encoder-side latent search (codec.latent_search); 0: off
-    weights: str | None = None
+    #: the codec every actor builds (codec.spec.CodecSpec; a name alone is that codec with default options):
+    #: neural, avif/jxl/webp/jpeg, passthrough, jpeg-exact, lossless (the --lossless policy: nothing changes a
+    #: pixel), or auto (per image, the smallest stream among ``spec.codecs`` meeting the min_psnr / min_ms_ssim /
+    #: max_lpips / max_dists floors, else the original file or its jpeg-exact transcode)
+    codec: CodecSpec | str = field(default_factory=CodecSpec)
     quality: float | None = None
     target_bpp: float | None = None
     min_psnr: float | None = None
@@ -55,10 +51,12 @@ class CompressOptions:
     before_commit: object = field(default=None, repr=False)
 
     def __post_init__(self):
+        if isinstance(self.codec, str):
+            self.codec = CodecSpec(self.codec)
         # checked here, not in every actor: a bad option fails the job before it starts (LatentSearch validates)
         from latentarc.codec.latent_search import LatentSearch
 
-        LatentSearch(self.latent_search)
+        LatentSearch(self.codec.latent_search)
 
 
 def pending(listing, table, *, retry_errors: bool, records: list[dict] | None = None):
@@ -111,7 +109,7 @@ def run_compress(
     """Run one pass; returns the savings report (also written to ``TABLE/_reports/<run>.json``)."""
     import ray.data
 
-    from latentarc.codec.codecs import KEEPS_SOURCE
+    from latentarc.codec.codecs import capabilities
     from latentarc.codec.images import DEFAULT_MAX_PIXELS
 
     from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
@@ -149,18 +147,14 @@ def run_compress(
                 fn_kwargs={"storage_options": source_options, "run_id": run_id,
                            "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
                            # passthrough, jpeg-exact, lossless and auto may store the original bytes
-                           "keep_source": opts.codec in KEEPS_SOURCE},
+                           "keep_source": capabilities(opts.codec.name).keeps_source},
             )
             with quiet_remote_args_notice():
                 ds = ds.map_batches(
                     EncodeActor,
                     batch_size=opts.batch_size,
                     batch_format="pyarrow",
-                    fn_constructor_kwargs={"codec": opts.codec, "codecs": opts.codecs, "weights": opts.weights,
-                                           "entropy_model": opts.entropy_model, "rdoq": opts.rdoq,
-                                           "verify_refine": opts.verify_refine,
-                                           "latent_search": opts.latent_search,
-                                           "knobs": knobs,
+                    fn_constructor_kwargs={"spec": opts.codec, "knobs": knobs,
                                            "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
                     **actor_pool_args(plan),
                 )
@@ -195,7 +189,7 @@ def run_compress(
                           parts=parts, errors=n_errors, bytes_stored=stored, seconds=time.perf_counter() - t0,
                           price_per_gb_month=opts.price_per_gb_month,
                           price_per_cpu_hour=opts.price_per_cpu_hour, price_per_gpu_hour=opts.price_per_gpu_hour,
-                          extra={"codec": opts.codec, "knobs": {k: v for k, v in
+                          extra={"codec": opts.codec.name, "knobs": {k: v for k, v in
                                  {"quality": opts.quality, "target_bpp": opts.target_bpp,
                                   "min_psnr": opts.min_psnr, "min_ms_ssim": opts.min_ms_ssim,
                                   "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}.items() if v is not None}})

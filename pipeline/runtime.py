@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import warnings
@@ -106,7 +107,7 @@ def patient_execution():
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
-    if not hasattr(ctx, "execution_no_progress_timeout_s"):  # older Ray Data has no such timeout
+    if "execution_no_progress_timeout_s" not in {f.name for f in dataclasses.fields(ctx)}:  # older Ray Data
         yield
         return
     with context_override("execution_no_progress_timeout_s", -1):

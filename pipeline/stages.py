@@ -61,7 +61,7 @@ def read_and_decode(batch: pa.Table, *, storage_options: dict | None, run_id: st
                     keep_source: bool = False) -> pa.Table:
     """CPU task: fetch each object's bytes and decode them into the planes the codec stores (plus the bytes
     themselves with ``keep_source``, for the passthrough codec)."""
-    from latentarc.codec.images import read_image
+    from latentarc.codec.images import image_format, read_image
 
     from .storage import read_bytes
 
@@ -95,21 +95,11 @@ def read_and_decode(batch: pa.Table, *, storage_options: dict | None, run_id: st
                 "depth16": None if pic.depth16 is None else pic.depth16.astype("<u2").tobytes(),
                 "icc": pic.icc,
                 "exif": pic.exif,
-                "format": _format_of(data),
+                "format": image_format(data),
                 **({"source": data} if keep_source else {}),
             }
         )
     return _rows_to_arrow(out)
-
-
-def _format_of(data: bytes) -> str | None:
-    from PIL import Image
-    import io
-
-    try:
-        return Image.open(io.BytesIO(data)).format
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def picture_from_row(row: dict):
@@ -129,22 +119,17 @@ class EncodeActor:
     (``params["auto"]``) and ``psnr`` / ``ms_ssim`` are the chosen stream's, measured by decoding it.
     """
 
-    def __init__(self, *, codec: str, weights: str | None, knobs: dict, run_id: str, ms_ssim: bool = True,
-                 faults=None, codecs: str | None = None, entropy_model: str = "per-channel",
-                 rdoq: float | None = None, verify_refine: bool = False, refiner: str | None = None,
-                 latent_search: int = 0):
+    def __init__(self, *, spec, knobs: dict, run_id: str, ms_ssim: bool = True, faults=None):
         import torch
 
-        from latentarc.codec.codecs import get_codec
+        from latentarc.codec.codecs import build
 
         # one torch thread per actor: the pool already runs one actor per CPU, more threads only oversubscribe
         torch.set_num_threads(1 if not torch.cuda.is_available() else torch.get_num_threads())
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.clock = ComputeClock(cuda=device == "cuda")
-        self.codec = get_codec(codec, weights=weights, device=device, codecs=codecs, entropy_model=entropy_model,
-                               rdoq=rdoq, verify_refine=verify_refine, refiner=refiner,
-                               latent_search=latent_search)
+        self.codec = build(spec.replace(device=spec.device or device))
         self.knobs = {k: v for k, v in knobs.items() if v is not None}
         self.run_id = run_id
         self.with_ms_ssim = ms_ssim
@@ -154,7 +139,7 @@ class EncodeActor:
         from latentarc.codec import bitstream
         from latentarc.codec.classical import decoded_planes
         from latentarc.codec import guarantee
-        from latentarc.codec.codecs import encode_with, model_sha256
+        from latentarc.codec.codecs import encode_with
         from latentarc.codec.metrics import ms_ssim
 
         if self.faults is not None:
@@ -178,7 +163,7 @@ class EncodeActor:
                     quality = 1.0  # the exact tiers were checked equal at encode: nothing to measure
                 if quality is None and self.with_ms_ssim:
                     quality = ms_ssim(pic.reference(), decoded_planes(self.codec.decode(res.data), pic.mode))
-                member = self.codec.member(name) if hasattr(self.codec, "member") else self.codec
+                member = self.codec.member(name)
                 spent = self.clock.stop()
             except Exception as e:  # noqa: BLE001
                 out.append(_error(item, "encode", e, self.run_id))
@@ -197,7 +182,7 @@ class EncodeActor:
                     "mode": pic.mode,
                     "codec": name,
                     "format_version": bitstream.FORMAT_VERSION,
-                    "model_sha256": model_sha256(member),
+                    "model_sha256": member.weights_sha256(),
                     "params": json.dumps(res.params, sort_keys=True),
                     "payload": res.data,
                     "payload_size": len(res.data),
@@ -294,25 +279,20 @@ class RestoreActor:
         self.refine, self.refiner = (refine if refine is not None and refine.active else None), refiner
         self._codecs: dict[str, object] = {}
 
-    def _codec(self, name: str):
-        import torch
+    def _codec(self, data: bytes):
+        from latentarc.codec import bitstream
+        from latentarc.codec.codecs import codec_for_stream
 
-        from latentarc.codec.codecs import get_codec
-        from latentarc.codec.errors import CorruptStream
-
-        if name == "auto":
-            raise CorruptStream("a stream cannot name the codec 'auto'")
+        name = bitstream.parse(data).codec
         if name not in self._codecs:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._codecs[name] = get_codec(name, weights=self.weights, device=device)
+            self._codecs[name] = codec_for_stream(data, weights=self.weights)
         return self._codecs[name]
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        import io
         import posixpath
 
         from latentarc.codec import bitstream
-        from latentarc.codec.images import save_image
+        from latentarc.codec.restored import decode_to
 
         from .storage import open_fs, safe_join, write_bytes_atomic
 
@@ -327,19 +307,14 @@ class RestoreActor:
                     from latentarc.codec.errors import ChecksumMismatch
 
                     raise ChecksumMismatch("payload does not match the table's payload_crc32c")
-                codec = self._codec(bitstream.parse(data).codec)
-                if self.refine is not None and hasattr(codec, "model"):  # classical rows have nothing to refine
-                    dec = codec.decode(data, refine=self.refine, refiner=self.refiner)
-                else:
-                    dec = codec.decode(data)
-                original = getattr(dec, "original", None)
-                if original is not None:  # passthrough: the original file, bit for bit, under the key's own name
-                    target, body = safe_join(root, key, fs=fs), original
-                else:
-                    target = safe_join(root, posixpath.splitext(key)[0] + self.suffix, fs=fs)
-                    buf = io.BytesIO()
-                    save_image(dec.image, buf, icc=dec.icc, exif=dec.exif, format=_FORMATS[self.suffix])
-                    body = buf.getvalue()
+                codec = self._codec(data)
+                refine = self.refine if codec.caps.refines else None  # classical rows have nothing to refine
+                # the exact tier: the original file, bit for bit, under the key's own name
+                restored = decode_to(codec, data, _FORMATS[self.suffix], refine=refine, refiner=self.refiner,
+                                     original_any_format=True)
+                body = restored.body
+                name = key if restored.original else posixpath.splitext(key)[0] + self.suffix
+                target = safe_join(root, name, fs=fs)
                 fs.makedirs(posixpath.dirname(target), exist_ok=True)
                 write_bytes_atomic(fs, target, body)
                 out.append({"key": key, "ok": True, "path": target, "bytes": len(body), "error_type": None,

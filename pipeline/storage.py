@@ -316,7 +316,9 @@ def _stat_many(fs, paths: list[str]) -> dict[str, tuple[int, str | None] | None]
                 result[p] = None
         return result
     infos = None
-    if getattr(fs, "async_impl", False) and hasattr(fs, "_info"):
+    from fsspec.asyn import AsyncFileSystem
+
+    if isinstance(fs, AsyncFileSystem):  # s3fs: all the stats concurrently on its event loop
         try:
             from fsspec.asyn import _run_coros_in_chunks, sync
 

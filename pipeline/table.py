@@ -44,6 +44,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -134,7 +135,7 @@ def _check_name(what: str, name: str) -> str:
 
 
 def _json_default(o: Any):
-    if hasattr(o, "item") and callable(o.item):  # numpy scalars
+    if isinstance(o, np.generic):  # numpy scalars
         return o.item()
     if isinstance(o, (_dt.datetime, _dt.date)):
         return o.isoformat()

@@ -387,7 +387,8 @@ class _Verifier:
         head = s.model_fingerprint.hex()
         bad = []
         codec = self.models.get(s.codec, where["key"])
-        if codec is not None and getattr(codec, "model", None) is None:  # classical / passthrough: no weights
+        have = None if codec is None else codec.weights_sha256()
+        if codec is not None and have is None:  # classical / passthrough: no weights
             if col is not None or any(s.model_fingerprint):
                 bad.append(f"{s.codec!r} uses no model, yet the row or the header names weights ({col or head})")
             if bad:
@@ -399,7 +400,7 @@ class _Verifier:
         elif col[: 2 * bitstream.FINGERPRINT_BYTES].lower() != head:
             bad.append(f"the stream header names weights {head}…, model_sha256 is {col}")
         if codec is not None:
-            have = codec.model.fingerprint.lower()
+            have = have.lower()
             if have[: 2 * bitstream.FINGERPRINT_BYTES] != head:
                 bad.append(f"the stream needs {s.codec!r} weights {head}…, the available ones are {have[:16]}…")
             if col is not None and col.lower() != have:
@@ -410,7 +411,7 @@ class _Verifier:
         return codec
 
     def check_decode(self, codec, payload: bytes, row: dict, where: dict) -> None:
-        from latentarc.codec.classical import ClassicalDecoded, decoded_planes
+        from latentarc.codec.classical import decoded_planes
         from latentarc.codec.images import DEFAULT_MAX_PIXELS, read_image, restored_mode
         from latentarc.codec.metrics import psnr
         from latentarc.pipeline.storage import read_bytes
@@ -433,7 +434,7 @@ class _Verifier:
             return
         tier = row.get("guarantee")
         if tier == guarantee.BYTES_EXACT:  # needs no source: the table recorded its SHA-256
-            restored = dec.original if isinstance(dec, ClassicalDecoded) else None
+            restored = dec.original
             if restored is None:
                 f.problem("guarantee", "the row promises bytes-exact, but its stream restores no original bytes",
                           **where)

@@ -31,7 +31,7 @@ with atheris.instrument_imports(include=["latentarc"]):
     from latentarc.codec.errors import LatentarcError
     from latentarc.codec.neural import NeuralCodec
 
-from latentarc.codec.registry import load_model  # noqa: E402
+from latentarc.codec.models import load_model  # noqa: E402
 
 #: small pixel guard: forged sizes stay cheap to entropy-decode inside the fuzzing loop
 CODEC = NeuralCodec(load_model("tae-f2", device="cpu"), max_pixels=1 << 16)

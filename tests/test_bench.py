@@ -148,7 +148,7 @@ def test_bench_rate_control_checks(tmp_path, two_photos, capsys):
 
 
 def test_bench_rate_control_parsing():
-    from latentarc.jobs.bench import parse_floors, parse_qualities, parse_targets
+    from latentarc.jobs.bench_inputs import parse_floors, parse_qualities, parse_targets
 
     assert parse_qualities("", allow_empty=True) == []
     with pytest.raises(ValueError):
@@ -185,7 +185,7 @@ def test_rd_bench_perceptual_axes(tmp_path, two_photos, capsys):
     """--metrics psnr,lpips: LPIPS columns, plot, BD axis and equal-quality table, consistent with the rows; DISTS
     and MS-SSIM not measured; one DISTS point through measure()."""
     from latentarc.codec.images import read_image
-    from latentarc.jobs.bench import centre_crop
+    from latentarc.jobs.bench_inputs import centre_crop
     from latentarc.jobs.cli import main
     from latentarc.jobs.rd_bench import _bd_entry, build_codec, measure
     from latentarc.jobs.rd_perceptual import LEVELS

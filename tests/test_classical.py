@@ -13,7 +13,7 @@ from PIL import Image
 
 from latentarc.codec import bitstream
 from latentarc.codec.api import codec_for_stream as api_codec_for_stream
-from latentarc.codec.base import ImageCodec
+from latentarc.codec.base import Codec
 from latentarc.codec.classical import PassthroughCodec, decoded_planes
 from latentarc.codec.codecs import AutoCodec, codec_for_stream, get_codec
 from latentarc.codec.errors import (
@@ -68,7 +68,7 @@ KINDS = ("RGB", "RGBA", "L", "I;16")
 def test_round_trip_every_input_kind(name, kind):
     pic = _pictures()[kind]
     codec = get_codec(name)
-    assert isinstance(codec, ImageCodec) and codec.name == name
+    assert isinstance(codec, Codec) and codec.name == name
     res = codec.encode(pic, quality=85)
     s = bitstream.parse(res.data)
     assert (s.codec, s.width, s.height, s.mode, s.model_fingerprint) == (name, 64, 64, pic.mode, bytes(8))
@@ -246,6 +246,7 @@ def test_auto_ms_ssim_floor():
 
 @pytest.mark.usefixtures("ray_cluster")
 def test_auto_in_compress_and_restore(tmp_path):
+    from latentarc.codec.spec import CodecSpec
     from latentarc.pipeline.compress import CompressOptions, run_compress
     from latentarc.pipeline.restore import run_restore
     from latentarc.pipeline.table import BitstreamTable
@@ -262,7 +263,7 @@ def test_auto_in_compress_and_restore(tmp_path):
     }
     for k, v in originals.items():
         (src / k).write_bytes(v)
-    opts = CompressOptions(codec="auto", codecs="tae-f2,avif,jxl", min_psnr=45, weights=str(MODELS),
+    opts = CompressOptions(codec=CodecSpec("auto", codecs="tae-f2,avif,jxl", weights=str(MODELS)), min_psnr=45,
                            batch_size=2, workers=1)
     report = run_compress(str(src), str(tmp_path / "table"), opts)
     assert report["rows"] == 3 and report["errors"] == 0

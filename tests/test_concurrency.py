@@ -18,7 +18,7 @@ from latentarc.pipeline.schema import TABLE_SCHEMA, rows_to_table
 from latentarc.pipeline.storage import list_source, open_fs, write_bytes_exclusive
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import MODELS, photo_png
+from .conftest import photo_png
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
@@ -179,7 +179,7 @@ def test_two_compress_runs_at_once(tmp_path, where, overlap):
     reports, failures = {}, []
 
     def run(name: str, src: str):
-        opts = CompressOptions(codec="jxl", quality=80, workers=1, ms_ssim=False, weights=str(MODELS),
+        opts = CompressOptions(codec="jxl", quality=80, workers=1, ms_ssim=False,
                                before_commit=barrier.wait)
         try:
             reports[name] = run_compress(src, uri, opts, source_options=src_opts, table_options=options)

@@ -13,7 +13,9 @@ import torch
 from latentarc.codec import context_model as cm
 from latentarc.codec import laplace_tables as lt
 from latentarc.codec.errors import CorruptStream, UnsupportedVersion
+from latentarc.codec.latent_coding import coder
 from latentarc.codec.quantize import centred, choose_params, quantize
+from latentarc.codec.weights import WEIGHTS_DIR
 
 from .conftest import MODELS, PHOTOS, photo_crop
 
@@ -52,7 +54,7 @@ def test_integer_log_of_steps():
 
 @pytest.fixture(scope="module")
 def shipped():
-    return cm.by_id(2)
+    return coder("tae-f2-ctx").model
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +279,7 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
     assert main(["bench-entropy", *common, "--json", str(tmp_path / "a.json")]) == 0
     assert "ideal-law bound" in capsys.readouterr().out
     got = json.loads((tmp_path / "a.json").read_text())
-    folder = cm._SHIPPED[2]
+    folder = WEIGHTS_DIR / "tae-f2-ctx"
     assert main(["bench-entropy", *common, "--model", str(folder), "--json", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["qualities"] == got["qualities"]
 
@@ -286,7 +288,7 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
     codec = load_codec(device="cpu")
     paths = sorted(p for p in PHOTOS.iterdir() if p.suffix == ".png")[:3]
     latents = encode_latents(paths, codec.model, 160, tmp_path / "cache", probes=codec.probes)
-    model = cm.by_id(2)
+    model = coder("tae-f2-ctx").model
     for q in (20, 60):
         ctx = pc = px = 0.0
         for z, sens in latents.values():

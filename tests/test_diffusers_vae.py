@@ -12,7 +12,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from latentarc.codec.diffusers_vae import DiffusersAutoencoder  # noqa: E402
 from latentarc.codec.errors import ModelError, WeightsNotFound  # noqa: E402
-from latentarc.codec.registry import load_model  # noqa: E402
+from latentarc.codec.models import load_model  # noqa: E402
 
 KL_SCALE, KL_SHIFT = 0.5, 0.1
 TINY_SCALE = 2.0

@@ -243,13 +243,13 @@ def test_lossless_takes_no_knobs_and_auto_considers_jpeg_exact():
     pic = read_image(_jpegs()["baseline"])
     with pytest.raises(ValueError):
         LosslessCodec().encode(pic, quality=90)
-    auto = get_codec("auto", codecs="jxl", min_psnr=30)
-    res = auto.encode(pic)
+    auto = get_codec("auto", codecs="jxl")
+    res = auto.encode(pic, min_psnr=30)
     a = res.params["auto"]
     assert isinstance(a["candidates"]["jpeg-exact"], int) and a["candidates"]["jpeg-exact"] < len(_jpegs()["baseline"])
     # at a floor the JPEG's own pixels meet, the smallest of jxl, the original and its transcode wins
     assert len(res.data) == min(v for v in a["candidates"].values() if isinstance(v, int))
-    high = get_codec("auto", codecs="jxl", min_psnr=60).encode(pic)  # only lossless JXL or the file meet 60 dB
+    high = get_codec("auto", codecs="jxl").encode(pic, min_psnr=60)  # only lossless JXL or the file meet 60 dB
     assert high.params["auto"]["chosen"] == "jpeg-exact" and guarantee.of(high.params) == guarantee.BYTES_EXACT
     assert auto.decode(high.data).original == _jpegs()["baseline"]
 

@@ -18,7 +18,7 @@ from latentarc.pipeline.restore import run_restore
 from latentarc.pipeline.storage import S3_RETRIES, open_fs
 from latentarc.pipeline.table import BitstreamTable
 
-from .conftest import MODELS, photo_png
+from .conftest import photo_png
 from .faulty_s3 import FaultyS3
 
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
@@ -86,7 +86,7 @@ def test_compress_and_restore_through_a_flaky_store(bucket, s3, flaky, tmp_path)
     for key, data in sources.items():
         direct.pipe_file(f"{direct._strip_protocol(src)}/{key}", data)
     table_uri = f"{bucket}/archive"
-    opts = CompressOptions(codec="jxl", quality=80, workers=1, ms_ssim=False, weights=str(MODELS), rows_per_part=2)
+    opts = CompressOptions(codec="jxl", quality=80, workers=1, ms_ssim=False, rows_per_part=2)
 
     report = run_compress(src, table_uri, opts, source_options=options, table_options=options)
     restored = run_restore(table_uri, str(tmp_path / "out"), table_options=options, workers=1)

@@ -94,6 +94,7 @@ def test_rd_bench_html_renders(tmp_path):
 
 def test_report_html_renders(tmp_path, ray_cluster):
     from latentarc.jobs.cli import main
+    from latentarc.codec.spec import CodecSpec
     from latentarc.pipeline.compress import CompressOptions, run_compress
 
     src = tmp_path / "src"
@@ -101,7 +102,7 @@ def test_report_html_renders(tmp_path, ray_cluster):
         (src / key).parent.mkdir(parents=True, exist_ok=True)
         (src / key).write_bytes(photo_png(i, 64, 56))
     table = tmp_path / "table"
-    rep = run_compress(str(src), str(table), CompressOptions(weights=str(MODELS), quality=60, batch_size=2, workers=1))
+    rep = run_compress(str(src), str(table), CompressOptions(CodecSpec(weights=str(MODELS)), quality=60, batch_size=2, workers=1))
     assert rep["rows"] == 2
     page = tmp_path / "report.html"
     assert main(["report", str(table), "--html", str(page)]) == 0

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from latentarc.codec import registry
+from latentarc.codec import models
 from latentarc.codec.errors import UnknownModel, WeightsChecksumMismatch, WeightsNotFound
 from latentarc.codec.metrics import psnr
 from latentarc.codec.weights import WeightFile, resolve
@@ -55,7 +55,7 @@ def test_tiled_equals_untiled(codec):
 
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(UnknownModel, match="tae-f2"):
-        registry.load_model("no-such-model")
+        models.load_model("no-such-model")
 
 
 def _spec(path):

@@ -223,6 +223,7 @@ def test_compress_rows_carry_lpips_and_old_tables_read(tmp_path):
     before the columns existed still reads (nulls)."""
     import pyarrow.parquet as pq
 
+    from latentarc.codec.spec import CodecSpec
     from latentarc.pipeline.compress import CompressOptions, run_compress
     from latentarc.pipeline.report import build_report, format_report
     from latentarc.pipeline.table import BitstreamTable
@@ -231,7 +232,7 @@ def test_compress_rows_carry_lpips_and_old_tables_read(tmp_path):
     src.mkdir()
     for i in (10, 20):
         Image.fromarray(_crop(i, 96)).save(src / f"p{i}.png")
-    opts = CompressOptions(codec="auto", codecs="avif,jxl", max_lpips=0.08, batch_size=2, workers=1)
+    opts = CompressOptions(codec=CodecSpec("auto", codecs="avif,jxl"), max_lpips=0.08, batch_size=2, workers=1)
     report = run_compress(str(src), str(tmp_path / "table"), opts)
     assert report["rows"] == 2 and report["errors"] == 0
     table = BitstreamTable(str(tmp_path / "table"))

@@ -12,6 +12,7 @@ from PIL import Image
 
 from latentarc.codec.metrics import psnr
 from latentarc.jobs.cli import main
+from latentarc.codec.spec import CodecSpec
 from latentarc.pipeline.compress import CompressOptions, run_compress, watch
 from latentarc.pipeline.restore import run_restore
 from latentarc.pipeline.schema import TABLE_SCHEMA
@@ -22,8 +23,9 @@ from .conftest import MODELS, photo_png
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
-def _opts(**kw) -> CompressOptions:
-    return CompressOptions(weights=str(MODELS), quality=60, batch_size=2, workers=2, **kw)
+def _opts(verify_refine: bool = False, latent_search: int = 0, **kw) -> CompressOptions:
+    spec = CodecSpec(weights=str(MODELS), verify_refine=verify_refine, latent_search=latent_search)
+    return CompressOptions(spec, quality=60, batch_size=2, workers=2, **kw)
 
 
 @pytest.fixture

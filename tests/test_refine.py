@@ -149,7 +149,7 @@ def test_channel_mismatch_and_unknown_names(refiner, tmp_path):
 @pytest.fixture(scope="module")
 def vae_codec(tmp_path_factory):
     from latentarc.codec.neural import NeuralCodec
-    from latentarc.codec.registry import load_model
+    from latentarc.codec.models import load_model
 
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(

@@ -7,7 +7,6 @@ committed rows must decode.
 from __future__ import annotations
 
 import io
-import os
 import signal
 import struct
 import subprocess
@@ -20,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from latentarc.codec.spec import CodecSpec
 from latentarc.pipeline.compress import CompressOptions, run_compress
 from latentarc.pipeline.faults import FaultPlan
 from latentarc.pipeline.restore import run_restore
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models
 
 def _opts(**kw) -> CompressOptions:
     kw.setdefault("batch_size", 1)
-    return CompressOptions(weights=str(MODELS), quality=50, workers=2, ms_ssim=False, **kw)
+    return CompressOptions(CodecSpec(weights=str(MODELS)), quality=50, workers=2, ms_ssim=False, **kw)
 
 
 def _photo_folder(folder: Path, n: int, size=(128, 96)) -> list[str]:

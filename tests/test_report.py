@@ -8,6 +8,7 @@ import math
 import pytest
 
 from latentarc.jobs.cli import main
+from latentarc.codec.spec import CodecSpec
 from latentarc.pipeline.compress import CompressOptions, run_compress
 from latentarc.pipeline.report import build_report, prefix_of
 from latentarc.pipeline.savings import GIB
@@ -28,8 +29,8 @@ def table_dir(tmp_path_factory, ray_cluster):
         (src1 / key).write_bytes(photo_png(i, 72, 64))
     (src2).mkdir()
     (src2 / "root.png").write_bytes(photo_png(3, 72, 64))
-    opts = dict(weights=str(MODELS), quality=60, batch_size=2, workers=1)
-    r1 = run_compress(str(src1), str(table), CompressOptions(**opts))
+    opts = dict(quality=60, batch_size=2, workers=1)
+    r1 = run_compress(str(src1), str(table), CompressOptions(CodecSpec(weights=str(MODELS)), **opts))
     r2 = run_compress(str(src2), str(table), CompressOptions(codec="avif", **opts))
     assert r1["rows"] == 3 and r2["rows"] == 1 and r1["errors"] == r2["errors"] == 0
     return root, table

@@ -29,7 +29,9 @@ from PIL import Image
 
 from latentarc.codec import bitstream
 from latentarc.codec.errors import ModelError
-from latentarc.codec.registry import ModelSpec, _build_tae, load_model, register, spec
+from latentarc.codec.models import MODELS as MODEL_SPECS
+from latentarc.codec.models import ModelSpec, load_model, spec
+from latentarc.codec.tae import build_tae
 from latentarc.codec.weights import WeightFile, sha256_file
 from latentarc.pipeline.errors import UnsafeKey
 from latentarc.pipeline.schema import TABLE_SCHEMA
@@ -83,12 +85,12 @@ def test_pinned_but_malicious_pth_is_refused_without_running_code(tmp_path, form
     path = _malicious_files(tmp_path / "w", marker)[form]
     digest = sha256_file(path)
     name = f"test-malicious-{form}-{uuid.uuid4().hex[:8]}"
-    register(ModelSpec(
+    MODEL_SPECS.add(name, ModelSpec(
         name=name,
         description="test only: a pinned weight file whose unpickling would run a command",
         weights={"encoder": WeightFile(path.name, "http://127.0.0.1:9/never", digest),
                  "decoder": WeightFile(path.name, "http://127.0.0.1:9/never", digest)},
-        build=_build_tae,
+        build=build_tae,
         options={"latent_channels": 32, "groupnorm_deep": True},
     ))
     try:
@@ -98,9 +100,7 @@ def test_pinned_but_malicious_pth_is_refused_without_running_code(tmp_path, form
         assert isinstance(e.value, ModelError), repr(e.value)  # typed, one line in the CLI
         assert not marker.exists(), "unpickling the weight file ran code"
     finally:
-        from latentarc.codec import registry
-
-        registry._REGISTRY.pop(name, None)
+        MODEL_SPECS.remove(name)
 
 
 def test_tampered_weight_is_refused_before_it_is_opened(tmp_path):
@@ -187,6 +187,7 @@ def _ray_logs_dir() -> Path | None:
 def test_credentials_never_leak_from_a_compress_run(s3, bucket, capfd):
     """A real compress job (S3 source and table, one broken input) with a distinctive secret in the storage
     options: the secret is in no output, log, report, commit record, Parquet file (data or errors) or error."""
+    from latentarc.codec.spec import CodecSpec
     from latentarc.pipeline.compress import CompressOptions, run_compress
 
     logged = io.StringIO()  # pytest's log capture is off (see pyproject): catch latentarc's own records
@@ -203,7 +204,7 @@ def test_credentials_never_leak_from_a_compress_run(s3, bucket, capfd):
     fs.pipe(f"{src}/broken/notes.png", b"not a png at all")
     report = run_compress(
         src, table_uri,
-        CompressOptions(weights=str(MODELS), quality=60, batch_size=2, workers=1, ms_ssim=False),
+        CompressOptions(CodecSpec(weights=str(MODELS)), quality=60, batch_size=2, workers=1, ms_ssim=False),
         source_options=opts, table_options=opts,
     )
     # the secret really was in use: everything was read from and written to S3 with it

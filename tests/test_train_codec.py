@@ -21,7 +21,7 @@ def _cfg(out, steps: int) -> tc.TrainConfig:
 
 def test_train_resume_and_decode_with_the_stock_decoder(tmp_path):
     from latentarc.codec.api import codec_for_stream, load_codec
-    from latentarc.codec.registry import load_model
+    from latentarc.codec.models import load_model
 
     out = tmp_path / "run"
     first = tc.train(_cfg(out, 3))

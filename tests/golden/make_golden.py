@@ -10,7 +10,6 @@ noise, 96×64 RGB, plus a small baseline JPEG for the exact tier.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
 import subprocess
