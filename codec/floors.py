@@ -14,11 +14,13 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .metrics import DISTS_WEIGHTS, LPIPS_WEIGHTS, dists, lpips, ms_ssim, psnr
+from .metrics import METRIC_ORDER, METRICS, measure
 from .weights import resolve
 
 #: what a stream that restores the original exactly scores (passthrough, jpeg-exact, lossless)
-EXACT_SCORES = {"psnr": float("inf"), "ms_ssim": 1.0, "lpips": 0.0, "dists": 0.0}
+EXACT_SCORES = {n: METRICS.get(n).exact for n in METRIC_ORDER}
+#: floor field → the metric it bounds
+_FLOORED = {"min_psnr": "psnr", "min_ms_ssim": "ms_ssim", "max_lpips": "lpips", "max_dists": "dists"}
 
 
 @dataclass(frozen=True)
@@ -40,31 +42,28 @@ class Floors:
         """The given floors, as recorded in ``EncodeResult.params``."""
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def _given(self) -> dict[str, float]:
+        """metric name → its floor, for the floors given."""
+        return {metric: v for f, metric in _FLOORED.items() if (v := getattr(self, f)) is not None}
+
     def scores(self, reference: np.ndarray, planes: np.ndarray) -> dict:
         """PSNR, plus each metric that has a floor (others are left out, not measured)."""
-        out = {"psnr": psnr(reference, planes)}
-        for floor, name, fn in ((self.min_ms_ssim, "ms_ssim", ms_ssim), (self.max_lpips, "lpips", lpips),
-                                (self.max_dists, "dists", dists)):
-            if floor is not None:
-                out[name] = fn(reference, planes)
-        return out
+        return measure(reference, planes, {"psnr", *self._given()})
 
     def met(self, scores: dict) -> bool:
-        def at_least(name, floor):
-            return floor is None or (scores.get(name) is not None and scores[name] >= floor)
-
-        def at_most(name, ceiling):
-            return ceiling is None or (scores.get(name) is not None and scores[name] <= ceiling)
-
-        return (at_least("psnr", self.min_psnr) and at_least("ms_ssim", self.min_ms_ssim)
-                and at_most("lpips", self.max_lpips) and at_most("dists", self.max_dists))
+        """Every floor holds; a figure that could not be measured (None) never does."""
+        for name, bound in self._given().items():
+            got = scores.get(name)
+            if got is None or (got < bound if METRICS.get(name).higher_is_better else got > bound):
+                return False
+        return True
 
     def check_weights(self) -> None:
-        """Resolve and hash-check the weights of each floored perceptual metric without loading them, so a job
-        fails before its first image (``WeightsNotFound`` / ``WeightsChecksumMismatch``)."""
-        for ceiling, weights in ((self.max_lpips, LPIPS_WEIGHTS), (self.max_dists, DISTS_WEIGHTS)):
-            if ceiling is not None:
-                resolve(weights)
+        """Resolve and hash-check the weights of each floored metric without loading them, so a job fails before
+        its first image (``WeightsNotFound`` / ``WeightsChecksumMismatch``)."""
+        for name in self._given():
+            if METRICS.get(name).weights is not None:
+                resolve(METRICS.get(name).weights)
 
     def describe(self) -> str:
         parts = [f"PSNR ≥ {self.min_psnr:.2f} dB" if self.min_psnr is not None else None,

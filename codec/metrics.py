@@ -1,9 +1,12 @@
-"""Quality metrics on restored pixels, in the original's bit depth (peak 255 or 65535)."""
+"""Quality metrics on restored pixels, in the original's bit depth (peak 255 or 65535), and the registry
+:data:`METRICS` that floors and benches measure through (name → :class:`Metric`)."""
 
 from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
@@ -74,6 +77,7 @@ def sharpness_ratio(reference: np.ndarray, test: np.ndarray) -> float | None:
 # L2 pooling: 211 px), so core features equal the untiled ones. LPIPS is a spatial mean per tap and DISTS needs
 # only per-channel sums (Σx, Σy, Σx², Σy², Σxy) per stage, so summing cores over the tiles (in float64) gives the
 # untiled value up to float rounding (~1e-6), deterministically, for any tile size.
+from .registry import Registry  # noqa: E402
 from .weights import WeightFile, resolve  # noqa: E402
 
 _PERCEPTUAL_URL = "https://github.com/latentarc/latentarc/releases/download/weights-v1/"
@@ -295,3 +299,40 @@ def dists(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device
     alpha, beta = w["dists.alpha"].flatten().double(), w["dists.beta"].flatten().double()
     total = alpha.sum() + beta.sum()
     return float(1 - ((alpha * torch.cat(s1)).sum() + (beta * torch.cat(s2)).sum()) / total)
+
+
+
+# --- registry -------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Metric:
+    """One quality figure: how to compute it, which way is better, what an exact restore scores, and the weight
+    file it needs (checked before a job starts)."""
+
+    name: str
+    label: str
+    score: Callable[..., float | None]  # (reference, test) -> figure, or None where it cannot be measured
+    higher_is_better: bool
+    exact: float  # the figure of a restore identical to the original
+    weights: "WeightFile | None" = None
+    uses_device: bool = False  # takes ``device=`` (the perceptual networks)
+
+    def __call__(self, reference: np.ndarray, test: np.ndarray, *, device=None) -> float | None:
+        if self.uses_device:
+            return self.score(reference, test, device=device)
+        return self.score(reference, test)
+
+
+METRICS: Registry[Metric] = Registry("metric", error=ValueError)
+for _m in (Metric("psnr", "PSNR", psnr, True, math.inf),
+           Metric("ms_ssim", "MS-SSIM", ms_ssim, True, 1.0),
+           Metric("lpips", "LPIPS", lpips, False, 0.0, LPIPS_WEIGHTS, True),
+           Metric("dists", "DISTS", dists, False, 0.0, DISTS_WEIGHTS, True)):
+    METRICS.add(_m.name, _m)
+#: the order every table lists them in
+METRIC_ORDER = ("psnr", "ms_ssim", "lpips", "dists")
+
+
+def measure(reference: np.ndarray, test: np.ndarray, names, *, device=None) -> dict[str, float | None]:
+    """``{name: figure}`` for each metric named (registry names), in :data:`METRIC_ORDER`."""
+    wanted = set(names)
+    return {n: METRICS.get(n)(reference, test, device=device) for n in METRIC_ORDER if n in wanted}

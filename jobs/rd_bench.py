@@ -151,7 +151,7 @@ def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, 
     ``metrics``: which of MS-SSIM, LPIPS and DISTS to measure (the others are None; PSNR always), LPIPS and DISTS
     on ``device``; their time (``metrics_s``) is outside the codec's timings."""
     from latentarc.codec.classical import decoded_planes
-    from latentarc.codec.metrics import dists, lpips, ms_ssim, psnr
+    from latentarc.codec.metrics import measure as scores_of
 
     shared = {} if analysis is None else {"analysis": analysis}
     c0, t0 = time.process_time() - analysis_cpu_s, time.perf_counter() - analysis_s
@@ -162,10 +162,7 @@ def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, 
     ref, test = pic.reference(), decoded_planes(dec, pic.mode)
     mp = pic.width * pic.height / 1e6
     t3 = time.perf_counter()
-    scores = {"psnr": psnr(ref, test),
-              "ms_ssim": ms_ssim(ref, test) if "ms_ssim" in metrics else None,
-              "lpips": lpips(ref, test, device=device) if "lpips" in metrics else None,
-              "dists": dists(ref, test, device=device) if "dists" in metrics else None}
+    scores = {m: None for m in METRICS} | scores_of(ref, test, {"psnr", *metrics}, device=device)
     return {
         "quality": quality,
         "bytes": len(res.data),

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import math
 
+from latentarc.codec.metrics import METRIC_ORDER
+from latentarc.codec.metrics import METRICS as REGISTRY
+
 #: every metric the RD benchmark can measure; PSNR is always measured (cheap, and every table is built on it)
-METRICS = ("psnr", "ms_ssim", "lpips", "dists")
-PERCEPTUAL = ("lpips", "dists")
+METRICS = METRIC_ORDER
+PERCEPTUAL = tuple(m for m in METRIC_ORDER if REGISTRY.get(m).weights is not None)
 #: the fixed levels of the bpp-at-equal-quality table
 LEVELS = {"lpips": (0.10, 0.15, 0.25), "dists": (0.10, 0.15, 0.20)}
-LABELS = {"psnr": "PSNR", "ms_ssim": "MS-SSIM", "lpips": "LPIPS", "dists": "DISTS"}
+LABELS = {m: REGISTRY.get(m).label for m in METRIC_ORDER}
 _ZERO = 1e-6  # a distance of 0 (identical pixels) counts as this on the dB axis, so interpolation stays finite
 
 

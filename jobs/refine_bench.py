@@ -89,10 +89,7 @@ def measure_decode(codec, data: bytes, pic, cfg, refiner, metrics: tuple[str, ..
         "mode": cfg.mode,
         "steps": cfg.steps if cfg.active else 0,
         "refinement": dec.refinement,
-        "psnr": M.psnr(ref, test),
-        "ms_ssim": M.ms_ssim(ref, test) if "ms_ssim" in metrics else None,
-        "lpips": M.lpips(ref, test) if "lpips" in metrics else None,
-        "dists": M.dists(ref, test) if "dists" in metrics else None,
+        **({m: None for m in M.METRIC_ORDER} | M.measure(ref, test, {"psnr", *metrics})),
         "sharpness": M.sharpness_ratio(ref, test),
         "decode_s": dt,
     }
