@@ -85,7 +85,8 @@ class NeuralCodec(Codec):
 
         return cls(load_model(spec.name, weights=spec.weights, device=spec.device or default_device()),
                    adaptive=not spec.global_step, entropy_model=spec.entropy_model, rdoq=spec.rdoq,
-                   verify_refine=spec.verify_refine, refiner=spec.refiner, latent_search=spec.latent_search)
+                   verify_refine=spec.verify_refine, refiner=spec.refiner, latent_search=spec.latent_search,
+                   probes=spec.probes)
 
     def __init__(
         self,
@@ -121,6 +122,8 @@ class NeuralCodec(Codec):
         self.name = model.name
         self.adaptive = adaptive
         self.sensitivity_crop = sensitivity_crop
+        if probes < 1:
+            raise ValueError("probes must be ≥ 1")
         self.probes = probes
         self.max_pixels = max_pixels
         # tiny images are edge-padded to at least this many pixels per side: a lone 8x8 block gives the

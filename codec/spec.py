@@ -33,6 +33,8 @@ class CodecSpec:
     rdoq: float | None = None
     #: iterations of the encoder-side latent search (``codec.latent_search``; 0: off)
     latent_search: int = 0
+    #: Hutchinson probes (decoder backward passes) per channel-sensitivity estimate (``quantize.decoder_sensitivity``)
+    probes: int = 2
     #: check faithful refinement against each original at encode, and record the verdict in the stream
     verify_refine: bool = False
     #: the refiner that check uses (a ``codec.refine.REFINERS`` name or a train-refiner folder; None: the codec's)

@@ -84,6 +84,9 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="decode each neural stream with and without faithful refinement, measure both against the "
                         "original, and record in the stream which K helps (or that none does): decode --refine "
                         "faithful then follows it. Costs three extra decodes per image at encode, 9 bytes per stream")
+    p.add_argument("--probes", type=int, default=2, metavar="N",
+                   help="neural codecs: decoder backward passes per channel-sensitivity estimate (default 2; 1 "
+                        "halves that part of the encode, at a noisier step allocation)")
     p.add_argument("--global-step", action="store_true",
                    help="neural codecs: one quantization step for all channels (the baseline), not per channel")
     p.add_argument("--latent-search", type=int, default=0, metavar="N",

@@ -146,3 +146,22 @@ def test_codec_spec_is_a_plain_value_read_from_the_command_line():
     assert spec.member("avif") == CodecSpec("avif", weights="/w", entropy_model="tae-f2-ctx", rdoq=0.5,
                                             latent_search=3, global_step=True, verify_refine=True)
     assert CodecSpec.from_args(argparse.Namespace(unrelated=1)) == CodecSpec()
+
+
+@pytest.mark.shared("models")
+def test_an_option_travels_from_the_command_line_to_the_codec(tmp_path):
+    """``--probes`` (a CodecSpec field read by the neural codec) reaches the codec, and its streams decode."""
+    from latentarc.codec.api import codec_for_stream
+    from latentarc.jobs.cli import _codec_spec, build_parser, main
+
+    from .conftest import photo_png
+
+    src, out = tmp_path / "a.png", tmp_path / "a.larc"
+    src.write_bytes(photo_png(0, 96, 64))
+    args = ["encode", str(src), str(out), "--probes", "1", "--quality", "50", "--device", "cpu"]
+    assert codecs.build(_codec_spec(build_parser().parse_args(args))).probes == 1
+    assert main(args) == 0
+    data = out.read_bytes()
+    assert codec_for_stream(data, device="cpu").decode(data).image.size == (96, 64)
+    with pytest.raises(ValueError, match="probes"):
+        codecs.build(CodecSpec(probes=0, device="cpu"))
