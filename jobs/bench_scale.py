@@ -31,7 +31,7 @@ def synthesise(root: Path, n: int, rows_per_part: int, commits: int) -> None:
     """``root/src``: n empty files in folders of 1,000; ``root/table``: n rows over ``commits`` commits."""
     import pyarrow as pa
 
-    from latentarc.pipeline.schema import TABLE_SCHEMA
+    from latentarc.pipeline.table.schema import TABLE_SCHEMA
     from latentarc.pipeline.table import BitstreamTable
 
     src = root / "src"
@@ -94,7 +94,7 @@ def _phase(name: str, root: Path, n: int) -> dict:
     elif name in ("commit", "commit_replan"):
         import pyarrow as pa
 
-        from latentarc.pipeline.schema import TABLE_SCHEMA
+        from latentarc.pipeline.table.schema import TABLE_SCHEMA
 
         run = table.new_run_id()
         replan = name == "commit_replan"

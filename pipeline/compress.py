@@ -113,7 +113,7 @@ def run_compress(
     from latentarc.codec.images import DEFAULT_MAX_PIXELS
 
     from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
-    from .schema import ERRORS_SCHEMA, rows_to_table
+    from .table.schema import ERRORS_SCHEMA, rows_to_table
     from .sink import ArchiveSink
     from .stages import EncodeActor, read_and_decode
     from .storage import list_source
@@ -176,7 +176,7 @@ def run_compress(
                 for o in missing]
         path = table.write_part(run_id, "errors", rows_to_table(lost, ERRORS_SCHEMA))
         parts.append({"data_files": [], "error_files": [path], "keys": [], "error_keys": [o.key for o in missing],
-                      "stats": {"source_bytes": 0, "payload_bytes": 0, "pixels": 0, "bpp": [], "psnr": [], "codecs": []}})
+                      "stats": {"original_bytes": 0, "payload_bytes": 0, "pixels": 0, "bpp": [], "psnr": [], "codecs": []}})
 
     data_files = [f for p in parts for f in p["data_files"]]
     error_files = [f for p in parts for f in p["error_files"]]
@@ -186,7 +186,7 @@ def run_compress(
         opts.before_commit()
     stored = table.stored_bytes(data_files + error_files)
     report = build_report(run_id=run_id, source=src, table=table_uri, listed=len(listing), skipped=skipped,
-                          parts=parts, errors=n_errors, bytes_stored=stored, seconds=time.perf_counter() - t0,
+                          parts=parts, errors=n_errors, stored_bytes=stored, seconds=time.perf_counter() - t0,
                           price_per_gb_month=opts.price_per_gb_month,
                           price_per_cpu_hour=opts.price_per_cpu_hour, price_per_gpu_hour=opts.price_per_gpu_hour,
                           extra={"codec": opts.codec.name, "knobs": {k: v for k, v in

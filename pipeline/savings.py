@@ -1,7 +1,8 @@
 """What a run saved: bytes in and out, ratio, quality, throughput and dollars per month.
 
-``bytes_stored`` counts the files the run really put on storage (Parquet parts, error parts, commit record),
-not just payload bytes, so the ratio is what the bill will show. ``tiers`` splits rows, bytes in and payload
+The vocabulary is the ``report`` verb's: ``original_bytes`` (the sources), ``payload_bytes`` (the streams),
+``stored_bytes`` (the files the run really put on storage: Parquet parts, error parts, commit record — not just
+payload bytes, so the ratio is what the bill will show). ``per_guarantee`` splits rows, original and payload
 bytes by guarantee (``codec.guarantee``); ``exact_saved_bytes`` is what the bytes-exact and pixels-exact rows
 saved in payload — the saving that changed nothing. Money is computed per GiB-month at
 ``price_per_gb_month`` (S3 Standard list price by default).
@@ -31,8 +32,8 @@ EXACT_TIERS = ("bytes-exact", "pixels-exact")
 def _tiers(parts: list[dict]) -> dict:
     out: dict[str, dict] = {}
     for p in parts:
-        for name, t in p["stats"].get("tiers", {}).items():  # error-only parts carry no tiers
-            acc = out.setdefault(name, {"rows": 0, "source_bytes": 0, "payload_bytes": 0})
+        for name, t in p["stats"].get("per_guarantee", {}).items():  # error-only parts carry no tiers
+            acc = out.setdefault(name, {"rows": 0, "original_bytes": 0, "payload_bytes": 0})
             for k in acc:
                 acc[k] += t[k]
     return out
@@ -101,16 +102,16 @@ def cost_lines(r: dict) -> list[str]:
     return lines
 
 
-def _per_codec(parts: list[dict], bytes_stored: int, payload_total: int, price_per_gb_month: float,
+def _per_codec(parts: list[dict], stored_bytes: int, payload_total: int, price_per_gb_month: float,
                prices: dict) -> dict:
     """Per codec of the run, in the report's vocabulary (``report._group``): stored bytes apportioned by payload
     share, the monthly saving, compute cost and payback."""
     acc: dict[str, dict] = {}
     for p in parts:
         for name, c in p["stats"].get("per_codec", {}).items():  # error-only parts carry none
-            a = acc.setdefault(name, {"rows": 0, "source_bytes": 0, "payload_bytes": 0, "compute_rows": 0,
+            a = acc.setdefault(name, {"rows": 0, "original_bytes": 0, "payload_bytes": 0, "compute_rows": 0,
                                       "compute_s": None, "gpu_s": None})
-            for k in ("rows", "source_bytes", "payload_bytes", "compute_rows"):
+            for k in ("rows", "original_bytes", "payload_bytes", "compute_rows"):
                 a[k] += c[k]
             for k in ("compute_s", "gpu_s"):
                 if c.get(k) is not None:
@@ -118,9 +119,9 @@ def _per_codec(parts: list[dict], bytes_stored: int, payload_total: int, price_p
     out = {}
     for name in sorted(acc):
         a = acc[name]
-        est = bytes_stored * a["payload_bytes"] / payload_total if payload_total else 0.0
-        saved = max(0.0, a["source_bytes"] - est) / GIB * price_per_gb_month
-        out[name] = {"rows": a["rows"], "original_bytes": a["source_bytes"], "payload_bytes": a["payload_bytes"],
+        est = stored_bytes * a["payload_bytes"] / payload_total if payload_total else 0.0
+        saved = max(0.0, a["original_bytes"] - est) / GIB * price_per_gb_month
+        out[name] = {"rows": a["rows"], "original_bytes": a["original_bytes"], "payload_bytes": a["payload_bytes"],
                      "stored_bytes_est": est, "usd_per_month_saved": saved,
                      **compute_cost(compute_s=a["compute_s"], gpu_s=a["gpu_s"], compute_rows=a["compute_rows"],
                                     rows=a["rows"], usd_per_month_saved=saved, **prices)}
@@ -150,7 +151,7 @@ def build_report(
     skipped: int,
     parts: list[dict],
     errors: int,
-    bytes_stored: int,
+    stored_bytes: int,
     seconds: float,
     price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH,
     price_per_cpu_hour: float = DEFAULT_PRICE_PER_CPU_HOUR,
@@ -158,10 +159,10 @@ def build_report(
     extra: dict | None = None,
 ) -> dict:
     rows = sum(len(p["keys"]) for p in parts)
-    bytes_in = sum(p["stats"]["source_bytes"] for p in parts)
+    original = sum(p["stats"]["original_bytes"] for p in parts)
     payload = sum(p["stats"]["payload_bytes"] for p in parts)
     pixels = sum(p["stats"]["pixels"] for p in parts)
-    saved = max(0, bytes_in - bytes_stored)
+    saved = max(0, original - stored_bytes)
     prices = {"price_per_cpu_hour": price_per_cpu_hour, "price_per_gpu_hour": price_per_gpu_hour}
     report = {
         "run_id": run_id,
@@ -172,29 +173,29 @@ def build_report(
         "inputs_processed": rows + errors,
         "rows": rows,
         "errors": errors,
-        "bytes_in": bytes_in,
+        "original_bytes": original,
         "payload_bytes": payload,
-        "bytes_stored": bytes_stored,
-        "ratio": (bytes_in / bytes_stored) if bytes_stored else None,
+        "stored_bytes": stored_bytes,
+        "ratio": (original / stored_bytes) if stored_bytes else None,
         "bpp": _dist([b for p in parts for b in p["stats"]["bpp"]]),
         "psnr": _dist([q for p in parts for q in p["stats"]["psnr"]]),
         "megapixels": pixels / 1e6,
         "seconds": seconds,
         "images_per_s": (rows + errors) / seconds if seconds > 0 else None,
-        "mb_per_s": bytes_in / 1e6 / seconds if seconds > 0 else None,
+        "mb_per_s": original / 1e6 / seconds if seconds > 0 else None,
         "price_per_gb_month": price_per_gb_month,
         "usd_per_month_saved": saved / GIB * price_per_gb_month,
         **prices,
         **compute_cost(compute_s=_total(parts, "compute_s"), gpu_s=_total(parts, "gpu_s"),
                        compute_rows=sum(p["stats"].get("compute_rows", 0) for p in parts), rows=rows,
                        usd_per_month_saved=saved / GIB * price_per_gb_month, **prices),
-        "per_codec": _per_codec(parts, bytes_stored, payload, price_per_gb_month, prices),
+        "per_codec": _per_codec(parts, stored_bytes, payload, price_per_gb_month, prices),
         "codecs": sorted({c for p in parts for c in p["stats"]["codecs"]}),
-        "tiers": _tiers(parts),
+        "per_guarantee": _tiers(parts),
     }
-    exact = [t for name, t in report["tiers"].items() if name in EXACT_TIERS]
-    report["exact_saved_bytes"] = sum(t["source_bytes"] - t["payload_bytes"] for t in exact)
-    report["exact_source_bytes"] = sum(t["source_bytes"] for t in exact)
+    exact = [t for name, t in report["per_guarantee"].items() if name in EXACT_TIERS]
+    report["exact_saved_bytes"] = sum(t["original_bytes"] - t["payload_bytes"] for t in exact)
+    report["exact_original_bytes"] = sum(t["original_bytes"] for t in exact)
     report.update(extra or {})
     return report
 
@@ -212,7 +213,7 @@ def summary_lines(r: dict) -> list[str]:
     ]
     if r["rows"]:
         lines += [
-            f"  bytes:  {mb(r['bytes_in'])} in → {mb(r['bytes_stored'])} stored "
+            f"  bytes:  {mb(r['original_bytes'])} in → {mb(r['stored_bytes'])} stored "
             f"(payload {mb(r['payload_bytes'])}), ratio {r['ratio']:.1f}:1" if r["ratio"] else "",
             f"  bpp:    mean {r['bpp']['mean']:.3f} (p05 {r['bpp']['p05']:.3f}, p95 {r['bpp']['p95']:.3f})",
         ]
@@ -221,10 +222,10 @@ def summary_lines(r: dict) -> list[str]:
         lines.append(
             f"  speed:  {r['images_per_s']:.2f} images/s, {r['mb_per_s']:.2f} MB/s over {r['seconds']:.1f} s"
         )
-        if r.get("exact_source_bytes"):
-            src = r["exact_source_bytes"]
-            per = ", ".join(f"{n} {t['rows']} ({mb(t['source_bytes'])} → {mb(t['payload_bytes'])})"
-                            for n, t in r["tiers"].items() if n in EXACT_TIERS)
+        if r.get("exact_original_bytes"):
+            src = r["exact_original_bytes"]
+            per = ", ".join(f"{n} {t['rows']} ({mb(t['original_bytes'])} → {mb(t['payload_bytes'])})"
+                            for n, t in r["per_guarantee"].items() if n in EXACT_TIERS)
             lines.append(f"  exact:  saved {mb(r['exact_saved_bytes'])} ({100 * r['exact_saved_bytes'] / src:.1f}%) "
                          f"without changing a pixel: {per}")
         lines.append(

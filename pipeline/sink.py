@@ -28,7 +28,7 @@ class ArchiveSink(Datasink):
         return self.rows_per_part
 
     def write(self, blocks, ctx) -> dict:
-        from .schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table
+        from .table.schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table
         from .table import BitstreamTable
 
         table = BitstreamTable(self.table_uri, self.storage_options)

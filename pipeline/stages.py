@@ -206,13 +206,13 @@ class EncodeActor:
 def part_stats(rows: list[dict]) -> dict:
     """Per-part figures the driver aggregates into the savings report without re-reading the table."""
     return {
-        "source_bytes": sum(int(r["source_size"]) for r in rows),
+        "original_bytes": sum(int(r["source_size"]) for r in rows),
         "payload_bytes": sum(int(r["payload_size"]) for r in rows),
         "pixels": sum(int(r["width"]) * int(r["height"]) for r in rows),
         "bpp": [float(r["bpp"]) for r in rows],
         "psnr": [float(r["psnr"]) for r in rows if r["psnr"] is not None],
         "codecs": sorted({r["codec"] for r in rows}),
-        "tiers": tier_bytes(rows),
+        "per_guarantee": tier_bytes(rows),
         "compute_s": _sum_recorded(rows, "compute_s"),
         "gpu_s": _sum_recorded(rows, "gpu_s"),
         "compute_rows": sum(1 for r in rows if r.get("compute_s") is not None),
@@ -230,7 +230,7 @@ def codec_compute(rows: list[dict]) -> dict:
     out: dict[str, dict] = {}
     for name in sorted({r["codec"] for r in rows}):
         rs = [r for r in rows if r["codec"] == name]
-        out[name] = {"rows": len(rs), "source_bytes": sum(int(r["source_size"]) for r in rs),
+        out[name] = {"rows": len(rs), "original_bytes": sum(int(r["source_size"]) for r in rs),
                      "payload_bytes": sum(int(r["payload_size"]) for r in rs),
                      "compute_s": _sum_recorded(rs, "compute_s"), "gpu_s": _sum_recorded(rs, "gpu_s"),
                      "compute_rows": sum(1 for r in rs if r.get("compute_s") is not None)}
@@ -241,9 +241,9 @@ def tier_bytes(rows: list[dict]) -> dict:
     """Rows, source bytes and payload bytes per guarantee tier (``unrecorded`` for rows without one)."""
     out: dict[str, dict] = {}
     for r in rows:
-        t = out.setdefault(r.get("guarantee") or "unrecorded", {"rows": 0, "source_bytes": 0, "payload_bytes": 0})
+        t = out.setdefault(r.get("guarantee") or "unrecorded", {"rows": 0, "original_bytes": 0, "payload_bytes": 0})
         t["rows"] += 1
-        t["source_bytes"] += int(r["source_size"])
+        t["original_bytes"] += int(r["source_size"])
         t["payload_bytes"] += int(r["payload_size"])
     return out
 

@@ -304,7 +304,7 @@ def _list_remote_prefix(fs, root: str, exts) -> list[SourceObject]:
     return out
 
 
-def _stat_many(fs, paths: list[str]) -> dict[str, tuple[int, str | None] | None]:
+def stat_many(fs, paths: list[str]) -> dict[str, tuple[int, str | None] | None]:
     """``path -> (size, etag)`` or None when missing; concurrent HEADs on async filesystems (s3fs)."""
     result: dict[str, tuple[int, str | None] | None] = {}
     if is_local(fs):
@@ -394,7 +394,7 @@ def _list_manifest(fs, path: str, storage_options, exts) -> list[SourceObject]:
     stats: dict[tuple[str, str], tuple[int, str | None] | None] = {}
     for proto, paths in by_proto.items():
         pfs = fsspec.filesystem("file") if proto == "file" else open_fs(f"{proto}://x", storage_options)[0]
-        for p, st in _stat_many(pfs, paths).items():
+        for p, st in stat_many(pfs, paths).items():
             stats[(proto, p)] = st
     out = []
     for key, (proto, p) in zip(keys, items):

@@ -51,15 +51,17 @@ import pyarrow.parquet as pq
 
 from latentarc.codec import bitstream, guarantee
 from latentarc.codec.errors import BitstreamError, ModelError
-from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA
-from latentarc.pipeline.storage import _stat_many
+from latentarc.pipeline.storage import stat_many
 from latentarc.pipeline.table import (
     COMMITS_DIR,
     DATA_DIR,
     ERRORS_DIR,
+    ERRORS_SCHEMA,
+    TABLE_SCHEMA,
     BitstreamTable,
     commit_sort_key,
     legacy_commit_run,
+    record_problems,
 )
 
 __all__ = ["MAX_LISTED", "SUPPORTED_FORMAT_VERSIONS", "VerifyReport", "print_report", "verify_table"]
@@ -210,7 +212,7 @@ class _Verifier:
     # --- commit log -------------------------------------------------------------------------------------------
     def commit_records(self) -> list[tuple[str, dict]]:
         t, f = self.t, self.f
-        listed = t._list(COMMITS_DIR)
+        listed = t.list_files(COMMITS_DIR)
         paths = []
         for p in listed:
             name = posixpath.basename(p)
@@ -224,7 +226,7 @@ class _Verifier:
         for p in paths:
             rel = f"{COMMITS_DIR}/{posixpath.basename(p)}"
             try:
-                blob = t._cat([p])[p]
+                blob = t.read_files([p])[p]
             except Exception as e:  # noqa: BLE001
                 f.problem("commit", f"commit record cannot be read: {_short(_err(e))}", file=rel)
                 continue
@@ -234,7 +236,7 @@ class _Verifier:
                 f.problem("commit", f"commit record is not valid JSON ({e}); readers refuse the whole table",
                           file=rel)
                 continue
-            bad = self._record_problems(rec)
+            bad = record_problems(rec)
             if bad:
                 f.problem("commit", f"damaged commit record: {bad}; readers refuse the whole table", file=rel)
                 continue
@@ -248,27 +250,6 @@ class _Verifier:
             run_ids.setdefault(run_id, rel)
             records.append((rel, rec))
         return records
-
-    @staticmethod
-    def _record_problems(rec) -> str | None:
-        if not isinstance(rec, dict):
-            return "not a JSON object"
-        for fld, folder, required in (("data_files", DATA_DIR, True), ("error_files", ERRORS_DIR, False)):
-            v = rec.get(fld)
-            if v is None and not required:
-                continue
-            if not isinstance(v, list):
-                return f"{fld!r} is not a list"
-            for rel in v:
-                parts = rel.split("/") if isinstance(rel, str) else []
-                if len(parts) != 2 or parts[0] != folder or parts[1] in ("", ".", ".."):
-                    return f"{fld!r} names {rel!r}, not a file directly under {folder}/"
-        if not isinstance(rec.get("run_id"), str):
-            return "no run_id"
-        for fld in ("rows", "errors"):
-            if fld in rec and not (isinstance(rec[fld], int) and rec[fld] >= 0):
-                return f"{fld!r} is not a count"
-        return None
 
     # --- files --------------------------------------------------------------------------------------------------
     def _open(self, rel: str, want: pa.Schema):
@@ -520,7 +501,7 @@ class _Verifier:
                         f.warning("commit", f"file is named by several commit records ({records[owner[rel]][0]} "
                                             f"and {crel}); the latest owns it", file=rel)
                     owner[rel] = ci
-        stats = _stat_many(t.fs, [t.path(rel) for rel in owner]) if owner else {}
+        stats = stat_many(t.fs, [t.path(rel) for rel in owner]) if owner else {}
         present = {rel for rel in owner if stats.get(t.path(rel)) is not None}
 
         for ci, (crel, rec) in enumerate(records):
@@ -555,7 +536,7 @@ class _Verifier:
 
         referenced = set(owner)
         for folder in (DATA_DIR, ERRORS_DIR):
-            for p in t._list(folder):
+            for p in t.list_files(folder):
                 rel = f"{folder}/{posixpath.basename(p)}"
                 if rel not in referenced:
                     f.warning("orphan", "not named by any commit record: invisible to readers (left by an "

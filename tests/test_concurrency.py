@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from latentarc.pipeline.compress import CompressOptions, pending, run_compress
-from latentarc.pipeline.schema import TABLE_SCHEMA, rows_to_table
+from latentarc.pipeline.table.schema import TABLE_SCHEMA, rows_to_table
 from latentarc.pipeline.storage import list_source, open_fs, write_bytes_exclusive
 from latentarc.pipeline.table import BitstreamTable
 

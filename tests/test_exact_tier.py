@@ -304,7 +304,7 @@ def test_compress_lossless_restore_verify_report(tmp_path):
         assert r["source_sha256"] == hashlib.sha256(originals[key]).hexdigest()
         assert r["ms_ssim"] == 1.0 and r["psnr"] == float("inf")
     assert rows["jpeg/baseline.jpg"]["codec"] == "jpeg-exact" and rows["jpeg/cmyk.jpg"]["codec"] == "passthrough"
-    tiers = report["tiers"]
+    tiers = report["per_guarantee"]
     assert tiers["bytes-exact"]["rows"] == 4 and tiers["pixels-exact"]["rows"] == 2
     assert report["exact_saved_bytes"] > 0
     assert any(line.strip().startswith("exact:") for line in summary_lines(report))

@@ -56,7 +56,7 @@ def test_s3_retry_defaults_and_overrides(s3):
 def test_commit_whose_answer_was_lost_counts_once(bucket, flaky):
     """The store takes the commit record's conditional PUT but the answer is lost: the retried PUT meets the
     record it created (412), and the commit recognises it as its own instead of claiming a second number."""
-    from latentarc.pipeline.schema import TABLE_SCHEMA, rows_to_table
+    from latentarc.pipeline.table.schema import TABLE_SCHEMA, rows_to_table
 
     from .test_concurrency import _row
 

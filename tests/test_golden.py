@@ -69,3 +69,15 @@ def test_golden_table_verifies_and_restores(ray_cluster, tmp_path):
     for key, src in (("a/scene.png", "scene.png"), ("a/photo.png", "photo.jpg")):
         got = _psnr(_rgb(Image.open(GOLDEN / "src" / src)), _rgb(Image.open(out / key)))
         assert got > 20.0, (key, got)
+
+
+def test_golden_run_report_reads_in_todays_vocabulary():
+    """The golden run report was written with the old key names (bytes_in, bytes_stored, tiers)."""
+    from latentarc.pipeline.table import BitstreamTable
+
+    (rep,) = BitstreamTable(str(GOLDEN / "table")).reports()
+    originals = sum((GOLDEN / "src" / n).stat().st_size for n in ("scene.png", "photo.jpg"))
+    assert not {"bytes_in", "bytes_stored", "tiers"} & set(rep)
+    assert rep["original_bytes"] == originals and rep["stored_bytes"] > 0 and rep["rows"] == 2
+    assert rep["per_guarantee"]["lossy"] == {"rows": 2, "original_bytes": originals,
+                                             "payload_bytes": rep["payload_bytes"]}

@@ -15,7 +15,7 @@ from latentarc.jobs.cli import main
 from latentarc.codec.spec import CodecSpec
 from latentarc.pipeline.compress import CompressOptions, run_compress, watch
 from latentarc.pipeline.restore import run_restore
-from latentarc.pipeline.schema import TABLE_SCHEMA
+from latentarc.pipeline.table.schema import TABLE_SCHEMA
 from latentarc.pipeline.table import BitstreamTable
 
 from .conftest import MODELS, photo_png
@@ -62,8 +62,8 @@ def test_s3_to_s3_compress_restore_and_rerun(s3_source, bucket, s3, tmp_path):
         assert r["payload_size"] == len(r["payload"]) and r["codec"] == "tae-f2" and r["psnr"] > 18
     # the savings report is on storage and counts real stored bytes
     saved = table.reports()[-1]
-    assert saved["run_id"] == report["run_id"] and saved["bytes_stored"] > 0
-    assert saved["bytes_in"] == sum(len(v) for v in originals.values())
+    assert saved["run_id"] == report["run_id"] and saved["stored_bytes"] > 0
+    assert saved["original_bytes"] == sum(len(v) for v in originals.values())
 
     # restore everything to a local folder: pixels match what was recorded at encode time
     dst = tmp_path / "restored"

@@ -34,7 +34,7 @@ from latentarc.codec.models import ModelSpec, load_model, spec
 from latentarc.codec.tae import build_tae
 from latentarc.codec.weights import WeightFile, sha256_file
 from latentarc.pipeline.errors import UnsafeKey
-from latentarc.pipeline.schema import TABLE_SCHEMA
+from latentarc.pipeline.table.schema import TABLE_SCHEMA
 from latentarc.pipeline.storage import read_bytes, safe_join
 from latentarc.pipeline.table import BitstreamTable
 

@@ -16,7 +16,7 @@ import pytest
 
 from latentarc.codec.errors import LatentarcError
 from latentarc.pipeline.errors import PipelineError, SourceNotFound, TableError, UnsafeKey
-from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table
+from latentarc.pipeline.table.schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table
 from latentarc.pipeline.storage import (
     MISSING_SIZE,
     list_source,
@@ -338,7 +338,7 @@ def test_reports_round_trip(table):
 
 def test_data_file_layout(tmp_path, monkeypatch):
     """Payload stored plain (no compression, no dictionary), key statistics, row groups cut by bytes."""
-    import latentarc.pipeline.table as tbl
+    import latentarc.pipeline.table.store as tbl
 
     monkeypatch.setattr(tbl, "ROW_GROUP_BYTES", 3000)
     table = BitstreamTable(str(tmp_path / "t"))

@@ -23,8 +23,9 @@ FOREIGN_PROBES = {("codec/images.py", "n_frames")}  # Pillow defines n_frames on
 def _modules() -> dict[str, Path]:
     out = {}
     for folder, package in PACKAGES.items():
-        for f in sorted((REPO / folder).glob("*.py")):
-            out[package if f.stem == "__init__" else f"{package}.{f.stem}"] = f
+        for f in sorted((REPO / folder).rglob("*.py")):
+            parts = [package, *f.relative_to(REPO / folder).with_suffix("").parts]
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
     return out
 
 

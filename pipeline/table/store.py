@@ -1,104 +1,47 @@
-"""The bitstream table: Parquet files plus a commit log, on a local folder or an object store.
-
-Layout under the table root::
-
-    data/<run_id>-<part>.parquet        rows of TABLE_SCHEMA (one row per archived image)
-    _errors/<run_id>-<part>.parquet     rows of ERRORS_SCHEMA (inputs that could not be archived)
-    _commits/<seq>.json                 one record per committed run (the only thing readers trust)
-    _reports/<run_id>.json              savings report of a run
-
-Why a commit log: a run writes many part files from many workers, possibly on S3 where nothing can be renamed
-atomically. Part files are invisible until one commit record naming them is written (one PUT on S3, temp file +
-``os.replace`` locally), so a crashed run leaves only orphans (:meth:`BitstreamTable.orphans`) and never a
-half-visible table. Readers list ``_commits/`` and read exactly the files the records name.
-
-Later commits win: when a key appears in several commits (a changed source re-archived by a later run), the
-row of the latest commit is the effective one, in :meth:`~BitstreamTable.read` and
-:meth:`~BitstreamTable.index` alike. Commit records are ordered by their sequence number ``<seq>``
-(20 digits, 1, 2, 3, ...); tables written before sequence numbers have ``<UTC stamp>-<run_id>.json`` records,
-ordered by name and before every numbered one.
-
-Concurrent writers commit optimistically: a run claims ``head + 1`` by creating its record exclusively
-(:func:`~latentarc.pipeline.storage.write_bytes_exclusive`); the loser re-plans against every commit made
-since the snapshot it planned from (dropping its rows for keys those commits archived: the first committed
-row of a key stays current) and claims the next number. See docs/jobs-and-table.md, "Concurrent writers".
-
-Row groups: data files are cut into row groups of about :data:`ROW_GROUP_BYTES` (32 MiB) of payload, at most
-:data:`ROW_GROUP_MAX_ROWS` rows, rows sorted by key within a file. Restores read whole row groups, so a
-selective restore costs at most ~32 MiB per matching group, large enough for efficient ranged S3 reads and
-for Ray Data read tasks, small enough that a ``--keys`` restore does not pull whole files. ``key`` min/max
-statistics (with the sort) let ``isin`` / prefix filters skip row groups and files. Payload is stored
-without compression and without dictionary encoding (it is entropy coded already); other columns use zstd.
-"""
-
+"""The table object: write part files, commit them, read rows and errors back (the format is described in the
+package docs)."""
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import posixpath
 import random
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Iterable
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from latentarc.pipeline.errors import ConcurrentCommit, TableError
-from latentarc.pipeline.schema import ERRORS_SCHEMA, TABLE_SCHEMA, conform_table
 from latentarc.pipeline.storage import (
     _invalidate,
-    _stat_many,
     arrow_filesystem,
     is_local,
     open_fs,
+    stat_many,
     write_bytes_atomic,
     write_bytes_exclusive,
 )
+
+from .layout import (COMMITS_DIR, DATA_DIR, ERRORS_DIR, REPORTS_DIR, check_name, commit_record_path, commit_sort_key,
+                     is_direct_child, new_run_id)
+from .records import dumps, new_record, parse_record, report_in_todays_words
+from .schema import ERRORS_SCHEMA, TABLE_SCHEMA, conform_table
 
 ROW_GROUP_BYTES = 32 * 2**20
 ROW_GROUP_MAX_ROWS = 4096
 _ROW_OVERHEAD = 256  # rough bytes per row besides payload and metadata
 
-DATA_DIR = "data"
-ERRORS_DIR = "_errors"
-COMMITS_DIR = "_commits"
-REPORTS_DIR = "_reports"
-
-_STAMP_FMT = "%Y%m%dT%H%M%S%fZ"
-_COMMIT_RE = re.compile(r"^(\d{8}T\d{12}Z)-(.+)\.json$")  # legacy records: <UTC stamp>-<run_id>.json
-_SEQ_RE = re.compile(r"^(\d{20})\.json$")
-SEQ_DIGITS = 20
 #: commit attempts before :class:`ConcurrentCommit` (each lost race re-plans and tries the next number)
 COMMIT_ATTEMPTS = 16
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RANK = "_rank"
 _COMMIT = "_commit"
 
-__all__ = ["BitstreamTable", "CommitResult", "ROW_GROUP_BYTES", "ROW_GROUP_MAX_ROWS", "commit_sort_key",
-           "legacy_commit_run", "new_run_id"]
-
-
-def commit_sort_key(name: str) -> tuple | None:
-    """Order of a ``_commits/`` file name in the log (legacy stamps first, then by number); None: not a record."""
-    m = _SEQ_RE.match(name)
-    if m:
-        return (1, int(m.group(1)), "")
-    if _COMMIT_RE.match(name):
-        return (0, 0, name)
-    return None
-
-
-def legacy_commit_run(name: str) -> str | None:
-    """The run id a legacy ``<stamp>-<run_id>.json`` record name carries (None for numbered records)."""
-    m = _COMMIT_RE.match(name)
-    return m.group(2) if m else None
+__all__ = ["BitstreamTable", "CommitResult", "COMMIT_ATTEMPTS", "ROW_GROUP_BYTES", "ROW_GROUP_MAX_ROWS"]
 
 
 @dataclass(frozen=True)
@@ -116,38 +59,6 @@ class CommitResult:
     attempts: int = 1
     dropped_rows: list[str] = field(default_factory=list)
     dropped_errors: list[str] = field(default_factory=list)
-
-
-def _stamp(t: _dt.datetime) -> str:
-    return t.astimezone(_dt.timezone.utc).strftime(_STAMP_FMT)
-
-
-def new_run_id() -> str:
-    """A sortable run id: UTC timestamp to the microsecond plus 6 random hex digits."""
-    return f"{_stamp(_dt.datetime.now(_dt.timezone.utc))}-{secrets.token_hex(3)}"
-
-
-def _check_name(what: str, name: str) -> str:
-    name = str(name)
-    if not _NAME_RE.match(name):
-        raise TableError(f"invalid {what} {name!r}: use letters, digits, '.', '_' and '-' only")
-    return name
-
-
-def _json_default(o: Any):
-    if isinstance(o, np.generic):  # numpy scalars
-        return o.item()
-    if isinstance(o, (_dt.datetime, _dt.date)):
-        return o.isoformat()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o)
-    if isinstance(o, (bytes, bytearray)):
-        return o.hex()
-    return str(o)
-
-
-def _dumps(obj: dict) -> bytes:
-    return json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True).encode()
 
 
 def _prefix_upper(prefix: str) -> str | None:
@@ -229,12 +140,11 @@ class BitstreamTable:
         root = self.root.rstrip("/") + "/"
         if p.startswith(root):
             p = p[len(root) :]
-        parts = p.split("/")
-        if len(parts) != 2 or parts[0] != folder or parts[1] in ("", ".", ".."):
+        if not is_direct_child(p, folder):
             raise TableError(f"{p!r} is not a file directly under {folder}/ of {self.uri}")
         return p
 
-    def _list(self, folder: str) -> list[str]:
+    def list_files(self, folder: str) -> list[str]:
         """Full paths of the plain files directly under ``folder`` (hidden temp files excluded)."""
         full = self.path(folder)
         if is_local(self.fs):
@@ -257,7 +167,7 @@ class BitstreamTable:
                 out.append(name)
         return sorted(out)
 
-    def _cat(self, paths: list[str]) -> dict[str, bytes]:
+    def read_files(self, paths: list[str]) -> dict[str, bytes]:
         if not paths:
             return {}
         if is_local(self.fs):
@@ -279,8 +189,8 @@ class BitstreamTable:
         keys must be unique within a part. ``part`` defaults to random hex (safe from parallel workers).
         Nothing becomes visible until :meth:`commit` names the file.
         """
-        run_id = _check_name("run id", run_id)
-        part = _check_name("part", part if part is not None else secrets.token_hex(6))
+        run_id = check_name("run id", run_id)
+        part = check_name("part", part if part is not None else secrets.token_hex(6))
         if kind == "data":
             schema, folder = TABLE_SCHEMA, DATA_DIR
         elif kind == "errors":
@@ -344,7 +254,7 @@ class BitstreamTable:
         log and tries again, with jittered pauses; :class:`ConcurrentCommit` after ``max_attempts``. A record
         found under our run id after an attempt whose answer was lost counts as committed.
         """
-        run_id = _check_name("run id", run_id)
+        run_id = check_name("run id", run_id)
         data_rel = list(dict.fromkeys(self._rel(p, DATA_DIR) for p in data_files))
         err_rel = list(dict.fromkeys(self._rel(p, ERRORS_DIR) for p in error_files))
         entries = self._commit_entries()
@@ -376,23 +286,13 @@ class BitstreamTable:
                 rows, errors = rows - len(d_rows), errors - len(d_errs)
                 checked.update(rec["seq"] for rec in newer)
             seq = _head(entries) + 1
-            record: dict[str, Any] = {
-                "run_id": run_id,
-                "seq": seq,
-                "base": base,
-                "committed_at": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                "data_files": data_rel,
-                "error_files": err_rel,
-                "rows": rows,
-                "errors": errors,
-            }
-            if dropped_rows or dropped_errors:
-                record["conflicts"] = {"rows": len(dropped_rows), "errors": len(dropped_errors)}
-            if report is not None:
-                record["report"] = report
-            rel = f"{COMMITS_DIR}/{seq:0{SEQ_DIGITS}d}.json"
+            conflicts = {"rows": len(dropped_rows), "errors": len(dropped_errors)}
+            record = new_record(run_id=run_id, seq=seq, base=base, data_files=data_rel, error_files=err_rel,
+                                rows=rows, errors=errors, conflicts=conflicts if any(conflicts.values()) else None,
+                                report=report)
+            rel = commit_record_path(seq)
             try:
-                write_bytes_exclusive(self.fs, self.path(rel), _dumps(record))
+                write_bytes_exclusive(self.fs, self.path(rel), dumps(record))
             except FileExistsError:
                 pass  # another writer has this number: re-plan against it
             except OSError as e:
@@ -449,9 +349,9 @@ class BitstreamTable:
 
     def write_report(self, run_id: str, report: dict) -> str:
         """Write ``_reports/<run_id>.json`` (atomically); return its relative path."""
-        run_id = _check_name("run id", run_id)
+        run_id = check_name("run id", run_id)
         rel = f"{REPORTS_DIR}/{run_id}.json"
-        write_bytes_atomic(self.fs, self.path(rel), _dumps(report))
+        write_bytes_atomic(self.fs, self.path(rel), dumps(report))
         _invalidate(self.fs, self.path(REPORTS_DIR))
         return rel
 
@@ -464,23 +364,18 @@ class BitstreamTable:
             if "://" in f:
                 f = self.fs._strip_protocol(f)
             paths.append(f if f.startswith(root) else self.path(f))
-        stats = _stat_many(self.fs, list(dict.fromkeys(paths)))
+        stats = stat_many(self.fs, list(dict.fromkeys(paths)))
         return sum(st[0] for st in stats.values() if st is not None)
 
     # --- commit log ---------------------------------------------------------------------------------------------
     def _commit_entries(self) -> list[tuple[str, dict]]:
         """``[(full path, record)]`` in log order; each record's ``seq`` is its number (legacy ones: position)."""
-        paths = [p for p in self._list(COMMITS_DIR) if commit_sort_key(posixpath.basename(p)) is not None]
+        paths = [p for p in self.list_files(COMMITS_DIR) if commit_sort_key(posixpath.basename(p)) is not None]
         paths.sort(key=lambda p: commit_sort_key(posixpath.basename(p)))
-        blobs = self._cat(paths)
+        blobs = self.read_files(paths)
         out = []
         for i, p in enumerate(paths):
-            try:
-                rec = json.loads(blobs[p])
-            except (KeyError, ValueError) as e:
-                raise TableError(f"damaged commit record {self.uri_of(p)}: {e}") from e
-            if not isinstance(rec, dict) or not isinstance(rec.get("data_files"), list):
-                raise TableError(f"damaged commit record {self.uri_of(p)}: not a commit")
+            rec = parse_record(blobs[p], self.uri_of(p))
             key = commit_sort_key(posixpath.basename(p))
             rec["seq"] = key[1] if key[0] else i + 1
             out.append((p, rec))
@@ -493,7 +388,7 @@ class BitstreamTable:
 
     def exists(self) -> bool:
         """True when the table has at least one committed run."""
-        return any(commit_sort_key(posixpath.basename(p)) is not None for p in self._list(COMMITS_DIR))
+        return any(commit_sort_key(posixpath.basename(p)) is not None for p in self.list_files(COMMITS_DIR))
 
     def _ranked(self, kind: str, records: list[dict] | None = None) -> list[tuple[str, int, int]]:
         """``[(full path, commit index, rank)]`` of committed files, rank increasing with commit order."""
@@ -519,13 +414,13 @@ class BitstreamTable:
     def orphans(self) -> list[str]:
         """Full paths of files under ``data/`` and ``_errors/`` that no commit names (left by crashed runs)."""
         referenced = {p for p, _, _ in self._ranked("data")} | {p for p, _, _ in self._ranked("errors")}
-        present = self._list(DATA_DIR) + self._list(ERRORS_DIR)
+        present = self.list_files(DATA_DIR) + self.list_files(ERRORS_DIR)
         return sorted(p for p in present if p not in referenced)
 
     def reports(self) -> list[dict]:
         """Every ``_reports/<run_id>.json``, ordered by run id, each with its ``run_id`` set."""
-        paths = [p for p in self._list(REPORTS_DIR) if p.endswith(".json")]
-        blobs = self._cat(paths)
+        paths = [p for p in self.list_files(REPORTS_DIR) if p.endswith(".json")]
+        blobs = self.read_files(paths)
         out = []
         for p in sorted(paths, key=posixpath.basename):
             try:
@@ -533,6 +428,7 @@ class BitstreamTable:
             except ValueError as e:
                 raise TableError(f"damaged report {self.uri_of(p)}: {e}") from e
             if isinstance(rep, dict):
+                rep = report_in_todays_words(rep)
                 rep.setdefault("run_id", posixpath.basename(p)[: -len(".json")])
                 out.append(rep)
         return out
