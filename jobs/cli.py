@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help='comma-separated operating points for the RD table ("" for none, with --targets or --floors)',
     )
-    p.add_argument("--targets", help="comma-separated bpp targets: check rate control lands within ±5%%")
+    p.add_argument("--targets", help="comma-separated bpp targets: check rate control lands within ±5%%; with "
+                                     "--refine-modes, the operating points instead of --qualities")
     p.add_argument("--floors", help="comma-separated PSNR floors (dB): check --min-psnr never returns less")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")

@@ -1,7 +1,7 @@
 """``latentarc bench IMAGES --refine-modes faithful,realistic``: what diffusion refinement buys at decode.
 
-Refinement spends no bits, so every mode is measured on the *same* stream: per image and quality the image is
-encoded once, then decoded with ``none`` and with each mode × step count (``--refine-steps``; ``realistic``
+Refinement spends no bits, so every mode is measured on the *same* stream: per image and operating point (a
+quality, or with ``--targets`` a rate the codec's rate control hits per image) the image is encoded once, then decoded with ``none`` and with each mode × step count (``--refine-steps``; ``realistic``
 with ``--seed``), each refining every image. With ``faithful`` the streams are encoded with the encoder's
 refinement check (``verify_refine``: a 17-byte section, counted in bpp; the payload is unchanged), and
 ``faithful/v`` is what ``decode --refine faithful`` does with them: the K the encoder measured best for that
@@ -11,10 +11,10 @@ the decoded luma relative to the original's, :func:`~latentarc.codec.metrics.sha
 the original) and the decode time per megapixel (entropy decoding + refinement + VAE decoder; one untimed
 warm-up decode per configuration runs first).
 
-The table gives the means per quality and configuration, the change against ``none`` on the same streams,
+The table gives the means per operating point and configuration, the change against ``none`` on the same streams,
 and the acceptance checks: ``faithful`` must lower LPIPS (MS-SSIM when LPIPS is not measured) and lose at most
 :data:`MAX_PSNR_LOSS_DB` of PSNR; ``realistic`` must lower LPIPS and DISTS (those measured) and bring the
-sharpness ratio closer to 1 than ``none``. ``--html FILE`` writes the table and, per image and quality, the
+sharpness ratio closer to 1 than ``none``. ``--html FILE`` writes the table and, per image and point, the
 same crop of the original and of every decode side by side.
 """
 
@@ -100,19 +100,26 @@ def _mean(xs):
     return float(np.mean(xs)) if xs else None
 
 
-def summarise(rows: list[dict], qualities: list[float], labels: list[str]) -> list[dict]:
-    """Means per (quality, configuration), with deltas against ``none`` on the same images."""
+def point_label(kind: str, value: float) -> str:
+    """``q20`` for a quality, ``0.05 bpp`` for a target rate."""
+    return f"q{value:g}" if kind == "quality" else f"{value:g} bpp"
+
+
+def summarise(rows: list[dict], points: list[str], labels: list[str]) -> list[dict]:
+    """Means per (operating point, configuration), with deltas against ``none`` on the same images."""
     out = []
-    for q in qualities:
-        base = {r["image"]: r for r in rows if r["quality"] == q and r["config"] == "none"}
+    for p in points:
+        base = {r["image"]: r for r in rows if r["point"] == p and r["config"] == "none"}
         for lab in labels:
-            rs = [r for r in rows if r["quality"] == q and r["config"] == lab]
+            rs = [r for r in rows if r["point"] == p and r["config"] == lab]
             if not rs:
                 continue
             mp = sum(r["width"] * r["height"] for r in rs) / 1e6
             pairs = [(r, base[r["image"]]) for r in rs if r["image"] in base]
             out.append({
-                "quality": q,
+                "point": p,
+                "quality": rs[0]["quality"],
+                "target_bpp": rs[0]["target_bpp"],
                 "config": lab,
                 "mode": rs[0]["mode"],
                 "steps": rs[0]["steps"],
@@ -140,9 +147,9 @@ def _lowered(s: dict, key: str) -> bool | None:
 def checks(summary: list[dict]) -> list[dict]:
     """The acceptance checks per quality and configuration (see module doc)."""
     out = []
-    by = {(s["quality"], s["config"]): s for s in summary}
+    by = {(s["point"], s["config"]): s for s in summary}
     for s in summary:
-        none = by.get((s["quality"], "none"))
+        none = by.get((s["point"], "none"))
         if none is None or s["config"] == "none":
             continue
         dp = s["d_psnr"] if s["d_psnr"] is not None else -1e9
@@ -165,12 +172,13 @@ def checks(summary: list[dict]) -> list[dict]:
                     ok = ok and lowered
                     what += f", {k.upper()} {s[f'd_{k}']:+.4f}"
             what += " (needs sharpness closer to 1 and lower LPIPS / DISTS)"
-        out.append({"quality": s["quality"], "config": s["config"], "ok": bool(ok), "what": what})
+        out.append({"point": s["point"], "quality": s["quality"], "config": s["config"], "ok": bool(ok),
+                    "what": what})
     return out
 
 
 def format_table(summary: list[dict], checks_: list[dict]) -> str:
-    head = (f"{'quality':>7}  {'refine':<12} {'bpp':>7}  {'PSNR dB':>8}  {'MS-SSIM':>8}  {'LPIPS':>6}  {'DISTS':>6}  "
+    head = (f"{'point':>9}  {'refine':<12} {'bpp':>7}  {'PSNR dB':>8}  {'MS-SSIM':>8}  {'LPIPS':>6}  {'DISTS':>6}  "
             f"{'sharp':>6}  {'dec s/MP':>8}  {'ΔPSNR':>6}  {'ΔMS-SSIM':>8}  {'ΔLPIPS':>7}  {'ΔDISTS':>7}")
     lines = [head, "-" * len(head)]
 
@@ -181,14 +189,14 @@ def format_table(summary: list[dict], checks_: list[dict]) -> str:
         deltas = ["", "", "", ""] if s["config"] == "none" else [
             f(s["d_psnr"], ".2f", True), f(s["d_ms_ssim"], ".4f", True), f(s["d_lpips"], ".4f", True),
             f(s["d_dists"], ".4f", True)]
-        lines.append(f"{s['quality']:>7g}  {s['config']:<12} {s['bpp']:7.4f}  {s['psnr']:8.2f}  "
+        lines.append(f"{s['point']:>9}  {s['config']:<12} {s['bpp']:7.4f}  {s['psnr']:8.2f}  "
                      f"{f(s['ms_ssim'], '.4f'):>8}  {f(s['lpips'], '.4f'):>6}  {f(s['dists'], '.4f'):>6}  "
                      f"{f(s['sharpness'], '.3f'):>6}  {s['decode_s_per_mp']:8.2f}  {deltas[0]:>6}  {deltas[1]:>8}  "
                      f"{deltas[2]:>7}  {deltas[3]:>7}")
     if checks_:
         lines.append("")
         for c in checks_:
-            lines.append(f"{'PASS' if c['ok'] else 'FAIL'}  q{c['quality']:g} {c['config']}: {c['what']}")
+            lines.append(f"{'PASS' if c['ok'] else 'FAIL'}  {c['point']} {c['config']}: {c['what']}")
     return "\n".join(lines)
 
 
@@ -197,7 +205,8 @@ def run_refine_bench(args) -> int:
     from latentarc.codec.neural import NeuralCodec
     from latentarc.codec.refine import load_refiner, refiner_for_codec
     from latentarc.codec.models import load_model
-    from latentarc.jobs.bench_inputs import centre_crop, json_safe, list_images, parse_qualities, read_pictures
+    from latentarc.jobs.bench_inputs import (centre_crop, json_safe, list_images, parse_qualities, parse_targets,
+                                             read_pictures)
 
     from latentarc.jobs.rd_perceptual import parse_metrics
 
@@ -206,7 +215,10 @@ def run_refine_bench(args) -> int:
         raise ValueError("--refine-modes needs faithful and/or realistic")
     metrics = parse_metrics(args.metrics)
     steps = parse_steps(args.refine_steps)
-    qualities = parse_qualities(args.qualities)
+    targets = parse_targets(args.targets)
+    # operating points: the target rates when given (each image coded at that bpp), else the qualities
+    points = ([("target_bpp", t) for t in targets] if targets
+              else [("quality", q) for q in parse_qualities(args.qualities)])
     files = list_images(args.images, args.limit)
     model = load_model(args.codec, weights=args.weights, device=args.device or default_device())  # neural only
     device = model.device
@@ -222,7 +234,7 @@ def run_refine_bench(args) -> int:
     for i, path, pic in read_pictures(files, args.crop, skipped):
         if not warmed:  # untimed: lazy initialisation (thread pools, the refiner's first call)
             small = centre_crop(pic, 64)
-            d = codec.encode(small, quality=qualities[0], measure=False).data
+            d = codec.encode(small, quality=50, measure=False).data
             for c in cfgs:
                 measure_decode(codec, d, small, c, refiner, metrics)
             warmed = True
@@ -233,35 +245,38 @@ def run_refine_bench(args) -> int:
             ref = pic.reference()
             window = detailed_window(ref, CROP_SIDE)
             original = _display(ref, window)
-        for q in qualities:
-            data = codec.encode(pic, quality=q, measure=False).data
+        for kind, value in points:
+            data = codec.encode(pic, measure=False, **{kind: value}).data
             bpp = len(data) * 8.0 / (pic.width * pic.height)
+            p = point_label(kind, value)
+            q = value if kind == "quality" else None
             decoded: list | None = [] if args.html else None  # decoded planes, kept only for the page
             for c in cfgs:
                 r = measure_decode(codec, data, pic, c, refiner, metrics, keep=decoded)
-                rows.append({"image": path.name, "width": pic.width, "height": pic.height, "quality": q,
-                             "bytes": len(data), "bpp": bpp, **r})
+                rows.append({"image": path.name, "width": pic.width, "height": pic.height, "point": p,
+                             "quality": q, "target_bpp": value if q is None else None, "bytes": len(data),
+                             "bpp": bpp, **r})
             if args.html:
-                crops.append({"image": path.name, "quality": q, "bpp": bpp,
+                crops.append({"image": path.name, "point": p, "bpp": bpp,
                               "tiles": [("original", original)]
                               + [(label(c), _display(d, window)) for c, d in zip(cfgs, decoded)]})
-            mine = [r for r in rows if r["image"] == path.name and r["quality"] == q]
-            brief.append(f"q{q:g} {bpp:.3f} bpp: " + " ".join(f"{r['config']} {r['psnr']:.2f}" for r in mine))
+            mine = [r for r in rows if r["image"] == path.name and r["point"] == p]
+            brief.append(f"{p} ({bpp:.3f} bpp): " + " ".join(f"{r['config']} {r['psnr']:.2f}" for r in mine))
         print(f"[{i}/{len(files)}] {path.name} {pic.width}x{pic.height}: {time.perf_counter() - t_img:.1f} s "
               f"({'; '.join(brief)})", file=sys.stderr, flush=True)
     if not rows:
         raise ValueError(f"no readable images in {args.images}")
 
-    summary = summarise(rows, qualities, labels)
+    summary = summarise(rows, [point_label(k, v) for k, v in points], labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
     print(f"latentarc bench --refine-modes: codec {args.codec}, refiner {refiner.name}, "
-          f"{n} images, qualities {','.join(f'{q:g}' for q in qualities)}, seed {args.seed}")
+          f"{n} images, points {', '.join(point_label(k, v) for k, v in points)}, seed {args.seed}")
     print()
     print(format_table(summary, chk))
     if args.json_out:
         doc = {"codec": args.codec, "refiner": refiner.name, "images": args.images,
-               "qualities": qualities, "modes": modes, "steps": steps, "seed": args.seed, "crop": args.crop,
+               "points": [{"kind": k, "value": v} for k, v in points], "modes": modes, "steps": steps, "seed": args.seed, "crop": args.crop,
                "limit": args.limit, "rows": rows, "skipped": skipped,
                "summary": summary, "checks": chk, "elapsed_s": time.perf_counter() - t_start}
         out = Path(args.json_out)
@@ -315,15 +330,15 @@ def refine_html(title: str, summary: list[dict], chk: list[dict], crops: list[di
     def f(x, spec):
         return "n/a" if x is None else format(x, spec)
 
-    head = ["quality", "refine", "bpp", "PSNR dB", "MS-SSIM", "LPIPS", "DISTS", "sharpness", "decode s/MP",
+    head = ["point", "refine", "bpp", "PSNR dB", "MS-SSIM", "LPIPS", "DISTS", "sharpness", "decode s/MP",
             "ΔPSNR", "ΔLPIPS", "ΔDISTS"]
-    rows = [[f"{s['quality']:g}", s["config"], f"{s['bpp']:.4f}", f"{s['psnr']:.2f}", f(s["ms_ssim"], ".4f"),
+    rows = [[s["point"], s["config"], f"{s['bpp']:.4f}", f"{s['psnr']:.2f}", f(s["ms_ssim"], ".4f"),
              f(s["lpips"], ".4f"), f(s["dists"], ".4f"), f(s["sharpness"], ".3f"), f"{s['decode_s_per_mp']:.2f}",
              *(("",) * 3 if s["config"] == "none" else
                (f(s["d_psnr"], "+.2f"), f(s["d_lpips"], "+.4f"), f(s["d_dists"], "+.4f")))] for s in summary]
     body = [f"<h1>latentarc refinement benchmark</h1><div class=muted>{html.escape(title)}</div>",
             html_table(head, rows),
-            "<ul>" + "".join(f"<li><b>{'PASS' if c['ok'] else 'FAIL'}</b> q{c['quality']:g} "
+            "<ul>" + "".join(f"<li><b>{'PASS' if c['ok'] else 'FAIL'}</b> {html.escape(c['point'])} "
                              f"{html.escape(c['config'])}: {html.escape(c['what'])}</li>" for c in chk) + "</ul>",
             f"<h2>Side by side</h2><p class=muted>The {CROP_SIDE}-px window of each image with the most detail, "
             "shown at 2× (nearest neighbour); every decode of a row comes from the same stream.</p>"]
@@ -332,5 +347,5 @@ def refine_html(title: str, summary: list[dict], chk: list[dict], crops: list[di
             f"<figure style='display:inline-block;margin:4px'><img alt='{html.escape(name)}' "
             f"style='width:{2 * t.shape[1]}px;image-rendering:pixelated' src='{array_data_uri(t)}'>"
             f"<figcaption>{html.escape(name)}</figcaption></figure>" for name, t in c["tiles"])
-        body.append(f"<h3>{html.escape(c['image'])}, quality {c['quality']:g} ({c['bpp']:.3f} bpp)</h3><div>{cells}</div>")
+        body.append(f"<h3>{html.escape(c['image'])}, {html.escape(c['point'])} ({c['bpp']:.3f} bpp)</h3><div>{cells}</div>")
     return page("latentarc refinement benchmark", "\n".join(body))

@@ -337,6 +337,27 @@ def test_pixel_loss_weights_follow_decoder_sensitivity():
     assert np.array_equal(corr.weights(sens, "latent"), np.ones(4, dtype=np.float32))
 
 
+def test_refine_bench_at_target_rates(tiny_denoiser, tmp_path):
+    """``--targets``: each image coded at a rate (the codec's rate control), every mode on that one stream."""
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS
+
+    out, _, _ = tiny_denoiser
+    js = tmp_path / "refine.json"
+    assert main(["bench", str(PHOTOS), "--refine-modes", "faithful", "--refine-steps", "1", "--refiner", str(out),
+                 "--limit", "1", "--crop", "128", "--targets", "0.3,0.6", "--metrics", "psnr", "--json", str(js),
+                 "--device", "cpu"]) == 0
+    doc = json.loads(js.read_text())
+    assert [p["value"] for p in doc["points"]] == [0.3, 0.6]
+    for t in (0.3, 0.6):
+        mine = [r for r in doc["rows"] if r["point"] == f"{t:g} bpp"]
+        assert {r["config"] for r in mine} == {"none", "faithful/1", "faithful/v"}
+        assert len({r["bytes"] for r in mine}) == 1 and mine[0]["target_bpp"] == t and mine[0]["quality"] is None
+        assert abs(mine[0]["bpp"] / t - 1) < 0.25  # rate control on a 128-px crop: near the target
+    assert {c["point"] for c in doc["checks"]} == {"0.3 bpp", "0.6 bpp"}
+
+
 def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_path, capsys):
     from latentarc.jobs.cli import main
 
