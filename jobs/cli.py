@@ -34,6 +34,13 @@ def _entropy_data_args(p: argparse.ArgumentParser) -> None:
                    help="folder for the cached latents")
 
 
+def _storage_price_arg(p: argparse.ArgumentParser) -> None:
+    from latentarc.pipeline.savings import DEFAULT_PRICE_PER_GB_MONTH
+
+    p.add_argument("--price-per-gb-month", type=float, default=DEFAULT_PRICE_PER_GB_MONTH,
+                   help="$ per GB-month of storage, for the savings (default %(default)s: S3 Standard list price)")
+
+
 def _compute_price_args(p: argparse.ArgumentParser) -> None:
     from latentarc.pipeline.savings import DEFAULT_PRICE_PER_CPU_HOUR, DEFAULT_PRICE_PER_GPU_HOUR
 
@@ -177,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_args(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling the source and archive arrivals")
     p.add_argument("--retry-errors", action="store_true", help="retry unchanged inputs that failed in earlier runs")
-    p.add_argument("--price-per-gb-month", type=float, default=0.023)
+    _storage_price_arg(p)
     _compute_price_args(p)
     p.add_argument("--max-pixels", type=int, help="decompression-bomb guard (default Pillow's 89.5 MP)")
     p.add_argument("--no-ms-ssim", action="store_true", help="skip the MS-SSIM column (saves one decode per image)")
@@ -247,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("table", help="table root: local folder or s3://bucket/prefix")
     p.add_argument("--json", dest="as_json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--html", metavar="FILE", help="also write a self-contained HTML page with plots and crops")
-    p.add_argument("--price-per-gb-month", type=float, default=0.023)
+    _storage_price_arg(p)
     _compute_price_args(p)
     p.add_argument("--storage-options", type=_json_options, default=None, metavar="JSON",
                    help='fsspec options for s3:// tables and sources, e.g. {"endpoint_url": "http://…"}')
