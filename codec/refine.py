@@ -70,7 +70,7 @@ ETA = {"faithful": 0.0, "realistic": 1.0}
 DENOISER_NAME = "tae-f2-denoiser"
 PACKAGE_WEIGHTS = WEIGHTS_DIR
 #: SHA-256 of the shipped ``codec/weights/tae-f2-denoiser/model.safetensors``
-DENOISER_SHA256 = "380ec419e1af651c3c62c2e72e61c0e0ac4f6afa4b3393ae54acfc88f8b25cee"
+DENOISER_SHA256 = "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e"
 #: which refiner a codec uses when none is named
 DEFAULT_REFINERS = {"tae-f2": DENOISER_NAME}
 

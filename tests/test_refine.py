@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -549,19 +550,23 @@ def tiny_unet_b():
 
 
 def test_shipped_denoiser_on_held_out_photos(codec):
-    """The shipped tae-f2-denoiser loads by name and is what its card says: trained without the held-out photos,
-    on which faithful refinement raises PSNR and MS-SSIM (photo 010, two rates); where it does not help
-    (photo 015 at quality 25 loses PSNR when refined anyway), the verified stream decodes unrefined."""
+    """The shipped tae-f2-denoiser loads by name (its file hash pinned) and is what its card says: trained on the
+    training pool with a perceptual loss, never on the evaluation photos. On those photos faithful refinement
+    raises PSNR and MS-SSIM where it helps (photo 010 at quality 50); where it hurts (photo 015 at quality 5
+    loses PSNR when refined anyway), the verified stream decodes unrefined."""
     from latentarc.codec.api import load_codec
     from latentarc.codec.classical import decoded_planes
     from latentarc.codec.metrics import ms_ssim, psnr
 
-    from .conftest import photo_crop
+    from .conftest import PHOTOS, photo_crop
 
     R._CACHE.clear()
     r = load_refiner(R.DENOISER_NAME)
     cfg = json.loads((R.PACKAGE_WEIGHTS / R.DENOISER_NAME / "config.json").read_text())
-    assert {"010.png", "015.png"} <= set(cfg["held_out"]) and not {"010.png", "015.png"} & set(cfg["trained_on"])
+    assert cfg["model_sha256"] == R.DENOISER_SHA256 and cfg["loss"] == "decoded-lpips"
+    assert cfg["data"].endswith("data/train") and cfg["evaluation_photos_refused"].endswith("data/photos")
+    evaluation = {p.name for p in PHOTOS.iterdir()}
+    assert not evaluation & {Path(n).name for n in cfg["trained_on"] + cfg["held_out"]}
     assert (R.PACKAGE_WEIGHTS / R.DENOISER_NAME / "CARD.md").is_file()
 
     def figures(pic, data, refine=None):
@@ -569,16 +574,15 @@ def test_shipped_denoiser_on_held_out_photos(codec):
         return psnr(pic.reference(), planes), ms_ssim(pic.reference(), planes)
 
     pic = photo_crop(9, 128)  # 010.png
-    for q in (25, 50):
-        data = codec.encode(pic, quality=q, measure=False).data
-        (p0, m0), (p1, m1) = figures(pic, data), figures(pic, data, RefineConfig("faithful", 1, verified=False))
-        assert p1 > p0 + 0.1 and m1 > m0
+    data = codec.encode(pic, quality=50, measure=False).data
+    (p0, m0), (p1, m1) = figures(pic, data), figures(pic, data, RefineConfig("faithful", 1, verified=False))
+    assert p1 > p0 + 0.2 and m1 > m0
 
     pic = photo_crop(14, 128)  # 015.png
     checked = load_codec("tae-f2", device="cpu", verify_refine=True, refiner=r)
-    data = checked.encode(pic, quality=25).data
+    data = checked.encode(pic, quality=5).data
     (p0, m0), (p1, _) = figures(pic, data), figures(pic, data, RefineConfig("faithful", 1, verified=False))
-    assert p1 < p0 - 0.5
+    assert p1 < p0 - 1.0
     assert figures(pic, data, RefineConfig("faithful", 1)) == (p0, m0)
 
 
