@@ -69,11 +69,15 @@ def check_weights(spec: CodecSpec) -> None:
     """Resolve (and hash-check) the weights of every neural codec ``spec`` stands for — itself, or the
     members of ``auto`` — without loading a network. Raises ``WeightsNotFound`` / ``UnknownModel`` /
     ``WeightsChecksumMismatch`` as loading would."""
+    from .metrics import METRICS
     from .models import resolve_weights
+    from .weights import resolve
 
     for n in (_codec_list(spec.codecs) if spec.name == AutoCodec.name else [spec.name]):
         if n not in CODECS:
             resolve_weights(n, weights=spec.weights)
+    if spec.verify_refine:  # the encoder's refinement check measures LPIPS
+        resolve(METRICS.get("lpips").weights)
 
 
 def codec_for_stream(data: bytes, *, weights=None, device=None) -> Codec:

@@ -167,20 +167,20 @@ class NeuralCodec(Codec):
 
     def _verified(self, res: EncodeResult, a: Analysis, planes: np.ndarray | None = None) -> EncodeResult:
         """With ``verify_refine``: decode the stream unrefined (``planes``, when the caller already has them)
-        and with faithful refinement at each K of ``refine.VERIFY_STEPS``, measure PSNR and MS-SSIM against the
-        original, and add the verdict section (refine.Verdict). The payload is untouched, so the unrefined
+        and with faithful refinement at each K of ``refine.VERIFY_STEPS``, measure PSNR, MS-SSIM and LPIPS
+        against the original, and add the verdict section (refine.Verdict). The payload is untouched, so the unrefined
         decode — and ``psnr`` — do not change."""
         if not self.verify_refine:
             return res
         from . import refine as R
         from .images import colour_planes
-        from .metrics import ms_ssim
+        from .metrics import lpips, ms_ssim
 
         refiner = R.resolve(self.refiner, self.name, self.model.device)
         ref = a.pic.reference()
 
         def figures(planes):
-            return psnr(ref, planes), ms_ssim(ref, planes)
+            return psnr(ref, planes), ms_ssim(ref, planes), lpips(ref, planes, device=self.model.device)
 
         def measure(cfg):
             return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode))

@@ -169,14 +169,19 @@ def refiner_fingerprint(refiner: Refiner) -> bytes:
     return refiner.fingerprint()
 
 
-def choose_verified_steps(base: tuple[float, float | None], measured: dict[int, tuple[float, float | None]]):
-    """(K, ΔPSNR, ΔMS-SSIM) from {K: (PSNR, MS-SSIM)} against the unrefined ``base``: the K with the largest
-    PSNR gain among those that lower neither figure and raise at least one; (0, 0, 0) when none qualifies."""
+def choose_verified_steps(base: tuple, measured: dict[int, tuple]):
+    """(K, ΔPSNR, ΔMS-SSIM) from {K: (PSNR, MS-SSIM[, LPIPS])} against the unrefined ``base``: the K with the
+    largest PSNR gain among those that lower neither PSNR nor MS-SSIM, raise at least one, and do not raise LPIPS
+    (a perceptual distance; figures that could not be measured, None, are not compared); (0, 0, 0) when none
+    qualifies."""
+    def delta(got, was):
+        return got - was if got is not None and was is not None else 0.0
+
     best = (0, 0.0, 0.0)
-    for k, (p, m) in sorted(measured.items()):
-        dp = p - base[0]
-        dm = (m - base[1]) if m is not None and base[1] is not None else 0.0
-        if dp >= 0 and dm >= 0 and (dp > 0 or dm > 0) and (best[0] == 0 or dp > best[1]):
+    for k, figs in sorted(measured.items()):
+        dp, dm = figs[0] - base[0], delta(figs[1], base[1])
+        dl = delta(figs[2], base[2]) if len(figs) > 2 and len(base) > 2 else 0.0
+        if dp >= 0 and dm >= 0 and dl <= 0 and (dp > 0 or dm > 0) and (best[0] == 0 or dp > best[1]):
             best = (k, dp, dm)
     return best
 

@@ -128,7 +128,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--rows-per-part", type=int, default=64, help="rows per data file (the compress default: 64)")
     ap.add_argument("--commits", type=int, default=10, help="runs the synthetic table is committed in")
     ap.add_argument("--phase", nargs=3, metavar=("NAME", "ROOT", "N"), help=argparse.SUPPRESS)
-    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--json-out", metavar="FILE", help="also write the results as JSON here")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
             got.update(objects=n, phase=name)
             results.append(got)
             print(json.dumps(got), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0
 
 

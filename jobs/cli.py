@@ -88,9 +88,10 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="strength of RD-optimised rounding of neural latents (0: plain rounding; default: the "
                         "entropy model's own, 1 for tae-f2-ctx); needs a context entropy model")
     p.add_argument("--verify-refine", action="store_true",
-                   help="decode each neural stream with and without faithful refinement, measure both against the "
-                        "original, and record in the stream which K helps (or that none does): decode --refine "
-                        "faithful then follows it. Costs three extra decodes per image at encode, 9 bytes per stream")
+                   help="decode each neural stream with and without faithful refinement, measure PSNR, MS-SSIM and "
+                        "LPIPS of each against the original, and record in the stream which K helps without raising "
+                        "LPIPS (or that none does): decode --refine faithful then follows it. Costs three extra "
+                        "decodes and LPIPS measurements per image at encode, 9 bytes per stream")
     p.add_argument("--probes", type=int, default=2, metavar="N",
                    help="neural codecs: decoder backward passes per channel-sensitivity estimate (default 2; 1 "
                         "halves that part of the encode, at a noisier step allocation)")
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-entropy", metavar="NAME",
                    help="also run with this entropy model (e.g. tae-f2-ctx; tae-f2-ctx:0 without RD-optimised "
                         "rounding) and give its BD-rate against the per-channel model")
-    p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    p.add_argument("--json-out", metavar="FILE", help="also write the results as JSON here")
     p.add_argument("--codecs", metavar="LIST",
                    help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
                         "--qualities then applies to every codec (default: codec-specific lists)")
@@ -270,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", help="folder of images")
     p.add_argument("--limit", type=int, default=12)
     p.add_argument("--quality", type=float, default=50)
-    p.add_argument("--json", dest="json_out")
+    p.add_argument("--json-out", metavar="FILE", help="also write the figures as JSON here")
     p.add_argument("--weights")
     _ray_args(p)
 
@@ -281,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluation photos that must not be trained on (default ../shared/data/photos)")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md (and "
                                                 "checkpoint.pt with --save-every; a rerun resumes from it)")
-    p.add_argument("--steps", type=int, default=2000, help="training iterations")
+    p.add_argument("--iterations", dest="steps", type=int, default=2000, help="training iterations")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4)
     p.add_argument("--crop", type=int, default=32, help="latent crop size (pixels / 8)")
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-steps", metavar="LO,HI",
                    help="range of the codec's base quantization step to train at (default 0.12,6.8: quality "
                         "100 … 0); e.g. 0.9,6.8 for the low rates only")
-    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (and every 10 minutes)")
+    p.add_argument("--save-every", type=int, default=0, help="checkpoint every N iterations (and every 10 minutes)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--prediction", choices=["v_prediction", "sample"], default="v_prediction",
                    help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")
@@ -325,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
     p.add_argument("--name", default="tae-f2-ctx", help="model name written into config.json")
     p.add_argument("--model-id", type=int, default=2, help="entropy-model id streams will carry")
-    p.add_argument("--steps", type=int, default=1500, help="training iterations")
+    p.add_argument("--iterations", dest="steps", type=int, default=1500,
+                   help="training iterations: the total to reach (a resumed run continues)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--crop", type=int, default=24, help="latent crop size (pixels / 8)")
@@ -341,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "per-channel model and an ideal-law bound (held-out latents)")
     p.add_argument("--model", default="tae-f2-ctx", help="shipped entropy model name or a train-entropy folder")
     p.add_argument("--qualities", default="10,40,70", help="comma-separated qualities (default 10,40,70)")
-    p.add_argument("--json", help="also write the figures to this JSON file")
+    p.add_argument("--json-out", metavar="FILE", help="also write the figures as JSON here")
     _entropy_data_args(p)
     _add_model_args(p)
 
@@ -353,7 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "rerunning with the same --out resumes from its checkpoint")
     p.add_argument("--held-out", default=str(DEFAULT_HELD_OUT),
                    help="held-out photos: refused as training data, used by the evaluation")
-    p.add_argument("--steps", type=int, default=2000, help="total steps to reach (a resumed run continues)")
+    p.add_argument("--iterations", dest="steps", type=int, default=2000,
+                   help="training iterations: the total to reach (a resumed run continues)")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--crop", type=int, default=256, help="training crop in pixels (multiple of 8)")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -370,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add W × mean(relu(|z| − 3)²): keeps latents inside the decoder's input clamp (default 1)")
     p.add_argument("--sens-probes", type=int, default=1, help="Hutchinson probes of the decoder sensitivity")
     p.add_argument("--sens-window", type=int, default=16, help="… on a centred window of N latents (codec: 32)")
-    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N steps")
+    p.add_argument("--save-every", type=int, default=50, help="checkpoint every N iterations")
     p.add_argument("--save-minutes", type=float, default=10.0, help="… and at least every M minutes")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)

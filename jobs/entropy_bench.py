@@ -115,8 +115,8 @@ def run(a) -> dict:
             print(f"  g{p['group']} {p['phase']:<6}  {100 * p['symbol_share']:5.1f}%  {100 * p['bit_share']:5.1f}%"
                   f"  {p['bits_per_symbol']:8.3f}  {p['per_channel_bits_per_symbol']:11.3f}  {ratio}")
     out["seconds"] = round(time.time() - t0, 1)
-    if a.json:
-        Path(a.json).write_text(json.dumps(out, indent=2) + "\n")
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps(out, indent=2) + "\n")
     return out
 
 

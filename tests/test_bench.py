@@ -78,7 +78,7 @@ def test_bench_end_to_end(tmp_path, two_photos, capsys):
     out = tmp_path / "bench.json"
 
     rc = main(["bench", str(folder), "--qualities", "30,70", "--crop", "64", "--limit", "2", "--compare-global",
-               "--compare-entropy", "tae-f2-ctx:0", "--json", str(out)])
+               "--compare-entropy", "tae-f2-ctx:0", "--json-out", str(out)])
     assert rc == 0
     captured = capsys.readouterr()
     assert "adaptive:" in captured.out and "global-step:" in captured.out and "BD-rate" in captured.out
@@ -122,7 +122,7 @@ def test_bench_rate_control_checks(tmp_path, two_photos, capsys):
 
     # 64×64 crops: the container and channel models alone are ~0.75 bpp here, so the target sits above that
     rc = main(["bench", str(folder), "--qualities", "", "--crop", "64", "--targets", "1.5", "--floors", "15",
-               "--json", str(out)])
+               "--json-out", str(out)])
     assert rc == 0
     captured = capsys.readouterr()
     assert "target bpp" in captured.out and "min-PSNR floors" in captured.out

@@ -245,7 +245,7 @@ def test_train_entropy_job(tmp_path):
 
     out = tmp_path / "ctx"
     rc = main(["train-entropy", str(PHOTOS), "--out", str(out), "--name", "test-ctx", "--model-id", "99",
-               "--steps", "60", "--batch-size", "4", "--crop", "12", "--hidden", "16", "--depth", "3",
+               "--iterations", "60", "--batch-size", "4", "--crop", "12", "--hidden", "16", "--depth", "3",
                "--limit", "5", "--max-side", "256", "--cache", str(tmp_path / "cache"), "--weights", str(MODELS),
                "--device", "cpu"])
     assert rc == 0
@@ -276,11 +276,11 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
 
     common = [str(PHOTOS), "--limit", "3", "--max-side", "160", "--holdout-every", "1", "--qualities", "20,60",
               "--cache", str(tmp_path / "cache"), "--device", "cpu"]
-    assert main(["bench-entropy", *common, "--json", str(tmp_path / "a.json")]) == 0
+    assert main(["bench-entropy", *common, "--json-out", str(tmp_path / "a.json")]) == 0
     assert "ideal-law bound" in capsys.readouterr().out
     got = json.loads((tmp_path / "a.json").read_text())
     folder = WEIGHTS_DIR / "tae-f2-ctx"
-    assert main(["bench-entropy", *common, "--model", str(folder), "--json", str(tmp_path / "b.json")]) == 0
+    assert main(["bench-entropy", *common, "--model", str(folder), "--json-out", str(tmp_path / "b.json")]) == 0
     assert json.loads((tmp_path / "b.json").read_text())["qualities"] == got["qualities"]
 
     from latentarc.codec.api import load_codec

@@ -201,7 +201,7 @@ def tiny_denoiser(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("train-refiner")
     out = tmp / "den"
-    rc = main(["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--out", str(out), "--steps", "3",
+    rc = main(["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--out", str(out), "--iterations", "3",
                "--batch-size", "2", "--limit", "4", "--holdout-every", "2", "--probes", "1", "--max-side", "128",
                "--crop", "8", "--channels", "32,32", "--cache", str(tmp / "cache"), "--device", "cpu"])
     assert rc == 0
@@ -254,7 +254,7 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
 
     init, cache, _ = tiny_denoiser
     out = tmp_path / "den-dec"
-    args = ["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--steps", "2", "--batch-size", "2", "--limit", "4",
+    args = ["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--iterations", "2", "--batch-size", "2", "--limit", "4",
             "--probes", "1", "--max-side", "128", "--crop", "8", "--loss", "decoded-ssim", "--cache", str(cache),
             "--device", "cpu", "--log-every", "1", "--init", str(init), "--quantized-fraction", "1"]
     assert main(args + ["--out", str(out), "--holdout-every", "2"]) == 0
@@ -309,19 +309,19 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
 
     with monkeypatch.context() as m:
         m.setattr(train_refiner, "_train_step", step_then_terminate)
-        assert main(["train-refiner", str(TRAIN), "--out", str(split), "--steps", "3", *common]) == 0
+        assert main(["train-refiner", str(TRAIN), "--out", str(split), "--iterations", "3", *common]) == 0
     assert "stopped by signal" in capsys.readouterr().out and not (split / "model.safetensors").exists()
-    assert main(["train-refiner", str(TRAIN), "--out", str(split), "--steps", "3", *common]) == 0
+    assert main(["train-refiner", str(TRAIN), "--out", str(split), "--iterations", "3", *common]) == 0
     assert "resuming" in capsys.readouterr().out
     whole = tmp_path / "whole"
-    assert main(["train-refiner", str(TRAIN), "--out", str(whole), "--steps", "3", *common]) == 0
+    assert main(["train-refiner", str(TRAIN), "--out", str(whole), "--iterations", "3", *common]) == 0
     a, b = load_file(str(split / "model.safetensors")), load_file(str(whole / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     cfg = json.loads((split / "config.json").read_text())
     assert cfg["loss"] == "decoded-lpips" and cfg["lpips_weight"] == 0.5 and cfg["base_steps"] == [0.9, 6.8]
     assert "LPIPS" in (split / "CARD.md").read_text()
     capsys.readouterr()
-    assert main(["train-refiner", str(PHOTOS), "--out", str(tmp_path / "bad"), "--steps", "1", *common]) != 0
+    assert main(["train-refiner", str(PHOTOS), "--out", str(tmp_path / "bad"), "--iterations", "1", *common]) != 0
     assert "held-out photos" in capsys.readouterr().err
 
 
@@ -347,7 +347,7 @@ def test_refine_bench_at_target_rates(tiny_denoiser, tmp_path):
     out, _, _ = tiny_denoiser
     js = tmp_path / "refine.json"
     assert main(["bench", str(PHOTOS), "--refine-modes", "faithful", "--refine-steps", "1", "--refiner", str(out),
-                 "--limit", "1", "--crop", "128", "--targets", "0.3,0.6", "--metrics", "psnr", "--json", str(js),
+                 "--limit", "1", "--crop", "128", "--targets", "0.3,0.6", "--metrics", "psnr", "--json-out", str(js),
                  "--device", "cpu"]) == 0
     doc = json.loads(js.read_text())
     assert [p["value"] for p in doc["points"]] == [0.3, 0.6]
@@ -369,7 +369,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     page = tmp_path / "refine.html"
     rc = main(["bench", str(PHOTOS), "--refine-modes", "faithful,realistic", "--refine-steps", "1,2",
                "--refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
-               "--metrics", "psnr,ms-ssim,lpips", "--json", str(js), "--html", str(page), "--device", "cpu"])
+               "--metrics", "psnr,ms-ssim,lpips", "--json-out", str(js), "--html", str(page), "--device", "cpu"])
     assert rc == 0
     doc = json.loads(js.read_text())
     text = page.read_text()
@@ -502,6 +502,11 @@ def test_verdict_section_and_choice():
     assert R.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.949)})[0] == 1  # K=2 lowers MS-SSIM
     assert R.choose_verified_steps(base, {1: (29.9, 0.96), 2: (30.0, 0.95)}) == (0, 0.0, 0.0)  # nothing gains
     assert R.choose_verified_steps((30.0, None), {1: (30.1, None)})[0] == 1  # tiny images: PSNR only
+    # LPIPS must not rise: K=2 gains the most PSNR but looks further from the original, so K=1 is chosen
+    with_lpips = (30.0, 0.95, 0.20)
+    assert R.choose_verified_steps(with_lpips, {1: (30.2, 0.951, 0.19), 2: (30.5, 0.952, 0.21)})[0] == 1
+    assert R.choose_verified_steps(with_lpips, {1: (30.2, 0.951, 0.201)}) == (0, 0.0, 0.0)
+    assert R.choose_verified_steps(with_lpips, {1: (30.2, 0.951, None)})[0] == 1  # LPIPS not measurable
 
 
 def test_verified_faithful_never_lowers_quality(tiny_denoiser, codec, small_pic):
