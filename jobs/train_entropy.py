@@ -65,7 +65,7 @@ def photo_latents(a, device: str | None) -> tuple[dict, list[str]]:
     """({name: (latent, sensitivity)} for the photos in ``a.images`` (first ``a.limit``, cached in ``a.cache``),
     the held-out names in order): the data ``train-entropy`` trains on and ``bench-entropy`` measures."""
     from latentarc.codec.api import load_codec
-    from latentarc.jobs.train_refiner import encode_latents
+    from latentarc.jobs.latent_cache import encode_latents
     from latentarc.jobs.training_data import validation_split
 
     paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})

@@ -272,7 +272,7 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
     from latentarc.codec.neural import quality_to_step
     from latentarc.jobs.cli import main
     from latentarc.jobs.train_entropy import quantized
-    from latentarc.jobs.train_refiner import encode_latents
+    from latentarc.jobs.latent_cache import encode_latents
 
     common = [str(PHOTOS), "--limit", "3", "--max-side", "160", "--holdout-every", "1", "--qualities", "20,60",
               "--cache", str(tmp_path / "cache"), "--device", "cpu"]
