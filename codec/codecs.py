@@ -71,13 +71,12 @@ def check_weights(spec: CodecSpec) -> None:
     ``WeightsChecksumMismatch`` as loading would."""
     from .metrics import METRICS
     from .models import resolve_weights
-    from .weights import resolve
 
     for n in (_codec_list(spec.codecs) if spec.name == AutoCodec.name else [spec.name]):
         if n not in CODECS:
             resolve_weights(n, weights=spec.weights)
     if spec.verify_refine:  # the encoder's refinement check measures LPIPS
-        resolve(METRICS.get("lpips").weights)
+        METRICS.get("lpips").check_weights()
 
 
 def codec_for_stream(data: bytes, *, weights=None, device=None) -> Codec:

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .metrics import METRIC_ORDER, METRICS, measure
-from .weights import resolve
 
 #: what a stream that restores the original exactly scores (passthrough, jpeg-exact, lossless)
 EXACT_SCORES = {n: METRICS.get(n).exact for n in METRIC_ORDER}
@@ -62,8 +61,7 @@ class Floors:
         """Resolve and hash-check the weights of each floored metric without loading them, so a job fails before
         its first image (``WeightsNotFound`` / ``WeightsChecksumMismatch``)."""
         for name in self._given():
-            if METRICS.get(name).weights is not None:
-                resolve(METRICS.get(name).weights)
+            METRICS.get(name).check_weights()
 
     def describe(self) -> str:
         parts = [f"PSNR ≥ {self.min_psnr:.2f} dB" if self.min_psnr is not None else None,

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from . import entropy
-from .errors import CorruptStream, UnsupportedVersion
+from .errors import CorruptStream, ModelError, UnsupportedVersion
 from .quantize import QuantParams, centred
 from .registry import Registry
 from .weights import WEIGHTS_DIR
@@ -89,7 +89,7 @@ class ContextCoder:
 
             self._model = ContextEntropyModel.load(WEIGHTS_DIR / self.name, sha256=self.sha256)
             if self._model.id != self.id:
-                raise CorruptStream(f"{self.name}: the shipped model says id {self._model.id}, streams say {self.id}")
+                raise ModelError(f"{self.name}: the shipped model says id {self._model.id}, streams say {self.id}")
         return self._model
 
     def encode(self, symbols, qp, laws=None):
@@ -114,7 +114,8 @@ class ContextCoder:
 
 
 #: entropy models by name (``--entropy-model``) and by the id streams carry
-ENTROPY_MODELS: Registry[LatentCoder] = Registry("entropy model", error=ValueError, id_error=UnsupportedVersion)
+ENTROPY_MODELS: Registry[LatentCoder] = Registry("entropy model", error=ValueError,
+                                                  id_error=UnsupportedVersion)
 ENTROPY_MODELS.add(PerChannelCoder.name, PerChannelCoder(), id=PerChannelCoder.id)
 ENTROPY_MODELS.add("tae-f2-ctx", ContextCoder(
     2, "tae-f2-ctx", "483bc374226e7a06546c4a14ca2e6eefe3f3d1a6e4f0c3422d74fbb743fc7e29"), id=2)

@@ -301,7 +301,6 @@ def dists(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device
     return float(1 - ((alpha * torch.cat(s1)).sum() + (beta * torch.cat(s2)).sum()) / total)
 
 
-
 # --- registry -------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
@@ -315,6 +314,12 @@ class Metric:
     exact: float  # the figure of a restore identical to the original
     weights: "WeightFile | None" = None
     uses_device: bool = False  # takes ``device=`` (the perceptual networks)
+
+    def check_weights(self) -> None:
+        """Resolve and hash-check the weight file, if any, without loading it (``WeightsNotFound`` /
+        ``WeightsChecksumMismatch``): jobs call it before their first image."""
+        if self.weights is not None:
+            resolve(self.weights)
 
     def __call__(self, reference: np.ndarray, test: np.ndarray, *, device=None) -> float | None:
         if self.uses_device:

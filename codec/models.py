@@ -34,9 +34,9 @@ def spec(name: str) -> ModelSpec:
 
 
 def resolve_weights(name: str, *, weights: str | os.PathLike | None = None) -> dict[str, "os.PathLike"]:
-    """Find and verify every weight file of the registered model ``name`` without building it: a job checks
-    this on the driver before it starts workers, so missing weights are one clear error, not one per actor.
-    Prefix names (``diffusers:…``) resolve when built; they return ``{}`` here."""
+    """Find and verify every pinned weight file of the model ``name`` (role → path) without building it: a job
+    checks this on the driver before it starts workers, so missing weights are one clear error, not one per actor.
+    ``diffusers:…`` models pin no file (they resolve when built): ``{}``."""
     s = spec(name)
     return {role: resolve(wf, explicit=weights) for role, wf in s.weights.items()}
 
@@ -53,6 +53,6 @@ def load_model(name: str, *, weights: str | os.PathLike | None = None, device: s
     with _LOCK:
         if key not in _CACHE:
             s = spec(name)
-            paths = {role: resolve(wf, explicit=weights) for role, wf in s.weights.items()}
+            paths = resolve_weights(name, weights=weights)
             _CACHE[key] = s.build(s, dict(s.options, **options, paths=paths, weights=weights)).to(device)
         return _CACHE[key]

@@ -188,7 +188,7 @@ class NeuralCodec(Codec):
         base = figures(planes) if planes is not None else measure(R.RefineConfig("none", 0))
         k, dp, dm = R.choose_verified_steps(
             base, {k: measure(R.RefineConfig("faithful", k, verified=False)) for k in R.VERIFY_STEPS})
-        verdict = R.Verdict(R.refiner_fingerprint(refiner), k, dp, dm)
+        verdict = R.Verdict(refiner.fingerprint(), k, dp, dm)
         s = bitstream.parse(res.data)
         s.sections[R.VERDICT_SECTION] = verdict.pack()
         params = dict(res.params, refine_verified={"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)})

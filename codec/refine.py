@@ -132,7 +132,7 @@ class Verdict:
     """What the encoder measured for one image, against its original: ``steps`` = the faithful K that lowered
     neither PSNR nor MS-SSIM, raised at least one, and raised PSNR the most (0: no K did — decode the image
     unrefined), the changes it measured, and which refiner it measured with (``fingerprint``, 4 bytes of
-    :func:`refiner_fingerprint`).
+    :meth:`Refiner.fingerprint`).
 
     Why: a denoiser trained for the average photo over-smooths some images (a held-out photo lost 3.4 dB at
     quality 25 while others gained 1 dB). The decoder alone cannot tell which; the encoder, holding the
@@ -162,11 +162,6 @@ class Verdict:
             raise CorruptStream(f"refinement verdict section has {len(body)} bytes")
         fp, k, dp, dm = struct.unpack(cls._FORMAT, body)
         return cls(fp, k, dp / 100, dm / 1e5)
-
-
-def refiner_fingerprint(refiner: Refiner) -> bytes:
-    """:meth:`Refiner.fingerprint`."""
-    return refiner.fingerprint()
 
 
 def choose_verified_steps(base: tuple, measured: dict[int, tuple]):
@@ -583,7 +578,7 @@ def effective(config: RefineConfig, verdict_body: bytes | None, refiner: Refiner
     if config.mode != "faithful" or not config.verified or verdict_body is None:
         return config, f"{config.mode}/{config.steps}" + ("" if config.mode != "faithful" else " (unverified)")
     v = Verdict.unpack(verdict_body)
-    if v.fingerprint != refiner_fingerprint(refiner):
+    if v.fingerprint != refiner.fingerprint():
         return config, f"faithful/{config.steps} (unverified: the stream was checked with another refiner)"
     if v.steps == 0:
         return RefineConfig("none", 0, config.seed), "none (the encoder measured no gain from refinement)"

@@ -22,12 +22,13 @@ class Registry(Generic[T]):
     """Names (and optionally integer ids) → entries of one kind.
 
     ``error``: the exception type unknown names raise (a ``LatentarcError`` subclass, or ``ValueError`` for a
-    user-facing option); ``id_error`` the one unknown ids raise (default ``error``); ``fallback(name)`` returns an entry for a name no entry or prefix claims, or None.
+    user-facing option); ``id_error`` the one unknown ids raise (default ``error``). A fallback
+    (:meth:`register_fallback`) returns an entry for a name no entry or prefix claims, or None.
     """
 
-    def __init__(self, kind: str, *, error: type[Exception] = KeyError, id_error: type[Exception] | None = None,
-                 fallback: Callable[[str], T | None] | None = None):
-        self.kind, self.error, self.id_error, self.fallback = kind, error, id_error or error, fallback
+    def __init__(self, kind: str, *, error: type[Exception] = KeyError, id_error: type[Exception] | None = None):
+        self.kind, self.error, self.id_error = kind, error, id_error or error
+        self.fallback: Callable[[str], T | None] | None = None
         self._entries: dict[str, T] = {}
         self._prefixes: dict[str, Callable[[str], T]] = {}
         self._ids: dict[int, str] = {}
@@ -88,13 +89,6 @@ class Registry(Generic[T]):
             return self._entries[self._ids[id]]
         except KeyError:
             raise self.id_error(f"{self.kind} id {id} is not known to this build") from None
-
-    def id_of(self, name: str) -> int | None:
-        return next((i for i, n in self._ids.items() if n == name), None)
-
-    def is_prefixed(self, name: str) -> bool:
-        prefix, sep, ref = name.partition(":")
-        return bool(sep and ref and prefix in self._prefixes)
 
     def names(self) -> list[str]:
         """Registered names, then ``prefix:<ref>`` forms."""

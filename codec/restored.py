@@ -31,7 +31,7 @@ def decode_to(codec: Codec, data: bytes, fmt: str, *, refine=None, refiner=None,
     """Decode ``data`` with ``codec`` (``refine``: a ``refine.RefineConfig``, refused by codecs that cannot
     refine) and render it as a ``fmt`` file (a Pillow format name). The original file comes back instead when
     the stream holds one and its format is ``fmt``, or whatever its format with ``original_any_format``."""
-    dec = codec.decode(data, refine, refiner) if refine is not None else codec.decode(data)
+    dec = codec.decode(data, refine, refiner)
     w, h = dec.image.size
     if dec.original is not None and (original_any_format or image_format(dec.original) == fmt):
         return Restored(dec.original, True, w, h, dec.image.mode)

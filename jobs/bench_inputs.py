@@ -47,20 +47,20 @@ def parse_qualities(text: str, *, allow_empty: bool = False) -> list[float]:
     return qs
 
 
+def _parse_positive(text: str | None, flag: str, what: str) -> list[float]:
+    xs = _parse_numbers(text, flag)
+    for x in xs:
+        if x <= 0:
+            raise ValueError(f"{what} must be positive, got {x:g}")
+    return xs
+
+
 def parse_targets(text: str | None) -> list[float]:
-    ts = _parse_numbers(text, "--targets")
-    for t in ts:
-        if t <= 0:
-            raise ValueError(f"target bpp must be positive, got {t:g}")
-    return ts
+    return _parse_positive(text, "--targets", "target bpp")
 
 
 def parse_floors(text: str | None) -> list[float]:
-    fs = _parse_numbers(text, "--floors")
-    for f in fs:
-        if f <= 0:
-            raise ValueError(f"PSNR floor must be positive, got {f:g}")
-    return fs
+    return _parse_positive(text, "--floors", "PSNR floor")
 
 
 def list_images(folder: str | Path, limit: int | None = None) -> list[Path]:

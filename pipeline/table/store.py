@@ -1,5 +1,6 @@
 """The table object: write part files, commit them, read rows and errors back (the format is described in the
 package docs)."""
+
 from __future__ import annotations
 
 import json
