@@ -439,7 +439,7 @@ class ClassicalCodec(Codec):
 
     def _search_floor(self, prep: _Prepared, floors: Floors) -> EncodeResult:
         pic = prep.pic
-        ref = pic.reference()
+        ref = floors.reference(pic.reference())
         evaluated: dict[int, tuple[bool, dict]] = {}
 
         def ok(i: int) -> bool:

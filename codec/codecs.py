@@ -129,7 +129,7 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
     if codec.caps.floor_search:
         res = codec.encode_floor(pic, **floors.knob())
         return res, res.psnr, res.params.get("ms_ssim")
-    ref = pic.reference()
+    ref = floors.reference(pic.reference())
 
     def scored(res: EncodeResult):
         scores = floors.scores(ref, decoded_planes(codec.decode(res.data), pic.mode))

@@ -4,8 +4,9 @@ ones must hold.
 A floor search (``ClassicalCodec.encode_floor``, ``codecs.smallest_meeting``, ``AutoCodec``) decodes every
 candidate stream and scores it with :meth:`Floors.scores`; a figure that cannot be measured (MS-SSIM under
 11 px, LPIPS / DISTS under 32 px: None) never counts as meeting its floor. PSNR is always measured; the other
-metrics only when they have a floor, because LPIPS costs ~2 s and DISTS ~50 s per megapixel on one CPU thread
-(``docs/perceptual.md``).
+metrics only when they have a floor, because on one CPU thread LPIPS costs ~1 s and DISTS ~16 s per megapixel
+for a search's first candidate and ~8 s for each later one, whose reference features are kept
+(:class:`metrics.Reference`; ``docs/perceptual.md``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .metrics import METRIC_ORDER, METRICS, measure
+from .metrics import METRIC_ORDER, METRICS, Reference, measure
 
 #: what a stream that restores the original exactly scores (passthrough, jpeg-exact, lossless)
 EXACT_SCORES = {n: METRICS.get(n).exact for n in METRIC_ORDER}
@@ -45,7 +46,12 @@ class Floors:
         """metric name → its floor, for the floors given."""
         return {metric: v for f, metric in _FLOORED.items() if (v := getattr(self, f)) is not None}
 
-    def scores(self, reference: np.ndarray, planes: np.ndarray) -> dict:
+    @staticmethod
+    def reference(original: np.ndarray) -> Reference:
+        """``original`` prepared for scoring a search's candidates: its perceptual features are computed once."""
+        return Reference(original)
+
+    def scores(self, reference: Reference, planes: np.ndarray) -> dict:
         """PSNR, plus each metric that has a floor (others are left out, not measured)."""
         return measure(reference, planes, {"psnr", *self._given()})
 

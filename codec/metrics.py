@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import threading
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ def ms_ssim(reference: np.ndarray, test: np.ndarray) -> float | None:
     def t(a: np.ndarray) -> torch.Tensor:
         peak = 65535.0 if a.dtype == np.uint16 else 255.0
         x = torch.from_numpy(a.astype(np.float32) / peak)
-        return (x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]).double()
+        return x[None, None] if x.ndim == 2 else x.permute(2, 0, 1)[None]  # float32: 7× faster than float64, ±1e-7
 
     short = min(reference.shape[:2])
     if short < 11:
@@ -77,6 +78,10 @@ def sharpness_ratio(reference: np.ndarray, test: np.ndarray) -> float | None:
 # L2 pooling: 211 px), so core features equal the untiled ones. LPIPS is a spatial mean per tap and DISTS needs
 # only per-channel sums (Σx, Σy, Σx², Σy², Σxy) per stage, so summing cores over the tiles (in float64) gives the
 # untiled value up to float rounding (~1e-6), deterministically, for any tile size.
+#
+# Scoring many tests against one image (a floor search's candidates, a bench's operating points) reuses the
+# reference's side: :class:`Reference` keeps each tile's reference core features (DISTS: about 0.5 GB per MP, up
+# to ``REFERENCE_CACHE_BYTES``), so every test after the first costs one network pass, not two.
 from .registry import Registry  # noqa: E402
 from .weights import WeightFile, resolve  # noqa: E402
 
@@ -96,18 +101,20 @@ DISTS_WEIGHTS = WeightFile(
 
 #: shortest side both metrics accept: below 32 px AlexNet's second max-pool has nothing left to pool
 PERCEPTUAL_MIN_SIDE = 32
-#: tile core (px, a multiple of 16) and context margin of the tiled evaluation; see the comment above
-PERCEPTUAL_TILE = 512
+#: longest tile core (px, a multiple of 16); a tile is at most this plus a context margin on each side (see
+#: :func:`_spans`), which bounds the memory of one network pass (DISTS, 1280×1280 px: about 2 GiB)
+PERCEPTUAL_TILE = 1024
+#: how much of a reference's core features one :class:`Reference` keeps (beyond it, tiles are recomputed per test)
+REFERENCE_CACHE_BYTES = 1 << 30
 _ALIGN = 16
-_LPIPS_MARGIN = 96
-_DISTS_MARGIN = 128
 
 _NETS: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
 _NETS_LOCK = threading.Lock()
 
 
 def _weights(which: WeightFile, device: torch.device) -> dict[str, torch.Tensor]:
-    """The verified tensors of ``which`` as float32 on ``device``, loaded once per process."""
+    """The verified tensors of ``which`` as float32 on ``device`` (conv kernels channels-last, the layout oneDNN
+    runs fastest on CPU), loaded once per process."""
     key = (which.filename, str(device))
     with _NETS_LOCK:
         if key not in _NETS:
@@ -120,8 +127,12 @@ def _weights(which: WeightFile, device: torch.device) -> dict[str, torch.Tensor]
                 raw = load_file(str(path))
             except Exception as e:  # noqa: BLE001 - a damaged file is one typed error
                 raise ModelError(f"{path}: not a loadable safetensors file ({type(e).__name__})") from None
-            _NETS[key] = {k: v.to(device=device, dtype=torch.float32) for k, v in raw.items()}
+            _NETS[key] = {k: _channels_last(v.to(device=device, dtype=torch.float32)) for k, v in raw.items()}
         return _NETS[key]
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous(memory_format=torch.channels_last) if t.ndim == 4 else t
 
 
 def _unit_rgb(a: np.ndarray) -> np.ndarray:
@@ -141,11 +152,22 @@ def _tensor(a: np.ndarray, device: torch.device) -> torch.Tensor:
         x /= 255.0
     elif a.dtype == np.uint16:
         x /= 65535.0
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
+    return _channels_last(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device))
 
 
-def _spans(n: int, core: int, margin: int) -> list[tuple[int, int, int, int]]:
-    """Tiles along one axis: (start, stop, core_start, core_stop); starts are multiples of ``_ALIGN``."""
+def _spans(n: int, tile: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Tiles along one axis, ``(start, stop, core_start, core_stop)``: as few as keep every tile within
+    ``tile + 2·margin`` px (one when the axis fits), with balanced cores starting on multiples of ``_ALIGN``, so
+    the overlap is the least the memory bound allows."""
+    bound = tile + 2 * margin
+    if n <= bound:
+        return [(0, n, 0, n)]
+    k = 2
+    while True:
+        core = -(-(-(-n // k)) // _ALIGN) * _ALIGN  # ceil(n / k), rounded up to the alignment
+        if core + (margin if k == 2 else 2 * margin) <= bound:
+            break
+        k += 1
     return [(max(0, a - margin), min(n, a + core + margin), a, min(n, a + core)) for a in range(0, n, core)]
 
 
@@ -155,96 +177,88 @@ def _core(start: int, core_start: int, core_stop: int, n: int, stride: int, size
     return slice((core_start - start) // stride, stop)
 
 
-def _tiled(reference: np.ndarray, test: np.ndarray, tile: int, margin: int, device, features, strides, accumulate):
-    """Run ``features`` (1×2 batch → list of maps) over aligned tiles; ``accumulate(k, x, y)`` gets the core cells
-    of map ``k`` (stride ``strides[k]``) of the reference (x) and the test (y)."""
-    _same_shape(reference, test)
-    if tile <= 0 or tile % _ALIGN:
-        raise ValueError(f"tile must be a positive multiple of {_ALIGN}, got {tile}")
-    ref, tst = _unit_rgb(reference), _unit_rgb(test)
-    h, w = ref.shape[:2]
-    with torch.inference_mode():
-        for y0, y1, cy0, cy1 in _spans(h, tile, margin):
-            for x0, x1, cx0, cx1 in _spans(w, tile, margin):
-                batch = torch.cat([_tensor(ref[y0:y1, x0:x1], device), _tensor(tst[y0:y1, x0:x1], device)])
-                for k, f in enumerate(features(batch)):
-                    s = strides[k]
-                    ys = _core(y0, cy0, cy1, h, s, f.shape[2])
-                    xs = _core(x0, cx0, cx1, w, s, f.shape[3])
-                    if ys.start < min(ys.stop, f.shape[2]) and xs.start < min(xs.stop, f.shape[3]):
-                        accumulate(k, f[0:1, :, ys, xs], f[1:2, :, ys, xs])
-
-
 def _measurable(reference: np.ndarray, test: np.ndarray) -> bool:
     """True when the pair is big enough for the perceptual networks; ValueError when the shapes differ."""
     _same_shape(reference, test)
     return min(reference.shape[:2]) >= PERCEPTUAL_MIN_SIDE
 
 
+_F64 = torch.float64
+
+
+class PerceptualNet(ABC):
+    """A perceptual distance computed tile by tile (see the module comment): the feature maps it taps, what it
+    keeps of the reference's core cells, the float64 sums one tile's cores add, and the distance the sums give."""
+
+    name: str
+    weights: WeightFile
+    margin: int  # context px on each side of a tile core: more than the deepest tap's receptive-field radius
+    strides: tuple[int, ...]  # px per cell of each tapped map
+
+    @abstractmethod
+    def maps(self, x: torch.Tensor, w: dict[str, torch.Tensor]) -> Iterator[torch.Tensor]:
+        """The tapped feature maps of a 1x3xHxW batch in [0, 1], one at a time (so each can be freed)."""
+
+    @abstractmethod
+    def keep(self, k: int, x: torch.Tensor, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """What :meth:`add` needs of the reference's core cells ``x`` of map ``k`` (owning its memory)."""
+
+    @abstractmethod
+    def add(self, k: int, kept: tuple[torch.Tensor, ...], y: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The float64 sums of map ``k`` over one tile's core: reference ``kept``, test cells ``y``."""
+
+    @abstractmethod
+    def distance(self, sums: list[torch.Tensor], w: dict[str, torch.Tensor]) -> float:
+        """The distance from the per-map sums over every tile."""
+
+
 # --- LPIPS v0.1 (AlexNet) -------------------------------------------------------------------------------------------
 _LPIPS_SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
 _LPIPS_SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
-_LPIPS_STRIDES = (4, 8, 16, 16, 16)
 
 
-def _alexnet_taps(x: torch.Tensor, w: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    x = (x * 2 - 1 - _LPIPS_SHIFT.to(x.device)) / _LPIPS_SCALE.to(x.device)
-    conv = lambda x, i, **kw: F.relu(F.conv2d(x, w[f"alexnet.conv{i}.weight"], w[f"alexnet.conv{i}.bias"], **kw))  # noqa: E731
-    t1 = conv(x, 1, stride=4, padding=2)
-    t2 = conv(F.max_pool2d(t1, 3, 2), 2, padding=2)
-    t3 = conv(F.max_pool2d(t2, 3, 2), 3, padding=1)
-    t4 = conv(t3, 4, padding=1)
-    return [t1, t2, t3, t4, conv(t4, 5, padding=1)]
+def _unit_norm(x: torch.Tensor) -> torch.Tensor:
+    return x / (torch.sqrt((x * x).sum(1, keepdim=True)) + 1e-10)
 
 
-def _lpips_cells(k: int, x: torch.Tensor, y: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per-cell weighted distance of tap ``k``: channel-normalised features, squared difference, linear layer."""
-    nx = x / (torch.sqrt((x * x).sum(1, keepdim=True)) + 1e-10)
-    ny = y / (torch.sqrt((y * y).sum(1, keepdim=True)) + 1e-10)
-    return F.conv2d((nx - ny) ** 2, w[f"lpips.lin{k}.weight"])
+class _Lpips(PerceptualNet):
+    name = "lpips"
+    weights = LPIPS_WEIGHTS
+    margin = 96  # AlexNet conv5: 163 px field
+    strides = (4, 8, 16, 16, 16)
 
+    def maps(self, x, w):
+        x = (x * 2 - 1 - _LPIPS_SHIFT.to(x.device)) / _LPIPS_SCALE.to(x.device)
+        conv = lambda x, i, **kw: F.relu(F.conv2d(x, w[f"alexnet.conv{i}.weight"], w[f"alexnet.conv{i}.bias"], **kw))  # noqa: E731
+        x = conv(x, 1, stride=4, padding=2)
+        yield x
+        x = conv(F.max_pool2d(x, 3, 2), 2, padding=2)
+        yield x
+        x = conv(F.max_pool2d(x, 3, 2), 3, padding=1)
+        yield x
+        x = conv(x, 4, padding=1)
+        yield x
+        yield conv(x, 5, padding=1)
 
-def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-    """Differentiable LPIPS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
-    whole batch in memory). Same network and value as :func:`lpips` on one untiled image."""
-    if reference.shape != test.shape or reference.ndim != 4 or reference.shape[1] != 3:
-        raise ValueError(f"expected two Bx3xHxW tensors of one shape, got {tuple(reference.shape)}, "
-                         f"{tuple(test.shape)}")
-    w = _weights(LPIPS_WEIGHTS, reference.device)
-    taps = _alexnet_taps(torch.cat([reference, test]), w)
-    b = reference.shape[0]
-    return sum(_lpips_cells(k, t[:b], t[b:], w).mean((1, 2, 3)) for k, t in enumerate(taps))
+    def cells(self, k, nx, ny, w):
+        """Per-cell weighted distance of tap ``k`` from channel-normalised features: squared difference, linear."""
+        return F.conv2d((nx - ny) ** 2, w[f"lpips.lin{k}.weight"])
 
+    def keep(self, k, x, w):
+        return (_unit_norm(x),)
 
-def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,
-          tile: int = PERCEPTUAL_TILE) -> float | None:
-    """LPIPS v0.1 (AlexNet) distance, 0 = identical (higher = more different; ~0.01 at JPEG q90, ~0.3 at q10).
+    def add(self, k, kept, y, w):
+        d = self.cells(k, kept[0], _unit_norm(y), w)
+        return torch.stack([d.sum(dtype=_F64), torch.tensor(float(d.numel()), dtype=_F64)])
 
-    Arrays as for :func:`psnr` (HxW grey or HxWx3/4, uint8 or uint16; float arrays are taken as [0, 1]).
-    Evaluated in exact aligned tiles of ``tile`` px (bounded memory, same value for any tile size up to float
-    rounding; see the module comment). None when the short side is under :data:`PERCEPTUAL_MIN_SIDE` px.
-    """
-    if not _measurable(reference, test):
-        return None
-    device = torch.device(device or "cpu")
-    w = _weights(LPIPS_WEIGHTS, device)
-    sums = np.zeros(5)
-    counts = np.zeros(5)
-
-    def accumulate(k, x, y):
-        d = _lpips_cells(k, x, y, w)
-        sums[k] += float(d.double().sum())
-        counts[k] += d.numel()
-
-    _tiled(reference, test, tile, _LPIPS_MARGIN, device, lambda b: _alexnet_taps(b, w), _LPIPS_STRIDES, accumulate)
-    return float(np.sum(sums / counts))
+    def distance(self, sums, w):
+        return float(sum(s[0] / s[1] for s in sums))
 
 
 # --- DISTS (VGG16 with L2 pooling) ----------------------------------------------------------------------------------
 _DISTS_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 _DISTS_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 _DISTS_STAGES = ((), ("1_1", "1_2"), ("2_1", "2_2"), ("3_1", "3_2", "3_3"), ("4_1", "4_2", "4_3"), ("5_1", "5_2", "5_3"))
-_DISTS_STRIDES = (1, 1, 2, 4, 8, 16)
 _HANN = torch.tensor([0.5, 1.0, 0.5])  # np.hanning(5)[1:-1]
 
 
@@ -254,16 +268,143 @@ def _l2pool(x: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(F.conv2d(x * x, g, stride=2, padding=1, groups=x.shape[1]) + 1e-12)
 
 
-def _vgg_stages(x: torch.Tensor, w: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    out = [x]
-    h = (x - _DISTS_MEAN.to(x.device)) / _DISTS_STD.to(x.device)
-    for k, convs in enumerate(_DISTS_STAGES[1:]):
-        if k:
-            h = _l2pool(h)
-        for c in convs:
-            h = F.relu(F.conv2d(h, w[f"vgg16.conv{c}.weight"], w[f"vgg16.conv{c}.bias"], padding=1))
-        out.append(h)
-    return out
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """1xCxHxW cells → (H·W, C) rows: a view of a channels-last map, whose per-channel sums then run fastest."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _channel_sums(x: torch.Tensor, y: torch.Tensor, rows: int = 8192) -> tuple[torch.Tensor, ...]:
+    """Per-channel float64 Σy, Σy², Σxy of two (N, C) row tables, in blocks of ``rows`` rows: each block's
+    products stay in cache (8× faster than whole-map temporaries, same float64 sums)."""
+    out = torch.zeros(3, y.shape[1], dtype=_F64)
+    for i in range(0, y.shape[0], rows):
+        a, b = x[i : i + rows], y[i : i + rows]
+        out[0] += b.sum(0, dtype=_F64)
+        out[1] += (b * b).sum(0, dtype=_F64)
+        out[2] += (a * b).sum(0, dtype=_F64)
+    return out[0], out[1], out[2]
+
+
+class _Dists(PerceptualNet):
+    """Per map, the per-channel sums Σx, Σy, Σx², Σy², Σxy (products in float32, summed in float64) and the cell
+    count: DISTS needs only global means, variances and covariances, so the sums of the tiles' cores give them."""
+
+    name = "dists"
+    weights = DISTS_WEIGHTS
+    margin = 128  # VGG16 relu5_3 with L2 pooling: 211 px field
+    strides = (1, 1, 2, 4, 8, 16)
+
+    def maps(self, x, w):
+        yield x
+        h = (x - _DISTS_MEAN.to(x.device)) / _DISTS_STD.to(x.device)
+        for k, convs in enumerate(_DISTS_STAGES[1:]):
+            if k:
+                h = _l2pool(h)
+            for c in convs:
+                h = F.relu(F.conv2d(h, w[f"vgg16.conv{c}.weight"], w[f"vgg16.conv{c}.bias"], padding=1))
+            yield h
+
+    def keep(self, k, x, w):
+        x = _rows(x).clone()
+        return x, *_channel_sums(x, x)[:2]
+
+    def add(self, k, kept, y, w):
+        x, sx, sxx = kept
+        y = _rows(y)
+        sy, syy, sxy = _channel_sums(x, y)
+        return torch.stack([sx, sy, sxx, syy, sxy, torch.full_like(sx, float(y.shape[0]))])
+
+    def distance(self, sums, w):
+        s1, s2 = [], []
+        c1 = c2 = 1e-6
+        for m in sums:
+            mx, my, exx, eyy, exy = m[:5] / m[5]
+            vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
+            s1.append((2 * mx * my + c1) / (mx * mx + my * my + c1))
+            s2.append((2 * cxy + c2) / (vx + vy + c2))
+        alpha, beta = w["dists.alpha"].flatten().double(), w["dists.beta"].flatten().double()
+        total = alpha.sum() + beta.sum()
+        return float(1 - ((alpha * torch.cat(s1)).sum() + (beta * torch.cat(s2)).sum()) / total)
+
+
+LPIPS_NET: PerceptualNet = _Lpips()
+DISTS_NET: PerceptualNet = _Dists()
+
+
+# --- a prepared reference -------------------------------------------------------------------------------------------
+class Reference:
+    """A reference image prepared for scoring many tests against it (a floor search's candidates, a bench's
+    operating points): each tile's reference features are computed once and kept while they fit ``cache_bytes``,
+    so a further test costs one network pass instead of two. The distances equal :func:`lpips` / :func:`dists`
+    (same tiles, same arithmetic). Not thread-safe: one search, one thread."""
+
+    def __init__(self, image: np.ndarray, *, device: str | torch.device | None = None, tile: int = PERCEPTUAL_TILE,
+                 cache_bytes: int = REFERENCE_CACHE_BYTES):
+        if tile <= 0 or tile % _ALIGN:
+            raise ValueError(f"tile must be a positive multiple of {_ALIGN}, got {tile}")
+        self.image = image
+        self.device = torch.device(device or "cpu")
+        self.tile = tile
+        self.cache_bytes = cache_bytes
+        self._rgb = _unit_rgb(image)
+        self._kept: dict[tuple[str, int, int], dict[int, tuple[torch.Tensor, ...]]] = {}
+        self.kept_bytes = 0
+
+    def distance(self, net: PerceptualNet, test: np.ndarray) -> float | None:
+        """``net``'s distance of ``test`` from this reference; None below :data:`PERCEPTUAL_MIN_SIDE`."""
+        if not _measurable(self.image, test):
+            return None
+        w = _weights(net.weights, self.device)
+        tst = _unit_rgb(test)
+        h, wd = self._rgb.shape[:2]
+        sums: dict[int, torch.Tensor] = {}
+        with torch.inference_mode():
+            for y0, y1, cy0, cy1 in _spans(h, self.tile, net.margin):
+                for x0, x1, cx0, cx1 in _spans(wd, self.tile, net.margin):
+                    def cores(pixels: np.ndarray):
+                        for k, f in enumerate(net.maps(_tensor(pixels[y0:y1, x0:x1], self.device), w)):
+                            s = net.strides[k]
+                            ys = _core(y0, cy0, cy1, h, s, f.shape[2])
+                            xs = _core(x0, cx0, cx1, wd, s, f.shape[3])
+                            if ys.start < min(ys.stop, f.shape[2]) and xs.start < min(xs.stop, f.shape[3]):
+                                yield k, f[:, :, ys, xs]
+
+                    kept = self._kept.get((net.name, y0, x0))
+                    if kept is None:
+                        kept = {k: net.keep(k, c, w) for k, c in cores(self._rgb)}
+                        size = sum(t.numel() * t.element_size() for ts in kept.values() for t in ts)
+                        if self.kept_bytes + size <= self.cache_bytes:
+                            self._kept[(net.name, y0, x0)] = kept
+                            self.kept_bytes += size
+                    for k, c in cores(tst):
+                        s = net.add(k, kept[k], c, w)
+                        sums[k] = s if k not in sums else sums[k] + s
+        return net.distance([sums[k] for k in sorted(sums)], w)
+
+
+def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """Differentiable LPIPS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
+    whole batch in memory). Same network and value as :func:`lpips` on one untiled image."""
+    if reference.shape != test.shape or reference.ndim != 4 or reference.shape[1] != 3:
+        raise ValueError(f"expected two Bx3xHxW tensors of one shape, got {tuple(reference.shape)}, "
+                         f"{tuple(test.shape)}")
+    w = _weights(LPIPS_WEIGHTS, reference.device)
+    b = reference.shape[0]
+    net = _Lpips()
+    return sum(net.cells(k, _unit_norm(t[:b]), _unit_norm(t[b:]), w).mean((1, 2, 3))
+               for k, t in enumerate(net.maps(torch.cat([reference, test]), w)))
+
+
+def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,
+          tile: int = PERCEPTUAL_TILE) -> float | None:
+    """LPIPS v0.1 (AlexNet) distance, 0 = identical (higher = more different; ~0.01 at JPEG q90, ~0.3 at q10).
+
+    Arrays as for :func:`psnr` (HxW grey or HxWx3/4, uint8 or uint16; float arrays are taken as [0, 1]).
+    Evaluated in exact aligned tiles of at most ``tile`` px plus margins (bounded memory, same value for any tile
+    size up to float rounding; see the module comment). None when the short side is under
+    :data:`PERCEPTUAL_MIN_SIDE` px. To score many tests against one reference, use :class:`Reference`.
+    """
+    return Reference(reference, device=device, tile=tile, cache_bytes=0).distance(LPIPS_NET, test)
 
 
 def dists(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,
@@ -274,46 +415,25 @@ def dists(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device
     they come from float64 sums over exact aligned tiles (see the module comment), so tiling changes nothing
     but float rounding. None when the short side is under :data:`PERCEPTUAL_MIN_SIDE` px.
     """
-    if not _measurable(reference, test):
-        return None
-    device = torch.device(device or "cpu")
-    w = _weights(DISTS_WEIGHTS, device)
-    # per stage: [Σx, Σy, Σx², Σy², Σxy] per channel, and the cell count
-    moments: list[torch.Tensor | None] = [None] * len(_DISTS_STAGES)
-    counts = [0] * len(_DISTS_STAGES)
-
-    def accumulate(k, x, y):
-        x, y = x[0].flatten(1).double(), y[0].flatten(1).double()
-        m = torch.stack([x.sum(1), y.sum(1), (x * x).sum(1), (y * y).sum(1), (x * y).sum(1)])
-        moments[k] = m if moments[k] is None else moments[k] + m
-        counts[k] += x.shape[1]
-
-    _tiled(reference, test, tile, _DISTS_MARGIN, device, lambda b: _vgg_stages(b, w), _DISTS_STRIDES, accumulate)
-    s1, s2 = [], []
-    c1 = c2 = 1e-6
-    for m, n in zip(moments, counts):
-        mx, my, exx, eyy, exy = m / n
-        vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
-        s1.append((2 * mx * my + c1) / (mx * mx + my * my + c1))
-        s2.append((2 * cxy + c2) / (vx + vy + c2))
-    alpha, beta = w["dists.alpha"].flatten().double(), w["dists.beta"].flatten().double()
-    total = alpha.sum() + beta.sum()
-    return float(1 - ((alpha * torch.cat(s1)).sum() + (beta * torch.cat(s2)).sum()) / total)
-
+    return Reference(reference, device=device, tile=tile, cache_bytes=0).distance(DISTS_NET, test)
 
 # --- registry -------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Metric:
-    """One quality figure: how to compute it, which way is better, what an exact restore scores, and the weight
-    file it needs (checked before a job starts)."""
+    """One quality figure: how to compute it (a pixel formula, or a perceptual network scored through a
+    :class:`Reference`), which way is better, and what an exact restore scores."""
 
     name: str
     label: str
-    score: Callable[..., float | None]  # (reference, test) -> figure, or None where it cannot be measured
     higher_is_better: bool
     exact: float  # the figure of a restore identical to the original
-    weights: "WeightFile | None" = None
-    uses_device: bool = False  # takes ``device=`` (the perceptual networks)
+    score: Callable[[np.ndarray, np.ndarray], float | None] | None = None  # pixel metrics
+    net: PerceptualNet | None = None  # perceptual metrics
+
+    @property
+    def weights(self) -> WeightFile | None:
+        """The weight file this metric needs (checked before a job starts), if any."""
+        return None if self.net is None else self.net.weights
 
     def check_weights(self) -> None:
         """Resolve and hash-check the weight file, if any, without loading it (``WeightsNotFound`` /
@@ -321,23 +441,28 @@ class Metric:
         if self.weights is not None:
             resolve(self.weights)
 
-    def __call__(self, reference: np.ndarray, test: np.ndarray, *, device=None) -> float | None:
-        if self.uses_device:
-            return self.score(reference, test, device=device)
-        return self.score(reference, test)
+    def __call__(self, reference: np.ndarray | Reference, test: np.ndarray, *, device=None) -> float | None:
+        """The figure of ``test`` against ``reference`` (an array, or a :class:`Reference` whose kept features are
+        reused; ``device`` only applies to an array), None where it cannot be measured."""
+        if self.net is not None:
+            if not isinstance(reference, Reference):
+                reference = Reference(reference, device=device, cache_bytes=0)
+            return reference.distance(self.net, test)
+        return self.score(reference.image if isinstance(reference, Reference) else reference, test)
 
 
 METRICS: Registry[Metric] = Registry("metric", error=ValueError)
-for _m in (Metric("psnr", "PSNR", psnr, True, math.inf),
-           Metric("ms_ssim", "MS-SSIM", ms_ssim, True, 1.0),
-           Metric("lpips", "LPIPS", lpips, False, 0.0, LPIPS_WEIGHTS, True),
-           Metric("dists", "DISTS", dists, False, 0.0, DISTS_WEIGHTS, True)):
+for _m in (Metric("psnr", "PSNR", True, math.inf, score=psnr),
+           Metric("ms_ssim", "MS-SSIM", True, 1.0, score=ms_ssim),
+           Metric("lpips", "LPIPS", False, 0.0, net=LPIPS_NET),
+           Metric("dists", "DISTS", False, 0.0, net=DISTS_NET)):
     METRICS.add(_m.name, _m)
 #: the order every table lists them in
 METRIC_ORDER = ("psnr", "ms_ssim", "lpips", "dists")
 
 
-def measure(reference: np.ndarray, test: np.ndarray, names, *, device=None) -> dict[str, float | None]:
-    """``{name: figure}`` for each metric named (registry names), in :data:`METRIC_ORDER`."""
+def measure(reference: np.ndarray | Reference, test: np.ndarray, names, *, device=None) -> dict[str, float | None]:
+    """``{name: figure}`` for each metric named (registry names), in :data:`METRIC_ORDER`. Pass a
+    :class:`Reference` when scoring several tests against one image."""
     wanted = set(names)
     return {n: METRICS.get(n)(reference, test, device=device) for n in METRIC_ORDER if n in wanted}

@@ -174,13 +174,13 @@ class NeuralCodec(Codec):
             return res
         from . import refine as R
         from .images import colour_planes
-        from .metrics import lpips, ms_ssim
+        from .metrics import METRICS, Reference
 
         refiner = R.resolve(self.refiner, self.name, self.model.device)
-        ref = a.pic.reference()
+        ref = Reference(a.pic.reference(), device=self.model.device)  # scored 1 + len(VERIFY_STEPS) times
 
         def figures(planes):
-            return psnr(ref, planes), ms_ssim(ref, planes), lpips(ref, planes, device=self.model.device)
+            return tuple(METRICS.get(m)(ref, planes) for m in ("psnr", "ms_ssim", "lpips"))
 
         def measure(cfg):
             return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode))

@@ -22,14 +22,23 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
 
 
-def _entropy_data_args(p: argparse.ArgumentParser) -> None:
-    """The photos and cached latents of ``train-entropy`` and ``bench-entropy`` (train_entropy.photo_latents):
-    one definition, so both verbs select the same held-out set by default."""
-    p.add_argument("images", nargs="?", default=str(DEFAULT_HELD_OUT),
-                   help="folder of photos (default ../shared/data/photos)")
-    p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
+def _entropy_data_args(p: argparse.ArgumentParser, *, training: bool) -> None:
+    """The photos and cached latents of ``train-entropy`` (the training pool; the held-out photos refused) and
+    ``bench-entropy`` (the held-out photos it measures on)."""
+    if training:
+        p.add_argument("images", nargs="?", default=str(DEFAULT_TRAIN),
+                       help="training images, subfolders included (default ../shared/data/train)")
+        p.add_argument("--held-out", default=str(DEFAULT_HELD_OUT),
+                       help="evaluation photos that must not be trained on (refused by path and by content)")
+        p.add_argument("--holdout-every", type=int, default=5,
+                       help="keep every Nth training image aside for the closing evaluation")
+    else:
+        p.add_argument("images", nargs="?", default=str(DEFAULT_HELD_OUT),
+                       help="folder of photos (default ../shared/data/photos)")
+        p.add_argument("--holdout-every", type=int, default=5,
+                       help="measure every Nth photo in name order (the context model's held-out set)")
+    p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
-    p.add_argument("--holdout-every", type=int, default=5, help="hold out every Nth photo in name order")
     p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
                    help="folder for the cached latents")
 
@@ -236,11 +245,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", metavar="FILE", help="also write the results as JSON here")
     p.add_argument("--codecs", metavar="LIST",
                    help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
-                        "--qualities then applies to every codec (default: codec-specific lists)")
-    p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here")
+                        "--qualities then applies to every codec and may hold rates like 0.03bpp (default: "
+                        "codec-specific lists)")
+    p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here; a run "
+                                                "with the same settings there resumes from its rows.jsonl")
+    p.add_argument("--workers", type=int, default=1,
+                   help="with --codecs: processes sharing the images (default 1; speed figures are comparable "
+                        "between codecs of one run either way)")
     p.add_argument("--metrics", metavar="LIST",
                    help="with --codecs or --refine-modes: metrics to measure, of psnr,ms-ssim,lpips,dists (default "
-                        "all; PSNR always; DISTS costs ~35 s/MP per point on one core)")
+                        "all; PSNR always; on one core DISTS costs ~8 s/MP per point, LPIPS ~1)")
     p.add_argument("--refine-modes", metavar="LIST",
                    help="refinement benchmark (jobs/refine_bench.py): faithful,realistic against none on the same "
                         "streams — PSNR, MS-SSIM, LPIPS, DISTS, sharpness, decode s/MP")
@@ -335,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=48, help="hidden channels of the context network")
     p.add_argument("--depth", type=int, default=2, help="3×3 layers of the context network (receptive field 2·depth+1)")
     p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip per step")
-    _entropy_data_args(p)
+    _entropy_data_args(p, training=True)
     p.add_argument("--seed", type=int, default=0)
     _add_model_args(p)
 
@@ -344,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="tae-f2-ctx", help="shipped entropy model name or a train-entropy folder")
     p.add_argument("--qualities", default="10,40,70", help="comma-separated qualities (default 10,40,70)")
     p.add_argument("--json-out", metavar="FILE", help="also write the figures as JSON here")
-    _entropy_data_args(p)
+    _entropy_data_args(p, training=False)
     _add_model_args(p)
 
     p = sub.add_parser("train-codec", help="fine-tune the tae-f2 encoder for the frozen tae-f2 decoder (streams "

@@ -93,11 +93,14 @@ def run(a) -> dict:
 
     from .bench_inputs import parse_qualities
     from .train_entropy import photo_latents, quantized
+    from .training_data import validation_split
 
     t0 = time.time()
     qualities = parse_qualities(a.qualities)
     model = load_model(a.model)
-    latents, names = photo_latents(a, device=a.device)
+    paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    latents = photo_latents(paths[: a.limit or None], a, device=a.device)
+    names = sorted(validation_split(list(latents), a.holdout_every))
     out = {"model": a.model, "images": names, "qualities": {}}
     for q in qualities:
         tally = Tally(model.cfg.passes)

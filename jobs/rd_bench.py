@@ -1,11 +1,17 @@
 """``latentarc bench IMAGES --codecs tae-f2,avif,jxl,webp,jpeg --out DIR``: multi-codec rate–distortion and speed.
 
 For every image (sorted, first ``limit``, centre-cropped to at most ``crop``×``crop``), every codec and every
-quality: encode (timed, ``measure=False``), decode (timed), PSNR, MS-SSIM, LPIPS and DISTS of the decoded colour
-planes against the original's (exactly as the codecs measure them), bits per pixel of the whole LARC stream (container
-included, for every codec alike). One untimed warm-up encode/decode per codec on a 64×64 crop runs first.
+operating point (a quality 0–100, or a rate such as ``0.03bpp`` reached by the codec's rate control): encode (timed,
+``measure=False``), decode (timed), PSNR, MS-SSIM, LPIPS and DISTS of the decoded colour planes against the
+original's (exactly as the codecs measure them), bits per pixel of the whole LARC stream (container included, for
+every codec alike). One untimed warm-up encode/decode per codec and process on a 64×64 crop runs first.
 
-Per codec and quality the *mean curve* averages bpp, PSNR, MS-SSIM, LPIPS and DISTS over the images; speeds are
+An image is the unit of work: all its codecs and points are scored against one
+:class:`~latentarc.codec.metrics.Reference` (the original's perceptual features computed once), and each finished
+image is appended to ``rows.jsonl`` in the output folder, so a run that is stopped resumes where it was (same
+settings), and ``workers`` processes can share the images.
+
+Per codec and point the *mean curve* averages bpp, PSNR, MS-SSIM, LPIPS and DISTS over the images; speeds are
 total megapixels / total seconds. Speed per core: every encode and decode also records the process's CPU seconds
 (``time.process_time``: all its threads — torch's, libavif's, libjxl's); cores busy = CPU s / wall s, and MP/s per
 core = MP/s ÷ cores busy = megapixels / CPU seconds. Measured rather than taken from a thread setting, it is what a
@@ -17,16 +23,16 @@ BD-rate (PSNR) of each codec's mean curve against AVIF's (the first codec when A
 piecewise-linear figure always, and whether the cubic fit is monotonic. Further BD-rates use MS-SSIM in dB
 (``-10·log10(1 − MS-SSIM)``), LPIPS and DISTS as ``-10·log10(distance)`` dB as the quality axis
 (:mod:`.rd_perceptual`, which also gives the bpp each codec needs at fixed LPIPS / DISTS levels). ``metrics``
-(``--metrics psnr,ms-ssim,lpips,dists``, default all; PSNR always) skips the costly ones: DISTS is ~35 s/MP per
-point on one core, LPIPS ~1 s/MP; both run after the decode, outside its timing.
+(``--metrics psnr,ms-ssim,lpips,dists``, default all; PSNR always) skips the costly ones: on one core DISTS costs
+~8 s/MP per point once the reference is prepared, LPIPS ~1 s/MP; both run after the decode, outside its timing.
 
 A neural codec can be listed with an entropy model, ``NAME@ENTROPY`` (e.g. ``tae-f2@tae-f2-ctx``), to compare
 entropy models against the classical codecs in one run, and with an encoder-side latent search of N steps,
 ``NAME[@ENTROPY]+search=N`` (e.g. ``tae-f2@tae-f2-ctx+search=20``).
 
-Writes into ``out_dir``: ``rd.json`` (rows, summary, speed, BD tables, bpp at equal quality), ``rd_psnr.png``,
-``rd_msssim.png``, ``rd_lpips.png`` / ``rd_dists.png`` (when measured), ``speed.png`` and ``index.html``
-(self-contained: inline CSS, the plots embedded as base64 PNG).
+Writes into ``out_dir``: ``rows.jsonl`` (the resumable record), ``rd.json`` (rows, summary, speed, BD tables, bpp
+at equal quality), ``rd_psnr.png``, ``rd_msssim.png``, ``rd_lpips.png`` / ``rd_dists.png`` (when measured),
+``speed.png`` and ``index.html`` (self-contained: inline CSS, the plots embedded as base64 PNG).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import base64
 import html
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -47,18 +54,60 @@ from .rd_perceptual import (EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, dis
                             equal_quality_cells, format_equal_quality, parse_metrics)
 
 DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
-# Down to each scale's coarsest setting (0): on held-out ~1 MP photos (005, 025, 035) that is 0.05–0.09 bpp for
-# tae-f2, 0.09–0.13 avif, 0.08–0.13 jpeg (q0 = q1), 0.10–0.21 webp, 0.14–0.25 jxl: the 0–100 scales stop there,
-# above the ≈0.03 bpp wanted.
-DEFAULT_QUALITIES = {"tae-f2": [0.0, 10.0, 25.0, 40.0, 55.0, 70.0]}
-CLASSICAL_QUALITIES = [0.0, 10.0, 30.0, 50.0, 70.0, 90.0]
+# Each scale's coarsest setting (0) is 0.05–0.09 bpp for tae-f2 on held-out ~1 MP photos (005, 025, 035), 0.09–0.13
+# avif, 0.08–0.13 jpeg (q0 = q1), 0.10–0.21 webp, 0.14–0.25 jxl: the 0–100 scales stop above the ≈0.03 bpp wanted,
+# so neural codecs add a 0.03 bpp rate-controlled point (their step range goes well past quality 0's).
+DEFAULT_POINTS = {"tae-f2": ["0.03bpp", 0, 15, 30, 50, 70]}
+CLASSICAL_POINTS = [0, 10, 30, 50, 70, 90]
 REFERENCE = "avif"
+#: the resumable record of a run, in its output folder: a config line, then one line per finished image
+PROGRESS_FILE = "rows.jsonl"
+
+
+class Point(NamedTuple):
+    """One operating point: a ``quality`` (0–100) or a ``target_bpp`` (the codec's own rate control)."""
+
+    quality: float | None
+    target_bpp: float | None = None
+
+    @classmethod
+    def parse(cls, x) -> "Point":
+        """``30`` / ``"30"`` → quality 30; ``"0.03bpp"`` → 0.03 bpp through rate control."""
+        if isinstance(x, Point):
+            return x
+        text = str(x).strip()
+        try:
+            v = float(text[:-3] if text.endswith("bpp") else text)
+        except ValueError:
+            raise ValueError(f"bad operating point {x!r}: a quality 0–100 or a rate like 0.03bpp") from None
+        if text.endswith("bpp"):
+            if not (v > 0 and math.isfinite(v)):
+                raise ValueError(f"target bpp must be positive, got {text}")
+            return cls(None, v)
+        if not 0 <= v <= 100:
+            raise ValueError(f"quality must be in [0, 100], got {v:g}")
+        return cls(v)
+
+    @property
+    def label(self) -> str:
+        return f"{self.target_bpp:g}bpp" if self.target_bpp is not None else f"{self.quality:g}"
+
+    def encode_args(self) -> dict:
+        return {"target_bpp": self.target_bpp} if self.target_bpp is not None else {"quality": self.quality}
+
+
+def parse_points(text: str) -> list[Point]:
+    """``--qualities`` of the RD benchmark: comma-separated qualities and/or ``Nbpp`` rates."""
+    pts = list(dict.fromkeys(Point.parse(x) for x in text.split(",") if x.strip()))
+    if not pts:
+        raise ValueError("--qualities is empty")
+    return pts
 
 
 SEARCH_SUFFIX = "+search="
 
 
-class CodecSpec(NamedTuple):
+class BenchCodec(NamedTuple):
     """A bench codec spec taken apart: ``NAME[@ENTROPY[:RDOQ]][+search=N]``."""
 
     name: str
@@ -66,7 +115,7 @@ class CodecSpec(NamedTuple):
     search: int | None  # latent-search steps, None when not asked
 
     @classmethod
-    def parse(cls, spec: str) -> "CodecSpec":
+    def parse(cls, spec: str) -> "BenchCodec":
         body, plus, steps = spec.partition(SEARCH_SUFFIX)
         search = None
         if plus:
@@ -78,10 +127,12 @@ class CodecSpec(NamedTuple):
         return cls(name, entropy, search)
 
 
-def default_qualities(codec: str) -> list[float]:
-    codec = CodecSpec.parse(codec).name
-    return list(DEFAULT_QUALITIES.get(codec, CLASSICAL_QUALITIES if codec in ("avif", "jxl", "webp", "jpeg")
-                                      else DEFAULT_QUALITIES["tae-f2"]))
+def default_points(codec: str) -> list[Point]:
+    name = BenchCodec.parse(codec).name
+    from latentarc.codec.classical import CLASSICAL
+
+    return [Point.parse(x) for x in DEFAULT_POINTS.get(name, CLASSICAL_POINTS if name in CLASSICAL
+                                                       else DEFAULT_POINTS["tae-f2"])]
 
 
 def _codec_names(codecs) -> list[str]:
@@ -104,7 +155,7 @@ def build_codec(spec: str, *, weights=None, device=None):
 
     from .bench_inputs import entropy_spec
 
-    s = CodecSpec.parse(spec)
+    s = BenchCodec.parse(spec)
     kw = {} if s.search is None else {"latent_search": s.search}
     codec = get_codec(s.name, weights=weights, device=device, **(entropy_spec(s.entropy) if s.entropy else {}), **kw)
     if s.search and not codec.caps.analysis:
@@ -112,12 +163,12 @@ def build_codec(spec: str, *, weights=None, device=None):
     return codec
 
 
-def _qualities_for(qualities, codec: str) -> list[float]:
-    if qualities is None:
-        return default_qualities(codec)
-    if isinstance(qualities, dict):
-        return [float(q) for q in qualities.get(codec, default_qualities(codec))]
-    return [float(q) for q in qualities]
+def _points_for(points, codec: str) -> list[Point]:
+    if points is None:
+        return default_points(codec)
+    if isinstance(points, dict):
+        return [Point.parse(q) for q in points[codec]] if codec in points else default_points(codec)
+    return [Point.parse(q) for q in points]
 
 
 def _msssim_db(m: float | None) -> float | None:
@@ -144,31 +195,41 @@ def analysed(codec, pic) -> Analysis:
     return Analysis(a, time.perf_counter() - t0, time.process_time() - c0)
 
 
-def measure(codec, pic, quality: float, analysis=None, analysis_s: float = 0.0, analysis_cpu_s: float = 0.0,
-            metrics: tuple[str, ...] = METRICS, device=None) -> dict:
-    """One encode + decode at ``quality``; ``analysis`` / ``analysis_s`` / ``analysis_cpu_s``: from :func:`analysed`
-    for this ``pic``. Wall seconds (``encode_s``) and process CPU seconds (``encode_cpu_s``) of each side.
-    ``metrics``: which of MS-SSIM, LPIPS and DISTS to measure (the others are None; PSNR always), LPIPS and DISTS
-    on ``device``; their time (``metrics_s``) is outside the codec's timings."""
+def measure(codec, pic, point, analysis=None, analysis_s: float = 0.0, analysis_cpu_s: float = 0.0,
+            metrics: tuple[str, ...] = METRICS, device=None, reference=None) -> dict:
+    """One encode + decode at ``point`` (a :class:`Point`, or a quality); ``analysis`` / ``analysis_s`` /
+    ``analysis_cpu_s``: from :func:`analysed` for this ``pic``. Wall seconds (``encode_s``) and process CPU seconds
+    (``encode_cpu_s``) of each side. ``metrics``: which of MS-SSIM, LPIPS and DISTS to measure (the others are None;
+    PSNR always), LPIPS and DISTS on ``device``; their time (``metrics_s``) is outside the codec's timings.
+    ``reference``: this picture's :class:`~latentarc.codec.metrics.Reference`, shared by its points."""
     from latentarc.codec.classical import decoded_planes
-    from latentarc.codec.metrics import measure as scores_of
+    from latentarc.codec.metrics import METRIC_ORDER, METRICS as REGISTRY, Reference
 
+    point = Point.parse(point)
     shared = {} if analysis is None else {"analysis": analysis}
     c0, t0 = time.process_time() - analysis_cpu_s, time.perf_counter() - analysis_s
-    res = codec.encode(pic, quality=quality, measure=False, **shared)
+    res = codec.encode(pic, **point.encode_args(), measure=False, **shared)
     c1, t1 = time.process_time(), time.perf_counter()
     dec = codec.decode(res.data)
     c2, t2 = time.process_time(), time.perf_counter()
-    ref, test = pic.reference(), decoded_planes(dec, pic.mode)
+    test = decoded_planes(dec, pic.mode)
+    reference = reference or Reference(pic.reference(), device=device)
     mp = pic.width * pic.height / 1e6
     t3 = time.perf_counter()
-    scores = {m: None for m in METRICS} | scores_of(ref, test, {"psnr", *metrics}, device=device)
+    scores, cpu = {m: None for m in METRICS}, {}
+    for m in (m for m in METRIC_ORDER if m == "psnr" or m in metrics):
+        c = time.process_time()
+        scores[m] = REGISTRY.get(m)(reference, test)
+        cpu[m] = time.process_time() - c
     return {
-        "quality": quality,
+        "point": point.label,
+        "quality": point.quality,
+        "target_bpp": point.target_bpp,
         "bytes": len(res.data),
         "bpp": len(res.data) * 8.0 / (pic.width * pic.height),
         **scores,
         "metrics_s": time.perf_counter() - t3,
+        "metric_cpu_s": cpu,  # per metric: process CPU seconds (the first point of an image includes the reference's pass)
         "encode_s": t1 - t0,
         "decode_s": t2 - t1,
         "encode_cpu_s": c1 - c0,
@@ -184,19 +245,21 @@ def _mean(xs) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def summarise(rows: list[dict], codecs: list[str], qualities: dict[str, list[float]]) -> tuple[dict, dict]:
+def summarise(rows: list[dict], codecs: list[str], points: dict[str, list[Point]]) -> tuple[dict, dict]:
     curves: dict[str, list[dict]] = {}
     speed: dict[str, dict] = {}
     for c in codecs:
         rs_c = [r for r in rows if r["codec"] == c]
         curves[c] = []
-        for q in qualities[c]:
-            rs = [r for r in rs_c if r["quality"] == q]
+        for q in points[c]:
+            rs = [r for r in rs_c if r["point"] == q.label]
             if not rs:
                 continue
             mp = sum(r["width"] * r["height"] for r in rs) / 1e6
             curves[c].append({
-                "quality": q,
+                "point": q.label,
+                "quality": q.quality,
+                "target_bpp": q.target_bpp,
                 "images": len(rs),
                 "bpp": float(np.mean([r["bpp"] for r in rs])),
                 "psnr": float(np.mean([r["psnr"] for r in rs])),
@@ -325,6 +388,14 @@ def format_pairs(pairs: dict) -> str:
     return "\n".join(lines)
 
 
+def format_metric_cost(cost: dict[str, float]) -> str:
+    """One line: each metric's process CPU seconds per megapixel per point."""
+    from latentarc.codec.metrics import METRICS as REGISTRY
+
+    return ("metric cost (CPU s per MP per point, the reference's pass included): "
+            + ", ".join(f"{REGISTRY.get(m).label} {v:.2f}" for m, v in cost.items()))
+
+
 def format_speed(speed: dict[str, dict], threads: int | None = None) -> str:
     """Every codec's encode and decode speed side by side: MP/s, cores busy, MP/s per core."""
     def n(x, fmt):
@@ -346,12 +417,12 @@ def _num(x, fmt: str = ".4f") -> str:
 
 
 def format_curves(curves: dict[str, list[dict]], speed: dict[str, dict]) -> str:
-    head = (f"{'codec':<10} {'q':>5} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'LPIPS':>7} {'DISTS':>7} "
+    head = (f"{'codec':<10} {'point':>7} {'bpp':>8} {'PSNR dB':>8} {'MS-SSIM':>8} {'LPIPS':>7} {'DISTS':>7} "
             f"{'enc MP/s':>9} {'dec MP/s':>9}")
     lines = ["mean curves:", head, "-" * len(head)]
     for c, pts in curves.items():
         for p in pts:
-            lines.append(f"{c:<10} {p['quality']:>5g} {p['bpp']:8.4f} {p['psnr']:8.2f} {_num(p['ms_ssim']):>8} "
+            lines.append(f"{c:<10} {p['point']:>7} {p['bpp']:8.4f} {p['psnr']:8.2f} {_num(p['ms_ssim']):>8} "
                          f"{_num(p['lpips']):>7} {_num(p['dists']):>7} {p['encode_mp_s']:9.3f} "
                          f"{p['decode_mp_s']:9.3f}")
     return "\n".join(lines)
@@ -368,7 +439,7 @@ def _style(codec: str) -> dict:
     colour of another codec."""
     if codec in COLOURS:
         return {"color": COLOURS[codec]}
-    return {"color": COLOURS.get(CodecSpec.parse(codec).name), "linestyle": "--"}
+    return {"color": COLOURS.get(BenchCodec.parse(codec).name), "linestyle": "--"}
 
 
 def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
@@ -404,7 +475,7 @@ def _plots(curves: dict, speed: dict, out: Path) -> dict[str, Path]:
     ax.set_xticks(x, names)
     ax.set_yscale("log")
     ax.set_ylabel("megapixels / s (log)")
-    ax.set_title("speed (mean over all qualities)")
+    ax.set_title("speed (mean over all operating points)")
     ax.legend()
     fig.savefig(out / "speed.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -445,7 +516,7 @@ def _html(result: dict, files: dict[str, Path]) -> str:
         bd_rows.append([c, _pct(p["bd_rate_pct"]), p["method"], _pct(p["linear_pct"]), f"{lo:.2f}–{hi:.2f}", mono,
                         *_other_cells(e)])
     curve_rows = [
-        [c, f"{p['quality']:g}", f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", _num(p["ms_ssim"]), _num(p["lpips"]),
+        [c, p["point"], f"{p['bpp']:.4f}", f"{p['psnr']:.2f}", _num(p["ms_ssim"]), _num(p["lpips"]),
          _num(p["dists"]), f"{p['encode_mp_s']:.3f}", f"{p['decode_mp_s']:.3f}"]
         for c, pts in result["curves"].items() for p in pts
     ]
@@ -478,8 +549,9 @@ def _html(result: dict, files: dict[str, Path]) -> str:
                     "decode MP/s", "decode cores busy", "decode MP/s per core"], speed_rows),
         "<p class=muted>cores busy = process CPU seconds ÷ wall seconds; MP/s per core = MP/s ÷ cores busy "
         f"(torch threads {result.get('threads')}).</p>",
+        f"<p class=muted>{html.escape(format_metric_cost(result['metric_cpu_s_per_mp']))}</p>",
         "<h2>Mean curves</h2>",
-        html_table(["codec", "quality", "bpp", "PSNR dB", "MS-SSIM", "LPIPS", "DISTS", "encode MP/s", "decode MP/s"],
+        html_table(["codec", "point", "bpp", "PSNR dB", "MS-SSIM", "LPIPS", "DISTS", "encode MP/s", "decode MP/s"],
                    curve_rows),
         "<h2>Images</h2>",
         html_table(["image", "width", "height"], [[i["image"], i["width"], i["height"]] for i in imgs]),
@@ -493,71 +565,174 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
+# ------------------------------------------------------------------------------------------ running
+# One image is the unit of work: every codec and point on it, against one Reference (the original's perceptual
+# features computed once). Finished images are appended to ``rows.jsonl`` in the output folder, so an interrupted
+# run resumes where it stopped, and ``workers`` processes can share the images.
+_WORKER: dict = {}
+
+
+def _init_worker(codecs: list[str], weights, device, threads: int | None) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    _WORKER.clear()
+    _WORKER.update(codecs={c: build_codec(c, weights=weights, device=device) for c in codecs}, device=device,
+                   warm=set())
+
+
+def bench_image(path: str, crop, points: dict[str, list[Point]], metrics: tuple[str, ...]) -> list[dict]:
+    """The codecs of ``points`` (built by :func:`_init_worker`) at their points on one image: one record per codec,
+    ``{"image", "codec", "points", "width", "height", "rows", "seconds"}``, or ``[{"image", "skipped"}]`` for an
+    unreadable file."""
+    from latentarc.codec.errors import ImageError
+    from latentarc.codec.images import read_image
+    from latentarc.codec.metrics import Reference
+
+    from .bench_inputs import centre_crop
+
+    name = Path(path).name
+    try:
+        pic = centre_crop(read_image(Path(path).read_bytes()), crop)
+    except ImageError as e:
+        return [{"image": name, "skipped": f"{type(e).__name__}: {e}"}]
+    device = _WORKER["device"]
+    reference = Reference(pic.reference(), device=device)
+    out = []
+    for c, pts in points.items():
+        codec = _WORKER["codecs"][c]
+        if c not in _WORKER["warm"]:  # one untimed warm-up per codec and process
+            measure(codec, centre_crop(pic, 64), pts[-1], metrics=metrics, device=device)
+            _WORKER["warm"].add(c)
+        t0 = time.perf_counter()
+        a = analysed(codec, pic)
+        rows = [{"codec": c, "image": name, "width": pic.width, "height": pic.height,
+                 **measure(codec, pic, q, a.analysis, a.seconds, a.cpu_s, metrics, device, reference)} for q in pts]
+        out.append({"image": name, "codec": c, "points": [q.label for q in pts], "width": pic.width,
+                    "height": pic.height, "rows": rows, "seconds": time.perf_counter() - t0})
+    return out
+
+
+def _progress(out: Path, config: dict, points: dict[str, list[str]]) -> dict[tuple[str, str], dict]:
+    """``(image, codec) → record`` of what ``rows.jsonl`` already holds (a skipped image under codec ``""``);
+    a new file is started with ``config``. ``ValueError`` when the folder holds a run with other settings, or a
+    codec measured there at other points. Adding codecs or images to a run is fine: only what is missing runs."""
+    path = out / PROGRESS_FILE
+    if not path.exists():
+        path.write_text(json.dumps({"config": config}) + "\n")
+        return {}
+    lines = path.read_text().splitlines()
+    head = json.loads(lines[0]) if lines else {}
+    if head.get("config") != config:
+        raise ValueError(f"{path} holds a run with other settings ({head.get('config')}, here {config}); use "
+                         f"another --out, or delete it to start again")
+    done: dict[tuple[str, str], dict] = {}
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: that image and codec run again
+        c = rec.get("codec", "")
+        if c in points and rec["points"] != points[c]:
+            raise ValueError(f"{path}: {c} was measured at points {rec['points']}, here {points[c]}; use "
+                             f"another --out")
+        done[(rec["image"], c)] = rec
+    return done
+
+
 def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-bench", crop=None, limit=None,
-                 weights=None, *, device=None, metrics=None, log=None) -> dict:
-    """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: None (codec-specific
-    defaults), one list for every codec, or ``{codec: list}``. ``metrics``: None (all), a comma-separated string
-    or a list of ``psnr, ms-ssim, lpips, dists`` (PSNR is always measured). Returns the dict written to
-    ``rd.json`` (plus ``files``: what was written)."""
+                 weights=None, *, device=None, metrics=None, workers: int = 1, log=None) -> dict:
+    """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: operating points — None
+    (codec-specific defaults), one list for every codec, or ``{codec: list}``; a point is a quality or ``"Nbpp"``.
+    ``metrics``: None (all), a comma-separated string or a list of ``psnr, ms-ssim, lpips, dists`` (PSNR is always
+    measured). ``workers``: processes sharing the images (each with ``cores // workers`` torch threads). Resumes
+    from ``rows.jsonl`` in ``out_dir``: image × codec pairs already measured there with the same settings are
+    reused. Returns the dict written to ``rd.json`` (plus ``files``: what was written)."""
     log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
     metrics = parse_metrics(metrics if metrics is None or isinstance(metrics, str) else ",".join(metrics))
 
-    from .bench_inputs import centre_crop, list_images, read_pictures
+    from .bench_inputs import list_images
 
     names = _codec_names(codecs)
-    qs = {c: _qualities_for(qualities, c) for c in names}
-    for c, ql in qs.items():
+    pts = {c: _points_for(qualities, c) for c in names}
+    for c, ql in pts.items():
         if not ql:
-            raise ValueError(f"no qualities for {c}")
-        for q in ql:
-            if not 0 <= q <= 100:
-                raise ValueError(f"quality must be in [0, 100], got {q:g}")
+            raise ValueError(f"no operating points for {c}")
     if crop is not None and crop < 1:
         raise ValueError("--crop must be at least 1")
-    if isinstance(images, (str, Path)):
-        files = list_images(images, limit)
-    else:
-        files = [Path(p) for p in images][: limit or None]
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
+    files = list_images(images, limit) if isinstance(images, (str, Path)) else [Path(p) for p in images][: limit or None]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    built = {c: build_codec(c, weights=weights, device=device) for c in names}
+    config = {"metrics": list(metrics), "crop": crop, "weights": None if weights is None else str(weights)}
+    labels = {c: [q.label for q in ql] for c, ql in pts.items()}
+    done = _progress(out, config, labels)
+    todo = [(f, {c: pts[c] for c in names if (f.name, c) not in done}) for f in files if (f.name, "") not in done]
+    todo = [(f, p) for f, p in todo if p]
+    if done:
+        print(f"resuming from {out / PROGRESS_FILE}: {len(files) - len(todo)} of {len(files)} images complete",
+              file=log)
 
-    skipped: list[dict] = []
-    pics = [(path.name, pic) for _, path, pic in read_pictures(files, crop, skipped, log)]
-    if not pics:
-        raise ValueError("no readable images")
-
-    rows: list[dict] = []
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     t_start = time.perf_counter()
-    for c in names:
-        codec = built[c]
-        measure(codec, centre_crop(pics[0][1], 64), qs[c][0], metrics=metrics, device=device)  # untimed warm-up
-        t_c = time.perf_counter()
-        for name, pic in pics:
-            a = analysed(codec, pic)
-            for q in qs[c]:
-                rows.append({"codec": c, "image": name, "width": pic.width, "height": pic.height,
-                             **measure(codec, pic, q, a.analysis, a.seconds, a.cpu_s, metrics, device)})
-        print(f"{c}: {len(pics)} images × {len(qs[c])} qualities in {time.perf_counter() - t_c:.1f} s", file=log)
-    curves, speed = summarise(rows, names, qs)
+    with open(out / PROGRESS_FILE, "a") as progress:
+        def record(recs: list[dict]) -> None:
+            for rec in recs:
+                done[(rec["image"], rec.get("codec", ""))] = rec
+                progress.write(json.dumps(json_safe(rec)) + "\n")
+            progress.flush()
+            what = (f"skipped ({recs[0]['skipped']})" if "skipped" in recs[0] else
+                    ", ".join(f"{r['codec']} {r['seconds']:.0f} s" for r in recs))
+            record.n += 1
+            print(f"[{record.n}/{len(todo)}] {recs[0]['image']}: {what}", file=log, flush=True)
+
+        record.n = 0
+        if workers == 1 or len(todo) <= 1:
+            if todo:
+                _init_worker(names, weights, device, threads)
+            for f, p in todo:
+                record(bench_image(str(f), crop, p, metrics))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker, initargs=(names, weights, device, threads)) as pool:
+                for fut in as_completed([pool.submit(bench_image, str(f), crop, p, metrics) for f, p in todo]):
+                    record(fut.result())
+
+    wanted = [f.name for f in files]
+    skipped = [{"image": n, "error": done[(n, "")]["skipped"]} for n in wanted if (n, "") in done]
+    recs = [done[(n, c)] for n in wanted for c in names if (n, c) in done]
+    rows = [r for rec in recs for r in rec["rows"]]
+    if not rows:
+        raise ValueError("no readable images")
+    curves, speed = summarise(rows, names, pts)
     reference = REFERENCE if REFERENCE in names else names[0]
-    bd = bd_table(curves, reference)
+    mp = sum(r["width"] * r["height"] for r in rows) / 1e6
+    metric_cost = {m: sum(r["metric_cpu_s"].get(m, 0.0) for r in rows) / mp for m in ("psnr", *metrics)}
+    sizes = {rec["image"]: (rec["width"], rec["height"]) for rec in recs}
     result = {
         "codecs": names,
-        "qualities": qs,
+        "points": labels,
         "metrics": list(metrics),
         "crop": crop,
-        "images": [{"image": n, "width": p.width, "height": p.height} for n, p in pics],
+        "images": [{"image": n, "width": sizes[n][0], "height": sizes[n][1]} for n in wanted if n in sizes],
         "skipped": skipped,
         "reference": reference,
         "rows": rows,
         "curves": curves,
         "speed": speed,
-        "threads": _torch_threads(),
-        "bd": bd,
+        "threads": threads or _torch_threads(),
+        "workers": workers,
+        "bd": bd_table(curves, reference),
         "bd_pairs": bd_pairs(curves),
         "equal_quality": equal_quality(rows, names, metrics),
         "seconds": time.perf_counter() - t_start,
+        "codec_seconds": sum(rec["seconds"] for rec in recs),
+        "metric_cpu_s_per_mp": metric_cost,  # mean over every point, reference passes included
     }
     files_written = _plots(curves, speed, out)
     (out / "rd.json").write_text(json.dumps(json_safe(result), indent=2))
@@ -568,15 +743,14 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
 
 
 def run_rd_bench_cli(a) -> int:
-    from .bench_inputs import parse_qualities
-
-    qualities = None if a.qualities is None else parse_qualities(a.qualities)
+    qualities = None if a.qualities is None else parse_points(a.qualities)
     out = a.out or "rd-bench"
     r = run_rd_bench(a.images, a.codecs, qualities, out, crop=a.crop, limit=a.limit, weights=a.weights,
-                     device=a.device, metrics=a.metrics)
+                     device=a.device, metrics=a.metrics, workers=a.workers)
     print(format_curves(r["curves"], r["speed"]))
     print()
     print(format_speed(r["speed"], r["threads"]))
+    print(format_metric_cost(r["metric_cpu_s_per_mp"]))
     print()
     print(format_bd(r["bd"], r["reference"]))
     for text in (format_pairs(r["bd_pairs"]), format_equal_quality(r["equal_quality"])):

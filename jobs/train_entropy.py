@@ -1,8 +1,9 @@
 """``latentarc train-entropy``: train the context entropy model (codec/context_model.py) on tae-f2 latents.
 
-Data: the photos in IMAGES at full size, encoded once to tae-f2 latents with the codec's per-channel decoder
-sensitivities (cached, as ``train-refiner`` does). A fixed set is held out — every ``--holdout-every``-th file
-in name order — and used only for the closing evaluation.
+Data: the training pool (IMAGES, default ``../shared/data/train``; the held-out evaluation photos are refused by
+path and by content) at full size, encoded once to tae-f2 latents with the codec's per-channel decoder
+sensitivities (cached, as ``train-refiner`` does). A fixed validation set — every ``--holdout-every``-th file in
+name order — is kept out of training and used only for the closing evaluation.
 
 Each training sample is a random latent crop quantized exactly as the encoder does (``choose_params`` with the
 image's sensitivities) at a base step drawn log-uniformly over the quality range; the loss is the code length
@@ -61,21 +62,16 @@ def code_length(net: cm.ContextNet, x, mask, sym, steps) -> torch.Tensor:
     return -(logp * mask).sum() / math.log(2)
 
 
-def photo_latents(a, device: str | None) -> tuple[dict, list[str]]:
-    """({name: (latent, sensitivity)} for the photos in ``a.images`` (first ``a.limit``, cached in ``a.cache``),
-    the held-out names in order): the data ``train-entropy`` trains on and ``bench-entropy`` measures."""
+def photo_latents(paths: list[Path], a, device: str | None, root: Path | None = None) -> dict:
+    """{name: (latent, sensitivity)} of ``paths`` (cached in ``a.cache``; names relative to ``root``): the data
+    ``train-entropy`` trains on and ``bench-entropy`` measures."""
     from latentarc.codec.api import load_codec
     from latentarc.jobs.latent_cache import encode_latents
-    from latentarc.jobs.training_data import validation_split
 
-    paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    if a.limit:
-        paths = paths[: a.limit]
     if not paths:
         raise ValueError(f"no images in {a.images}")
     codec = load_codec(weights=a.weights, device=device)
-    latents = encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes)
-    return latents, sorted(validation_split([p.name for p in paths], a.holdout_every))
+    return encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes, root=root)
 
 
 def train(a) -> dict:
@@ -85,8 +81,11 @@ def train(a) -> dict:
     t_start = time.time()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    latents, hold = photo_latents(a, device="cpu")
-    hold = set(hold)
+    from latentarc.jobs.training_data import training_files, validation_split
+
+    paths = training_files(a.images, a.held_out)[: a.limit or None]  # refuses the held-out evaluation photos
+    latents = photo_latents(paths, a, device="cpu", root=Path(a.images))
+    hold = set(validation_split(list(latents), a.holdout_every))
     train_names = [n for n in latents if n not in hold]
     cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
                            depth=a.depth)

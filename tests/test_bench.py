@@ -236,3 +236,33 @@ def test_rd_bench_perceptual_axes(tmp_path, two_photos, capsys):
     pic = centre_crop(read_image(sorted(folder.glob("*.png"))[0].read_bytes()), 48)
     m = measure(build_codec("avif"), pic, 30.0, metrics=("psnr", "dists"))
     assert 0 < m["dists"] < 1 and m["lpips"] is None and m["ms_ssim"] is None
+
+
+@needs_shared
+def test_rd_bench_resumes_and_extends_a_run(tmp_path, two_photos):
+    """rows.jsonl is the run's record: a second run with another codec measures only that codec, a line cut
+    short by a kill is measured again, two worker processes give the same figures, and a codec asked for at
+    other points in the same folder is refused."""
+    import io
+
+    from latentarc.jobs.rd_bench import PROGRESS_FILE, run_rd_bench
+
+    out = tmp_path / "rd"
+    first = run_rd_bench(two_photos, "jpeg", [20, "0.5bpp", 80], out, crop=64, metrics="psnr", workers=2)
+    lines = (out / PROGRESS_FILE).read_text().splitlines()
+    assert len(lines) == 3 and json.loads(lines[0])["config"]["crop"] == 64
+    assert [r["point"] for r in first["rows"][:3]] == ["20", "0.5bpp", "80"]
+    assert first["rows"][1]["target_bpp"] == 0.5 and first["rows"][1]["quality"] is None
+    # cut the last line short, as a kill would: that image is measured again
+    (out / PROGRESS_FILE).write_text("\n".join(lines[:-1] + [lines[-1][:40]]) + "\n")
+    log = io.StringIO()
+    second = run_rd_bench(two_photos, "jpeg,avif", [20, "0.5bpp", 80], out, crop=64, metrics="psnr", log=log)
+    printed = log.getvalue()
+    assert printed.count("jpeg") == 1 and printed.count("avif") == 2  # one jpeg redone, avif on both images
+    jpeg = lambda r: [(x["image"], x["point"], x["bytes"], x["psnr"]) for x in r["rows"] if x["codec"] == "jpeg"]  # noqa: E731
+    assert jpeg(second) == jpeg(first)  # same figures in one process as in two
+    assert {x["codec"] for x in second["rows"]} == {"jpeg", "avif"} and len(second["rows"]) == 12
+    with pytest.raises(ValueError, match="measured at points"):
+        run_rd_bench(two_photos, "jpeg", [30], out, crop=64, metrics="psnr")
+    with pytest.raises(ValueError, match="other settings"):
+        run_rd_bench(two_photos, "jpeg", [20, "0.5bpp", 80], out, crop=48, metrics="psnr")

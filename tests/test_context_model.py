@@ -17,7 +17,7 @@ from latentarc.codec.latent_coding import coder
 from latentarc.codec.quantize import centred, choose_params, quantize
 from latentarc.codec.weights import WEIGHTS_DIR
 
-from .conftest import MODELS, PHOTOS, photo_crop
+from .conftest import MODELS, PHOTOS, TRAIN, photo_crop
 
 pytestmark = pytest.mark.shared("models", "photos")
 
@@ -238,20 +238,26 @@ def test_golden_payload(shipped):
 GOLDEN_PAYLOAD_HASH = "2c9e88227ee90c64"
 
 
-def test_train_entropy_job(tmp_path):
+@pytest.mark.shared("train")
+def test_train_entropy_job(tmp_path, capsys):
     """The trainer end to end on real photos (small and short): it learns (loss falls), writes weights, config
     and card, and what it writes loads as a working model of the configured depth."""
     from latentarc.jobs.cli import main
 
+    from latentarc.jobs.training_data import training_files
+
     out = tmp_path / "ctx"
-    rc = main(["train-entropy", str(PHOTOS), "--out", str(out), "--name", "test-ctx", "--model-id", "99",
-               "--iterations", "60", "--batch-size", "4", "--crop", "12", "--hidden", "16", "--depth", "3",
-               "--limit", "5", "--max-side", "256", "--cache", str(tmp_path / "cache"), "--weights", str(MODELS),
-               "--device", "cpu"])
-    assert rc == 0
+    args = ["--out", str(out), "--name", "test-ctx", "--model-id", "99",
+            "--iterations", "60", "--batch-size", "4", "--crop", "12", "--hidden", "16", "--depth", "3",
+            "--limit", "5", "--max-side", "256", "--cache", str(tmp_path / "cache"), "--weights", str(MODELS),
+            "--device", "cpu"]
+    assert main(["train-entropy", str(PHOTOS), *args]) != 0  # the evaluation photos are never training data
+    assert "HeldOutData" in capsys.readouterr().err and not out.exists()
+    assert main(["train-entropy", str(TRAIN), *args]) == 0
     meta = json.loads((out / "config.json").read_text())
     t = meta["training"]["training"]
-    assert meta["config"]["depth"] == 3 and meta["training"]["data"]["held_out"] == ["005.png"]
+    fifth = training_files(TRAIN, PHOTOS)[4].relative_to(TRAIN).as_posix()
+    assert meta["config"]["depth"] == 3 and meta["training"]["data"]["held_out"] == [fifth]
     assert t["final_loss_bpp"] < t["first_loss_bpp"]
     ev = meta["training"]["held_out_evaluation"]
     assert [r["quality"] for r in ev] == [10, 25, 40, 55, 70, 85]

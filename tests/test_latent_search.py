@@ -81,13 +81,13 @@ def test_bad_search_settings_are_refused(bad):
 def test_bench_spec_and_cli_flag(codec, tmp_path, capsys):
     from PIL import Image
 
-    from latentarc.jobs.rd_bench import CodecSpec, build_codec, default_qualities
+    from latentarc.jobs.rd_bench import BenchCodec, build_codec, default_points
 
-    assert CodecSpec.parse("tae-f2@tae-f2-ctx:0.5+search=3") == ("tae-f2", "tae-f2-ctx:0.5", 3)
-    assert CodecSpec.parse("avif") == ("avif", "", None)
+    assert BenchCodec.parse("tae-f2@tae-f2-ctx:0.5+search=3") == ("tae-f2", "tae-f2-ctx:0.5", 3)
+    assert BenchCodec.parse("avif") == ("avif", "", None)
     c = build_codec("tae-f2@tae-f2-ctx+search=3")
     assert c.latent_search.iterations == 3 and c.coder.name == "tae-f2-ctx"
-    assert default_qualities("tae-f2+search=3") == default_qualities("tae-f2")
+    assert default_points("tae-f2+search=3") == default_points("tae-f2")
     for bad in ("avif+search=3", "tae-f2+search=many"):
         with pytest.raises(ValueError):
             build_codec(bad)

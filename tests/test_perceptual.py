@@ -107,14 +107,55 @@ def test_below_the_minimum_size_is_none():
 
 def test_tiled_equals_untiled():
     """Exact aligned tiles: the tiled value equals the one-tile value up to float rounding (stated: 1e-5; seen:
-    ~1e-9). A 512x384 image with 128/256-px tile cores has interior, edge and corner tiles."""
+    ~1e-9). A 512x384 image with 128-px (LPIPS) and 96-px (DISTS) tile cores has interior, edge and corner tiles."""
     ref, test = _rgb(CHECK / "003-ref.png"), _rgb(CHECK / "003-q10.jpg")
     assert max(ref.shape) <= metrics.PERCEPTUAL_TILE  # the default evaluates it in one tile
+    for net, tile in ((metrics.LPIPS_NET, 128), (metrics.DISTS_NET, 96)):
+        assert len(metrics._spans(512, tile, net.margin)) >= 3  # an interior tile along x
     whole = next(r for r in _scored() if r["distorted"] == "003-q10.jpg")
     assert lpips(ref, test, tile=128) == pytest.approx(whole["got_lpips"], abs=1e-5)
-    assert dists(ref, test, tile=256) == pytest.approx(whole["got_dists"], abs=1e-5)
+    assert dists(ref, test, tile=96) == pytest.approx(whole["got_dists"], abs=1e-5)
     with pytest.raises(ValueError):
         lpips(ref, test, tile=100)  # not a multiple of 16: the grids would not align
+
+
+@pytest.mark.parametrize("tile,margin", [(1024, 128), (512, 96), (96, 128), (64, 96)])
+def test_tile_spans_cover_the_axis_within_the_bound(tile, margin):
+    """Along any axis: cores partition it, start on multiples of 16, every tile carries up to ``margin`` px of
+    context and stays within ``tile + 2·margin`` px (the memory bound); an axis that fits is one tile, and no
+    fewer tiles would fit the bound."""
+    for n in (32, 100, 767, 768, 1080, 1276, 1281, 2000, 4000, 6000):
+        spans = metrics._spans(n, tile, margin)
+        assert spans[0][2] == 0 and spans[-1][3] == n
+        for (y0, y1, c0, c1), nxt in zip(spans, spans[1:] + [None]):
+            assert c0 % 16 == 0 and c0 < c1 and y0 == max(0, c0 - margin) and y1 == min(n, c1 + margin)
+            assert y1 - y0 <= tile + 2 * margin
+            assert nxt is None or nxt[2] == c1
+        if n <= tile + 2 * margin:
+            assert spans == [(0, n, 0, n)]
+        elif len(spans) > 2:  # one tile fewer would need a core (aligned) too long for the bound
+            k = len(spans) - 1
+            core = -(-(-(-n // k)) // 16) * 16
+            assert core + (margin if k == 2 else 2 * margin) > tile + 2 * margin
+
+
+def test_prepared_reference_scores_as_the_functions_do():
+    """A Reference scores every test exactly as lpips()/dists() do, keeps the reference's features (so later
+    tests skip its pass), and with no cache budget keeps nothing and still gives the same figures."""
+    ref = _crop(5, 160)
+    tests = [_jpeg(ref, q) for q in (80, 30, 10)]
+    kept = metrics.Reference(ref, tile=64)  # several tiles
+    none = metrics.Reference(ref, tile=64, cache_bytes=0)
+    for t in tests:
+        want = {"lpips": lpips(ref, t, tile=64), "dists": dists(ref, t, tile=64)}
+        for r in (kept, none):
+            got = metrics.measure(r, t, {"psnr", "lpips", "dists"})
+            assert got["lpips"] == pytest.approx(want["lpips"], abs=1e-9)
+            assert got["dists"] == pytest.approx(want["dists"], abs=1e-9)
+            assert got["psnr"] == metrics.psnr(ref, t)
+    assert kept.kept_bytes > 0 and none.kept_bytes == 0
+    assert metrics.measure(kept, ref, {"lpips", "dists"}) == {"lpips": pytest.approx(0, abs=1e-6),
+                                                               "dists": pytest.approx(0, abs=1e-6)}
 
 
 def test_lpips_loss_matches_the_metric_and_has_gradients():
