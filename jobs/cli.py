@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from .exit_codes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
-from .training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
+from .research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -256,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --codecs or --refine-modes: metrics to measure, of psnr,ms-ssim,lpips,dists (default "
                         "all; PSNR always; on one core DISTS costs ~8 s/MP per point, LPIPS ~1)")
     p.add_argument("--refine-modes", metavar="LIST",
-                   help="refinement benchmark (jobs/refine_bench.py): faithful,realistic against none on the same "
+                   help="refinement benchmark (jobs/research/refine_bench.py): faithful,realistic against none on the same "
                         "streams — PSNR, MS-SSIM, LPIPS, DISTS, sharpness, decode s/MP")
     p.add_argument("--refine-steps", metavar="LIST", help="with --refine-modes: step counts K (default 1,2,4)")
     p.add_argument("--refiner", metavar="NAME", help="with --refine-modes: refiner (default: the codec's own)")
@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
     p.add_argument("--name", default="tae-f2-ctx", help="model name written into config.json")
-    p.add_argument("--model-id", type=int, default=2, help="entropy-model id streams will carry")
+    p.add_argument("--model-id", type=int, default=3, help="entropy-model id streams will carry (2 and 3: the shipped context models)")
     p.add_argument("--iterations", dest="steps", type=int, default=1500,
                    help="training iterations: the total to reach (a resumed run continues)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -563,7 +563,7 @@ def _cmd_bench(a) -> int:
 
         return run_rd_bench_cli(a)
     if a.refine_modes:
-        from latentarc.jobs.refine_bench import run_refine_bench
+        from latentarc.jobs.research.refine_bench import run_refine_bench
 
         if a.qualities is None:
             a.qualities = "25,50,75"
@@ -591,25 +591,25 @@ def _cmd_bench_pipeline(a) -> int:
 
 
 def _cmd_train_refiner(a) -> int:
-    from latentarc.jobs.train_refiner import run_train_refiner
+    from latentarc.jobs.research.train_refiner import run_train_refiner
 
     return run_train_refiner(a)
 
 
 def _cmd_train_entropy(a) -> int:
-    from latentarc.jobs.train_entropy import run_train_entropy
+    from latentarc.jobs.research.train_entropy import run_train_entropy
 
     return run_train_entropy(a)
 
 
 def _cmd_bench_entropy(a) -> int:
-    from latentarc.jobs.entropy_bench import run_entropy_bench
+    from latentarc.jobs.research.entropy_bench import run_entropy_bench
 
     return run_entropy_bench(a)
 
 
 def _cmd_train_codec(a) -> int:
-    from latentarc.jobs.train_codec import run_train_codec
+    from latentarc.jobs.research.train_codec import run_train_codec
 
     return run_train_codec(a)
 

@@ -21,7 +21,7 @@ from .conftest import MODELS, PHOTOS, TRAIN, photo_crop
 
 pytestmark = pytest.mark.shared("models", "photos")
 
-HELD_OUT = 4  # 005.png: held out from the model's training (jobs/train_entropy.py)
+HELD_OUT = 4  # 005.png: held out from the model's training (jobs/research/train_entropy.py)
 
 #: pins the table construction (integer arithmetic only): any change here breaks every stream
 GOLDEN_TABLE_HASH = "b1009e57cb0fe310"
@@ -244,7 +244,7 @@ def test_train_entropy_job(tmp_path, capsys):
     and card, and what it writes loads as a working model of the configured depth."""
     from latentarc.jobs.cli import main
 
-    from latentarc.jobs.training_data import training_files
+    from latentarc.jobs.research.training_data import training_files
 
     out = tmp_path / "ctx"
     args = ["--out", str(out), "--name", "test-ctx", "--model-id", "99",
@@ -277,8 +277,8 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
     from latentarc.codec.latent_coding import coder
     from latentarc.codec.neural import quality_to_step
     from latentarc.jobs.cli import main
-    from latentarc.jobs.train_entropy import quantized
-    from latentarc.jobs.latent_cache import encode_latents
+    from latentarc.jobs.research.train_entropy import quantized
+    from latentarc.jobs.research.latent_cache import encode_latents
 
     common = [str(PHOTOS), "--limit", "3", "--max-side", "160", "--holdout-every", "1", "--qualities", "20,60",
               "--cache", str(tmp_path / "cache"), "--device", "cpu"]

@@ -195,7 +195,7 @@ def tiny_denoiser(tmp_path_factory):
     """A few steps of the real training job on real photos: (output folder, cache folder, files used)."""
     from latentarc.jobs.cli import main
 
-    from latentarc.jobs.training_data import image_files
+    from latentarc.jobs.research.training_data import image_files
 
     from .conftest import PHOTOS, TRAIN
 
@@ -209,7 +209,7 @@ def tiny_denoiser(tmp_path_factory):
 
 
 def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
-    from latentarc.jobs.training_data import validation_split
+    from latentarc.jobs.research.training_data import validation_split
 
     out, cache, files = tiny_denoiser
     for f in ("model.safetensors", "config.json", "CARD.md"):
@@ -289,7 +289,7 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
 
     from safetensors.torch import load_file
 
-    from latentarc.jobs import train_refiner
+    from latentarc.jobs.research import train_refiner
     from latentarc.jobs.cli import main
 
     from .conftest import PHOTOS, TRAIN
@@ -326,7 +326,7 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
 
 
 def test_pixel_loss_weights_follow_decoder_sensitivity():
-    from latentarc.jobs.train_refiner import Corruptor, make_scheduler
+    from latentarc.jobs.research.train_refiner import Corruptor, make_scheduler
 
     std = np.array([1.0, 2.0, 0.5, 1.0])
     corr = Corruptor(make_scheduler(), np.zeros(4), std, np.random.default_rng(0))
@@ -459,7 +459,7 @@ def test_restore_actor_passes_refinement(tmp_path, codec, small_pic, monkeypatch
 
 
 def test_v_prediction_target_round_trips_to_x0():
-    from latentarc.jobs.train_refiner import make_scheduler, target, x0_from
+    from latentarc.jobs.research.train_refiner import make_scheduler, target, x0_from
 
     g = torch.Generator().manual_seed(0)
     x0, noise = torch.randn(2, 4, 6, 6, generator=g), torch.randn(2, 4, 6, 6, generator=g)
@@ -548,7 +548,7 @@ def test_verified_faithful_never_lowers_quality(tiny_denoiser, codec, small_pic)
 
 def tiny_unet_b():
     """Another denoiser of the tiny trained one's shape (different weights, different fingerprint)."""
-    from latentarc.jobs.train_refiner import make_unet
+    from latentarc.jobs.research.train_refiner import make_unet
 
     torch.manual_seed(7)
     return make_unet((32, 32), 1, 8)

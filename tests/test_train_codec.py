@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from latentarc.jobs import train_codec as tc
+from latentarc.jobs.research import train_codec as tc
 
 from .conftest import PHOTOS, TRAIN, photo_crop
 
@@ -49,7 +49,7 @@ def test_train_resume_and_decode_with_the_stock_decoder(tmp_path):
 
 
 def test_held_out_photos_are_refused(tmp_path):
-    from latentarc.jobs.training_data import HeldOutData, training_files
+    from latentarc.jobs.research.training_data import HeldOutData, training_files
 
     with pytest.raises(HeldOutData):
         training_files(PHOTOS, PHOTOS)

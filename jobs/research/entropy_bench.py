@@ -91,7 +91,7 @@ class Tally:
 def run(a) -> dict:
     from latentarc.codec.neural import quality_to_step
 
-    from .bench_inputs import parse_qualities
+    from ..bench_inputs import parse_qualities
     from .train_entropy import photo_latents, quantized
     from .training_data import validation_split
 
@@ -99,7 +99,8 @@ def run(a) -> dict:
     qualities = parse_qualities(a.qualities)
     model = load_model(a.model)
     paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    latents = photo_latents(paths[: a.limit or None], a, device=a.device)
+    latents = photo_latents(paths[: a.limit or None], weights=a.weights, max_side=a.max_side, cache=a.cache,
+                            device=a.device)
     names = sorted(validation_split(list(latents), a.holdout_every))
     out = {"model": a.model, "images": names, "qualities": {}}
     for q in qualities:

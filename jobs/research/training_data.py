@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(__file__).resolve().parents[3] / "shared"  # <repo>/jobs/research/ → ../shared
 DEFAULT_TRAIN = SHARED / "data" / "train"
 DEFAULT_HELD_OUT = SHARED / "data" / "photos"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}

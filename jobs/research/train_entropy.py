@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ import torch
 
 from latentarc.codec import context_model as cm
 from latentarc.codec.neural import quality_to_step
+
+from .training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
 
 EVAL_QUALITIES = (10, 25, 40, 55, 70, 85)
 
@@ -62,29 +65,68 @@ def code_length(net: cm.ContextNet, x, mask, sym, steps) -> torch.Tensor:
     return -(logp * mask).sum() / math.log(2)
 
 
-def photo_latents(paths: list[Path], a, device: str | None, root: Path | None = None) -> dict:
-    """{name: (latent, sensitivity)} of ``paths`` (cached in ``a.cache``; names relative to ``root``): the data
+@dataclass(frozen=True)
+class EntropyTrainConfig:
+    """What ``train-entropy`` trains, on what, for how long (the CLI builds it: :func:`config_from_args`)."""
+
+    out: str
+    images: str = str(DEFAULT_TRAIN)
+    held_out: str = str(DEFAULT_HELD_OUT)
+    limit: int | None = None
+    max_side: int | None = None
+    holdout_every: int = 5
+    cache: str = str(Path.home() / ".cache/latentarc/entropy-latents")
+    name: str = "tae-f2-ctx"
+    model_id: int = 3
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 2e-3
+    crop: int = 24  # latents
+    groups: int = 4
+    hidden: int = 48
+    depth: int = 2
+    clip: float = 10.0
+    seed: int = 0
+    weights: str | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1 or self.crop < 4:
+            raise ValueError("--iterations and --batch-size must be ≥ 1, --crop ≥ 4")
+
+
+def config_from_args(a) -> EntropyTrainConfig:
+    return EntropyTrainConfig(
+        out=a.out, images=a.images, held_out=a.held_out, limit=a.limit, max_side=a.max_side,
+        holdout_every=a.holdout_every, cache=a.cache, name=a.name, model_id=a.model_id, steps=a.steps,
+        batch_size=a.batch_size, lr=a.lr, crop=a.crop, groups=a.groups, hidden=a.hidden, depth=a.depth, clip=a.clip,
+        seed=a.seed, weights=a.weights)
+
+
+def photo_latents(paths: list[Path], *, weights: str | None, max_side: int | None, cache: str | Path,
+                  device: str | None, root: Path | None = None) -> dict:
+    """{name: (latent, sensitivity)} of ``paths`` (cached in ``cache``; names relative to ``root``): the data
     ``train-entropy`` trains on and ``bench-entropy`` measures."""
     from latentarc.codec.api import load_codec
-    from latentarc.jobs.latent_cache import encode_latents
+    from latentarc.jobs.research.latent_cache import encode_latents
 
     if not paths:
-        raise ValueError(f"no images in {a.images}")
-    codec = load_codec(weights=a.weights, device=device)
-    return encode_latents(paths, codec.model, a.max_side, Path(a.cache), probes=codec.probes, root=root)
+        raise ValueError("no images")
+    codec = load_codec(weights=weights, device=device)
+    return encode_latents(paths, codec.model, max_side, Path(cache), probes=codec.probes, root=root)
 
 
-def train(a) -> dict:
+def train(a: EntropyTrainConfig) -> dict:
     from latentarc.codec.latent_coding import coder
     from latentarc.codec.quantize import choose_params, quantize
 
     t_start = time.time()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    from latentarc.jobs.training_data import training_files, validation_split
+    from latentarc.jobs.research.training_data import training_files, validation_split
 
     paths = training_files(a.images, a.held_out)[: a.limit or None]  # refuses the held-out evaluation photos
-    latents = photo_latents(paths, a, device="cpu", root=Path(a.images))
+    latents = photo_latents(paths, weights=a.weights, max_side=a.max_side, cache=a.cache, device="cpu",
+                            root=Path(a.images))
     hold = set(validation_split(list(latents), a.holdout_every))
     train_names = [n for n in latents if n not in hold]
     cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
@@ -154,7 +196,7 @@ def train(a) -> dict:
     return info
 
 
-def _card(a, cfg: cm.ContextConfig, info: dict) -> str:
+def _card(a: EntropyTrainConfig, cfg: cm.ContextConfig, info: dict) -> str:
     t, d = info["training"], info["data"]
     rows = "\n".join(f"| {r['quality']} | {r['per_channel_bpp']:.4f} | {r['context_bpp']:.4f} | "
                      f"{100 * r['saving']:.1f}% |" for r in info["held_out_evaluation"])
@@ -184,5 +226,5 @@ Reproduce with `latentarc train-entropy --out DIR --steps {t['steps']} --batch-s
 
 
 def run_train_entropy(a) -> int:
-    train(a)
+    train(config_from_args(a))
     return 0

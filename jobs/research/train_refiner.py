@@ -60,15 +60,16 @@ import json
 import math
 import signal
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from latentarc.codec.refine import STEP_CONDITION
-from latentarc.jobs.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from latentarc.jobs.latent_cache import encode_latents
-from latentarc.jobs.training_data import training_files, validation_split
+from latentarc.jobs.research.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from latentarc.jobs.research.latent_cache import encode_latents
+from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, training_files, validation_split
 
 BASE_STEP_RANGE = (0.12, 6.8)  # quality 100 … 0 (codec.neural.quality_to_step)
 
@@ -284,7 +285,7 @@ def load_init(folder: Path, train_names: list[str]):
             r.condition == STEP_CONDITION, cfg)
 
 
-def _train_step(a, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, latents: dict, usable: list[str],
+def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, latents: dict, usable: list[str],
                 conditioned: bool, device, rng: np.random.Generator, losses: list[float]) -> None:
     """One AdamW step on a fresh batch of corrupted crops; appends its loss to ``losses``."""
     xs, ts, x0s, ws, cs = [], [], [], [], []
@@ -316,7 +317,55 @@ def _train_step(a, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, la
     losses.append(float(loss.detach()))
 
 
-def train(a) -> dict:
+@dataclass(frozen=True)
+class RefinerTrainConfig:
+    """What ``train-refiner`` trains, on what, for how long (the CLI builds it: :func:`config_from_args`)."""
+
+    out: str
+    images: str = str(DEFAULT_TRAIN)
+    held_out: str = str(DEFAULT_HELD_OUT)
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 2e-4
+    crop: int = 32  # latents
+    channels: tuple[int, ...] = (64, 128, 128)
+    layers: int = 1
+    limit: int | None = None
+    max_side: int | None = 1024
+    holdout_every: int = 5
+    probes: int = 2
+    cache: str | None = None
+    seed: int = 0
+    log_every: int = 100
+    loss: str = "pixel"
+    ssim_weight: float = 1.0
+    lpips_weight: float = 1.0
+    base_steps: tuple[float, float] | None = None  # None: BASE_STEP_RANGE
+    save_every: int = 0
+    threads: int | None = None
+    prediction: str = "v_prediction"
+    condition: str = "steps"
+    init: str | None = None
+    quantized_fraction: float = 0.5
+    dtype: str = "float16"
+    weights: str | None = None
+    device: str | None = None
+
+
+def config_from_args(a) -> RefinerTrainConfig:
+    base = tuple(float(v) for v in a.base_steps.split(",")) if a.base_steps else None
+    if base is not None and (len(base) != 2 or not 0 < base[0] <= base[1]):
+        raise ValueError(f"--base-steps must be LO,HI with 0 < LO ≤ HI, got {a.base_steps}")
+    return RefinerTrainConfig(
+        out=a.out, images=a.images, held_out=a.held_out, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
+        crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
+        max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
+        log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight, base_steps=base,
+        save_every=a.save_every, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
+        quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
+
+
+def train(a: RefinerTrainConfig) -> dict:
     from safetensors.torch import save_file
 
     from latentarc.codec.models import load_model
@@ -346,17 +395,17 @@ def train(a) -> dict:
     if a.init:
         unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init), train_names)
         unet = unet.to(device)
-        a.prediction = sched.config.prediction_type
+        a = replace(a, prediction=sched.config.prediction_type)
     else:
         flat = np.concatenate([latents[n][0].reshape(latents[n][0].shape[0], -1) for n in train_names], axis=1)
         mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
         sched = make_scheduler(a.prediction)
-        channels = tuple(int(c) for c in a.channels.split(","))
+        channels = a.channels
         conditioned = a.condition == "steps"
         unet = make_unet(channels, a.layers, a.crop, latents[usable[0]][0].shape[0], conditioned).to(device)
         init_cfg = None
     opt = torch.optim.AdamW(unet.parameters(), lr=a.lr, weight_decay=1e-4)
-    base_steps = tuple(float(v) for v in a.base_steps.split(",")) if a.base_steps else BASE_STEP_RANGE
+    base_steps = a.base_steps or BASE_STEP_RANGE
     corr = Corruptor(sched, mean, std, rng, a.quantized_fraction, base_steps)
     decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0,
                           lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0)
@@ -518,5 +567,5 @@ PSNR: both decoded through the frozen decoder, against the clean latent's decode
 
 
 def run_train_refiner(a) -> int:
-    train(a)
+    train(config_from_args(a))
     return 0

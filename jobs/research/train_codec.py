@@ -55,8 +55,8 @@ import torch.nn.functional as F
 
 from latentarc.codec.neural import quality_to_step
 from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
-from latentarc.jobs.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
-from latentarc.jobs.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, sha256_file, training_files
+from latentarc.jobs.research.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, sha256_file, training_files
 
 RATE_MODELS = ("tae-f2-ctx", "laplace")
 PROXIES = ("ste", "noise")
@@ -449,7 +449,7 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
                        for c in t["chunks"])
     return f"""# {cfg.name}: learned tae-f2 encoder for the frozen tae-f2 decoder
 
-Trained by latentarc (`latentarc train-codec`, jobs/train_codec.py), fine-tuned from the tae-f2 encoder
+Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), fine-tuned from the tae-f2 encoder
 (madebyollin/taesd, MIT). The decoder is the unchanged tae-f2 decoder: streams carry its fingerprint and the
 name `tae-f2`, and decode with today's decoder.
 
