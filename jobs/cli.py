@@ -225,44 +225,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="explicit weight file or folder (else $LATENTARC_MODEL_DIR, cache, download)")
     p.add_argument("--tolerance-db", type=float, default=0.05, help="allowed |decoded PSNR - stored PSNR| (dB)")
 
-    p = sub.add_parser("bench", help="rate–distortion and speed table over a folder of images")
+    p = sub.add_parser("bench", help="rate–distortion (PSNR, MS-SSIM, LPIPS, DISTS) and speed of codecs over a "
+                                     "folder of images, and rate-control checks")
     p.add_argument("images", help="folder of images")
-    p.add_argument("--codec", default="tae-f2")
-    p.add_argument(
-        "--qualities",
-        default=None,
-        help='comma-separated operating points for the RD table ("" for none, with --targets or --floors)',
-    )
-    p.add_argument("--targets", help="comma-separated bpp targets: check rate control lands within ±5%%; with "
-                                     "--refine-modes, the operating points instead of --qualities")
-    p.add_argument("--floors", help="comma-separated PSNR floors (dB): check --min-psnr never returns less")
+    p.add_argument("--codecs", metavar="LIST",
+                   help="codecs to compare, e.g. tae-f2,tae-f2@tae-f2-ctx,avif,jxl,webp,jpeg (default: tae-f2, avif, "
+                        "jxl, webp, jpeg); NAME@ENTROPY[:RDOQ], NAME+search=N and NAME+global are neural variants")
+    p.add_argument("--codec", metavar="NAME", help="benchmark this one codec (instead of --codecs)")
+    p.add_argument("--qualities", default=None,
+                   help='comma-separated operating points for every codec: qualities 0–100 and/or rates like '
+                        '0.03bpp (default: codec-specific lists; "" for no RD run, with --targets or --floors)')
+    p.add_argument("--targets", help="comma-separated bpp targets: check the first codec's rate control lands "
+                                     "within ±5%%")
+    p.add_argument("--floors", help="comma-separated PSNR floors (dB): check the first codec's --min-psnr never "
+                                    "returns less")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
-    p.add_argument("--compare-global", action="store_true", help="also run the single-global-step baseline")
+    p.add_argument("--compare-global", action="store_true",
+                   help="also run the first codec with one global quantization step (NAME+global)")
     p.add_argument("--compare-entropy", metavar="NAME",
-                   help="also run with this entropy model (e.g. tae-f2-ctx; tae-f2-ctx:0 without RD-optimised "
-                        "rounding) and give its BD-rate against the per-channel model")
-    p.add_argument("--json-out", metavar="FILE", help="also write the results as JSON here")
-    p.add_argument("--codecs", metavar="LIST",
-                   help="multi-codec RD benchmark (jobs/rd_bench.py), e.g. tae-f2,avif,jxl,webp,jpeg; "
-                        "--qualities then applies to every codec and may hold rates like 0.03bpp (default: "
-                        "codec-specific lists)")
-    p.add_argument("--out", metavar="DIR", help="with --codecs: write rd.json, plots and index.html here; a run "
+                   help="also run the first codec with this entropy model (NAME@ENTROPY; e.g. tae-f2-ctx, "
+                        "tae-f2-ctx:0 without RD-optimised rounding)")
+    p.add_argument("--out", metavar="DIR", help="write rd.json, plots and index.html here (default rd-bench); a run "
                                                 "with the same settings there resumes from its rows.jsonl")
     p.add_argument("--workers", type=int, default=1,
-                   help="with --codecs: processes sharing the images (default 1; speed figures are comparable "
-                        "between codecs of one run either way)")
+                   help="processes sharing the images (default 1; speed figures are comparable between codecs of "
+                        "one run either way)")
     p.add_argument("--metrics", metavar="LIST",
-                   help="with --codecs or --refine-modes: metrics to measure, of psnr,ms-ssim,lpips,dists (default "
-                        "all; PSNR always; on one core DISTS costs ~8 s/MP per point, LPIPS ~1)")
-    p.add_argument("--refine-modes", metavar="LIST",
-                   help="refinement benchmark (jobs/research/refine_bench.py): faithful,realistic against none on the same "
-                        "streams — PSNR, MS-SSIM, LPIPS, DISTS, sharpness, decode s/MP")
-    p.add_argument("--refine-steps", metavar="LIST", help="with --refine-modes: step counts K (default 1,2,4)")
-    p.add_argument("--refiner", metavar="NAME", help="with --refine-modes: refiner (default: the codec's own)")
-    p.add_argument("--seed", type=int, default=0, help="with --refine-modes: seed of realistic refinement")
-    p.add_argument("--html", metavar="FILE",
-                   help="with --refine-modes: a page with the table and side-by-side crops of every mode")
+                   help="metrics to measure, of psnr,ms-ssim,lpips,dists (default all; PSNR always; on one core "
+                        "DISTS costs ~8 s/MP per point, LPIPS ~1)")
+    p.add_argument("--json-out", metavar="FILE", help="also write the results as JSON here")
+    _add_model_args(p)
+
+    p = sub.add_parser("bench-refine", help="research: refinement modes against none on the same streams — PSNR, "
+                                            "MS-SSIM, LPIPS, DISTS, sharpness, decode s/MP")
+    p.add_argument("images", help="folder of images")
+    p.add_argument("--codec", default="tae-f2")
+    p.add_argument("--modes", dest="refine_modes", default="faithful,realistic",
+                   help="refinement modes to compare with none (default faithful,realistic)")
+    p.add_argument("--steps", dest="refine_steps", metavar="LIST", help="step counts K (default 1,2,4)")
+    p.add_argument("--qualities", default="25,50,75", help="comma-separated qualities (default 25,50,75)")
+    p.add_argument("--targets", help="comma-separated bpp targets: the operating points instead of --qualities")
+    p.add_argument("--limit", type=int, help="use only the first N images")
+    p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
+    p.add_argument("--refiner", metavar="NAME", help="refiner (default: the codec's own)")
+    p.add_argument("--seed", type=int, default=0, help="seed of realistic refinement")
+    p.add_argument("--metrics", metavar="LIST", help="metrics to measure, of psnr,ms-ssim,lpips,dists (default all)")
+    p.add_argument("--html", metavar="FILE", help="a page with the table and side-by-side crops of every mode")
+    p.add_argument("--json-out", metavar="FILE", help="also write the results as JSON here")
     _add_model_args(p)
 
     p = sub.add_parser("report", help="savings and quality report of a committed table")
@@ -556,23 +566,15 @@ def _cmd_verify(a) -> int:
 
 
 def _cmd_bench(a) -> int:
-    if a.html and not a.refine_modes:
-        raise ValueError("--html belongs to --refine-modes (the RD benchmark writes its page with --codecs --out DIR)")
-    if a.codecs:
-        from latentarc.jobs.rd_bench import run_rd_bench_cli
-
-        return run_rd_bench_cli(a)
-    if a.refine_modes:
-        from latentarc.jobs.research.refine_bench import run_refine_bench
-
-        if a.qualities is None:
-            a.qualities = "25,50,75"
-        return run_refine_bench(a)
     from latentarc.jobs.bench import run_bench
 
-    if a.qualities is None:
-        a.qualities = "10,25,40,55,70,85,100"
     return run_bench(a)
+
+
+def _cmd_bench_refine(a) -> int:
+    from latentarc.jobs.research.refine_bench import run_refine_bench
+
+    return run_refine_bench(a)
 
 
 def _cmd_report(a) -> int:
@@ -634,6 +636,7 @@ _COMMANDS = {
     "restore": _cmd_restore,
     "verify": _cmd_verify,
     "bench": _cmd_bench,
+    "bench-refine": _cmd_bench_refine,
     "report": _cmd_report,
     "bench-pipeline": _cmd_bench_pipeline,
     "bench-scale": _cmd_bench_scale,

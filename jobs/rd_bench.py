@@ -104,27 +104,36 @@ def parse_points(text: str) -> list[Point]:
     return pts
 
 
-SEARCH_SUFFIX = "+search="
-
-
 class BenchCodec(NamedTuple):
-    """A bench codec spec taken apart: ``NAME[@ENTROPY[:RDOQ]][+search=N]``."""
+    """A bench codec spec taken apart: ``NAME[@ENTROPY[:RDOQ]][+search=N][+global]``."""
 
     name: str
     entropy: str  # "" = the codec's own entropy model
     search: int | None  # latent-search steps, None when not asked
+    global_step: bool = False  # one quantization step for all channels (the baseline of adaptive steps)
 
     @classmethod
     def parse(cls, spec: str) -> "BenchCodec":
-        body, plus, steps = spec.partition(SEARCH_SUFFIX)
-        search = None
-        if plus:
-            try:
-                search = int(steps)
-            except ValueError:
-                raise ValueError(f"bad codec spec {spec!r}: +search= takes a whole number of steps") from None
+        body, *options = spec.split("+")
+        search, global_step = None, False
+        for o in options:
+            key, eq, value = o.partition("=")
+            if key == "search" and eq:
+                try:
+                    search = int(value)
+                except ValueError:
+                    raise ValueError(f"bad codec spec {spec!r}: +search= takes a whole number of steps") from None
+            elif o == "global":
+                global_step = True
+            else:
+                raise ValueError(f"bad codec spec {spec!r}: options are +search=N and +global")
         name, _, entropy = body.partition("@")
-        return cls(name, entropy, search)
+        return cls(name, entropy, search, global_step)
+
+    @property
+    def is_variant(self) -> bool:
+        """A neural codec with other settings than its defaults (its BD-rate against the base is reported)."""
+        return bool(self.entropy or self.search is not None or self.global_step)
 
 
 def default_points(codec: str) -> list[Point]:
@@ -149,17 +158,19 @@ def _codec_names(codecs) -> list[str]:
 
 def build_codec(spec: str, *, weights=None, device=None):
     """``NAME``, ``NAME@ENTROPY[:RDOQ]`` (a neural codec with that entropy model, and optionally that strength
-    of RD-optimised rounding), either followed by ``+search=N`` (N steps of encoder-side latent search) → the
-    codec."""
+    of RD-optimised rounding), either followed by ``+search=N`` (N steps of encoder-side latent search) and/or
+    ``+global`` (one quantization step for every channel) → the codec."""
     from latentarc.codec.codecs import get_codec
 
     from .bench_inputs import entropy_spec
 
     s = BenchCodec.parse(spec)
     kw = {} if s.search is None else {"latent_search": s.search}
+    if s.global_step:
+        kw["global_step"] = True
     codec = get_codec(s.name, weights=weights, device=device, **(entropy_spec(s.entropy) if s.entropy else {}), **kw)
-    if s.search and not codec.caps.analysis:
-        raise ValueError(f"{s.name} has no latent to search: +search= applies to neural codecs")
+    if s.is_variant and not codec.caps.analysis:
+        raise ValueError(f"{s.name} has no latent: @ENTROPY, +search= and +global apply to neural codecs")
     return codec
 
 
@@ -328,6 +339,29 @@ def bd_pairs(curves: dict[str, list[dict]]) -> dict:
     classical = [c for c in curves if c in CLASSICAL]
     return {n: {c: _bd_entry(curves[n], curves[c]) for c in classical}
             for n in curves if n not in CLASSICAL and n != "passthrough"}
+
+
+def bd_variants(curves: dict[str, list[dict]]) -> dict:
+    """Each variant (``NAME@ENTROPY``, ``+search=N``, ``+global``) against its base codec ``NAME`` when that ran
+    too: what the entropy model, the search or adaptive steps are worth at equal quality."""
+    out = {}
+    for c in curves:
+        s = BenchCodec.parse(c)
+        if s.is_variant and s.name in curves:
+            out[c] = {"against": s.name, **_bd_entry(curves[c], curves[s.name])}
+    return out
+
+
+def format_variants(variants: dict) -> str:
+    if not variants:
+        return ""
+    head = f"{'variant':<24} {'against':<10} {'PSNR':>9} {'MS-SSIM dB':>10} {'LPIPS dB':>10} {'DISTS dB':>10}"
+    lines = ["BD-rate of each variant against its base codec (negative = the variant needs fewer bits):", head,
+             "-" * len(head)]
+    for c, e in variants.items():
+        cells = [_pct(e[k].get("bd_rate_pct")) for k in ("psnr", "ms_ssim_db", "lpips_db", "dists_db")]
+        lines.append(f"{c:<24} {e['against']:<10} {cells[0]:>9} {cells[1]:>10} {cells[2]:>10} {cells[3]:>10}")
+    return "\n".join(lines)
 
 
 def _pct(x) -> str:
@@ -729,6 +763,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "workers": workers,
         "bd": bd_table(curves, reference),
         "bd_pairs": bd_pairs(curves),
+        "bd_variants": bd_variants(curves),
         "equal_quality": equal_quality(rows, names, metrics),
         "seconds": time.perf_counter() - t_start,
         "codec_seconds": sum(rec["seconds"] for rec in recs),
@@ -742,22 +777,11 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     return result
 
 
-def run_rd_bench_cli(a) -> int:
-    qualities = None if a.qualities is None else parse_points(a.qualities)
-    out = a.out or "rd-bench"
-    r = run_rd_bench(a.images, a.codecs, qualities, out, crop=a.crop, limit=a.limit, weights=a.weights,
-                     device=a.device, metrics=a.metrics, workers=a.workers)
-    print(format_curves(r["curves"], r["speed"]))
-    print()
-    print(format_speed(r["speed"], r["threads"]))
-    print(format_metric_cost(r["metric_cpu_s_per_mp"]))
-    print()
-    print(format_bd(r["bd"], r["reference"]))
-    for text in (format_pairs(r["bd_pairs"]), format_equal_quality(r["equal_quality"])):
-        if text:
-            print()
-            print(text)
-    print(f"\nwrote {out}/rd.json, " + ", ".join(Path(f).name for k, f in r["files"].items() if k != "json"))
-    if a.json_out:
-        Path(a.json_out).write_text(json.dumps(json_safe({k: v for k, v in r.items() if k != "files"}), indent=2))
-    return 0
+def format_rd(r: dict) -> str:
+    """The text the ``bench`` verb prints for a finished run."""
+    parts = [format_curves(r["curves"], r["speed"]),
+             format_speed(r["speed"], r["threads"]) + "\n" + format_metric_cost(r["metric_cpu_s_per_mp"]),
+             format_bd(r["bd"], r["reference"])]
+    parts += [t for t in (format_variants(r["bd_variants"]), format_pairs(r["bd_pairs"]),
+                          format_equal_quality(r["equal_quality"])) if t]
+    return "\n\n".join(parts)

@@ -71,65 +71,72 @@ def test_bd_report_flags_saturating_cubic_fit():
 
 @needs_shared
 def test_bench_end_to_end(tmp_path, two_photos, capsys):
+    """One codec with --compare-global and --compare-entropy: the variants run beside it, their BD-rate against the
+    base is reported, the learned entropy model codes the same symbols in fewer bytes."""
     from latentarc.jobs.cli import main
 
     folder = two_photos
     (folder / "notes.txt").write_text("not an image")  # ignored by extension
     out = tmp_path / "bench.json"
 
-    rc = main(["bench", str(folder), "--qualities", "30,70", "--crop", "64", "--limit", "2", "--compare-global",
-               "--compare-entropy", "tae-f2-ctx:0", "--json-out", str(out)])
+    rc = main(["bench", str(folder), "--codec", "tae-f2", "--qualities", "30,70", "--crop", "64", "--limit", "2",
+               "--compare-global", "--compare-entropy", "tae-f2-ctx:0", "--metrics", "psnr,ms-ssim",
+               "--out", str(tmp_path / "rd"), "--json-out", str(out)])
     assert rc == 0
     captured = capsys.readouterr()
-    assert "adaptive:" in captured.out and "global-step:" in captured.out and "BD-rate" in captured.out
-    assert "piecewise-linear" in captured.out  # two points per curve: not the cubic fit
+    assert "BD-rate of each variant against its base codec" in captured.out
+    assert "tae-f2+global" in captured.out and "tae-f2@tae-f2-ctx:0" in captured.out
     assert captured.err.count("[") >= 2  # one progress line per image
 
-    doc = json.loads(out.read_text())
+    doc = json.loads(out.read_text())["rd"]
     rows = doc["rows"]
-    assert {r["variant"] for r in rows} == {"adaptive", "global-step", "entropy:tae-f2-ctx:0"}
+    assert {r["codec"] for r in rows} == {"tae-f2", "tae-f2+global", "tae-f2@tae-f2-ctx:0"}
     assert len(rows) == 3 * 2 * 2
     # the learned entropy model with plain rounding codes the same symbols: identical pixels, fewer bytes
     for r in rows:
-        if r["variant"] == "entropy:tae-f2-ctx:0":
-            twin = next(x for x in rows if x["variant"] == "adaptive" and x["image"] == r["image"]
-                        and x["quality"] == r["quality"])
+        if r["codec"] == "tae-f2@tae-f2-ctx:0":
+            twin = next(x for x in rows if x["codec"] == "tae-f2" and x["image"] == r["image"]
+                        and x["point"] == r["point"])
             assert r["psnr"] == twin["psnr"] and r["bytes"] < twin["bytes"]
-    assert doc["summary"]["bd_rate_entropy"]["of"] == "entropy:tae-f2-ctx:0"
     for r in rows:
         assert (r["width"], r["height"]) == (64, 64)
         assert r["psnr"] is not None and math.isfinite(r["psnr"]) and r["psnr"] > 15
-        assert r["encode_s"] > 0 and r["decode_s"] > 0
-    for v in ("adaptive", "global-step"):
+        assert r["encode_s"] > 0 and r["decode_s"] > 0 and r["lpips"] is None
+    for c in ("tae-f2", "tae-f2+global"):
         for img in {r["image"] for r in rows}:
-            by_q = {r["quality"]: r for r in rows if r["variant"] == v and r["image"] == img}
-            assert by_q[30.0]["bpp"] < by_q[70.0]["bpp"]
-        summ = {s["quality"]: s for s in doc["summary"]["variants"][v]}
-        assert summ[30.0]["bpp"] < summ[70.0]["bpp"]
-        assert math.isfinite(summ[30.0]["psnr"]) and summ[30.0]["psnr"] > 15
-    bd = doc["summary"]["bd_rate"]
-    assert bd["method"] == "linear"
-    assert bd["bd_rate_pct"] is None or math.isfinite(bd["bd_rate_pct"])
+            by_q = {r["point"]: r for r in rows if r["codec"] == c and r["image"] == img}
+            assert by_q["30"]["bpp"] < by_q["70"]["bpp"]
+        summ = {p["point"]: p for p in doc["curves"][c]}
+        assert summ["30"]["bpp"] < summ["70"]["bpp"] and summ["30"]["psnr"] > 15
+    # the global-step baseline codes differently from the adaptive steps it is the baseline of
+    assert [r["bytes"] for r in rows if r["codec"] == "tae-f2+global"] != [r["bytes"] for r in rows if r["codec"] == "tae-f2"]
+    assert set(doc["bd_variants"]) == {"tae-f2+global", "tae-f2@tae-f2-ctx:0"}
+    bd = doc["bd_variants"]["tae-f2+global"]
+    assert bd["against"] == "tae-f2" and bd["psnr"]["method"] == "linear"  # two points per curve
+    assert bd["psnr"]["bd_rate_pct"] is None or math.isfinite(bd["psnr"]["bd_rate_pct"])
+    assert doc["bd_variants"]["tae-f2@tae-f2-ctx:0"]["psnr"]["bd_rate_pct"] < 0  # same pixels, fewer bits
 
 
 @needs_shared
 def test_bench_rate_control_checks(tmp_path, two_photos, capsys):
-    """--targets and --floors without the RD table: the target lands within ±5%, no stream is below its floor."""
+    """--targets and --floors without the RD run: the target lands within ±5%, no stream is below its floor."""
     from latentarc.jobs.cli import main
 
     folder = two_photos
     out = tmp_path / "rc.json"
 
     # 64×64 crops: the container and channel models alone are ~0.75 bpp here, so the target sits above that
-    rc = main(["bench", str(folder), "--qualities", "", "--crop", "64", "--targets", "1.5", "--floors", "15",
-               "--json-out", str(out)])
+    rc = main(["bench", str(folder), "--codec", "tae-f2", "--qualities", "", "--crop", "64", "--targets", "1.5",
+               "--floors", "15", "--json-out", str(out)])
     assert rc == 0
     captured = capsys.readouterr()
-    assert "target bpp" in captured.out and "min-PSNR floors" in captured.out
-    assert "adaptive:" not in captured.out  # no RD table with --qualities ""
+    assert "target bpp (rate control of tae-f2)" in captured.out and "min-PSNR floors" in captured.out
+    assert "mean curves" not in captured.out  # no RD run with --qualities ""
+    assert main(["bench", str(folder), "--qualities", ""]) != 0  # nothing to do
 
     doc = json.loads(out.read_text())
-    assert doc["rows"] == [] and doc["qualities"] == []
+    assert "rd" not in doc
+    doc = doc["rate_checks"]
     trows = doc["target_rows"]
     assert len(trows) == 2 and {r["target_bpp"] for r in trows} == {1.5}
     for r in trows:

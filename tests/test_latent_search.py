@@ -83,12 +83,13 @@ def test_bench_spec_and_cli_flag(codec, tmp_path, capsys):
 
     from latentarc.jobs.rd_bench import BenchCodec, build_codec, default_points
 
-    assert BenchCodec.parse("tae-f2@tae-f2-ctx:0.5+search=3") == ("tae-f2", "tae-f2-ctx:0.5", 3)
-    assert BenchCodec.parse("avif") == ("avif", "", None)
+    assert BenchCodec.parse("tae-f2@tae-f2-ctx:0.5+search=3") == ("tae-f2", "tae-f2-ctx:0.5", 3, False)
+    assert BenchCodec.parse("avif") == ("avif", "", None, False)
+    assert BenchCodec.parse("tae-f2+global+search=2") == ("tae-f2", "", 2, True)
     c = build_codec("tae-f2@tae-f2-ctx+search=3")
     assert c.latent_search.iterations == 3 and c.coder.name == "tae-f2-ctx"
     assert default_points("tae-f2+search=3") == default_points("tae-f2")
-    for bad in ("avif+search=3", "tae-f2+search=many"):
+    for bad in ("avif+search=3", "avif+global", "tae-f2+search=many", "tae-f2+fast"):
         with pytest.raises(ValueError):
             build_codec(bad)
 

@@ -346,7 +346,7 @@ def test_refine_bench_at_target_rates(tiny_denoiser, tmp_path):
 
     out, _, _ = tiny_denoiser
     js = tmp_path / "refine.json"
-    assert main(["bench", str(PHOTOS), "--refine-modes", "faithful", "--refine-steps", "1", "--refiner", str(out),
+    assert main(["bench-refine", str(PHOTOS), "--modes", "faithful", "--steps", "1", "--refiner", str(out),
                  "--limit", "1", "--crop", "128", "--targets", "0.3,0.6", "--metrics", "psnr", "--json-out", str(js),
                  "--device", "cpu"]) == 0
     doc = json.loads(js.read_text())
@@ -367,7 +367,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     out, _, _ = tiny_denoiser
     js = tmp_path / "refine.json"
     page = tmp_path / "refine.html"
-    rc = main(["bench", str(PHOTOS), "--refine-modes", "faithful,realistic", "--refine-steps", "1,2",
+    rc = main(["bench-refine", str(PHOTOS), "--modes", "faithful,realistic", "--steps", "1,2",
                "--refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
                "--metrics", "psnr,ms-ssim,lpips", "--json-out", str(js), "--html", str(page), "--device", "cpu"])
     assert rc == 0
@@ -400,7 +400,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     assert s["d_lpips"] == pytest.approx(mine["lpips"] - base["lpips"]) and s["d_dists"] is None
     assert {(c["quality"], c["config"]) for c in doc["checks"]} == {(q, lab) for q in (30, 70) for lab in labels[1:]}
     capsys.readouterr()
-    assert main(["bench", str(PHOTOS), "--refine-modes", "sharp", "--limit", "1"]) == 2
+    assert main(["bench-refine", str(PHOTOS), "--modes", "sharp", "--limit", "1"]) == 2
     assert "unknown mode 'sharp'" in capsys.readouterr().err
 
 

@@ -1,7 +1,7 @@
-"""``latentarc bench IMAGES --refine-modes faithful,realistic``: what diffusion refinement buys at decode.
+"""``latentarc bench-refine IMAGES --modes faithful,realistic``: what diffusion refinement buys at decode.
 
 Refinement spends no bits, so every mode is measured on the *same* stream: per image and operating point (a
-quality, or with ``--targets`` a rate the codec's rate control hits per image) the image is encoded once, then decoded with ``none`` and with each mode × step count (``--refine-steps``; ``realistic``
+quality, or with ``--targets`` a rate the codec's rate control hits per image) the image is encoded once, then decoded with ``none`` and with each mode × step count (``--steps``; ``realistic``
 with ``--seed``), each refining every image. With ``faithful`` the streams are encoded with the encoder's
 refinement check (``verify_refine``: a 17-byte section, counted in bpp; the payload is unchanged), and
 ``faithful/v`` is what ``decode --refine faithful`` does with them: the K the encoder measured best for that
@@ -38,7 +38,7 @@ def parse_modes(text: str) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
     for m in modes:
         if m not in MODES:
-            raise ValueError(f"--refine-modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
+            raise ValueError(f"--modes: unknown mode {m!r}; choose from {', '.join(MODES)}")
     return [m for m in dict.fromkeys(modes) if m != "none"]
 
 
@@ -48,9 +48,9 @@ def parse_steps(text: str | None) -> list[int]:
     try:
         ks = [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
-        raise ValueError(f"--refine-steps must be comma-separated integers, got {text!r}") from None
+        raise ValueError(f"--steps must be comma-separated integers, got {text!r}") from None
     if not ks or any(k < 1 for k in ks):
-        raise ValueError("--refine-steps needs step counts ≥ 1")
+        raise ValueError("--steps needs step counts ≥ 1")
     return list(dict.fromkeys(ks))
 
 
@@ -212,7 +212,7 @@ def run_refine_bench(args) -> int:
 
     modes = parse_modes(args.refine_modes)
     if not modes:
-        raise ValueError("--refine-modes needs faithful and/or realistic")
+        raise ValueError("--modes needs faithful and/or realistic")
     metrics = parse_metrics(args.metrics)
     steps = parse_steps(args.refine_steps)
     targets = parse_targets(args.targets)
@@ -270,7 +270,7 @@ def run_refine_bench(args) -> int:
     summary = summarise(rows, [point_label(k, v) for k, v in points], labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
-    print(f"latentarc bench --refine-modes: codec {args.codec}, refiner {refiner.name}, "
+    print(f"latentarc bench-refine: codec {args.codec}, refiner {refiner.name}, "
           f"{n} images, points {', '.join(point_label(k, v) for k, v in points)}, seed {args.seed}")
     print()
     print(format_table(summary, chk))
