@@ -113,7 +113,7 @@ def run_compress(
     from latentarc.codec.images import DEFAULT_MAX_PIXELS
 
     from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
-    from .table.schema import ERRORS_SCHEMA, rows_to_table
+    from .table.schema import ERRORS_SCHEMA, ErrorRow, WrittenPart, rows_to_table
     from .sink import ArchiveSink
     from .stages import EncodeActor, read_and_decode
     from .storage import list_source
@@ -129,7 +129,7 @@ def run_compress(
     todo, skipped = pending(listing, table, retry_errors=opts.retry_errors, records=records)
     log.info("run %s: %d listed, %d unchanged, %d to archive", run_id, len(listing), skipped, len(todo))
 
-    parts: list[dict] = []
+    parts: list[WrittenPart] = []
     if todo:
         plan = plan_pool(opts.workers)
         knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
@@ -165,23 +165,20 @@ def run_compress(
         parts = sink.result
 
     # account for every input: anything that came back neither as a row nor as an error is recorded, not lost
-    returned = {k for p in parts for k in p["keys"]} | {k for p in parts for k in p["error_keys"]}
+    returned = {k for p in parts for k in p.keys} | {k for p in parts for k in p.error_keys}
     missing = [o for o in todo if o.key not in returned]
     if missing:
         now = datetime.now(timezone.utc)
-        lost = [{"key": o.key, "source_uri": o.uri, "source_size": o.size, "source_etag": o.etag,
-                 "stage": "pipeline", "error_type": "BatchFailed",
-                 "message": "its batch failed after Ray's retries (see the Ray logs); re-run with --retry-errors",
-                 "at": now, "run_id": run_id}
+        lost = [ErrorRow(key=o.key, source_uri=o.uri, source_size=o.size, source_etag=o.etag, stage="pipeline",
+                         error_type="BatchFailed", at=now, run_id=run_id,
+                         message="its batch failed after Ray's retries (see the Ray logs); re-run with --retry-errors")
                 for o in missing]
-        path = table.write_part(run_id, "errors", rows_to_table(lost, ERRORS_SCHEMA))
-        parts.append({"data_files": [], "error_files": [path], "keys": [], "error_keys": [o.key for o in missing],
-                      "stats": {"original_bytes": 0, "payload_bytes": 0, "pixels": 0, "bpp": [], "psnr": [], "codecs": []}})
-
-    data_files = [f for p in parts for f in p["data_files"]]
-    error_files = [f for p in parts for f in p["error_files"]]
-    n_rows = sum(len(p["keys"]) for p in parts)
-    n_errors = sum(len(p["error_keys"]) for p in parts)
+        path = table.write_part(run_id, "errors", rows_to_table([e.as_dict() for e in lost], ERRORS_SCHEMA))
+        parts.append(WrittenPart(error_files=(path,), error_keys=tuple(o.key for o in missing)))
+    data_files = [f for p in parts for f in p.data_files]
+    error_files = [f for p in parts for f in p.error_files]
+    n_rows = sum(len(p.keys) for p in parts)
+    n_errors = sum(len(p.error_keys) for p in parts)
     if callable(opts.before_commit):
         opts.before_commit()
     stored = table.stored_bytes(data_files + error_files)

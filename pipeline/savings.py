@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .table.schema import WrittenPart
+
 DEFAULT_PRICE_PER_GB_MONTH = 0.023
 #: AWS on-demand list prices, us-east-1 (2024): c7i.large is $0.08925/hour for 2 vCPUs → $0.0446 per vCPU-hour
 DEFAULT_PRICE_PER_CPU_HOUR = 0.0446
@@ -29,10 +31,10 @@ GIB = 1024**3
 EXACT_TIERS = ("bytes-exact", "pixels-exact")
 
 
-def _tiers(parts: list[dict]) -> dict:
+def _tiers(parts: list[WrittenPart]) -> dict:
     out: dict[str, dict] = {}
     for p in parts:
-        for name, t in p["stats"].get("per_guarantee", {}).items():  # error-only parts carry no tiers
+        for name, t in p.stats.per_guarantee.items():  # error-only parts carry no tiers
             acc = out.setdefault(name, {"rows": 0, "original_bytes": 0, "payload_bytes": 0})
             for k in acc:
                 acc[k] += t[k]
@@ -102,13 +104,13 @@ def cost_lines(r: dict) -> list[str]:
     return lines
 
 
-def _per_codec(parts: list[dict], stored_bytes: int, payload_total: int, price_per_gb_month: float,
+def _per_codec(parts: list[WrittenPart], stored_bytes: int, payload_total: int, price_per_gb_month: float,
                prices: dict) -> dict:
     """Per codec of the run, in the report's vocabulary (``report._group``): stored bytes apportioned by payload
     share, the monthly saving, compute cost and payback."""
     acc: dict[str, dict] = {}
     for p in parts:
-        for name, c in p["stats"].get("per_codec", {}).items():  # error-only parts carry none
+        for name, c in p.stats.per_codec.items():  # error-only parts carry none
             a = acc.setdefault(name, {"rows": 0, "original_bytes": 0, "payload_bytes": 0, "compute_rows": 0,
                                       "compute_s": None, "gpu_s": None})
             for k in ("rows", "original_bytes", "payload_bytes", "compute_rows"):
@@ -128,8 +130,8 @@ def _per_codec(parts: list[dict], stored_bytes: int, payload_total: int, price_p
     return out
 
 
-def _total(parts: list[dict], key: str) -> float | None:
-    xs = [p["stats"][key] for p in parts if p["stats"].get(key) is not None]
+def _total(xs) -> float | None:
+    xs = [x for x in xs if x is not None]
     return float(sum(xs)) if xs else None
 
 
@@ -149,7 +151,7 @@ def build_report(
     table: str,
     listed: int,
     skipped: int,
-    parts: list[dict],
+    parts: list[WrittenPart],
     errors: int,
     stored_bytes: int,
     seconds: float,
@@ -158,10 +160,10 @@ def build_report(
     price_per_gpu_hour: float = DEFAULT_PRICE_PER_GPU_HOUR,
     extra: dict | None = None,
 ) -> dict:
-    rows = sum(len(p["keys"]) for p in parts)
-    original = sum(p["stats"]["original_bytes"] for p in parts)
-    payload = sum(p["stats"]["payload_bytes"] for p in parts)
-    pixels = sum(p["stats"]["pixels"] for p in parts)
+    rows = sum(len(p.keys) for p in parts)
+    original = sum(p.stats.original_bytes for p in parts)
+    payload = sum(p.stats.payload_bytes for p in parts)
+    pixels = sum(p.stats.pixels for p in parts)
     saved = max(0, original - stored_bytes)
     prices = {"price_per_cpu_hour": price_per_cpu_hour, "price_per_gpu_hour": price_per_gpu_hour}
     report = {
@@ -177,8 +179,8 @@ def build_report(
         "payload_bytes": payload,
         "stored_bytes": stored_bytes,
         "ratio": (original / stored_bytes) if stored_bytes else None,
-        "bpp": _dist([b for p in parts for b in p["stats"]["bpp"]]),
-        "psnr": _dist([q for p in parts for q in p["stats"]["psnr"]]),
+        "bpp": _dist([b for p in parts for b in p.stats.bpp]),
+        "psnr": _dist([q for p in parts for q in p.stats.psnr]),
         "megapixels": pixels / 1e6,
         "seconds": seconds,
         "images_per_s": (rows + errors) / seconds if seconds > 0 else None,
@@ -186,11 +188,11 @@ def build_report(
         "price_per_gb_month": price_per_gb_month,
         "usd_per_month_saved": saved / GIB * price_per_gb_month,
         **prices,
-        **compute_cost(compute_s=_total(parts, "compute_s"), gpu_s=_total(parts, "gpu_s"),
-                       compute_rows=sum(p["stats"].get("compute_rows", 0) for p in parts), rows=rows,
+        **compute_cost(compute_s=_total(p.stats.compute_s for p in parts), gpu_s=_total(p.stats.gpu_s for p in parts),
+                       compute_rows=sum(p.stats.compute_rows for p in parts), rows=rows,
                        usd_per_month_saved=saved / GIB * price_per_gb_month, **prices),
         "per_codec": _per_codec(parts, stored_bytes, payload, price_per_gb_month, prices),
-        "codecs": sorted({c for p in parts for c in p["stats"]["codecs"]}),
+        "codecs": sorted({c for p in parts for c in p.stats.codecs}),
         "per_guarantee": _tiers(parts),
     }
     exact = [t for name, t in report["per_guarantee"].items() if name in EXACT_TIERS]

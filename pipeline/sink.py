@@ -6,6 +6,7 @@ import pyarrow as pa
 from ray.data import Datasink
 
 from .stages import KIND_ROW, part_stats
+from .table.schema import WrittenPart
 
 
 class ArchiveSink(Datasink):
@@ -19,7 +20,7 @@ class ArchiveSink(Datasink):
     def __init__(self, table_uri: str, storage_options: dict | None, run_id: str, rows_per_part: int = 64):
         self.table_uri, self.storage_options, self.run_id = table_uri, storage_options, run_id
         self.rows_per_part = rows_per_part
-        self.result: list[dict] = []
+        self.result: list[WrittenPart] = []
 
     @property
     def min_rows_per_write(self) -> int:
@@ -27,9 +28,9 @@ class ArchiveSink(Datasink):
         Parquet files."""
         return self.rows_per_part
 
-    def write(self, blocks, ctx) -> dict:
-        from .table.schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table
+    def write(self, blocks, ctx) -> WrittenPart:
         from .table import BitstreamTable
+        from .table.schema import ERRORS_SCHEMA, TABLE_SCHEMA, rows_to_table
 
         table = BitstreamTable(self.table_uri, self.storage_options)
         rows, errors = [], []
@@ -37,18 +38,10 @@ class ArchiveSink(Datasink):
             block = block if isinstance(block, pa.Table) else pa.Table.from_pandas(block)
             for r in block.to_pylist():
                 (rows if r["kind"] == KIND_ROW else errors).append(r)
-        done = {
-            "data_files": [],
-            "error_files": [],
-            "keys": [r["key"] for r in rows],
-            "error_keys": [r["key"] for r in errors],
-            "stats": part_stats(rows),
-        }
-        if rows:
-            done["data_files"].append(table.write_part(self.run_id, "data", rows_to_table(rows, TABLE_SCHEMA)))
-        if errors:
-            done["error_files"].append(table.write_part(self.run_id, "errors", rows_to_table(errors, ERRORS_SCHEMA)))
-        return done
+        data = [table.write_part(self.run_id, "data", rows_to_table(rows, TABLE_SCHEMA))] if rows else []
+        errs = [table.write_part(self.run_id, "errors", rows_to_table(errors, ERRORS_SCHEMA))] if errors else []
+        return WrittenPart(tuple(data), tuple(errs), tuple(r["key"] for r in rows), tuple(r["key"] for r in errors),
+                           part_stats(rows))
 
     def on_write_complete(self, write_result) -> None:
         self.result = list(write_result.write_returns)

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from .compute_clock import ComputeClock
+from .table.schema import ErrorRow, PartStats, TableRow
 
 KIND_ROW, KIND_ERROR = "row", "error"
 
@@ -33,18 +34,9 @@ def _error(item: dict, stage: str, exc: BaseException, run_id: str) -> dict:
     from latentarc.codec.errors import LatentarcError
 
     message = str(exc) if isinstance(exc, LatentarcError) else f"{exc} ({traceback.format_exc(limit=2).splitlines()[-1]})"
-    return {
-        "kind": KIND_ERROR,
-        "key": item["key"],
-        "source_uri": item["uri"],
-        "source_size": item.get("size"),
-        "source_etag": item.get("etag"),
-        "stage": stage,
-        "error_type": type(exc).__name__,
-        "message": message[:2000],
-        "at": _now(),
-        "run_id": run_id,
-    }
+    return {"kind": KIND_ERROR, **ErrorRow(
+        key=item["key"], source_uri=item["uri"], source_size=item.get("size"), source_etag=item.get("etag"),
+        stage=stage, error_type=type(exc).__name__, message=message[:2000], at=_now(), run_id=run_id).as_dict()}
 
 
 def _rows_to_arrow(rows: list[dict]) -> pa.Table:
@@ -169,55 +161,37 @@ class EncodeActor:
                 out.append(_error(item, "encode", e, self.run_id))
                 continue
             meta = {"format": row["format"], "icc_bytes": len(row["icc"] or b""), "exif_bytes": len(row["exif"] or b"")}
-            out.append(
-                {
-                    "kind": KIND_ROW,
-                    "key": row["key"],
-                    "source_uri": row["source_uri"],
-                    "source_size": row["source_size"],
-                    "source_etag": row["source_etag"],
-                    "source_sha256": row["source_sha256"],
-                    "width": pic.width,
-                    "height": pic.height,
-                    "mode": pic.mode,
-                    "codec": name,
-                    "format_version": bitstream.FORMAT_VERSION,
-                    "model_sha256": member.weights_sha256(),
-                    "params": json.dumps(res.params, sort_keys=True),
-                    "payload": res.data,
-                    "payload_size": len(res.data),
-                    "payload_crc32c": bitstream.crc32c(res.data),
-                    "bpp": res.bpp,
-                    "psnr": res.psnr,
-                    "ms_ssim": quality,
-                    "metadata": json.dumps(meta, sort_keys=True).encode(),
-                    "encoded_at": _now(),
-                    "run_id": self.run_id,
-                    "guarantee": tier,
-                    "lpips": searched.get("lpips"),  # measured for an LPIPS / DISTS floor, else null
-                    "dists": searched.get("dists"),
-                    "compute_s": spent.compute_s,  # actor CPU seconds; gpu_s: GPU wall seconds on CUDA
-                    "gpu_s": spent.gpu_s,
-                }
-            )
+            row_out = TableRow(
+                key=row["key"], source_uri=row["source_uri"], source_size=row["source_size"],
+                source_etag=row["source_etag"], source_sha256=row["source_sha256"], width=pic.width,
+                height=pic.height, mode=pic.mode, codec=name, format_version=bitstream.FORMAT_VERSION,
+                model_sha256=member.weights_sha256(), params=json.dumps(res.params, sort_keys=True), payload=res.data,
+                payload_size=len(res.data), payload_crc32c=bitstream.crc32c(res.data), bpp=res.bpp, psnr=res.psnr,
+                ms_ssim=quality, metadata=json.dumps(meta, sort_keys=True).encode(), encoded_at=_now(),
+                run_id=self.run_id, guarantee=tier,
+                lpips=searched.get("lpips"),  # measured for an LPIPS / DISTS floor, else null
+                dists=searched.get("dists"),
+                compute_s=spent.compute_s,  # actor CPU seconds; gpu_s: GPU wall seconds on CUDA
+                gpu_s=spent.gpu_s)
+            out.append({"kind": KIND_ROW, **row_out.as_dict()})
         return _rows_to_arrow(out)
 
 
-def part_stats(rows: list[dict]) -> dict:
+def part_stats(rows: list[dict]) -> PartStats:
     """Per-part figures the driver aggregates into the savings report without re-reading the table."""
-    return {
-        "original_bytes": sum(int(r["source_size"]) for r in rows),
-        "payload_bytes": sum(int(r["payload_size"]) for r in rows),
-        "pixels": sum(int(r["width"]) * int(r["height"]) for r in rows),
-        "bpp": [float(r["bpp"]) for r in rows],
-        "psnr": [float(r["psnr"]) for r in rows if r["psnr"] is not None],
-        "codecs": sorted({r["codec"] for r in rows}),
-        "per_guarantee": tier_bytes(rows),
-        "compute_s": _sum_recorded(rows, "compute_s"),
-        "gpu_s": _sum_recorded(rows, "gpu_s"),
-        "compute_rows": sum(1 for r in rows if r.get("compute_s") is not None),
-        "per_codec": codec_compute(rows),
-    }
+    return PartStats(
+        original_bytes=sum(int(r["source_size"]) for r in rows),
+        payload_bytes=sum(int(r["payload_size"]) for r in rows),
+        pixels=sum(int(r["width"]) * int(r["height"]) for r in rows),
+        bpp=tuple(float(r["bpp"]) for r in rows),
+        psnr=tuple(float(r["psnr"]) for r in rows if r["psnr"] is not None),
+        codecs=tuple(sorted({r["codec"] for r in rows})),
+        per_guarantee=tier_bytes(rows),
+        compute_s=_sum_recorded(rows, "compute_s"),
+        gpu_s=_sum_recorded(rows, "gpu_s"),
+        compute_rows=sum(1 for r in rows if r.get("compute_s") is not None),
+        per_codec=codec_compute(rows),
+    )
 
 
 def _sum_recorded(rows: list[dict], key: str) -> float | None:

@@ -166,3 +166,23 @@ def test_an_option_travels_from_the_command_line_to_the_codec(tmp_path):
     assert codec_for_stream(data, device="cpu").decode(data).image.size == (96, 64)
     with pytest.raises(ValueError, match="probes"):
         codecs.build(CodecSpec(probes=0, device="cpu"))
+
+
+def test_row_dataclasses_are_the_schemas():
+    """TableRow / ErrorRow hold exactly the columns of their Arrow schemas, a nullable column defaulting to None
+    and a required one having no default; a row built from them writes through rows_to_table."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    from latentarc.pipeline.table.schema import ERRORS_SCHEMA, TABLE_SCHEMA, ErrorRow, TableRow, rows_to_table
+
+    for cls, schema in ((TableRow, TABLE_SCHEMA), (ErrorRow, ERRORS_SCHEMA)):
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        assert set(fields) == set(schema.names), cls.__name__
+        for col in schema:
+            has_default = fields[col.name].default is not dataclasses.MISSING
+            assert has_default == col.nullable and (not has_default or fields[col.name].default is None), col.name
+    err = ErrorRow(key="a.png", source_uri="file:///a.png", stage="read", error_type="UnreadableImage",
+                   message="truncated", at=datetime.now(timezone.utc), run_id="r1")
+    t = rows_to_table([err.as_dict()], ERRORS_SCHEMA, strict=True)
+    assert t.num_rows == 1 and t.column("source_size").null_count == 1

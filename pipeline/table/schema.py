@@ -9,6 +9,8 @@ computes it), ``run_id`` (which run wrote the row), ``guarantee`` (``codec.guara
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
@@ -74,7 +76,94 @@ ERRORS_SCHEMA = pa.schema(
     metadata={"latentarc.table": "errors", "latentarc.schema_version": SCHEMA_VERSION},
 )
 
-__all__ = ["ERRORS_SCHEMA", "SCHEMA_VERSION", "TABLE_SCHEMA", "TIMESTAMP", "conform_table", "rows_to_table"]
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """One image of the bitstream table: the columns of :data:`TABLE_SCHEMA`, nullable ones defaulting to None
+    (``tests/test_structure.py`` holds the two equal)."""
+
+    key: str
+    source_uri: str
+    source_size: int
+    source_sha256: str
+    width: int
+    height: int
+    mode: str
+    codec: str
+    format_version: int
+    params: str  # JSON
+    payload: bytes
+    payload_size: int
+    payload_crc32c: int
+    bpp: float
+    psnr: float
+    encoded_at: datetime
+    run_id: str
+    model_sha256: str | None = None
+    metadata: bytes | None = None
+    source_etag: str | None = None
+    ms_ssim: float | None = None
+    guarantee: str | None = None
+    lpips: float | None = None
+    dists: float | None = None
+    compute_s: float | None = None
+    gpu_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ErrorRow:
+    """One input that could not be archived: the columns of :data:`ERRORS_SCHEMA`."""
+
+    key: str
+    source_uri: str
+    stage: str
+    error_type: str
+    message: str
+    at: datetime
+    run_id: str
+    source_size: int | None = None
+    source_etag: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PartStats:
+    """What the run summary adds up over one write task's data rows (``savings.build_report``), so the driver never
+    re-reads the table; an error-only part has the zero value."""
+
+    original_bytes: int = 0
+    payload_bytes: int = 0
+    pixels: int = 0
+    bpp: tuple[float, ...] = ()
+    psnr: tuple[float, ...] = ()
+    codecs: tuple[str, ...] = ()
+    per_guarantee: dict[str, dict] = field(default_factory=dict)  # guarantee → rows, original and payload bytes
+    compute_s: float | None = None
+    gpu_s: float | None = None
+    compute_rows: int = 0
+    per_codec: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WrittenPart:
+    """What one write task put on storage — uncommitted Parquet parts of each table, the keys in them — which the
+    driver commits (``ArchiveSink.on_write_complete`` collects them)."""
+
+    data_files: tuple[str, ...] = ()
+    error_files: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    error_keys: tuple[str, ...] = ()
+    stats: PartStats = PartStats()
+
+
+__all__ = ["ERRORS_SCHEMA", "SCHEMA_VERSION", "TABLE_SCHEMA", "TIMESTAMP", "ErrorRow", "PartStats", "TableRow",
+           "WrittenPart", "conform_table", "rows_to_table"]
 
 
 def _row_label(i: int, row: dict) -> str:
