@@ -118,7 +118,10 @@ ENTROPY_MODELS: Registry[LatentCoder] = Registry("entropy model", error=ValueErr
                                                   id_error=UnsupportedVersion)
 ENTROPY_MODELS.add(PerChannelCoder.name, PerChannelCoder(), id=PerChannelCoder.id)
 ENTROPY_MODELS.add("tae-f2-ctx", ContextCoder(
-    2, "tae-f2-ctx", "483bc374226e7a06546c4a14ca2e6eefe3f3d1a6e4f0c3422d74fbb743fc7e29"), id=2)
+    3, "tae-f2-ctx", "800768fb2ecbbb7691dc6fd39220ca54b4025106dab2278ce0670fee02249322"), id=3)
+# the first context model, trained on evaluation photos: kept so that streams carrying id 2 decode
+ENTROPY_MODELS.add("tae-f2-ctx-v1", ContextCoder(
+    2, "tae-f2-ctx-v1", "483bc374226e7a06546c4a14ca2e6eefe3f3d1a6e4f0c3422d74fbb743fc7e29"), id=2)
 
 
 def coder(name: str) -> LatentCoder:

@@ -209,19 +209,21 @@ Trained by latentarc (`latentarc train-entropy`); weights are this project's own
   discrete Laplacian per symbol.
   Stored as integers (weights × 2^{cm.WEIGHT_BITS}); inference is exact integer arithmetic (codec/context_model.py).
 - **Data**: {len(d['train'])} photos of `{Path(d['images']).name}/` at full size, tae-f2 latents with the codec's
-  per-channel sensitivities; held out: {', '.join(d['held_out'])}.
+  per-channel sensitivities; validation (not trained on): {len(d['held_out'])} images, every {a.holdout_every}th in name
+  order ({', '.join(d['held_out'][:4])}, …). The held-out evaluation photos (`{Path(a.held_out).name}/`) were refused.
 - **Training**: {t['steps']} steps × batch {t['batch_size']} crops of {t['crop']}×{t['crop']} latents, Adam lr {t['lr']}
   (×¼ for the last 30%), seed {t['seed']}, CPU ({t['torch_threads']} threads), {t['seconds']:.0f} s wall time;
   final training loss {t['final_loss_bpp']:.4f} bpp.
 
-Held-out code length, integer model vs the per-channel model (same quantization, so same PSNR):
+Validation code length, integer model vs the per-channel model (same quantization, so same PSNR):
 
 | quality | per-channel bpp | context bpp | saving |
 |---|---|---|---|
 {rows}
 
-Reproduce with `latentarc train-entropy --out DIR --steps {t['steps']} --batch-size {t['batch_size']} --crop {t['crop']}
---lr {t['lr']} --clip {t['clip']} --groups {cfg.groups} --hidden {cfg.hidden} --depth {cfg.depth} --seed {t['seed']}`.
+Reproduce with `latentarc train-entropy --out DIR --name {a.name} --model-id {a.model_id} --iterations {t['steps']}
+--batch-size {t['batch_size']} --crop {t['crop']} --lr {t['lr']} --clip {t['clip']} --groups {cfg.groups} --hidden {cfg.hidden}
+--depth {cfg.depth} --seed {t['seed']}`{'' if a.max_side is None else f' --max-side {a.max_side}'}.
 """
 
 
