@@ -130,22 +130,25 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
         res = codec.encode_floor(pic, **floors.knob())
         return res, res.psnr, res.params.get("ms_ssim")
     ref = floors.reference(pic.reference())
+    # a codec whose encode splits off a quality-independent analysis (the neural encoder pass and sensitivities)
+    # runs it once for every candidate: the same streams, one encoder pass instead of up to ten
+    shared = {"analysis": codec.analyse(pic)} if codec.caps.analysis else {}
 
     def scored(res: EncodeResult):
         scores = floors.scores(ref, decoded_planes(codec.decode(res.data), pic.mode))
         return res, scores, floors.met(scores)
 
     if min_psnr is not None:
-        cand = scored(codec.encode(pic, min_psnr=min_psnr))
+        cand = scored(codec.encode(pic, min_psnr=min_psnr, **shared))
         if cand[2]:
             return _with(cand[0], cand[1], floors)
-    best = scored(codec.encode(pic, quality=100.0, measure=False))
+    best = scored(codec.encode(pic, quality=100.0, measure=False, **shared))
     if not best[2]:
         raise QualityFloorUnreachable(unreachable_message(codec.name, best[1], floors))
     lo, hi = 0.0, 100.0  # hi passes
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        cand = scored(codec.encode(pic, quality=mid, measure=False))
+        cand = scored(codec.encode(pic, quality=mid, measure=False, **shared))
         if cand[2]:
             hi = mid
             if len(cand[0].data) <= len(best[0].data):
