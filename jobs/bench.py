@@ -42,7 +42,9 @@ def run_bench(a) -> int:
         out = a.out or "rd-bench"
         r = run_rd_bench(a.images, names, None if a.qualities is None else parse_points(a.qualities), out,
                          crop=a.crop, limit=a.limit, weights=a.weights, device=a.device, metrics=a.metrics,
-                         workers=a.workers)
+                         workers=a.workers, summarise_only=a.summarise_only)
+        if r["images_pending"]:
+            print(f"{len(r['images'])} images measured by every codec, {r['images_pending']} pending")
         print(format_rd(r))
         print(f"\nwrote {out}/rd.json, " + ", ".join(Path(f).name for k, f in r["files"].items() if k != "json"))
         doc["rd"] = {k: v for k, v in r.items() if k != "files"}

@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1,
                    help="processes sharing the images (default 1; speed figures are comparable between codecs of "
                         "one run either way)")
+    p.add_argument("--summarise-only", action="store_true",
+                   help="measure nothing: write rd.json and the page from what --out's rows.jsonl holds so far "
+                        "(the images every codec has measured)")
     p.add_argument("--metrics", metavar="LIST",
                    help="metrics to measure, of psnr,ms-ssim,lpips,dists (default all; PSNR always; on one core "
                         "DISTS costs ~8 s/MP per point, LPIPS ~1)")

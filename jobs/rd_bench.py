@@ -676,13 +676,16 @@ def _progress(out: Path, config: dict, points: dict[str, list[str]]) -> dict[tup
 
 
 def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-bench", crop=None, limit=None,
-                 weights=None, *, device=None, metrics=None, workers: int = 1, log=None) -> dict:
+                 weights=None, *, device=None, metrics=None, workers: int = 1, summarise_only: bool = False,
+                 log=None) -> dict:
     """Run the benchmark. ``images``: a folder or a list of image paths. ``qualities``: operating points — None
     (codec-specific defaults), one list for every codec, or ``{codec: list}``; a point is a quality or ``"Nbpp"``.
     ``metrics``: None (all), a comma-separated string or a list of ``psnr, ms-ssim, lpips, dists`` (PSNR is always
     measured). ``workers``: processes sharing the images (each with ``cores // workers`` torch threads). Resumes
     from ``rows.jsonl`` in ``out_dir``: image × codec pairs already measured there with the same settings are
-    reused. Returns the dict written to ``rd.json`` (plus ``files``: what was written)."""
+    reused. ``summarise_only``: measure nothing, write ``rd.json`` and the page from what ``rows.jsonl`` holds (a long
+    run's figures so far). Every table compares codecs on the same images: those every codec has measured.
+    Returns the dict written to ``rd.json`` (plus ``files``: what was written)."""
     log = log or sys.stderr  # looked up per call: a default bound at import outlives a replaced stderr
     metrics = parse_metrics(metrics if metrics is None or isinstance(metrics, str) else ",".join(metrics))
 
@@ -704,7 +707,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     labels = {c: [q.label for q in ql] for c, ql in pts.items()}
     done = _progress(out, config, labels)
     todo = [(f, {c: pts[c] for c in names if (f.name, c) not in done}) for f in files if (f.name, "") not in done]
-    todo = [(f, p) for f, p in todo if p]
+    todo = [] if summarise_only else [(f, p) for f, p in todo if p]
     if done:
         print(f"resuming from {out / PROGRESS_FILE}: {len(files) - len(todo)} of {len(files)} images complete",
               file=log)
@@ -739,10 +742,11 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
 
     wanted = [f.name for f in files]
     skipped = [{"image": n, "error": done[(n, "")]["skipped"]} for n in wanted if (n, "") in done]
-    recs = [done[(n, c)] for n in wanted for c in names if (n, c) in done]
+    complete = [n for n in wanted if all((n, c) in done for c in names)]
+    recs = [done[(n, c)] for n in complete for c in names]
     rows = [r for rec in recs for r in rec["rows"]]
     if not rows:
-        raise ValueError("no readable images")
+        raise ValueError("no image measured by every codec yet" if summarise_only or done else "no readable images")
     curves, speed = summarise(rows, names, pts)
     reference = REFERENCE if REFERENCE in names else names[0]
     mp = sum(r["width"] * r["height"] for r in rows) / 1e6
@@ -753,7 +757,8 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "points": labels,
         "metrics": list(metrics),
         "crop": crop,
-        "images": [{"image": n, "width": sizes[n][0], "height": sizes[n][1]} for n in wanted if n in sizes],
+        "images": [{"image": n, "width": sizes[n][0], "height": sizes[n][1]} for n in complete],
+        "images_pending": len(wanted) - len(complete) - len(skipped),
         "skipped": skipped,
         "reference": reference,
         "rows": rows,

@@ -262,6 +262,11 @@ def test_rd_bench_resumes_and_extends_a_run(tmp_path, two_photos):
     assert first["rows"][1]["target_bpp"] == 0.5 and first["rows"][1]["quality"] is None
     # cut the last line short, as a kill would: that image is measured again
     (out / PROGRESS_FILE).write_text("\n".join(lines[:-1] + [lines[-1][:40]]) + "\n")
+    # a run's figures so far, measuring nothing: only images every codec has measured count
+    partial = run_rd_bench(two_photos, "jpeg", [20, "0.5bpp", 80], out, crop=64, metrics="psnr", summarise_only=True)
+    assert len(partial["images"]) == 1 and partial["images_pending"] == 1 and len(partial["rows"]) == 3
+    with pytest.raises(ValueError, match="no image measured by every codec"):
+        run_rd_bench(two_photos, "jpeg,avif", [20, "0.5bpp", 80], out, crop=64, metrics="psnr", summarise_only=True)
     log = io.StringIO()
     second = run_rd_bench(two_photos, "jpeg,avif", [20, "0.5bpp", 80], out, crop=64, metrics="psnr", log=log)
     printed = log.getvalue()
