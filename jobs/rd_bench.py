@@ -606,9 +606,25 @@ def _torch_threads() -> int:
 _WORKER: dict = {}
 
 
-def _init_worker(codecs: list[str], weights, device, threads: int | None) -> None:
+def _exit_with_parent() -> None:
+    """A worker process whose bench was killed stops too, rather than measuring for nobody."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _init_worker(codecs: list[str], weights, device, threads: int | None, in_worker: bool = False) -> None:
     import torch
 
+    if in_worker:
+        _exit_with_parent()
     if threads:
         torch.set_num_threads(threads)
     _WORKER.clear()
@@ -736,7 +752,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
-                                     initializer=_init_worker, initargs=(names, weights, device, threads)) as pool:
+                                     initializer=_init_worker, initargs=(names, weights, device, threads, True)) as pool:
                 for fut in as_completed([pool.submit(bench_image, str(f), crop, p, metrics) for f, p in todo]):
                     record(fut.result())
 

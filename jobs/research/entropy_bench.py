@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -88,15 +89,38 @@ class Tally:
                 "ideal_law_bpp": ideal / px, "ideal_law_headroom": 1 - ideal / bits, "passes": passes}
 
 
-def run(a) -> dict:
+@dataclass(frozen=True)
+class EntropyBenchConfig:
+    """What ``bench-entropy`` measures (the CLI builds it: :func:`config_from_args`)."""
+
+    images: str
+    model: str = "tae-f2-ctx"
+    qualities: tuple[float, ...] = (10.0, 40.0, 70.0)
+    limit: int | None = None
+    max_side: int | None = None
+    holdout_every: int = 5
+    cache: str = str(Path.home() / ".cache/latentarc/entropy-latents")
+    weights: str | None = None
+    device: str | None = None
+    json_out: str | None = None
+
+
+def config_from_args(a) -> EntropyBenchConfig:
+    from ..bench_inputs import parse_qualities
+
+    return EntropyBenchConfig(images=a.images, model=a.model, qualities=tuple(parse_qualities(a.qualities)),
+                              limit=a.limit, max_side=a.max_side, holdout_every=a.holdout_every, cache=a.cache,
+                              weights=a.weights, device=a.device, json_out=a.json_out)
+
+
+def run(a: EntropyBenchConfig) -> dict:
     from latentarc.codec.neural import quality_to_step
 
-    from ..bench_inputs import parse_qualities
     from .train_entropy import photo_latents, quantized
     from .training_data import validation_split
 
     t0 = time.time()
-    qualities = parse_qualities(a.qualities)
+    qualities = list(a.qualities)
     model = load_model(a.model)
     paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
     latents = photo_latents(paths[: a.limit or None], weights=a.weights, max_side=a.max_side, cache=a.cache,
@@ -125,5 +149,5 @@ def run(a) -> dict:
 
 
 def run_entropy_bench(a) -> int:
-    run(a)
+    run(config_from_args(a))
     return 0

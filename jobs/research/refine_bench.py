@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -200,25 +201,58 @@ def format_table(summary: list[dict], checks_: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run_refine_bench(args) -> int:
-    from latentarc.codec.api import default_device
-    from latentarc.codec.neural import NeuralCodec
-    from latentarc.codec.refine import load_refiner, refiner_for_codec
-    from latentarc.codec.models import load_model
-    from latentarc.jobs.bench_inputs import (centre_crop, json_safe, list_images, parse_qualities, parse_targets,
-                                             read_pictures)
+@dataclass(frozen=True)
+class RefineBenchConfig:
+    """What ``bench-refine`` measures (the CLI builds it: :func:`config_from_args`)."""
 
+    images: str
+    modes: tuple[str, ...] = ("faithful", "realistic")
+    steps: tuple[int, ...] = (1, 2, 4)
+    points: tuple[tuple[str, float], ...] = (("quality", 25.0), ("quality", 50.0), ("quality", 75.0))
+    metrics: tuple[str, ...] = ("psnr", "ms_ssim", "lpips", "dists")
+    codec: str = "tae-f2"
+    refiner: str | None = None
+    seed: int = 0
+    limit: int | None = None
+    crop: int | None = None
+    weights: str | None = None
+    device: str | None = None
+    json_out: str | None = None
+    html: str | None = None
+
+
+def config_from_args(args) -> RefineBenchConfig:
+    from latentarc.jobs.bench_inputs import parse_qualities, parse_targets
     from latentarc.jobs.rd_perceptual import parse_metrics
 
     modes = parse_modes(args.refine_modes)
     if not modes:
         raise ValueError("--modes needs faithful and/or realistic")
-    metrics = parse_metrics(args.metrics)
-    steps = parse_steps(args.refine_steps)
     targets = parse_targets(args.targets)
     # operating points: the target rates when given (each image coded at that bpp), else the qualities
     points = ([("target_bpp", t) for t in targets] if targets
               else [("quality", q) for q in parse_qualities(args.qualities)])
+    return RefineBenchConfig(
+        images=args.images, modes=tuple(modes), steps=tuple(parse_steps(args.refine_steps)), points=tuple(points),
+        metrics=tuple(parse_metrics(args.metrics)), codec=args.codec, refiner=args.refiner, seed=args.seed,
+        limit=args.limit, crop=args.crop, weights=args.weights, device=args.device, json_out=args.json_out,
+        html=args.html)
+
+
+def run_refine_bench(args) -> int:
+    bench_refinement(config_from_args(args))
+    return 0
+
+
+def bench_refinement(args: RefineBenchConfig) -> None:
+    """Every refinement mode × step count against ``none`` on the same streams (see the module docstring)."""
+    from latentarc.codec.api import default_device
+    from latentarc.codec.neural import NeuralCodec
+    from latentarc.codec.refine import load_refiner, refiner_for_codec
+    from latentarc.codec.models import load_model
+    from latentarc.jobs.bench_inputs import centre_crop, json_safe, list_images, read_pictures
+
+    modes, metrics, steps, points = list(args.modes), args.metrics, list(args.steps), list(args.points)
     files = list_images(args.images, args.limit)
     model = load_model(args.codec, weights=args.weights, device=args.device or default_device())  # neural only
     device = model.device
@@ -289,7 +323,6 @@ def run_refine_bench(args) -> int:
         title = f"{args.codec}, refiner {refiner.name}, {n} images, seed {args.seed}"
         out.write_text(refine_html(title, summary, chk, crops))
         print(f"wrote {out}")
-    return 0
 
 
 def detailed_window(rgb: np.ndarray, side: int) -> tuple[int, int, int, int]:
