@@ -723,10 +723,11 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
     labels = {c: [q.label for q in ql] for c, ql in pts.items()}
     done = _progress(out, config, labels)
     todo = [(f, {c: pts[c] for c in names if (f.name, c) not in done}) for f in files if (f.name, "") not in done]
-    todo = [] if summarise_only else [(f, p) for f, p in todo if p]
+    todo = [(f, p) for f, p in todo if p]
     if done:
-        print(f"resuming from {out / PROGRESS_FILE}: {len(files) - len(todo)} of {len(files)} images complete",
-              file=log)
+        print(f"{out / PROGRESS_FILE}: {len(files) - len(todo)} of {len(files)} images complete", file=log)
+    if summarise_only:
+        todo = []
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     t_start = time.perf_counter()

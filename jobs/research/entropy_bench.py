@@ -123,9 +123,11 @@ def run(a: EntropyBenchConfig) -> dict:
     qualities = list(a.qualities)
     model = load_model(a.model)
     paths = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    latents = photo_latents(paths[: a.limit or None], weights=a.weights, max_side=a.max_side, cache=a.cache,
-                            device=a.device)
-    names = sorted(validation_split(list(latents), a.holdout_every))
+    paths = paths[: a.limit or None]
+    names = sorted(validation_split([p.name for p in paths], a.holdout_every))
+    # only the photos measured are encoded
+    latents = photo_latents([p for p in paths if p.name in names], weights=a.weights, max_side=a.max_side,
+                            cache=a.cache, device=a.device)
     out = {"model": a.model, "images": names, "qualities": {}}
     for q in qualities:
         tally = Tally(model.cfg.passes)
