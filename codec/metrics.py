@@ -249,7 +249,7 @@ class _Lpips(PerceptualNet):
 
     def add(self, k, kept, y, w):
         d = self.cells(k, kept[0], _unit_norm(y), w)
-        return torch.stack([d.sum(dtype=_F64), torch.tensor(float(d.numel()), dtype=_F64)])
+        return torch.stack([d.sum(dtype=_F64), torch.tensor(float(d.numel()), dtype=_F64, device=d.device)])
 
     def distance(self, sums, w):
         return float(sum(s[0] / s[1] for s in sums))
@@ -276,7 +276,7 @@ def _rows(x: torch.Tensor) -> torch.Tensor:
 def _channel_sums(x: torch.Tensor, y: torch.Tensor, rows: int = 8192) -> tuple[torch.Tensor, ...]:
     """Per-channel float64 Σy, Σy², Σxy of two (N, C) row tables, in blocks of ``rows`` rows: each block's
     products stay in cache (8× faster than whole-map temporaries, same float64 sums)."""
-    out = torch.zeros(3, y.shape[1], dtype=_F64)
+    out = torch.zeros(3, y.shape[1], dtype=_F64, device=y.device)
     for i in range(0, y.shape[0], rows):
         a, b = x[i : i + rows], y[i : i + rows]
         out[0] += b.sum(0, dtype=_F64)
