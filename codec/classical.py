@@ -84,7 +84,7 @@ from .images import (
     to_image,
 )
 from .floors import Floors, unreachable_message
-from .metrics import ms_ssim, psnr
+from .metrics import Reference, ms_ssim, psnr
 from .base import CODECS, Capabilities, Codec
 from .neural import check_one_knob
 from .types import Decoded, EncodeResult
@@ -439,7 +439,7 @@ class ClassicalCodec(Codec):
 
     def _search_floor(self, prep: _Prepared, floors: Floors) -> EncodeResult:
         pic = prep.pic
-        ref = floors.reference(pic.reference())
+        ref = Reference(pic.reference())  # its perceptual features computed once for every candidate
         evaluated: dict[int, tuple[bool, dict]] = {}
 
         def ok(i: int) -> bool:

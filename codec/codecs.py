@@ -33,7 +33,7 @@ from .errors import CorruptStream, LatentarcError, QualityFloorUnreachable
 from .exact import JpegExactCodec, is_jpeg
 from .floors import EXACT_SCORES, Floors, unreachable_message
 from .images import Picture
-from .metrics import ms_ssim, psnr
+from .metrics import Reference, ms_ssim, psnr
 from .spec import CodecSpec
 from .types import Decoded, EncodeResult
 
@@ -129,7 +129,7 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
     if codec.caps.floor_search:
         res = codec.encode_floor(pic, **floors.knob())
         return res, res.psnr, res.params.get("ms_ssim")
-    ref = floors.reference(pic.reference())
+    ref = Reference(pic.reference())  # its perceptual features computed once for every candidate
     # a codec whose encode splits off a quality-independent analysis (the neural encoder pass and sensitivities)
     # runs it once for every candidate: the same streams, one encoder pass instead of up to ten
     shared = {"analysis": codec.analyse(pic)} if codec.caps.analysis else {}

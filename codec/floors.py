@@ -46,11 +46,6 @@ class Floors:
         """metric name → its floor, for the floors given."""
         return {metric: v for f, metric in _FLOORED.items() if (v := getattr(self, f)) is not None}
 
-    @staticmethod
-    def reference(original: np.ndarray) -> Reference:
-        """``original`` prepared for scoring a search's candidates: its perceptual features are computed once."""
-        return Reference(original)
-
     def scores(self, reference: Reference, planes: np.ndarray) -> dict:
         """PSNR, plus each metric that has a floor (others are left out, not measured)."""
         return measure(reference, planes, {"psnr", *self._given()})

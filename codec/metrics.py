@@ -327,7 +327,7 @@ class _Dists(PerceptualNet):
         return float(1 - ((alpha * torch.cat(s1)).sum() + (beta * torch.cat(s2)).sum()) / total)
 
 
-LPIPS_NET: PerceptualNet = _Lpips()
+LPIPS_NET = _Lpips()
 DISTS_NET: PerceptualNet = _Dists()
 
 
@@ -390,9 +390,8 @@ def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
                          f"{tuple(test.shape)}")
     w = _weights(LPIPS_WEIGHTS, reference.device)
     b = reference.shape[0]
-    net = _Lpips()
-    return sum(net.cells(k, _unit_norm(t[:b]), _unit_norm(t[b:]), w).mean((1, 2, 3))
-               for k, t in enumerate(net.maps(torch.cat([reference, test]), w)))
+    return sum(LPIPS_NET.cells(k, _unit_norm(t[:b]), _unit_norm(t[b:]), w).mean((1, 2, 3))
+               for k, t in enumerate(LPIPS_NET.maps(torch.cat([reference, test]), w)))
 
 
 def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,

@@ -8,7 +8,7 @@ every codec alike). One untimed warm-up encode/decode per codec and process on a
 
 An image is the unit of work: all its codecs and points are scored against one
 :class:`~latentarc.codec.metrics.Reference` (the original's perceptual features computed once), and each finished
-image is appended to ``rows.jsonl`` in the output folder, so a run that is stopped resumes where it was (same
+(image, codec) is appended to ``rows.jsonl`` in the output folder, so a run that is stopped resumes where it was (same
 settings), and ``workers`` processes can share the images.
 
 Per codec and point the *mean curve* averages bpp, PSNR, MS-SSIM, LPIPS and DISTS over the images; speeds are
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import json
 import math
 import os
@@ -60,7 +61,7 @@ DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
 DEFAULT_POINTS = {"tae-f2": ["0.03bpp", 0, 15, 30, 50, 70]}
 CLASSICAL_POINTS = [0, 10, 30, 50, 70, 90]
 REFERENCE = "avif"
-#: the resumable record of a run, in its output folder: a config line, then one line per finished image
+#: the resumable record of a run, in its output folder: a config line, then one line per finished (image, codec)
 PROGRESS_FILE = "rows.jsonl"
 
 
@@ -75,18 +76,18 @@ class Point(NamedTuple):
         """``30`` / ``"30"`` → quality 30; ``"0.03bpp"`` → 0.03 bpp through rate control."""
         if isinstance(x, Point):
             return x
+        from .bench_inputs import parse_qualities, parse_targets
+
         text = str(x).strip()
-        try:
-            v = float(text[:-3] if text.endswith("bpp") else text)
-        except ValueError:
-            raise ValueError(f"bad operating point {x!r}: a quality 0–100 or a rate like 0.03bpp") from None
         if text.endswith("bpp"):
-            if not (v > 0 and math.isfinite(v)):
-                raise ValueError(f"target bpp must be positive, got {text}")
-            return cls(None, v)
-        if not 0 <= v <= 100:
-            raise ValueError(f"quality must be in [0, 100], got {v:g}")
-        return cls(v)
+            rate = parse_targets(text[:-3])  # a positive finite number
+            if len(rate) != 1:
+                raise ValueError(f"bad operating point {x!r}: a quality 0–100 or a rate like 0.03bpp")
+            return cls(None, rate[0])
+        quality = parse_qualities(text, allow_empty=True)  # a number in [0, 100]
+        if len(quality) != 1:
+            raise ValueError(f"bad operating point {x!r}: a quality 0–100 or a rate like 0.03bpp")
+        return cls(quality[0])
 
     @property
     def label(self) -> str:
@@ -601,7 +602,7 @@ def _torch_threads() -> int:
 
 # ------------------------------------------------------------------------------------------ running
 # One image is the unit of work: every codec and point on it, against one Reference (the original's perceptual
-# features computed once). Finished images are appended to ``rows.jsonl`` in the output folder, so an interrupted
+# features computed once). Each finished (image, codec) is appended to ``rows.jsonl`` in the output folder, so an interrupted
 # run resumes where it stopped, and ``workers`` processes can share the images.
 _WORKER: dict = {}
 
@@ -731,6 +732,7 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
 
     threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
     t_start = time.perf_counter()
+    finished = itertools.count(1)
     with open(out / PROGRESS_FILE, "a") as progress:
         def record(recs: list[dict]) -> None:
             for rec in recs:
@@ -739,10 +741,8 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
             progress.flush()
             what = (f"skipped ({recs[0]['skipped']})" if "skipped" in recs[0] else
                     ", ".join(f"{r['codec']} {r['seconds']:.0f} s" for r in recs))
-            record.n += 1
-            print(f"[{record.n}/{len(todo)}] {recs[0]['image']}: {what}", file=log, flush=True)
+            print(f"[{next(finished)}/{len(todo)}] {recs[0]['image']}: {what}", file=log, flush=True)
 
-        record.n = 0
         if workers == 1 or len(todo) <= 1:
             if todo:
                 _init_worker(names, weights, device, threads)
