@@ -28,6 +28,9 @@ class LatentAutoencoder(nn.Module, abc.ABC):
     name: str
     latent_channels: int
     downscale: int = 8
+    #: lower precisions the *encoder-side* passes can run in (``encode`` and ``decode_unclamped``, which only
+    #: choose which stream is written); ``decode``, which reconstructs an archive's pixels, is always float32
+    fast_dtypes: frozenset = frozenset()
 
     @property
     @abc.abstractmethod
@@ -35,15 +38,16 @@ class LatentAutoencoder(nn.Module, abc.ABC):
         """Hex SHA-256 identifying the decoder weights."""
 
     @abc.abstractmethod
-    def encode(self, images: torch.Tensor) -> torch.Tensor: ...
+    def encode(self, images: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Latents in float32; ``dtype``: float32 or one of :attr:`fast_dtypes` for the network's arithmetic."""
 
     @abc.abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Return images in [0, 1] (clamped)."""
 
-    def decode_unclamped(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode_unclamped(self, latents: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The decoder's output before its final clamp (what sensitivity probes differentiate); families whose
-        decoder has no such clamp decode as usual."""
+        decoder has no such clamp decode as usual. ``dtype`` as for :meth:`encode`."""
         return self.decode(latents)
 
     @property

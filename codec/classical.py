@@ -84,7 +84,7 @@ from .images import (
     to_image,
 )
 from .floors import Floors, unreachable_message
-from .metrics import Reference, ms_ssim, psnr
+from .metrics import Reference, psnr
 from .base import CODECS, Capabilities, Codec
 from .neural import check_one_knob
 from .types import Decoded, EncodeResult
@@ -398,11 +398,6 @@ class ClassicalCodec(Codec):
     def _summary(self, prep: _Prepared, i: int, **knob) -> dict:
         return dict(format=self.fmt.pil, library=dict(self.fmt.ladder[i]), **prep.extra, **knob)
 
-    def _measure(self, pic: Picture, data: bytes, want_ms_ssim: bool = False) -> tuple[float, float | None]:
-        planes = decoded_planes(self.decode(data), pic.mode)
-        ref = pic.reference()
-        return psnr(ref, planes), (ms_ssim(ref, planes) if want_ms_ssim else None)
-
     def _encode_point(self, prep: _Prepared, quality, target_bpp, measure: bool) -> EncodeResult:
         pic = prep.pic
         if target_bpp is not None:
@@ -415,8 +410,9 @@ class ClassicalCodec(Codec):
                 raise ValueError(f"quality must be in [0, 100], got {q}")
             i = self.fmt.quality_index(int(round(q)))
             data, knob = self._stream(prep, i), {"quality": q}
-        measured = self._measure(pic, data)[0] if measure else None
-        return EncodeResult(data, pic.width, pic.height, measured, self._summary(prep, i, **knob))
+        planes = decoded_planes(self.decode(data), pic.mode) if measure else None
+        measured = psnr(pic.reference(), planes) if measure else None
+        return EncodeResult(data, pic.width, pic.height, measured, self._summary(prep, i, **knob), decoded=planes)
 
     def _rung_for_bpp(self, prep: _Prepared, target_bpp: float) -> int:
         """Bisection on the ladder (size grows with the rung); the rung whose stream is closest to the target."""

@@ -74,7 +74,7 @@ class DiffusersAutoencoder(LatentAutoencoder):
                 f"{self.name}: {what} must be (N, C, H, W) with H, W multiples of {unit}; got {tuple(t.shape)}"
             )
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         self._check(images, self.downscale, "images")
         x = images.to(device=self.device, dtype=self.vae.dtype) * 2 - 1
         out = self.vae.encode(x)

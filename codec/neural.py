@@ -32,6 +32,7 @@ from .errors import (
 from .images import DEFAULT_MAX_PIXELS, Picture, decode_alpha, encode_alpha, restored_mode, to_image
 from .latent_search import LatentSearch, search_latent
 from .metrics import psnr
+from .precision import encoder_dtype
 from .quantize import QuantParams, choose_params, decoder_sensitivity, dequantize, quantize, uniform_params
 from .types import Decoded, EncodeResult
 
@@ -86,7 +87,7 @@ class NeuralCodec(Codec):
         return cls(load_model(spec.name, weights=spec.weights, device=spec.device or default_device()),
                    adaptive=not spec.global_step, entropy_model=spec.entropy_model, rdoq=spec.rdoq,
                    verify_refine=spec.verify_refine, refiner=spec.refiner, latent_search=spec.latent_search,
-                   probes=spec.probes)
+                   probes=spec.probes, encoder_precision=spec.encoder_precision)
 
     def __init__(
         self,
@@ -102,8 +103,11 @@ class NeuralCodec(Codec):
         verify_refine: bool = False,
         refiner=None,
         latent_search: LatentSearch | int | None = None,
+        encoder_precision: str = "float32",
     ):
         self.model = model
+        # the arithmetic of the encoder and the sensitivity probes (codec/precision.py); decoding is float32
+        self.encoder_dtype = encoder_dtype(encoder_precision, model)
         # encoder-side search for a better latent to quantize (codec/latent_search.py); an int is its iterations
         if isinstance(latent_search, int):
             latent_search = LatentSearch(latent_search) if latent_search else None
@@ -163,7 +167,8 @@ class NeuralCodec(Codec):
         # one unrefined decode serves both the measured PSNR and the refinement check
         planes = self._reconstruct_planes(a, data) if measure or self.verify_refine else None
         measured = psnr(pic.reference(), planes) if measure else None
-        return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob)), a, planes)
+        return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob),
+                                           decoded=planes if measure else None), a, planes)
 
     def _verified(self, res: EncodeResult, a: Analysis, planes: np.ndarray | None = None) -> EncodeResult:
         """With ``verify_refine``: decode the stream unrefined (``planes``, when the caller already has them)
@@ -192,7 +197,7 @@ class NeuralCodec(Codec):
         s = bitstream.parse(res.data)
         s.sections[R.VERDICT_SECTION] = verdict.pack()
         params = dict(res.params, refine_verified={"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)})
-        return EncodeResult(bitstream.pack(s), res.width, res.height, res.psnr, params)
+        return EncodeResult(bitstream.pack(s), res.width, res.height, res.psnr, params, decoded=res.decoded)
 
     @torch.no_grad()
     def analyse(self, pic: Picture) -> Analysis:
@@ -201,13 +206,14 @@ class NeuralCodec(Codec):
         pad_b, pad_r = self._coded_size(h) - h, self._coded_size(w) - w
         rgb = np.pad(pic.rgb, ((0, pad_b), (0, pad_r), (0, 0)), mode="edge")
         x = torch.from_numpy(rgb).to(self.model.device).permute(2, 0, 1)[None].float().div_(255.0)
-        z = self.model.encode(x)[0]
+        z = self.model.encode(x, dtype=self.encoder_dtype)[0]
         search = None
         if self.latent_search is not None and self.latent_search.iterations:
             found = search_latent(self.model, z[None], x, (h, w), self.latent_search)
             z, search = found.latent[0], found.summary(self.latent_search.iterations)
         sens = (
-            decoder_sensitivity(self.model, z, crop=self.sensitivity_crop, probes=self.probes)
+            decoder_sensitivity(self.model, z, crop=self.sensitivity_crop, probes=self.probes,
+                                dtype=self.encoder_dtype)
             if self.adaptive
             else np.ones(z.shape[0])
         )

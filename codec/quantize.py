@@ -61,19 +61,21 @@ class QuantParams:
 
 
 def decoder_sensitivity(
-    model: LatentAutoencoder, latent: torch.Tensor, *, crop: int = 32, probes: int = 2, seed: int = 0
+    model: LatentAutoencoder, latent: torch.Tensor, *, crop: int = 32, probes: int = 2, seed: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> np.ndarray:
     """Mean squared decoder Jacobian norm per latent channel, normalised to geometric mean 1.
 
     Measured on a centred ``crop``×``crop`` window of the image's latent (``latent``: (C, h, w)) to bound the
-    cost to one small forward and ``probes`` backward passes, whatever the image size.
+    cost to one small forward and ``probes`` backward passes, whatever the image size. ``dtype``: float32 or one
+    of the model's ``fast_dtypes`` for the passes (an estimate that only sets the steps the stream carries).
     """
     c, h, w = latent.shape
     y0, x0 = max(0, (h - crop) // 2), max(0, (w - crop) // 2)
     z = latent[:, y0 : y0 + crop, x0 : x0 + crop][None].detach().clone().requires_grad_(True)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.enable_grad():
-        out = model.decode_unclamped(z)
+        out = model.decode_unclamped(z, dtype=dtype)
         acc = torch.zeros(c, dtype=torch.float64)
         for i in range(probes):
             v = (torch.randint(0, 2, out.shape, generator=gen) * 2 - 1).to(out.dtype).to(out.device)

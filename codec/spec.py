@@ -14,7 +14,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["CodecSpec", "default_device"]
+__all__ = ["CodecSpec", "ENCODER_PRECISIONS", "default_device"]
+
+#: the choices of ``encoder_precision`` (``codec.precision``)
+ENCODER_PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,9 @@ class CodecSpec:
     latent_search: int = 0
     #: Hutchinson probes (decoder backward passes) per channel-sensitivity estimate (``quantize.decoder_sensitivity``)
     probes: int = 2
+    #: arithmetic of the encoder and the sensitivity probes: float32, or bfloat16 (faster, slightly other streams;
+    #: ``codec.precision``); decoding is always float32
+    encoder_precision: str = "float32"
     #: check faithful refinement against each original at encode, and record the verdict in the stream
     verify_refine: bool = False
     #: the refiner that check uses (a ``codec.refine.REFINERS`` name or a train-refiner folder; None: the codec's)

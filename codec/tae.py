@@ -43,9 +43,12 @@ class Clamp(nn.Module):
 class Block(nn.Module):
     def __init__(self, n_in: int, n_out: int, groupnorm_branch: bool = False):
         super().__init__()
-        self.conv = nn.Sequential(_conv(n_in, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out))
+        # in-place activations and residual add: no fresh full-resolution tensor per ReLU (the same values; autograd
+        # is unaffected since no convolution needs its own output for its backward)
+        self.conv = nn.Sequential(_conv(n_in, n_out), nn.ReLU(inplace=True), _conv(n_out, n_out), nn.ReLU(inplace=True),
+                                  _conv(n_out, n_out))
         self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
-        self.fuse = nn.ReLU()
+        self.fuse = nn.ReLU(inplace=True)
         self.pool = (
             nn.Sequential(
                 nn.Conv2d(n_in, 4 * n_in, 1, bias=False),
@@ -60,7 +63,7 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pool is not None:
             x = x + self.pool(x)
-        return self.fuse(self.conv(x) + self.skip(x))
+        return self.fuse(self.conv(x).add_(self.skip(x)))
 
 
 def build_encoder(latent_channels: int, groupnorm_deep: bool) -> nn.Sequential:
@@ -96,6 +99,12 @@ def _native_conv():
             yield
 
 
+def _autocast(device: torch.device, dtype: torch.dtype):
+    """The full-resolution parts at ``dtype`` (float32: as they are). The latent-resolution parts never are: they
+    run on native convolutions, which have no fast low-precision kernels, and hold the GroupNorm statistics."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def _channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
@@ -103,18 +112,25 @@ def _channels_last(x: torch.Tensor) -> torch.Tensor:
 #: index of the first encoder layer at latent resolution / first decoder layer above it
 _ENC_SPLIT = 11
 _DEC_SPLIT = 6
-#: how far (in latents) the decoder's full-resolution part reaches: a change of one latent-resolution feature
-#: moves pixels up to 8.125 latents away (measured), so a 9-latent halo gives every tile core its exact pixels
-_TAIL_REACH = 9
+#: how far (in latents) the tiled parts of both networks reach. The encoder's body sees 65 px around an output:
+#: 4 px of 3×3 convolutions at full resolution, then per downsampling stage its stride-2 convolution and nine
+#: 3×3 convolutions (+1+18 px at ½, +2+36 px at ¼, +4 px into ⅛) — 8.125 latents; the decoder's tail mirrors
+#: it (a change of one latent-resolution feature moves pixels up to 8.125 latents away, measured). A 9-latent
+#: halo therefore gives every tile core exactly the untiled values (tests/test_models.py checks it).
+_REACH = 9
 
 
 class TinyAutoencoder(LatentAutoencoder):
     """TAESD-family autoencoder with tiled full-resolution stages.
 
-    ``tile`` is the kept tile core in latent units (8 px each) and ``halo`` the context around it; the
-    defaults (64 and 16 latents: 512 px cores with 128 px of context) exceed both networks' receptive fields,
-    and bound the full-resolution activations to about ``(8*(tile+2*halo))² × 64 ch × 4 B`` ≈ 150 MB per tensor.
+    ``tile`` is the largest kept tile core in latent units (8 px each; cores are balanced, ``tiling.spans``) and
+    ``halo`` the context around it, at least the networks' reach (:data:`_REACH`), so tiles give exactly the untiled
+    values. The defaults, 96 and 9 latents (768 px cores, 72 px of context), bound the full-resolution activations
+    to about ``(8*(tile+2*halo))² × 64 ch × 4 B`` ≈ 210 MB per tensor; a 12 MP photo then computes about 1.4× its
+    pixels (the earlier 64/16 tiles: about 2×). docs/economics.md has the measured speed and memory.
     """
+
+    fast_dtypes = frozenset({torch.bfloat16})
 
     def __init__(
         self,
@@ -125,8 +141,8 @@ class TinyAutoencoder(LatentAutoencoder):
         latent_channels: int,
         groupnorm_deep: bool,
         decoder_sha256: str,
-        tile: int = 64,
-        halo: int = 16,
+        tile: int = 96,
+        halo: int = _REACH,
     ):
         super().__init__()
         self.name = name
@@ -146,19 +162,29 @@ class TinyAutoencoder(LatentAutoencoder):
     def fingerprint(self) -> str:
         return self._fingerprint
 
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
+    def encode(self, images: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         body, head = self.encoder[:_ENC_SPLIT], self.encoder[_ENC_SPLIT:]
-        feats = run_tiled(body, _channels_last(images), unit_in=8, unit_out=1, out_channels=64, tile=self.tile,
-                          halo=self.halo)
+        with _autocast(images.device, dtype):
+            feats = run_tiled(body, _channels_last(images), unit_in=8, unit_out=1, out_channels=64, tile=self.tile,
+                              halo=self.halo)
         with _native_conv():
-            return head(feats).contiguous()
+            return head(feats.float()).contiguous()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._decode(latents, torch.float32)
+
+    def decode_unclamped(self, latents: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The decode the sensitivity probes differentiate: this family's decoder ends in the clamp, as the
+        probes have always seen it; ``dtype`` runs the full-resolution tail at lower precision."""
+        return self._decode(latents, dtype)
+
+    def _decode(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         head, tail = self.decoder[:_DEC_SPLIT], self.decoder[_DEC_SPLIT:]
         with _native_conv():
             feats = head(_channels_last(latents))
-        out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo)
-        return out.clamp_(0, 1).contiguous()
+        with _autocast(latents.device, dtype):
+            out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo)
+        return out.float().clamp_(0, 1).contiguous()
 
     def decoded_error_grad(self, latents: torch.Tensor, images: torch.Tensor,
                            weight: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -173,7 +199,7 @@ class TinyAutoencoder(LatentAutoencoder):
                 feats = head(z)
             f = feats.detach().requires_grad_(True)
             total = 0.0
-            for t in tile_grid(f.shape[2], f.shape[3], self.tile, _TAIL_REACH):
+            for t in tile_grid(f.shape[2], f.shape[3], self.tile, _REACH):
                 out = t.core(tail(f[:, :, t.ya : t.yb, t.xa : t.xb]), 8).clamp(0, 1)
                 rows, cols = slice(t.y0 * 8, t.y1 * 8), slice(t.x0 * 8, t.x1 * 8)
                 err = ((out - images[:, :, rows, cols]) ** 2 * weight[:, :, rows, cols]).sum()

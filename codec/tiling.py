@@ -63,11 +63,16 @@ class Tile(NamedTuple):
                     (self.x0 - self.xa) * unit : (self.x1 - self.xa) * unit]
 
 
+def spans(n: int, tile: int) -> list[tuple[int, int]]:
+    """``[0, n)`` cut into ``ceil(n / tile)`` near-equal cores (sizes differ by at most one): balanced, so the last
+    core is never a sliver whose halo costs more than its pixels."""
+    k = max(1, -(-n // tile))
+    return [(i * n // k, (i + 1) * n // k) for i in range(k)]
+
+
 def tile_grid(gh: int, gw: int, tile: int, halo: int) -> Iterator[Tile]:
     """The tiles covering a ``gh``×``gw`` grid, row by row: a function of the size alone (see the module doc)."""
-    for y0 in range(0, gh, tile):
-        y1 = min(gh, y0 + tile)
+    for y0, y1 in spans(gh, tile):
         ya, yb = max(0, y0 - halo), min(gh, y1 + halo)
-        for x0 in range(0, gw, tile):
-            x1 = min(gw, x0 + tile)
+        for x0, x1 in spans(gw, tile):
             yield Tile(y0, y1, ya, yb, x0, x1, max(0, x0 - halo), min(gw, x1 + halo))

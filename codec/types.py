@@ -20,6 +20,9 @@ class EncodeResult:
     height: int
     psnr: float | None  # measured by decoding, against the original planes
     params: dict = field(default_factory=dict)  # JSON-able summary for tables and `info`
+    #: the colour planes of the decode that measured ``psnr`` (never stored): a caller scoring more metrics on the
+    #: same stream uses them instead of decoding it again
+    decoded: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def bpp(self) -> float:

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..codec.spec import ENCODER_PRECISIONS
 from .exit_codes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from .research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
 
@@ -104,6 +105,10 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probes", type=int, default=2, metavar="N",
                    help="neural codecs: decoder backward passes per channel-sensitivity estimate (default 2; 1 "
                         "halves that part of the encode, at a noisier step allocation)")
+    p.add_argument("--encoder-precision", choices=ENCODER_PRECISIONS, default="float32",
+                   help="neural codecs: arithmetic of the encoder and the sensitivity probes. bfloat16 (CPUs with "
+                        "AVX512-BF16/AMX, recent GPUs) encodes 1.6-2x faster but writes streams about 0.02-0.1 dB "
+                        "worse (docs/economics.md); decoding is always float32")
     p.add_argument("--global-step", action="store_true",
                    help="neural codecs: one quantization step for all channels (the baseline), not per channel")
     p.add_argument("--latent-search", type=int, default=0, metavar="N",
@@ -301,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", metavar="FILE", help="also write the figures as JSON here")
     p.add_argument("--weights")
     _ray_args(p)
+
+    p = sub.add_parser("bench-speed", help="neural codec encode/decode speed per core and where the time goes, "
+                                           "variant against variant (e.g. an older source tree) in one run")
+    from latentarc.jobs.speed_bench import add_arguments as bench_speed_args
+
+    bench_speed_args(p)
 
     p = sub.add_parser("train-refiner", help="train the tae-f2 latent denoiser used by --refine")
     p.add_argument("images", nargs="?", default=str(DEFAULT_TRAIN),
@@ -595,6 +606,12 @@ def _cmd_bench_pipeline(a) -> int:
     return run_pipeline_bench(a)
 
 
+def _cmd_bench_speed(a) -> int:
+    from latentarc.jobs.speed_bench import run_speed_bench
+
+    return run_speed_bench(a)
+
+
 def _cmd_train_refiner(a) -> int:
     from latentarc.jobs.research.train_refiner import run_train_refiner
 
@@ -643,6 +660,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "bench-pipeline": _cmd_bench_pipeline,
     "bench-scale": _cmd_bench_scale,
+    "bench-speed": _cmd_bench_speed,
     "demo": _cmd_demo,
     "train-refiner": _cmd_train_refiner,
     "train-entropy": _cmd_train_entropy,

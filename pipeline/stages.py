@@ -153,8 +153,10 @@ class EncodeActor:
                 tier = guarantee.of(res.params)
                 if quality is None and tier != guarantee.LOSSY:
                     quality = 1.0  # the exact tiers were checked equal at encode: nothing to measure
-                if quality is None and self.with_ms_ssim:
-                    quality = ms_ssim(pic.reference(), decoded_planes(self.codec.decode(res.data), pic.mode))
+                if quality is None and self.with_ms_ssim:  # on the decode that measured PSNR, when the codec kept it
+                    planes = res.decoded if res.decoded is not None else decoded_planes(self.codec.decode(res.data),
+                                                                                        pic.mode)
+                    quality = ms_ssim(pic.reference(), planes)
                 member = self.codec.member(name)
                 spent = self.clock.stop()
             except Exception as e:  # noqa: BLE001
