@@ -26,10 +26,15 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, progres
     """
     import logging
 
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and _is_loopback(address):
+        # Ray rewrites a loopback address to this machine's network address before connecting ("remotely
+        # reachable"), where a loopback-only cluster does not listen: the driver then waits for ever. This switch,
+        # read when ray is imported, keeps 127.0.0.1 (it only decides how a process names its own node)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
         # Ray's and Ray Data's INFO lines (cluster start, execution plans) bury the run summary on a terminal;
         # warnings and errors still show, and the full logs stay in the session folder under /tmp/ray
         kwargs = {"log_to_driver": True, "include_dashboard": False, "logging_level": logging.WARNING}
