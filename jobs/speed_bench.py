@@ -24,8 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench_inputs import list_images
+
 PROBE = Path(__file__).with_name("speed_probe.py")
-EXTS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,8 @@ def run(images: list[Path], variants: list[Variant], *, entropies: list[str], qu
         try:
             for i, path in enumerate(images, 1):
                 pic = read_image(path.read_bytes())
-                ref = Reference(pic.reference())
+                original = pic.reference()
+                ref = Reference(original)
                 for entropy in entropies:
                     for w in workers:
                         npy = Path(tmp) / "decoded.npy"
@@ -114,7 +116,7 @@ def run(images: list[Path], variants: list[Variant], *, entropies: list[str], qu
                         planes = colour_planes(np.load(npy), pic.mode)
                         row = dict(ans, image=path.name, variant=w.variant.name, entropy=entropy,
                                    bpp=ans["bytes"] * 8 / (pic.width * pic.height),
-                                   psnr=psnr(pic.reference(), planes), lpips=ref.distance(LPIPS_NET, planes))
+                                   psnr=psnr(original, planes), lpips=ref.distance(LPIPS_NET, planes))
                         rows.append(row)
                         log.write(json.dumps(row) + "\n")
                         log.flush()
@@ -202,11 +204,7 @@ def add_arguments(p) -> None:
 
 
 def run_speed_bench(a) -> int:
-    files = sorted(p for p in Path(a.images).iterdir() if p.suffix.lower() in EXTS)
-    files = files[: a.limit] if a.limit else files
-    if not files:
-        print(f"bench-speed: no images in {a.images}", file=sys.stderr)
-        return 2
+    files = list_images(a.images, a.limit)
     variants = ([Variant("baseline", Path(a.baseline))] if a.baseline else []) + [Variant("new")]
     variants += [Variant.parse(t) for t in a.variant]
     result = run(files, variants, entropies=[e.strip() for e in a.entropy.split(",") if e.strip()],
