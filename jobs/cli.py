@@ -171,6 +171,12 @@ def _ray_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="hide Ray Data progress bars")
 
 
+def _retry_passes_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retry-passes", type=int, default=1, metavar="N",
+                   help="more passes, one image per batch, over images a lost node or a failed batch left without "
+                        "an outcome (default 1; 0: record them as BatchFailed at once)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="latentarc", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="verb", required=True)
@@ -198,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     _codec_args(p)
     _knobs(p)
     _ray_args(p)
+    _retry_passes_arg(p)
     p.add_argument("--watch", type=float, metavar="SECONDS", help="keep polling the source and archive arrivals")
     p.add_argument("--retry-errors", action="store_true", help="retry unchanged inputs that failed in earlier runs")
     _storage_price_arg(p)
@@ -217,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["png", "tiff", "webp"], default="png")
     _refine_args(p)
     _ray_args(p)
+    _retry_passes_arg(p)
     p.add_argument("--weights", help="explicit weight file or folder, passed to every actor")
 
     p = sub.add_parser("verify", help="check a table's files, commits, checksums and models (exit 1 on a problem)")
@@ -299,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     from latentarc.jobs.bench_scale import add_arguments as bench_scale_args
 
     bench_scale_args(p)
+
+    p = sub.add_parser("bench-soak", help="one long compress run of many small images: images/s and the RSS of "
+                                          "driver and actors over time")
+    from latentarc.jobs.soak_bench import add_arguments as bench_soak_args
+
+    bench_soak_args(p)
 
     p = sub.add_parser("bench-pipeline", help="compress-job throughput against a plain single-process loop")
     p.add_argument("images", help="folder of images")
@@ -519,7 +533,7 @@ def _cmd_compress(a) -> int:
                            batch_size=a.batch_size, max_pixels=a.max_pixels, retry_errors=a.retry_errors,
                            price_per_gb_month=a.price_per_gb_month, ms_ssim=not a.no_ms_ssim,
                            price_per_cpu_hour=a.price_per_cpu_hour, price_per_gpu_hour=a.price_per_gpu_hour,
-                           rows_per_part=a.rows_per_part)
+                           rows_per_part=a.rows_per_part, retry_passes=a.retry_passes)
     kw = {"source_options": a.storage_options, "table_options": a.storage_options}
     def show(r: dict) -> None:
         print("\n".join(summary_lines(r)), flush=True)
@@ -562,7 +576,7 @@ def _cmd_restore(a) -> int:
     r = run_restore(a.table, a.dst, keys=keys, prefix=a.prefix, table_options=a.storage_options,
                     dst_options=a.storage_options, weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"),
                     workers=a.workers, batch_size=a.batch_size, suffix="." + a.format,
-                    refine=_refine_config(a), refiner=a.refiner)
+                    refine=_refine_config(a), refiner=a.refiner, retry_passes=a.retry_passes)
     print(f"restored {r.restored} of {r.requested} images to {a.dst} in {r.seconds:.1f} s")
     for f in r.failures:
         print(f"  failed {f['key']}: {f['error_type']}: {f['message']}", file=sys.stderr)
@@ -637,6 +651,12 @@ def _cmd_train_codec(a) -> int:
     return run_train_codec(a)
 
 
+def _cmd_bench_soak(a) -> int:
+    from latentarc.jobs.soak_bench import run
+
+    return run(a)
+
+
 def _cmd_bench_scale(a) -> int:
     from latentarc.jobs.bench_scale import run
 
@@ -661,6 +681,7 @@ _COMMANDS = {
     "report": _cmd_report,
     "bench-pipeline": _cmd_bench_pipeline,
     "bench-scale": _cmd_bench_scale,
+    "bench-soak": _cmd_bench_soak,
     "bench-speed": _cmd_bench_speed,
     "demo": _cmd_demo,
     "train-refiner": _cmd_train_refiner,

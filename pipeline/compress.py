@@ -1,15 +1,13 @@
 """The archival job: list a source, archive what is new or changed, commit it, and report the savings.
 
 Guarantees: every listed input ends as exactly one committed row or error (the driver checks the keys that came
-back against the keys it sent, and records any shortfall as an error rather than losing it); a run's parts become
-visible together through one commit record; a crashed run leaves only invisible orphans, and re-running it
-archives what it had not committed.
+back against the keys it sent, gives any shortfall one more pass, one input per batch, and records what still
+failed as an error rather than losing it); a run's parts become visible together through one commit record; a
+crashed run leaves only invisible orphans, and re-running it archives what it had not committed.
 """
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,6 +38,9 @@ class CompressOptions:
     rows_per_part: int = 64  # Parquet part size: the sink buffers this many rows before writing a part
     max_pixels: int | None = None
     retry_errors: bool = False
+    #: passes after the first over inputs that came back from no batch (a lost node, a batch that failed after
+    #: Ray's retries), one input per batch; what still fails is recorded as a BatchFailed error
+    retry_passes: int = 1
     price_per_gb_month: float = DEFAULT_PRICE_PER_GB_MONTH
     price_per_cpu_hour: float = DEFAULT_PRICE_PER_CPU_HOUR  # prices the rows' compute_s / gpu_s (savings.py)
     price_per_gpu_hour: float = DEFAULT_PRICE_PER_GPU_HOUR
@@ -82,20 +83,51 @@ def pending(listing, table, *, retry_errors: bool, records: list[dict] | None = 
     return todo, skipped
 
 
-@contextlib.contextmanager
-def tolerate_failed_blocks():
-    """Let the run go on past a block whose task failed for good (Ray Data drops such blocks); the driver's
-    accounting then records the block's inputs as errors. The default (0) would abort the whole run — and lose
-    every other input's work — for one bad batch."""
-    from .runtime import context_override
+def _archive_pass(todo: list, opts: CompressOptions, *, run_id: str, table_uri: str, source_options: dict | None,
+                  table_options: dict | None, batch_size: int) -> list:
+    """One Ray Data pass over ``todo``: read and decode, encode on the actor pool, write uncommitted parts.
+    Returns the parts written (``WrittenPart``); inputs of a block that failed for good are in none of them."""
+    import ray.data
 
-    try:
-        with context_override("max_errored_blocks", -1):
-            yield
-    finally:
-        # drop any reference cycle still holding the pool's actor handles (a failed block's traceback can), so
-        # the next run in this process (watch mode) finds the actors' CPUs free
-        gc.collect()
+    from latentarc.codec.codecs import capabilities
+    from latentarc.codec.images import DEFAULT_MAX_PIXELS
+
+    from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice, tolerate_failed_blocks
+    from .sink import ArchiveSink
+    from .stages import EncodeActor, read_and_decode
+
+    plan = plan_pool(opts.workers)  # per pass: a retry pass sizes its pool on the nodes that are left
+    knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
+             "min_ms_ssim": opts.min_ms_ssim, "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}
+    # before the dataset exists: Ray Data snapshots the context at creation
+    with tolerate_failed_blocks(), patient_execution():
+        # one image per block (up to 50k blocks): an actor that draws large images must not hold others back
+        n_blocks = max(1, min(len(todo), 50_000))
+        ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)
+        ds = ds.map_batches(
+            read_and_decode,
+            batch_size=batch_size,
+            batch_format="pyarrow",
+            num_cpus=plan.decode_cpus,
+            fn_kwargs={"storage_options": source_options, "run_id": run_id,
+                       "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
+                       # passthrough, jpeg-exact, lossless and auto may store the original bytes
+                       "keep_source": capabilities(opts.codec.name).keeps_source},
+        )
+        with quiet_remote_args_notice():
+            ds = ds.map_batches(
+                EncodeActor,
+                batch_size=batch_size,
+                batch_format="pyarrow",
+                fn_constructor_kwargs={"spec": opts.codec, "knobs": knobs,
+                                       "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
+                **actor_pool_args(plan),
+            )
+        sink = ArchiveSink(table_uri, table_options, run_id, rows_per_part=opts.rows_per_part)
+        # the write tasks ask for what a decode task asks for: at the default 1 CPU they could never be placed
+        # beside a full pool (2 × 0.75 of 2 CPUs) and the run would wait forever for its own sink
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": plan.decode_cpus})
+    return sink.result
 
 
 def run_compress(
@@ -107,15 +139,7 @@ def run_compress(
     table_options: dict | None = None,
 ) -> dict:
     """Run one pass; returns the savings report (also written to ``TABLE/_reports/<run>.json``)."""
-    import ray.data
-
-    from latentarc.codec.codecs import capabilities
-    from latentarc.codec.images import DEFAULT_MAX_PIXELS
-
-    from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
     from .table.schema import ERRORS_SCHEMA, ErrorRow, WrittenPart, rows_to_table
-    from .sink import ArchiveSink
-    from .stages import EncodeActor, read_and_decode
     from .storage import list_source
     from .table import BitstreamTable
 
@@ -130,51 +154,29 @@ def run_compress(
     log.info("run %s: %d listed, %d unchanged, %d to archive", run_id, len(listing), skipped, len(todo))
 
     parts: list[WrittenPart] = []
-    if todo:
-        plan = plan_pool(opts.workers)
-        knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
-                 "min_ms_ssim": opts.min_ms_ssim, "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}
-        # before the dataset exists: Ray Data snapshots the context at creation
-        with tolerate_failed_blocks(), patient_execution():
-            # one image per block (up to 50k blocks): an actor that draws large images must not hold others back
-            n_blocks = max(1, min(len(todo), 50_000))
-            ds = ray.data.from_items([asdict(o) for o in todo], override_num_blocks=n_blocks)
-            ds = ds.map_batches(
-                read_and_decode,
-                batch_size=opts.batch_size,
-                batch_format="pyarrow",
-                num_cpus=plan.decode_cpus,
-                fn_kwargs={"storage_options": source_options, "run_id": run_id,
-                           "max_pixels": opts.max_pixels or DEFAULT_MAX_PIXELS,
-                           # passthrough, jpeg-exact, lossless and auto may store the original bytes
-                           "keep_source": capabilities(opts.codec.name).keeps_source},
-            )
-            with quiet_remote_args_notice():
-                ds = ds.map_batches(
-                    EncodeActor,
-                    batch_size=opts.batch_size,
-                    batch_format="pyarrow",
-                    fn_constructor_kwargs={"spec": opts.codec, "knobs": knobs,
-                                           "run_id": run_id, "ms_ssim": opts.ms_ssim, "faults": opts.faults},
-                    **actor_pool_args(plan),
-                )
-            sink = ArchiveSink(table_uri, table_options, run_id, rows_per_part=opts.rows_per_part)
-            # the write tasks ask for what a decode task asks for: at the default 1 CPU they could never be placed
-            # beside a full pool (2 × 0.75 of 2 CPUs) and the run would wait forever for its own sink
-            ds.write_datasink(sink, ray_remote_args={"num_cpus": plan.decode_cpus})
-        parts = sink.result
-
-    # account for every input: anything that came back neither as a row nor as an error is recorded, not lost
-    returned = {k for p in parts for k in p.keys} | {k for p in parts for k in p.error_keys}
-    missing = [o for o in todo if o.key not in returned]
-    if missing:
+    left = todo
+    for attempt in range(1 + max(0, opts.retry_passes)):
+        if not left:
+            break
+        if attempt:
+            log.warning("run %s: %d inputs came back from no batch (a lost node or a batch that failed for good); "
+                        "pass %d takes them one per batch", run_id, len(left), attempt + 1)
+        # a retry pass takes one input per batch: a failing batch then holds only the input that fails it
+        parts += _archive_pass(left, opts, run_id=run_id, table_uri=table_uri, source_options=source_options,
+                               table_options=table_options, batch_size=opts.batch_size if not attempt else 1)
+        # account for every input: anything that came back neither as a row nor as an error is retried, then
+        # recorded, never lost
+        returned = {k for p in parts for k in p.keys} | {k for p in parts for k in p.error_keys}
+        left = [o for o in left if o.key not in returned]
+    if left:
         now = datetime.now(timezone.utc)
         lost = [ErrorRow(key=o.key, source_uri=o.uri, source_size=o.size, source_etag=o.etag, stage="pipeline",
                          error_type="BatchFailed", at=now, run_id=run_id,
-                         message="its batch failed after Ray's retries (see the Ray logs); re-run with --retry-errors")
-                for o in missing]
+                         message="its batch failed after Ray's retries and the run's retry passes (see the Ray logs); "
+                                 "re-run with --retry-errors")
+                for o in left]
         path = table.write_part(run_id, "errors", rows_to_table([e.as_dict() for e in lost], ERRORS_SCHEMA))
-        parts.append(WrittenPart(error_files=(path,), error_keys=tuple(o.key for o in missing)))
+        parts.append(WrittenPart(error_files=(path,), error_keys=tuple(o.key for o in left)))
     data_files = [f for p in parts for f in p.data_files]
     error_files = [f for p in parts for f in p.error_files]
     n_rows = sum(len(p.keys) for p in parts)

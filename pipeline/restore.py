@@ -9,10 +9,13 @@ format (``a/b.jpg`` → ``a/b.png``); keys that would escape the destination are
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 
 from .errors import UnsafeKey
+
+log = logging.getLogger("latentarc.restore")
 
 SUFFIXES = (".png", ".tiff", ".webp")
 
@@ -40,14 +43,18 @@ def run_restore(
     suffix: str = ".png",
     refine=None,
     refiner: str | None = None,
+    retry_passes: int = 1,
+    faults=None,
 ) -> RestoreResult:
     """Restore the selected rows (all of the table when neither ``keys`` nor ``prefix`` is given). ``refine``
-    (a ``codec.refine.RefineConfig``) and ``refiner`` (a refiner name) apply diffusion refinement to neural rows."""
-    import ray.data
+    (a ``codec.refine.RefineConfig``) and ``refiner`` (a refiner name) apply diffusion refinement to neural rows.
 
-    from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice
-    from .stages import RestoreActor, read_rows
-    from .storage import open_fs, safe_join
+    Every selected key ends as restored or as a failure: keys that come back from no batch (a lost node, a batch
+    that failed after Ray's retries) get ``retry_passes`` more passes, one row per batch, then are reported as
+    ``BatchFailed``. Files are written atomically, so a lost writer never leaves a partial file under a final name.
+    ``faults``: a ``pipeline.faults.FaultPlan`` for the crash-safety tests.
+    """
+    from .storage import open_fs
     from .table import BitstreamTable
 
     if suffix not in SUFFIXES:
@@ -55,13 +62,48 @@ def run_restore(
     t0 = time.perf_counter()
     table = BitstreamTable(table_uri, table_options)
     result = RestoreResult(requested=0, restored=0)
-    seen: set[str] = set()
     fs, root = open_fs(dst, dst_options)
+    expected = set(table.read(columns=["key"], keys=keys, prefix=prefix)["key"].to_pylist())
+    seen: set[str] = set()
+    stage = {"dst": dst, "storage_options": dst_options, "weights": weights, "suffix": suffix, "refine": refine,
+             "refiner": refiner, "faults": faults}
+    select = {"keys": keys, "prefix": prefix}
+    for attempt in range(1 + max(0, retry_passes)):
+        items = _plan_items(table, fs, root, select, result, seen)
+        if items:
+            _restore_pass(table, items, select, stage, workers=workers, batch_size=batch_size if not attempt else 1,
+                          result=result, seen=seen)
+        lost = sorted(expected - seen)
+        if not lost:
+            break
+        if attempt < retry_passes:
+            log.warning("restore: %d rows came back from no batch (a lost node or a batch that failed for good); "
+                        "pass %d takes them one per batch", len(lost), attempt + 2)
+        select = {"keys": lost, "prefix": None}  # the next pass: just these, one per batch
+    for k in sorted(expected - seen):
+        result.failures.append({"key": k, "error_type": "BatchFailed",
+                                "message": "its batch failed after Ray's retries and the run's retry passes "
+                                           "(see the Ray logs); restore it again with --keys"})
+        seen.add(k)
+    if keys is not None:
+        result.missing = sorted(set(keys) - seen)
+    result.requested = len(seen) + len(result.missing)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _plan_items(table, fs, root: str, select: dict, result: RestoreResult, seen: set[str]) -> list[dict]:
+    """One item per committed file holding selected rows; keys that would escape the destination are refused
+    here (and checked again where files are written)."""
+    from .storage import safe_join
+
     items = []
-    for path, only in table.plan(keys=keys, prefix=prefix):
-        if only is not None:  # refuse unsafe keys up front (they are checked again where files are written)
+    for path, only in table.plan(**select):
+        if only is not None:
             safe = []
             for k in only:
+                if k in seen:
+                    continue
                 try:
                     safe_join(root, k, fs=fs)
                     safe.append(k)
@@ -70,30 +112,32 @@ def run_restore(
                     seen.add(k)
             only = safe
         items.append({"path": path, "winners": None if only is None else json.dumps(only)})
-    if items:
-        plan = plan_pool(workers)
-        with patient_execution():  # set before the dataset exists: Ray Data snapshots the context at creation
-            ds = ray.data.from_items(items, override_num_blocks=len(items))
-            ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,
-                                fn_kwargs={"table": table, "keys": keys, "prefix": prefix})
-            with quiet_remote_args_notice():
-                ds = ds.map_batches(
-                    RestoreActor,
-                    batch_size=batch_size,
-                    batch_format="pyarrow",
-                    fn_constructor_kwargs={"dst": dst, "storage_options": dst_options, "weights": weights,
-                                           "suffix": suffix, "refine": refine, "refiner": refiner},
-                    **actor_pool_args(plan),
-                )
-            for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                for r in batch.to_pylist():
-                    seen.add(r["key"])
-                    if r["ok"]:
-                        result.restored += 1
-                    else:
-                        result.failures.append({"key": r["key"], "error_type": r["error_type"], "message": r["message"]})
-    if keys is not None:
-        result.missing = sorted(set(keys) - seen)
-    result.requested = len(seen) + len(result.missing)
-    result.seconds = time.perf_counter() - t0
-    return result
+    return items
+
+
+def _restore_pass(table, items: list[dict], select: dict, stage: dict, *, workers: int | None, batch_size: int,
+                  result: RestoreResult, seen: set[str]) -> None:
+    """One Ray Data pass: read the planned rows, decode and write them on the actor pool, tally the outcomes.
+    Rows of a block that failed for good come back in no outcome (the caller retries or reports them)."""
+    import ray.data
+
+    from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice, tolerate_failed_blocks
+    from .stages import RestoreActor, read_rows
+
+    plan = plan_pool(workers)  # per pass: a retry pass sizes its pool on the nodes that are left
+    with tolerate_failed_blocks(), patient_execution():  # set before the dataset exists (Ray Data snapshots it)
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,
+                            fn_kwargs={"table": table, **select})
+        with quiet_remote_args_notice():
+            ds = ds.map_batches(RestoreActor, batch_size=batch_size, batch_format="pyarrow",
+                                fn_constructor_kwargs=stage, **actor_pool_args(plan))
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            for r in batch.to_pylist():
+                if r["key"] in seen:  # a block Ray ran twice (a retried task whose first result also arrived)
+                    continue
+                seen.add(r["key"])
+                if r["ok"]:
+                    result.restored += 1
+                else:
+                    result.failures.append({"key": r["key"], "error_type": r["error_type"], "message": r["message"]})

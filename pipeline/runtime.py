@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import os
 import threading
 import warnings
@@ -100,6 +101,20 @@ def context_override(attr: str, value):
             if held[1] == 0:
                 setattr(ctx, attr, held[0])
                 del _OVERRIDES[attr]
+
+
+@contextlib.contextmanager
+def tolerate_failed_blocks():
+    """Let the run go on past a block whose task failed for good (Ray Data drops such blocks); the driver's
+    accounting then retries or records the block's inputs. The default (0) would abort the whole run — and lose
+    every other input's work — for one bad batch."""
+    try:
+        with context_override("max_errored_blocks", -1):
+            yield
+    finally:
+        # drop any reference cycle still holding the pool's actor handles (a failed block's traceback can), so
+        # the next run in this process (watch mode) finds the actors' CPUs free
+        gc.collect()
 
 
 @contextlib.contextmanager

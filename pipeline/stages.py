@@ -250,9 +250,10 @@ class RestoreActor:
     """Decode rows and write the images under their keys in the destination."""
 
     def __init__(self, *, dst: str, storage_options: dict | None, weights: str | None, suffix: str,
-                 refine=None, refiner: str | None = None):
+                 refine=None, refiner: str | None = None, faults=None):
         self.dst, self.storage_options, self.weights, self.suffix = dst, storage_options, weights, suffix
         self.refine, self.refiner = (refine if refine is not None and refine.active else None), refiner
+        self.faults = faults  # a pipeline.faults.FaultPlan in the crash-safety tests, else None
         self._codecs: dict[str, object] = {}
 
     def _codec(self, data: bytes):
@@ -273,8 +274,11 @@ class RestoreActor:
         from .storage import open_fs, safe_join, write_bytes_atomic
 
         fs, root = open_fs(self.dst, self.storage_options)
+        rows = batch.to_pylist()
+        if self.faults is not None:
+            self.faults.before_batch([r["key"] for r in rows])
         out = []
-        for row in batch.to_pylist():
+        for row in rows:
             key = row["key"]
             t0 = time.perf_counter()
             try:
