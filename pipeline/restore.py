@@ -1,8 +1,8 @@
 """On-demand bulk restore: decode all of a table, or the rows a key list or prefix selects, back to images.
 
 Only the needed rows are read: the driver asks the table's plan which committed files hold the selected keys'
-current rows (latest commit wins; statistics prune the rest), then read tasks open just those files with the key
-filter pushed down to Parquet. Images are written under their keys with the suffix of the output
+current rows (latest commit wins; statistics prune the rest), then read tasks, a few actor batches' worth of keys
+each, open just those files with the key filter pushed down to Parquet. Images are written under their keys with the suffix of the output
 format (``a/b.jpg`` → ``a/b.png``); keys that would escape the destination are refused and reported.
 """
 
@@ -18,6 +18,7 @@ from .errors import UnsafeKey
 log = logging.getLogger("latentarc.restore")
 
 SUFFIXES = (".png", ".tiff", ".webp")
+READ_BATCHES = 4  # actor batches per read task (and block) in a restore's first pass
 
 
 @dataclass
@@ -63,23 +64,25 @@ def run_restore(
     table = BitstreamTable(table_uri, table_options)
     result = RestoreResult(requested=0, restored=0)
     fs, root = open_fs(dst, dst_options)
-    expected = set(table.read(columns=["key"], keys=keys, prefix=prefix)["key"].to_pylist())
+    plan = table.plan(keys=keys, prefix=prefix, explicit=True)  # every selected key, with the file holding it
+    expected = {k for _, ks in plan for k in ks}
     seen: set[str] = set()
     stage = {"dst": dst, "storage_options": dst_options, "weights": weights, "suffix": suffix, "refine": refine,
              "refiner": refiner, "faults": faults}
-    select = {"keys": keys, "prefix": prefix}
     for attempt in range(1 + max(0, retry_passes)):
-        items = _plan_items(table, fs, root, select, result, seen)
+        # a read task per few batches: blocks that small spread a file's rows over the whole pool, and a batch
+        # that fails (failing its whole block) costs only its block; a retry pass reads and decodes one row each
+        chunk = READ_BATCHES * batch_size if not attempt else 1
+        items = _plan_items(plan, chunk, fs, root, result, seen)
         if items:
-            _restore_pass(table, items, select, stage, workers=workers, batch_size=batch_size if not attempt else 1,
+            _restore_pass(table, items, stage, workers=workers, batch_size=batch_size if not attempt else 1,
                           result=result, seen=seen)
         lost = sorted(expected - seen)
-        if not lost:
+        if not lost or attempt == retry_passes:
             break
-        if attempt < retry_passes:
-            log.warning("restore: %d rows came back from no batch (a lost node or a batch that failed for good); "
-                        "pass %d takes them one per batch", len(lost), attempt + 2)
-        select = {"keys": lost, "prefix": None}  # the next pass: just these, one per batch
+        log.warning("restore: %d rows came back from no batch (a lost node or a batch that failed for good); "
+                    "pass %d takes them one per batch", len(lost), attempt + 2)
+        plan = table.plan(keys=lost, explicit=True)
     for k in sorted(expected - seen):
         result.failures.append({"key": k, "error_type": "BatchFailed",
                                 "message": "its batch failed after Ray's retries and the run's retry passes "
@@ -92,30 +95,28 @@ def run_restore(
     return result
 
 
-def _plan_items(table, fs, root: str, select: dict, result: RestoreResult, seen: set[str]) -> list[dict]:
-    """One item per committed file holding selected rows; keys that would escape the destination are refused
-    here (and checked again where files are written)."""
+def _plan_items(plan: list, chunk: int, fs, root: str, result: RestoreResult, seen: set[str]) -> list[dict]:
+    """Read items of at most ``chunk`` keys each, from an explicit plan; keys already accounted for are left out,
+    and keys that would escape the destination are refused here (and checked again where files are written)."""
     from .storage import safe_join
 
     items = []
-    for path, only in table.plan(**select):
-        if only is not None:
-            safe = []
-            for k in only:
-                if k in seen:
-                    continue
-                try:
-                    safe_join(root, k, fs=fs)
-                    safe.append(k)
-                except UnsafeKey as e:
-                    result.failures.append({"key": k, "error_type": "UnsafeKey", "message": str(e)})
-                    seen.add(k)
-            only = safe
-        items.append({"path": path, "winners": None if only is None else json.dumps(only)})
+    for path, keys in plan:
+        safe = []
+        for k in keys:
+            if k in seen:
+                continue
+            try:
+                safe_join(root, k, fs=fs)
+                safe.append(k)
+            except UnsafeKey as e:
+                result.failures.append({"key": k, "error_type": "UnsafeKey", "message": str(e)})
+                seen.add(k)
+        items += [{"path": path, "winners": json.dumps(safe[i:i + chunk])} for i in range(0, len(safe), chunk)]
     return items
 
 
-def _restore_pass(table, items: list[dict], select: dict, stage: dict, *, workers: int | None, batch_size: int,
+def _restore_pass(table, items: list[dict], stage: dict, *, workers: int | None, batch_size: int,
                   result: RestoreResult, seen: set[str]) -> None:
     """One Ray Data pass: read the planned rows, decode and write them on the actor pool, tally the outcomes.
     Rows of a block that failed for good come back in no outcome (the caller retries or reports them)."""
@@ -128,7 +129,7 @@ def _restore_pass(table, items: list[dict], select: dict, stage: dict, *, worker
     with tolerate_failed_blocks(), patient_execution():  # set before the dataset exists (Ray Data snapshots it)
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,
-                            fn_kwargs={"table": table, **select})
+                            fn_kwargs={"table": table, "keys": None, "prefix": None})
         with quiet_remote_args_notice():
             ds = ds.map_batches(RestoreActor, batch_size=batch_size, batch_format="pyarrow",
                                 fn_constructor_kwargs=stage, **actor_pool_args(plan))

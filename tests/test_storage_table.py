@@ -324,6 +324,12 @@ def test_latest_commit_wins_filters_index_errors(table):
     assert [c["run_id"] for c in table.committed()] == [r1, r2]
     plan = dict(table.plan())
     assert plan[table.path(d1)] == ["a/1.png", "b/1.png", "c.png"] and plan[table.path(d2a)] is None
+    # an explicit plan: the same files, every key listed, exactly the keys read() returns, for every filter
+    for kw in ({}, {"prefix": "a/"}, {"keys": ["a/2.png", "c.png", "zzz"]}, {"keys": []}):
+        explicit = table.plan(**kw, explicit=True)
+        assert [p for p, _ in explicit] == [p for p, _ in table.plan(**kw)]
+        assert all(ks for _, ks in explicit)
+        assert sorted(k for _, ks in explicit for k in ks) == table.read(["key"], **kw)["key"].to_pylist()
 
 
 def test_reports_round_trip(table):

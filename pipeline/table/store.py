@@ -458,7 +458,7 @@ class BitstreamTable:
         except (OSError, pa.ArrowInvalid) as e:
             raise TableError(f"cannot read {self.uri}: {e}") from e
 
-    def _plan(self, filt, records=None) -> list[tuple[tuple[str, int, int], list[str] | None]]:
+    def _plan(self, filt, records=None, *, explicit: bool = False) -> list[tuple[tuple[str, int, int], list[str] | None]]:
         files = self._ranked("data", records)
         if not files or filt is False:
             return []
@@ -471,27 +471,31 @@ class BitstreamTable:
                             .to_pydict().values()))
         wins_per = dict(zip(*best.group_by(f"{_RANK}_max").aggregate([("key", "count")])
                             .select([f"{_RANK}_max", "key_count"]).to_pydict().values()))
-        plan = []
+        plan, listed = [], None
         for f in files:
             r = f[2]
             wins = wins_per.get(r, 0)
             if not wins:
                 continue
-            if wins == rows_per.get(r, 0):
+            if wins == rows_per.get(r, 0) and not explicit:
                 plan.append((f, None))
-            else:
-                winners = best.filter(pc.equal(best[f"{_RANK}_max"], r))["key"].to_pylist()
-                plan.append((f, winners))
+                continue
+            if listed is None:  # every file's winners in one pass (a filter per file is quadratic at 1M rows)
+                grouped = best.group_by(f"{_RANK}_max").aggregate([("key", "list")])
+                listed = dict(zip(grouped[f"{_RANK}_max"].to_pylist(), grouped["key_list"].to_pylist()))
+            plan.append((f, sorted(listed[r])))
         return plan
 
-    def plan(self, *, keys: Iterable[str] | None = None, prefix: str | None = None) -> list[tuple[str, list[str] | None]]:
+    def plan(self, *, keys: Iterable[str] | None = None, prefix: str | None = None,
+             explicit: bool = False) -> list[tuple[str, list[str] | None]]:
         """Which committed data files hold the effective rows matching the filter.
 
         ``[(full path, None)]`` when every matching row of the file is effective, ``[(path, [keys])]`` when
-        only those keys are (the others were superseded by a later commit). Files with nothing to contribute
-        are left out. Useful to split a restore over Ray tasks; :meth:`read` is built on it.
+        only those keys are (the others were superseded by a later commit); ``explicit``: keys listed for every
+        file. Files with nothing to contribute are left out. Useful to split a restore over Ray tasks;
+        :meth:`read` is built on it.
         """
-        return [(f[0], w) for f, w in self._plan(_key_filter(keys, prefix))]
+        return [(f[0], w) for f, w in self._plan(_key_filter(keys, prefix), explicit=explicit)]
 
     def read(
         self,
