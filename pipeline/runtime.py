@@ -20,6 +20,15 @@ def _is_loopback(address: str) -> bool:
     return host in (LOOPBACK, "localhost")
 
 
+def loopback_only() -> None:
+    """Keep a Ray on this machine on 127.0.0.1. Ray names a node by the machine's network address unless told
+    otherwise: a local cluster then listens on every interface (its runtime-env agent on the network address),
+    and a driver joining a loopback cluster rewrites 127.0.0.1 to the network address, where nothing listens, and
+    waits for ever. Ray's switch for this is read when ``ray`` is imported, by the driver and by every process it
+    starts, so it must be set before the first import. It only decides how a process names its own node."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, progress: bool = True) -> None:
     """Join ``address`` (``auto``, ``ray://…``; default ``$RAY_ADDRESS``) or start a local Ray on this machine.
 
@@ -28,11 +37,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, progres
     import logging
 
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address and _is_loopback(address):
-        # Ray rewrites a loopback address to this machine's network address before connecting ("remotely
-        # reachable"), where a loopback-only cluster does not listen: the driver then waits for ever. This switch,
-        # read when ray is imported, keeps 127.0.0.1 (it only decides how a process names its own node)
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    if not address or _is_loopback(address):
+        loopback_only()
     import ray
 
     if not ray.is_initialized():

@@ -13,6 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from latentarc.pipeline.runtime import loopback_only
+
+loopback_only()  # before any test module imports ray: every Ray process of the suite listens on 127.0.0.1 only
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("LATENTARC_SHARED", REPO.parent / "shared"))
 MODELS = SHARED / "models"

@@ -16,7 +16,11 @@ import sys
 import time
 from pathlib import Path
 
-from ray.cluster_utils import Cluster
+from latentarc.pipeline.runtime import loopback_only
+
+loopback_only()  # before ray is imported: the cluster's nodes name themselves 127.0.0.1
+
+from ray.cluster_utils import Cluster  # noqa: E402
 
 KILL_AT_PARTS = 3  # compress: committed-to-be parts written (one row each)
 KILL_AT_FILES = 1  # restore: images written
