@@ -45,8 +45,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
 
 
 def synthesise(photos: list[Path], folder: Path, count: int, size: int, seed: int) -> list[str]:
-    """``count`` crops of ``size``² px from ``photos`` (round robin, seeded offsets) as PNGs in ``folder``, 1,000
-    per subfolder. Existing files are kept, so a second run reuses them."""
+    """``count`` crops of ``size``² px from ``photos`` (consecutive runs of images per photo, seeded offsets) as
+    PNGs in ``folder``, 1,000 per subfolder. Existing files are kept, so a second run reuses them."""
     from PIL import Image
 
     rng = random.Random(seed)
@@ -55,7 +55,7 @@ def synthesise(photos: list[Path], folder: Path, count: int, size: int, seed: in
         key = f"{i // 1000:03d}/{i % 1000:03d}.png"
         keys.append(key)
         path = folder / key
-        src = photos[i % len(photos)]
+        src = photos[i * len(photos) // count]  # each photo opened once
         x, y = rng.random(), rng.random()  # drawn for every image, so a resumed synthesis draws the same offsets
         if path.exists():
             continue
@@ -131,8 +131,8 @@ class Progress:
                 if str(p) not in self.counted:
                     try:
                         self.counted[str(p)] = pq.read_metadata(p).num_rows
-                    except OSError:
-                        continue  # still being written (parts are written under their final name once whole)
+                    except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+                        continue  # still being written: counted at a later sample
         return sum(self.counted.values())
 
 
