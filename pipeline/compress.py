@@ -124,9 +124,11 @@ def _archive_pass(todo: list, opts: CompressOptions, *, run_id: str, table_uri: 
                 **actor_pool_args(plan),
             )
         sink = ArchiveSink(table_uri, table_options, run_id, rows_per_part=opts.rows_per_part)
-        # the write tasks ask for what a decode task asks for: at the default 1 CPU they could never be placed
-        # beside a full pool (2 × 0.75 of 2 CPUs) and the run would wait forever for its own sink
-        ds.write_datasink(sink, ray_remote_args={"num_cpus": plan.decode_cpus})
+        # the write tasks ask for no CPU (they write Parquet: I/O and a little encoding). At the default 1 CPU they
+        # could never be placed beside a full pool (2 × 0.75 of 2 CPUs) and the run waited forever for its own
+        # sink; at a decode task's 0.25 they waited behind the read tasks, which took the room left beside the
+        # pool, so encoded rows piled up in the object store until the last input was read
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": 0})
     return sink.result
 
 
