@@ -231,7 +231,7 @@ def plot(samples: list[dict], summary: dict, out: Path) -> Path:
     a2.set_xlabel("minutes")
     a2.grid(True, alpha=0.3)
     a2.set_ylim(bottom=0)
-    a2.legend(loc="lower right")
+    a2.legend(loc="center right")
     path = out / "soak.png"
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
