@@ -96,7 +96,8 @@ def _archive_pass(todo: list, opts: CompressOptions, *, run_id: str, table_uri: 
     from .sink import ArchiveSink
     from .stages import EncodeActor, read_and_decode
 
-    plan = plan_pool(opts.workers)  # per pass: a retry pass sizes its pool on the nodes that are left
+    # per pass: a retry pass sizes its pool on the nodes that are left (and for the inputs it has)
+    plan = plan_pool(opts.workers, inputs=len(todo))
     knobs = {"quality": opts.quality, "target_bpp": opts.target_bpp, "min_psnr": opts.min_psnr,
              "min_ms_ssim": opts.min_ms_ssim, "max_lpips": opts.max_lpips, "max_dists": opts.max_dists}
     # before the dataset exists: Ray Data snapshots the context at creation

@@ -125,7 +125,8 @@ def _restore_pass(table, items: list[dict], stage: dict, *, workers: int | None,
     from .runtime import actor_pool_args, patient_execution, plan_pool, quiet_remote_args_notice, tolerate_failed_blocks
     from .stages import RestoreActor, read_rows
 
-    plan = plan_pool(workers)  # per pass: a retry pass sizes its pool on the nodes that are left
+    # per pass: a retry pass sizes its pool on the nodes that are left (and for the blocks it has)
+    plan = plan_pool(workers, inputs=len(items))
     with tolerate_failed_blocks(), patient_execution():  # set before the dataset exists (Ray Data snapshots it)
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,

@@ -167,19 +167,22 @@ class PoolPlan:
         return "cuda" if self.num_gpus else "cpu"
 
 
-def plan_pool(workers: int | None = None) -> PoolPlan:
+def plan_pool(workers: int | None = None, inputs: int | None = None) -> PoolPlan:
     """One actor per GPU when the cluster has GPUs; otherwise one per CPU, each holding 0.75 CPU so that
-    decode tasks (0.25 CPU) can always be scheduled beside a full pool instead of starving behind it."""
+    decode tasks (0.25 CPU) can always be scheduled beside a full pool instead of starving behind it. Never more
+    actors than ``inputs`` (the blocks the pool will get): each one loads a model for nothing otherwise."""
     import ray
 
     res, free = ray.cluster_resources(), ray.available_resources()
     gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
+    cap = max(1, inputs) if inputs is not None else None
     if gpus:
-        size = workers or gpus
+        size = min(workers or gpus, cap or gpus)
         return PoolPlan(size=size, num_cpus=1.0, num_gpus=1.0, decode_cpus=1.0,
                         initial=_fits(size, float(free.get("GPU", 0)), 1.0))
     size = workers or max(1, int(cpus))
-    # leave room for one decode task and one write task beside the pool
+    size = min(size, cap) if cap else size
+    # leave room for read-and-decode tasks beside the pool (write tasks ask for no CPU)
     return PoolPlan(size=size, num_cpus=0.75, num_gpus=0.0, decode_cpus=0.25,
                     initial=_fits(size, float(free.get("CPU", 0)) - 0.5, 0.75))
 

@@ -179,3 +179,14 @@ def test_cli_compress_exit_code_and_summary(tmp_path, capsys):
     assert "1 archived, 1 errors" in out and "saving:" in out
     reports = list((tmp_path / "t" / "_reports").glob("*.json"))
     assert len(reports) == 1 and json.loads(reports[0].read_text())["errors"] == 1
+
+
+def test_pool_never_has_more_actors_than_inputs():
+    """A run of one image starts one model actor, not one per CPU (each would load a model for nothing)."""
+    from latentarc.pipeline.runtime import actor_pool_args, plan_pool
+
+    full, one = plan_pool(), plan_pool(inputs=1)
+    assert full.size == 2 and one.size == one.initial == 1  # the suite's Ray has 2 CPUs
+    assert plan_pool(workers=4, inputs=3).size == 3 and plan_pool(inputs=0).size == 1
+    pool = actor_pool_args(one)["compute"]
+    assert (pool.min_size, pool.max_size) == (1, 1)
