@@ -2,8 +2,9 @@
 
 Only the needed rows are read: the driver asks the table's plan which committed files hold the selected keys'
 current rows (latest commit wins; statistics prune the rest), then read tasks, a few actor batches' worth of keys
-each, open just those files with the key filter pushed down to Parquet. Images are written under their keys with the suffix of the output
-format (``a/b.jpg`` → ``a/b.png``); keys that would escape the destination are refused and reported.
+each, open just those files with the key filter pushed down to Parquet. Images are written under their keys with
+the suffix of the output format (``a/b.jpg`` → ``a/b.png``); keys that would escape the destination are refused
+and reported.
 """
 
 from __future__ import annotations
