@@ -1,7 +1,7 @@
 """Deliberate faults for the crash-safety harness (tests/test_reliability.py), off unless a plan is given.
 
-A compress run (and a restore run, through its actors) can be told to kill its encode actor's process the first time a batch holds a given key
-(``os._exit``: no cleanup, as an OOM kill or a segfault would do; a marker file makes it happen once across
+A compress or restore run can be told to kill its model actor's process the first time a batch holds a given
+key (``os._exit``: no cleanup, as an OOM kill or a segfault would do; a marker file makes it happen once across
 actor restarts), or to raise in every attempt at the batch holding a key (an application error that retries
 cannot cure). The job must keep every input either way.
 """
