@@ -74,10 +74,10 @@ def actor_pool_args(plan: "PoolPlan") -> dict:
     return {
         # every actor that fits now starts up front and loads its model once (an autoscaling pool from one
         # actor cost +84% against a plain loop on 2 CPUs: the second actor came late in short runs) and stays
-        # (with a floor of one, Ray Data retired an actor whenever small images briefly starved the pool, and a
-        # 10,000-image run went on at half speed); the pool may still grow to plan.size when resources held
-        # elsewhere (another job, a pool still shutting down) come free, instead of waiting forever for actors it
-        # cannot place
+        # (with a floor of one, Ray Data retired an actor whenever small images briefly starved the pool: a
+        # 300-image run lost its second actor after 16 s and went on at half speed); the pool may still grow to
+        # plan.size when resources held elsewhere (another job, a pool still shutting down) come free, instead of
+        # waiting forever for actors it cannot place
         "compute": ActorPoolStrategy(min_size=plan.initial, max_size=plan.size, initial_size=plan.initial),
         "num_cpus": plan.num_cpus,
         "num_gpus": plan.num_gpus,
