@@ -69,7 +69,8 @@ def synthesise(photos: list[Path], folder: Path, count: int, size: int, seed: in
     return keys
 
 
-def _children() -> dict[int, list[int]]:
+def descendants(root: int) -> list[int]:
+    """The pids of every process below ``root`` (children, theirs, …), from ``/proc/*/stat``."""
     kids: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if not d.isdigit():
@@ -80,7 +81,12 @@ def _children() -> dict[int, list[int]]:
         except (OSError, IndexError, ValueError):
             continue
         kids.setdefault(ppid, []).append(int(d))
-    return kids
+    found, todo = [], list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(kids.get(pid, []))
+    return found
 
 
 def _rss_and_title(pid: int) -> tuple[int, str] | None:
@@ -96,11 +102,8 @@ def _rss_and_title(pid: int) -> tuple[int, str] | None:
 
 def memory_sample(root: int) -> dict:
     """RSS in bytes of ``root`` (the driver), of each model actor (by pid) and of all other descendants."""
-    kids = _children()
-    todo, actors, others = list(kids.get(root, [])), {}, 0
-    while todo:
-        pid = todo.pop()
-        todo.extend(kids.get(pid, []))
+    actors, others = {}, 0
+    for pid in descendants(root):
         got = _rss_and_title(pid)
         if got is None:
             continue

@@ -97,23 +97,21 @@ def run_restore(
 
 
 def _plan_items(plan: list, chunk: int, fs, root: str, result: RestoreResult, seen: set[str]) -> list[dict]:
-    """Read items of at most ``chunk`` keys each, from an explicit plan; keys already accounted for are left out,
-    and keys that would escape the destination are refused here (and checked again where files are written)."""
+    """Read items of at most ``chunk`` keys each, from an explicit plan; keys that would escape the destination are
+    refused here (and checked again where files are written)."""
     from .storage import safe_join
 
     items = []
     for path, keys in plan:
         safe = []
         for k in keys:
-            if k in seen:
-                continue
             try:
                 safe_join(root, k, fs=fs)
                 safe.append(k)
             except UnsafeKey as e:
                 result.failures.append({"key": k, "error_type": "UnsafeKey", "message": str(e)})
                 seen.add(k)
-        items += [{"path": path, "winners": json.dumps(safe[i:i + chunk])} for i in range(0, len(safe), chunk)]
+        items += [{"path": path, "keys": json.dumps(safe[i:i + chunk])} for i in range(0, len(safe), chunk)]
     return items
 
 
@@ -131,7 +129,7 @@ def _restore_pass(table, items: list[dict], stage: dict, *, workers: int | None,
     with tolerate_failed_blocks(), patient_execution():  # set before the dataset exists (Ray Data snapshots it)
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(read_rows, batch_size=1, batch_format="pyarrow", num_cpus=plan.decode_cpus,
-                            fn_kwargs={"table": table, "keys": None, "prefix": None})
+                            fn_kwargs={"table": table})
         with quiet_remote_args_notice():
             ds = ds.map_batches(RestoreActor, batch_size=batch_size, batch_format="pyarrow",
                                 fn_constructor_kwargs=stage, **actor_pool_args(plan))

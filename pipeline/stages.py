@@ -2,7 +2,7 @@
 
 compress: listing ─► :func:`read_and_decode` (CPU tasks: bytes → planes) ─► :class:`EncodeActor` (actor pool,
 one model per actor) ─► ``sink.ArchiveSink`` (Parquet parts, committed by the driver).
-restore: winners per file ─► :func:`read_rows` (filter pushdown) ─► :class:`RestoreActor` (decode + write).
+restore: keys per file ─► :func:`read_rows` (filter pushdown) ─► :class:`RestoreActor` (decode + write).
 
 Between stages, images travel as Arrow rows (planes as raw bytes plus their shapes), so blocks of images of
 different sizes batch without padding. Every per-item failure becomes an error record with the stage that
@@ -225,24 +225,17 @@ def tier_bytes(rows: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ restore stages
-def read_rows(batch: pa.Table, *, table, keys: list[str] | None, prefix: str | None) -> pa.Table:
-    """Task: read the current rows of the planned files, with the key filter pushed down to Parquet."""
+def read_rows(batch: pa.Table, *, table) -> pa.Table:
+    """Task: read the planned rows (each item names a file and the keys to take from it), the key filter pushed
+    down to Parquet."""
     import pyarrow.compute as pc
     import pyarrow.dataset as pads
 
     columns = ["key", "payload", "payload_crc32c"]
     parts = []
     for item in batch.to_pylist():
-        flt = None
-        if item["winners"] is not None:
-            flt = pc.field("key").isin(json.loads(item["winners"]))
-        elif keys is not None:
-            flt = pc.field("key").isin(keys)
-        if prefix:
-            starts = pc.starts_with(pc.field("key"), prefix)
-            flt = starts if flt is None else flt & starts
         ds = pads.dataset(item["path"], filesystem=table.arrow_fs, format="parquet")
-        parts.append(ds.to_table(columns=columns, filter=flt))
+        parts.append(ds.to_table(columns=columns, filter=pc.field("key").isin(json.loads(item["keys"]))))
     return pa.concat_tables(parts) if parts else pa.table({c: [] for c in columns})
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from latentarc.jobs.soak_bench import descendants
+
 pytestmark = [pytest.mark.usefixtures("ray_cluster"),
               pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc")]
 
@@ -32,23 +34,6 @@ def _sockets() -> dict[int, tuple[str, str, bool]]:
             local, remote, state, inode = f[1].split(":")[0], f[2].split(":")[0], f[3], int(f[9])
             out[inode] = (_address(local), _address(remote), state == "0A")
     return out
-
-
-def _descendants(root: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(d))
-    found, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        found.add(pid)
-        todo.extend(kids.get(pid, []))
-    return found
 
 
 def _socket_inodes(pid: int) -> set[int]:
@@ -82,7 +67,7 @@ def test_ray_listens_and_talks_on_loopback_only():
 
     assert ray.get(node_ip.remote()) == "127.0.0.1"  # a worker names its node by the loopback address
     sockets = _sockets()
-    mine = {i for pid in _descendants(os.getpid()) for i in _socket_inodes(pid)} & set(sockets)
+    mine = {i for pid in [os.getpid(), *descendants(os.getpid())] for i in _socket_inodes(pid)} & set(sockets)
     listening = [sockets[i][0] for i in mine if sockets[i][2]]
     remotes = [sockets[i][1] for i in mine if not sockets[i][2]]
     assert len(listening) >= 3, listening  # the GCS, the raylet and the workers' servers, at least
