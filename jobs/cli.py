@@ -85,12 +85,12 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
     p.add_argument("--max-lpips", type=float, metavar="D",
                    help="perceptual floor: decoded LPIPS-Alex distance at most D (0 = identical; about 0.01 at JPEG "
-                        "q90, 0.3 at q10); combines with the other floors. Costs about 2 s per megapixel per "
-                        "candidate decoded on one CPU thread (docs/perceptual.md)")
+                        "q90, 0.3 at q10); combines with the other floors. Costs about 0.4 s per megapixel per "
+                        "candidate decoded, on one CPU thread (docs/perceptual.md)")
     p.add_argument("--max-dists", type=float, metavar="D",
                    help="perceptual floor: decoded DISTS distance at most D (0 = identical; about 0.07 at JPEG q90, "
-                        "0.3 at q10); combines with the other floors. Costs about 50 s per megapixel per candidate "
-                        "decoded on one CPU thread (docs/perceptual.md)")
+                        "0.3 at q10); combines with the other floors. Costs about 9 s per megapixel per candidate "
+                        "decoded, on one CPU thread (docs/perceptual.md)")
     p.add_argument("--entropy-model", default="per-channel",
                    help="how neural latents are entropy-coded: per-channel (default) or tae-f2-ctx (the learned "
                         "context model); decoding follows the stream")

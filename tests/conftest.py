@@ -178,7 +178,9 @@ def ray_cluster():
     """``ray.init(num_cpus=2)`` once, on loopback; the pipeline joins it instead of starting its own."""
     import ray
 
+    from latentarc.pipeline.runtime import local_system_config
+
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")  # a new cluster, on loopback only
+             _node_ip_address="127.0.0.1", _system_config=local_system_config())  # a new cluster, on loopback only
     yield
     ray.shutdown()

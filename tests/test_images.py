@@ -33,11 +33,11 @@ def _roundtrip(codec, data: bytes, quality: float = 50):
     return pic, res, codec.decode(res.data)
 
 
-#: edge images above this many pixels (the 6.3 MP 16-bit and 8-bit photos, the 1.2 MP frymire) are cut to their
-#: central 843×613 window: still several tiles (512-px cores), odd-sized and in their own mode, at a fraction of
-#: the full cost on 2 cores
+#: edge images above this many pixels (the 6.3 MP 16-bit and 8-bit photos, the 1.2 MP frymire) are cut to a
+#: central 843×213 window: still two tiles across (the autoencoder's cores are 768 px), odd-sized and in their own
+#: mode, at a fraction of the full cost on 2 cores
 CROP_OVER = 700_000
-WINDOW = (843, 613)
+WINDOW = (843, 213)
 
 
 def _edge_input(path) -> tuple[Image.Image, bytes]:
