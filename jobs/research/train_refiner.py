@@ -67,6 +67,7 @@ import numpy as np
 import torch
 
 from latentarc.codec.refine import STEP_CONDITION
+from latentarc.jobs.research.adversary import Adversary
 from latentarc.jobs.research.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from latentarc.jobs.research.latent_cache import encode_latents
 from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, training_files, validation_split
@@ -193,6 +194,10 @@ class DecodedLoss:
         return self.model.decode(x0_norm * self.std + self.mean)
 
     def __call__(self, x0_pred: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        return self.with_pixels(x0_pred, x0)[0]
+
+    def with_pixels(self, x0_pred: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, decoded prediction, decoded clean latent): the pixels serve the adversarial term too."""
         with torch.no_grad():
             ref = self.pixels(x0)
         pred = self.pixels(x0_pred)
@@ -209,7 +214,7 @@ class DecodedLoss:
             from latentarc.codec.metrics import lpips_loss
 
             loss = loss + self.lpips_weight * lpips_loss(ref.clamp(0, 1), pred.clamp(0, 1)).mean()
-        return loss
+        return loss, pred, ref
 
 
 def _psnr(mse: float) -> float:
@@ -286,8 +291,10 @@ def load_init(folder: Path, train_names: list[str]):
 
 
 def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, latents: dict, usable: list[str],
-                conditioned: bool, device, rng: np.random.Generator, losses: list[float]) -> None:
-    """One AdamW step on a fresh batch of corrupted crops; appends its loss to ``losses``."""
+                conditioned: bool, device, rng: np.random.Generator, losses: list[float],
+                adversary: Adversary | None = None) -> None:
+    """One AdamW step on a fresh batch of corrupted crops, then (with an ``adversary``) one discriminator step on
+    the same decoded pixels; appends the denoiser's loss to ``losses``."""
     xs, ts, x0s, ws, cs = [], [], [], [], []
     for _ in range(a.batch_size):
         z, sens = latents[usable[rng.integers(len(usable))]]
@@ -306,8 +313,11 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     ab = torch.from_numpy(corr.ac[np.asarray(ts)]).float().to(device)[:, None, None, None]
     goal = target(a.prediction, xt, x0, ab)
     pred = unet(inp, torch.tensor(ts, device=device)).sample
+    fake = real = None
     if a.loss in DECODED_LOSSES:
-        loss = decoded(x0_from(a.prediction, pred, xt, ab), x0)
+        loss, fake, real = decoded.with_pixels(x0_from(a.prediction, pred, xt, ab), x0)
+        if adversary is not None:
+            loss = loss + adversary.generator_term(fake.clamp(0, 1))
     else:
         loss = (w * (pred - goal) ** 2).mean()
     opt.zero_grad(set_to_none=True)
@@ -315,6 +325,8 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
     opt.step()
     losses.append(float(loss.detach()))
+    if adversary is not None:
+        adversary.step(real.clamp(0, 1), fake.clamp(0, 1))
 
 
 @dataclass(frozen=True)
@@ -340,6 +352,7 @@ class RefinerTrainConfig:
     loss: str = "pixel"
     ssim_weight: float = 1.0
     lpips_weight: float = 1.0
+    adversarial_weight: float = 0.0  # > 0: train a patch discriminator beside the denoiser (decoded losses only)
     base_steps: tuple[float, float] | None = None  # None: BASE_STEP_RANGE
     save_every: int = 0
     threads: int | None = None
@@ -356,11 +369,14 @@ def config_from_args(a) -> RefinerTrainConfig:
     base = tuple(float(v) for v in a.base_steps.split(",")) if a.base_steps else None
     if base is not None and (len(base) != 2 or not 0 < base[0] <= base[1]):
         raise ValueError(f"--base-steps must be LO,HI with 0 < LO ≤ HI, got {a.base_steps}")
+    if a.adversarial_weight < 0 or (a.adversarial_weight and a.loss not in DECODED_LOSSES):
+        raise ValueError("--adversarial-weight must be ≥ 0 and needs a decoded loss (the discriminator sees pixels)")
     return RefinerTrainConfig(
         out=a.out, images=a.images, held_out=a.held_out, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
-        log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight, base_steps=base,
+        log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
+        adversarial_weight=a.adversarial_weight, base_steps=base,
         save_every=a.save_every, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
         quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
 
@@ -409,6 +425,7 @@ def train(a: RefinerTrainConfig) -> dict:
     corr = Corruptor(sched, mean, std, rng, a.quantized_fraction, base_steps)
     decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0,
                           lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0)
+    adversary = Adversary(a.adversarial_weight, device, lr=a.lr) if a.adversarial_weight else None
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     losses, start, trained_s = [], 0, 0.0
@@ -416,6 +433,8 @@ def train(a: RefinerTrainConfig) -> dict:
     if ck is not None:  # same folder, same arguments: continue the same run (``--steps`` is the total)
         unet.load_state_dict(ck["unet"])
         opt.load_state_dict(ck["optimizer"])
+        if adversary is not None:
+            adversary.load(ck["adversary"])
         restore_rng(ck["rng"], rng)
         start, trained_s, losses = ck["step"], ck["seconds"], ck["losses"]
         print(f"resuming {out} at step {start} ({trained_s:.0f} s trained)", flush=True)
@@ -428,16 +447,18 @@ def train(a: RefinerTrainConfig) -> dict:
         nonlocal t_saved
         save_checkpoint(out, {"step": it, "unet": unet.state_dict(), "optimizer": opt.state_dict(),
                               "rng": rng_state(rng), "seconds": trained_s + time.perf_counter() - t1,
-                              "losses": losses})
+                              "losses": losses, "adversary": adversary.state() if adversary else None})
         t_saved = time.perf_counter()
 
     unet.train()
     try:
         while it < a.steps and stop["signal"] is None:
-            _train_step(a, it, unet, opt, corr, decoded, latents, usable, conditioned, device, rng, losses)
+            _train_step(a, it, unet, opt, corr, decoded, latents, usable, conditioned, device, rng, losses,
+                        adversary)
             it += 1
             if a.log_every and it % a.log_every == 0:
-                print(f"step {it}/{a.steps} loss {np.mean(losses[-a.log_every:]):.5f} "
+                adv = f" (D {adversary.last['d']:.3f}, G {adversary.last['g']:.3f})" if adversary else ""
+                print(f"step {it}/{a.steps} loss {np.mean(losses[-a.log_every:]):.5f}{adv} "
                       f"({trained_s + time.perf_counter() - t1:.0f} s)", flush=True)
             if a.save_every and (it % a.save_every == 0 or time.perf_counter() - t_saved > 600):
                 checkpoint()
@@ -490,6 +511,7 @@ def train(a: RefinerTrainConfig) -> dict:
         "loss": a.loss,
         "ssim_weight": a.ssim_weight if a.loss == "decoded-ssim" else None,
         "lpips_weight": a.lpips_weight if a.loss == "decoded-lpips" else None,
+        "adversarial_weight": a.adversarial_weight or None,
         "base_steps": list(base_steps),
         "seed": a.seed,
         "device": str(device),
@@ -528,6 +550,12 @@ def _init_text(c: dict) -> str:
             "then ")
 
 
+def _adversary_text(c: dict) -> str:
+    w = c.get("adversarial_weight")
+    return (f", plus {w} × a hinge adversarial term from a patch discriminator (spectral norm, ~46-px patches) "
+            "trained beside it on decoded clean against decoded denoised crops") if w else ""
+
+
 def _names(names: list[str], most: int = 12) -> str:
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more (config.json)" if len(names) > most else "")
@@ -551,7 +579,7 @@ schedule (scaled_linear, 1000 steps).
   `{c.get('evaluation_photos_refused', '../shared/data/photos')}` are refused as training data (by path and by content).
 * Corruption: the codec's own adaptive quantization at log-uniform base steps {c.get('base_steps', BASE_STEP_RANGE)[0]}–{c.get('base_steps', BASE_STEP_RANGE)[1]}
   at the matched timestep t* ({c.get('quantized_fraction', 0.5):.0%} of samples), otherwise Gaussian noise at t ~ U[1, t*].
-* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'], lpips_weight=c.get('lpips_weight'))}.
+* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'], lpips_weight=c.get('lpips_weight'))}{_adversary_text(c)}.
 * Training: {_init_text(c)}{c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
   Weights stored as {c.get('dtype', 'float32')} (the figures below use the stored weights).
