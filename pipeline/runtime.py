@@ -186,13 +186,12 @@ def plan_pool(workers: int | None = None, inputs: int | None = None) -> PoolPlan
 
     res, free = ray.cluster_resources(), ray.available_resources()
     gpus, cpus = int(res.get("GPU", 0)), float(res.get("CPU", 1))
-    cap = max(1, inputs) if inputs is not None else None
+    size = workers or gpus or max(1, int(cpus))
+    if inputs is not None:
+        size = min(size, max(1, inputs))
     if gpus:
-        size = min(workers or gpus, cap or gpus)
         return PoolPlan(size=size, num_cpus=1.0, num_gpus=1.0, decode_cpus=1.0,
                         initial=_fits(size, float(free.get("GPU", 0)), 1.0))
-    size = workers or max(1, int(cpus))
-    size = min(size, cap) if cap else size
     # leave room for read-and-decode tasks beside the pool (write tasks ask for no CPU)
     return PoolPlan(size=size, num_cpus=0.75, num_gpus=0.0, decode_cpus=0.25,
                     initial=_fits(size, float(free.get("CPU", 0)) - 0.5, 0.75))

@@ -52,8 +52,8 @@ def _scored() -> list[dict]:
             refs[e["reference"]] = metrics.Reference(_rgb(CHECK / e["reference"]))
         ref = refs[e["reference"]]
         test = _rgb(CHECK / e["distorted"])
-        out.append(dict(e, got_lpips=metrics.METRICS.get("lpips")(ref, test),
-                        got_dists=metrics.METRICS.get("dists")(ref, test)))
+        got = metrics.measure(ref, test, ("lpips", "dists"))
+        out.append(dict(e, got_lpips=got["lpips"], got_dists=got["dists"]))
     return out
 
 

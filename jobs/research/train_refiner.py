@@ -313,11 +313,12 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     ab = torch.from_numpy(corr.ac[np.asarray(ts)]).float().to(device)[:, None, None, None]
     goal = target(a.prediction, xt, x0, ab)
     pred = unet(inp, torch.tensor(ts, device=device)).sample
-    fake = real = None
+    fake = real = None  # decoded pixels in [0, 1], for the adversary (which needs a decoded loss)
     if a.loss in DECODED_LOSSES:
         loss, fake, real = decoded.with_pixels(x0_from(a.prediction, pred, xt, ab), x0)
+        fake, real = fake.clamp(0, 1), real.clamp(0, 1)
         if adversary is not None:
-            loss = loss + adversary.generator_term(fake.clamp(0, 1))
+            loss = loss + adversary.generator_term(fake)
     else:
         loss = (w * (pred - goal) ** 2).mean()
     opt.zero_grad(set_to_none=True)
@@ -326,7 +327,7 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     opt.step()
     losses.append(float(loss.detach()))
     if adversary is not None:
-        adversary.step(real.clamp(0, 1), fake.clamp(0, 1))
+        adversary.step(real, fake)
 
 
 @dataclass(frozen=True)
