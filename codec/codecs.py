@@ -110,15 +110,20 @@ def _measure(codec, pic: Picture, data: bytes, want_ms_ssim: bool = True) -> tup
 
 def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_ms_ssim: float | None = None,
                      max_lpips: float | None = None, max_dists: float | None = None,
-                     iterations: int = 7) -> tuple[EncodeResult, float, float | None]:
+                     iterations: int = 7, size_gap: float = 0.01) -> tuple[EncodeResult, float, float | None]:
     """The smallest stream of ``codec`` whose decoded quality meets every given floor: ``(result, psnr,
     ms_ssim)`` (``ms_ssim`` None when there is no MS-SSIM floor; the LPIPS / DISTS measured for their floors are
     in ``result.params``). Raises :class:`QualityFloorUnreachable` with the best figures the codec reached.
 
     A PSNR floor alone uses the codec's own ``min_psnr`` search. Otherwise classical codecs search their ladder
-    (``encode_floor``); other codecs bisect ``quality`` 0–100, every candidate decoded and scored
+    (``encode_floor``); other codecs search ``quality`` 0–100, every candidate decoded and scored
     (``codec.floors``), after first trying the PSNR-floor stream when there is a PSNR floor too (if it meets all
-    floors, nothing smaller can).
+    floors, nothing smaller can). That search starts at quality 50 (then 100 if 50 misses: the floor is
+    unreachable if 100 misses too) and narrows the bracket between a failing quality and a passing one by
+    Illinois regula falsi on :meth:`Floors.margin`, bisecting until both ends are measured. It stops after
+    ``iterations + 1`` candidates, when the bracket is narrower than bisection's ``100 / 2**iterations``, or when
+    the passing stream is within ``size_gap`` of the failing one's size: no stream between them could save more. Each candidate costs a decode and its metrics,
+    the neural codec's ~15 s/MP decode on one core included, so fewer candidates is most of a floor's cost.
     """
     floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)
     if not floors:
@@ -142,19 +147,36 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
         cand = scored(codec.encode(pic, min_psnr=min_psnr, **shared))
         if cand[2]:
             return _with(cand[0], cand[1], floors)
-    best = scored(codec.encode(pic, quality=100.0, measure=False, **shared))
-    if not best[2]:
-        raise QualityFloorUnreachable(unreachable_message(codec.name, best[1], floors))
-    lo, hi = 0.0, 100.0  # hi passes
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        cand = scored(codec.encode(pic, quality=mid, measure=False, **shared))
+    lo, hi = 0.0, 100.0  # qualities ≤ lo fail (lo measured once m_lo is set); hi passes once best is set
+    m_lo = m_hi = best = None
+    failed_bytes, side, x = 0, 0, 50.0
+    for _ in range(max(iterations, 1) + 1):  # 50 and 100 at least
+        cand = scored(codec.encode(pic, quality=x, measure=False, **shared))
+        m = floors.margin(cand[1])
         if cand[2]:
-            hi = mid
-            if len(cand[0].data) <= len(best[0].data):
+            hi, m_hi = x, m
+            if best is None or len(cand[0].data) <= len(best[0].data):
                 best = cand
+            if side == 1 and m_lo is not None:
+                m_lo /= 2  # Illinois: the end kept twice pulls the chord less
+            side = 1
         else:
-            lo = mid
+            if x >= 100.0:
+                raise QualityFloorUnreachable(unreachable_message(codec.name, cand[1], floors))
+            lo, m_lo, failed_bytes = x, m, max(failed_bytes, len(cand[0].data))
+            if side == -1 and m_hi is not None:
+                m_hi /= 2
+            side = -1
+        if best is None:
+            x = 100.0  # the middle missed: is the floor reachable at all?
+            continue
+        if hi - lo < 100.0 / 2**iterations or len(best[0].data) <= failed_bytes * (1.0 + size_gap):
+            break
+        w = hi - lo
+        if m_lo is None or not (math.isfinite(m_lo) and math.isfinite(m_hi)) or m_hi == m_lo:
+            x = 0.5 * (lo + hi)
+        else:  # the root of the margin's chord, kept off the ends so the bracket always shrinks
+            x = min(max(hi - m_hi * w / (m_hi - m_lo), lo + 0.1 * w), hi - 0.1 * w)
     return _with(best[0], best[1], floors)
 
 

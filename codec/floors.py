@@ -4,13 +4,14 @@ ones must hold.
 A floor search (``ClassicalCodec.encode_floor``, ``codecs.smallest_meeting``, ``AutoCodec``) decodes every
 candidate stream and scores it with :meth:`Floors.scores`; a figure that cannot be measured (MS-SSIM under
 11 px, LPIPS / DISTS under 32 px: None) never counts as meeting its floor. PSNR is always measured; the other
-metrics only when they have a floor, because on one CPU thread LPIPS costs ~1 s and DISTS ~16 s per megapixel
-for a search's first candidate and ~8 s for each later one, whose reference features are kept
-(:class:`metrics.Reference`; ``docs/perceptual.md``).
+metrics only when they have a floor, because on one CPU thread LPIPS costs ~0.4 s and DISTS ~9 s per megapixel
+for each candidate, the reference's features computed once per image (:class:`metrics.Reference`;
+``docs/perceptual.md``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -57,6 +58,24 @@ class Floors:
             if got is None or (got < bound if METRICS.get(name).higher_is_better else got > bound):
                 return False
         return True
+
+    def margin(self, scores: dict) -> float:
+        """How far the scores clear their floors, on one scale: the smallest log ratio of allowed to measured
+        error over the given floors (PSNR as MSE, MS-SSIM as 1 − MS-SSIM, LPIPS and DISTS as they are). ≥ 0 exactly
+        when :meth:`met`; −inf for a figure that could not be measured, +inf for an exact one. A floor search
+        interpolates on it: it is close to linear in a codec's quality knob over a bracket."""
+        worst = math.inf
+        for name, bound in self._given().items():
+            got = scores.get(name)
+            if got is None:
+                return -math.inf
+            if name == "psnr":
+                m = (got - bound) * math.log(10.0) / 10.0 if math.isfinite(got) else math.inf
+            else:
+                allowed, measured = (1.0 - bound, 1.0 - got) if name == "ms_ssim" else (bound, got)
+                m = (math.inf if measured <= 0 else -math.inf if allowed <= 0 else math.log(allowed / measured))
+            worst = min(worst, m)
+        return worst
 
     def check_weights(self) -> None:
         """Resolve and hash-check the weights of each floored metric without loading them, so a job fails before
