@@ -640,3 +640,17 @@ def test_cli_encode_verify_refine_then_decode(tmp_path, small_pic, capsys):
     assert verdict["steps"] in (0, 1, 2) and len(verdict["refiner_fingerprint"]) == 8
     assert main(["decode", str(stream), str(out), "--refine", "faithful", "--device", "cpu"]) == 0
     assert out.is_file()
+
+
+def test_refiner_train_config_checks_itself(tmp_path):
+    """A config built in code is held to what the command line checks: an adversary needs pixels to judge."""
+    from latentarc.jobs.research.train_refiner import RefinerTrainConfig
+
+    with pytest.raises(ValueError, match="needs a decoded loss"):
+        RefinerTrainConfig(out=str(tmp_path), adversarial_weight=0.1)  # the default loss is on latents
+    with pytest.raises(ValueError, match="must be ≥ 0"):
+        RefinerTrainConfig(out=str(tmp_path), loss="decoded-lpips", adversarial_weight=-1.0)
+    with pytest.raises(ValueError, match="base steps"):
+        RefinerTrainConfig(out=str(tmp_path), base_steps=(2.0, 1.0))
+    assert RefinerTrainConfig(out=str(tmp_path), loss="decoded-lpips", adversarial_weight=0.1,
+                              base_steps=(0.9, 6.8)).adversarial_weight == 0.1

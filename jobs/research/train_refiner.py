@@ -365,13 +365,17 @@ class RefinerTrainConfig:
     weights: str | None = None
     device: str | None = None
 
+    def __post_init__(self):
+        b = self.base_steps
+        if b is not None and (len(b) != 2 or not 0 < b[0] <= b[1]):
+            raise ValueError(f"base steps must be LO,HI with 0 < LO ≤ HI, got {b}")
+        if self.adversarial_weight < 0 or (self.adversarial_weight and self.loss not in DECODED_LOSSES):
+            raise ValueError("the adversarial weight must be ≥ 0 and needs a decoded loss (the discriminator sees "
+                             "pixels)")
+
 
 def config_from_args(a) -> RefinerTrainConfig:
     base = tuple(float(v) for v in a.base_steps.split(",")) if a.base_steps else None
-    if base is not None and (len(base) != 2 or not 0 < base[0] <= base[1]):
-        raise ValueError(f"--base-steps must be LO,HI with 0 < LO ≤ HI, got {a.base_steps}")
-    if a.adversarial_weight < 0 or (a.adversarial_weight and a.loss not in DECODED_LOSSES):
-        raise ValueError("--adversarial-weight must be ≥ 0 and needs a decoded loss (the discriminator sees pixels)")
     return RefinerTrainConfig(
         out=a.out, images=a.images, held_out=a.held_out, steps=a.steps, batch_size=a.batch_size, lr=a.lr,
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
