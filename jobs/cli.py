@@ -238,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="as_json", action="store_true", help="print the report as JSON")
     p.add_argument("--weights", help="explicit weight file or folder (else $LATENTARC_MODEL_DIR, cache, download)")
     p.add_argument("--tolerance-db", type=float, default=0.05, help="allowed |decoded PSNR - stored PSNR| (dB)")
+    p.add_argument("--tolerance-perceptual", type=float, default=0.002, metavar="D",
+                   help="allowed |decoded - stored| LPIPS and DISTS (absolute), for rows that carry them")
 
     p = sub.add_parser("bench", help="rate–distortion (PSNR, MS-SSIM, LPIPS, DISTS) and speed of codecs over a "
                                      "folder of images, and rate-control checks")
@@ -592,7 +594,8 @@ def _cmd_verify(a) -> int:
     from latentarc.pipeline.verify import print_report, verify_table
 
     r = verify_table(a.table, a.storage_options, decode=a.decode, sample=a.sample, seed=a.seed,
-                     weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"), tolerance_db=a.tolerance_db)
+                     weights=a.weights or os.environ.get("LATENTARC_MODEL_DIR"), tolerance_db=a.tolerance_db,
+                     tolerance_perceptual=a.tolerance_perceptual)
     print_report(r, as_json=a.as_json)
     return EXIT_OK if r.ok else EXIT_PARTIAL
 

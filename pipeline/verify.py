@@ -24,6 +24,10 @@ What is checked (each finding names its ``check``):
   decodes, to the recorded size and mode; when the original (``source_uri``) is still readable and unchanged
   (same SHA-256), the PSNR of the decoded image against it must be within ``tolerance_db`` of the stored
   ``psnr``. Rows whose source is gone or changed count as "decoded without reference".
+* ``lpips`` / ``dists`` (``decode=True``, rows that carry them: measured for a perceptual floor): re-measured on
+  the decoded image against the unchanged original, within ``tolerance_perceptual`` (absolute) of the stored
+  figure; and when the row's stream was searched for a floor (``max_lpips`` / ``max_dists`` in its params), the
+  re-measured figure must meet that floor within the same tolerance.
 * ``guarantee`` (``decode=True``): each row's promise (``codec.guarantee``) is held to it. ``bytes-exact``: the
   SHA-256 of the bytes the stream restores equals ``source_sha256`` (no source needed); ``pixels-exact``: the
   decoded planes and alpha equal the source's, sample for sample, where the source is still readable and
@@ -76,7 +80,9 @@ _BATCH_ROWS = 64  # rows per Arrow batch while streaming a data file (bounds pay
 _ROW_COLUMNS = ["key", "width", "height", "mode", "codec", "format_version", "model_sha256", "payload",
                 "payload_size", "payload_crc32c"]
 _DECODE_COLUMNS = ["source_uri", "source_sha256", "psnr"]
-_OPTIONAL_DECODE_COLUMNS = ["guarantee"]  # nullable, absent from files written before it existed
+_OPTIONAL_DECODE_COLUMNS = ["guarantee", "params", "lpips", "dists"]  # nullable, absent from files written before them
+#: the perceptual figures a row may carry, re-measured by ``--decode`` (metric registry names)
+_PERCEPTUAL_COLUMNS = ("lpips", "dists")
 
 
 @dataclass
@@ -95,6 +101,7 @@ class VerifyReport:
     decoded_rows: int = 0
     decoded_with_reference: int = 0
     decoded_without_reference: int = 0
+    perceptual_remeasured: int = 0  # lpips / dists figures re-measured against the original
     problems: list[dict] = field(default_factory=list)
     warnings: list[dict] = field(default_factory=list)
     problem_counts: dict[str, int] = field(default_factory=dict)
@@ -201,12 +208,14 @@ class _Models:
 
 class _Verifier:
     def __init__(self, table: BitstreamTable, report: VerifyReport, *, decode, sample, seed, weights, device,
-                 tolerance_db):
+                 tolerance_db, tolerance_perceptual=0.002):
         self.t = table
         self.r = report
         self.f = _Findings(report)
         self.decode, self.sample, self.seed = decode, sample, seed
         self.tolerance_db = tolerance_db
+        self.tolerance_perceptual = tolerance_perceptual
+        self.device = device
         self.models = _Models(weights, device)
 
     # --- commit log -------------------------------------------------------------------------------------------
@@ -441,17 +450,43 @@ class _Verifier:
             why = guarantee.pixel_mismatch(pic, decoded_planes(dec, mode), guarantee.decoded_alpha(dec.image))
             if why is not None:
                 f.problem("guarantee", f"pixels-exact row decodes to other pixels than the source's: {why}", **where)
+        planes = decoded_planes(dec, mode)  # at 16 bits where the stream holds them
         try:
-            got = psnr(ref, decoded_planes(dec, mode))  # at 16 bits where the stream holds them
+            got = psnr(ref, planes)
         except ValueError as e:
             f.problem("psnr", f"decoded planes do not match the original's: {e}", **where)
             return
+        self.check_perceptual(row, ref, planes, where)
         stored = row.get("psnr")
         same = (math.isinf(got) and stored is not None and math.isinf(stored)) or (
             stored is not None and not math.isnan(stored) and abs(got - stored) <= self.tolerance_db)
         if not same:
             f.problem("psnr", f"decoded PSNR {got:.4f} dB against the original, the table recorded {stored} dB "
                               f"(tolerance {self.tolerance_db} dB)", **where)
+
+    def check_perceptual(self, row: dict, ref, planes, where: dict) -> None:
+        """Re-measure the LPIPS / DISTS a row stores; hold them to the stored figure and to the row's floor."""
+        import json
+
+        from latentarc.codec.metrics import measure
+
+        stored = {m: row.get(m) for m in _PERCEPTUAL_COLUMNS if row.get(m) is not None}
+        if not stored:
+            return
+        got = measure(ref, planes, set(stored), device=self.device)
+        try:
+            params = json.loads(row.get("params") or "{}")
+        except ValueError:
+            params = {}
+        tol = self.tolerance_perceptual
+        for m, want in stored.items():
+            self.r.perceptual_remeasured += 1
+            if got[m] is None or abs(got[m] - want) > tol:
+                self.f.problem(m, f"decoded {m.upper()} {got[m]} against the original, the table recorded {want} "
+                                  f"(tolerance {tol})", **where)
+            floor = params.get(f"max_{m}")
+            if got[m] is not None and floor is not None and got[m] > float(floor) + tol:
+                self.f.problem(m, f"decoded {m.upper()} {got[m]:.5f} misses the row's floor {floor}", **where)
 
     # --- keys ---------------------------------------------------------------------------------------------------
     def check_unique(self, run: str, files: list[tuple[str, pa.Array]]) -> None:
@@ -555,21 +590,23 @@ def verify_table(
     weights: str | None = None,
     tolerance_db: float = 0.05,
     device: str | None = None,
+    tolerance_perceptual: float = 0.002,
 ) -> VerifyReport:
     """Check the table at ``table_uri`` (see the module docstring); never raises on a damaged table.
 
     ``decode`` also decodes rows (all, or the deterministic ``sample`` fraction chosen by ``seed``) and compares
-    their PSNR with the stored one where the original is still readable. ``weights`` as for ``load_codec``;
+    their PSNR (within ``tolerance_db``) and stored LPIPS / DISTS (within ``tolerance_perceptual``, absolute) with
+    the figures re-measured where the original is still readable. ``weights`` as for ``load_codec``;
     ``device`` defaults to CUDA when available.
     """
     if not 0.0 < float(sample) <= 1.0:
         raise ValueError(f"sample must be in (0, 1], got {sample}")
-    if tolerance_db < 0:
-        raise ValueError(f"tolerance_db must be >= 0, got {tolerance_db}")
+    if tolerance_db < 0 or tolerance_perceptual < 0:
+        raise ValueError(f"tolerances must be >= 0, got {tolerance_db} dB and {tolerance_perceptual}")
     report = VerifyReport(table=table_uri)
     table = BitstreamTable(table_uri, storage_options)
     _Verifier(table, report, decode=decode, sample=float(sample), seed=seed, weights=weights, device=device,
-              tolerance_db=float(tolerance_db)).run()
+              tolerance_db=float(tolerance_db), tolerance_perceptual=float(tolerance_perceptual)).run()
     return report
 
 
@@ -586,6 +623,8 @@ def print_report(report: VerifyReport, *, as_json: bool = False, file: TextIO | 
     if report.decoded_rows:
         line += (f"; decoded {report.decoded_rows} ({report.decoded_with_reference} against the original, "
                  f"{report.decoded_without_reference} decoded without reference)")
+        if report.perceptual_remeasured:
+            line += f", {report.perceptual_remeasured} LPIPS/DISTS figure(s) re-measured"
     print(line, file=out)
     for label, items in (("problem", report.problems), ("warning", report.warnings)):
         for p in items:

@@ -319,6 +319,22 @@ def test_compress_rows_carry_lpips_and_old_tables_read(tmp_path):
         assert got["lpips"] <= 0.08 and r["lpips"] == pytest.approx(got["lpips"], abs=1e-6), r["key"]
         assert r["dists"] is None
     assert "LPIPS" in format_report(build_report(table))
+    import pyarrow as pa
+
+    from latentarc.pipeline.verify import verify_table
+
+    checked = verify_table(str(tmp_path / "table"), decode=True)
+    assert checked.ok and checked.perceptual_remeasured == 2, checked.problems
+    # a stored LPIPS that the decoded stream does not reproduce is a problem
+    part = next((tmp_path / "table").rglob("data/*.parquet"))
+    t = pq.read_table(part)
+    lp = t.column("lpips").to_pylist()
+    lp[0] += 0.01
+    pq.write_table(t.set_column(t.schema.get_field_index("lpips"), t.schema.field("lpips"),
+                                pa.array(lp, t.schema.field("lpips").type)), part)
+    bad = verify_table(str(tmp_path / "table"), decode=True)
+    assert not bad.ok and bad.problem_counts == {"lpips": 1}, bad.problems
+    assert "the table recorded" in bad.problems[0]["message"]
 
     # rewrite the committed part as an older build wrote it: without the lpips / dists columns
     part = next((tmp_path / "table").rglob("data/*.parquet"))
