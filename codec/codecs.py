@@ -122,8 +122,9 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
     unreachable if 100 misses too) and narrows the bracket between a failing quality and a passing one by
     Illinois regula falsi on :meth:`Floors.margin`, bisecting until both ends are measured. It stops after
     ``iterations + 1`` candidates, when the bracket is narrower than bisection's ``100 / 2**iterations``, or when
-    the passing stream is within ``size_gap`` of the failing one's size: no stream between them could save more. Each candidate costs a decode and its metrics,
-    the neural codec's ~15 s/MP decode on one core included, so fewer candidates is most of a floor's cost.
+    the passing stream is within ``size_gap`` of the failing one's size: no stream between them could save more.
+    Each candidate costs a decode and its metrics, the neural codec's ~15 s/MP decode on one core included, so
+    fewer candidates is most of a floor's cost.
     """
     floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)
     if not floors:

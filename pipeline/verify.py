@@ -208,7 +208,7 @@ class _Models:
 
 class _Verifier:
     def __init__(self, table: BitstreamTable, report: VerifyReport, *, decode, sample, seed, weights, device,
-                 tolerance_db, tolerance_perceptual=0.002):
+                 tolerance_db, tolerance_perceptual):
         self.t = table
         self.r = report
         self.f = _Findings(report)
@@ -446,11 +446,11 @@ class _Verifier:
             return
         self.r.decoded_with_reference += 1
         ref = pic.reference()
+        planes = decoded_planes(dec, mode)  # at 16 bits where the stream holds them
         if tier == guarantee.PIXELS_EXACT:
-            why = guarantee.pixel_mismatch(pic, decoded_planes(dec, mode), guarantee.decoded_alpha(dec.image))
+            why = guarantee.pixel_mismatch(pic, planes, guarantee.decoded_alpha(dec.image))
             if why is not None:
                 f.problem("guarantee", f"pixels-exact row decodes to other pixels than the source's: {why}", **where)
-        planes = decoded_planes(dec, mode)  # at 16 bits where the stream holds them
         try:
             got = psnr(ref, planes)
         except ValueError as e:

@@ -297,12 +297,14 @@ def test_auto_with_a_dists_floor(codec):
 def test_compress_rows_carry_lpips_and_old_tables_read(tmp_path):
     """Each row's lpips is re-measured from its own payload; dists (no floor) stays null; a part written
     before the columns existed still reads (nulls)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from latentarc.codec.spec import CodecSpec
     from latentarc.pipeline.compress import CompressOptions, run_compress
     from latentarc.pipeline.report import build_report, format_report
     from latentarc.pipeline.table import BitstreamTable
+    from latentarc.pipeline.verify import verify_table
 
     src = tmp_path / "src"
     src.mkdir()
@@ -319,10 +321,6 @@ def test_compress_rows_carry_lpips_and_old_tables_read(tmp_path):
         assert got["lpips"] <= 0.08 and r["lpips"] == pytest.approx(got["lpips"], abs=1e-6), r["key"]
         assert r["dists"] is None
     assert "LPIPS" in format_report(build_report(table))
-    import pyarrow as pa
-
-    from latentarc.pipeline.verify import verify_table
-
     checked = verify_table(str(tmp_path / "table"), decode=True)
     assert checked.ok and checked.perceptual_remeasured == 2, checked.problems
     # a stored LPIPS that the decoded stream does not reproduce is a problem
