@@ -28,6 +28,7 @@ from typing import Sequence
 
 from . import bitstream, classical, exact, lossless, neural  # noqa: F401  (each module registers its codecs)
 from .base import CODECS, Capabilities, Codec
+from .bracket import Probe, cheapest_passing
 from .classical import PassthroughCodec, decoded_planes
 from .errors import CorruptStream, LatentarcError, QualityFloorUnreachable
 from .exact import JpegExactCodec, is_jpeg
@@ -118,13 +119,11 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
     A PSNR floor alone uses the codec's own ``min_psnr`` search. Otherwise classical codecs search their ladder
     (``encode_floor``); other codecs search ``quality`` 0–100, every candidate decoded and scored
     (``codec.floors``), after first trying the PSNR-floor stream when there is a PSNR floor too (if it meets all
-    floors, nothing smaller can). That search starts at quality 50 (then 100 if 50 misses: the floor is
-    unreachable if 100 misses too) and narrows the bracket between a failing quality and a passing one by
-    Illinois regula falsi on :meth:`Floors.margin`, bisecting until both ends are measured. It stops after
-    ``iterations + 1`` candidates, when the bracket is narrower than bisection's ``100 / 2**iterations``, or when
-    the passing stream is within ``size_gap`` of the failing one's size: no stream between them could save more.
-    Each candidate costs a decode and its metrics, the neural codec's ~15 s/MP decode on one core included, so
-    fewer candidates is most of a floor's cost.
+    floors, nothing smaller can). That search (:func:`~latentarc.codec.bracket.cheapest_passing` on
+    :meth:`Floors.margin`) starts at quality 50, then 100 if 50 misses (a miss at 100 is unreachable), and stops
+    after ``iterations + 1`` candidates, when the bracket is narrower than bisection's ``100 / 2**iterations``, or
+    when the passing stream is within ``size_gap`` of the failing one's size. Each candidate costs a decode and its
+    metrics, the neural codec's ~15 s/MP decode on one core included, so fewer candidates is most of a floor's cost.
     """
     floors = Floors(min_psnr, min_ms_ssim, max_lpips, max_dists)
     if not floors:
@@ -140,45 +139,24 @@ def smallest_meeting(codec, pic: Picture, *, min_psnr: float | None = None, min_
     # runs it once for every candidate: the same streams, one encoder pass instead of up to ten
     shared = {"analysis": codec.analyse(pic)} if codec.caps.analysis else {}
 
-    def scored(res: EncodeResult):
-        scores = floors.scores(ref, decoded_planes(codec.decode(res.data), pic.mode))
-        return res, scores, floors.met(scores)
+    def scored(res: EncodeResult) -> tuple[EncodeResult, dict]:
+        return res, floors.scores(ref, decoded_planes(codec.decode(res.data), pic.mode))
 
     if min_psnr is not None:
-        cand = scored(codec.encode(pic, min_psnr=min_psnr, **shared))
-        if cand[2]:
-            return _with(cand[0], cand[1], floors)
-    lo, hi = 0.0, 100.0  # qualities ≤ lo fail (lo measured once m_lo is set); hi passes once best is set
-    m_lo = m_hi = best = None
-    failed_bytes, side, x = 0, 0, 50.0
-    for _ in range(max(iterations, 1) + 1):  # 50 and 100 at least
-        cand = scored(codec.encode(pic, quality=x, measure=False, **shared))
-        m = floors.margin(cand[1])
-        if cand[2]:
-            hi, m_hi = x, m
-            if best is None or len(cand[0].data) <= len(best[0].data):
-                best = cand
-            if side == 1 and m_lo is not None:
-                m_lo /= 2  # Illinois: the end kept twice pulls the chord less
-            side = 1
-        else:
-            if x >= 100.0:
-                raise QualityFloorUnreachable(unreachable_message(codec.name, cand[1], floors))
-            lo, m_lo, failed_bytes = x, m, max(failed_bytes, len(cand[0].data))
-            if side == -1 and m_hi is not None:
-                m_hi /= 2
-            side = -1
-        if best is None:
-            x = 100.0  # the middle missed: is the floor reachable at all?
-            continue
-        if hi - lo < 100.0 / 2**iterations or len(best[0].data) <= failed_bytes * (1.0 + size_gap):
-            break
-        w = hi - lo
-        if m_lo is None or not (math.isfinite(m_lo) and math.isfinite(m_hi)) or m_hi == m_lo:
-            x = 0.5 * (lo + hi)
-        else:  # the root of the margin's chord, kept off the ends so the bracket always shrinks
-            x = min(max(hi - m_hi * w / (m_hi - m_lo), lo + 0.1 * w), hi - 0.1 * w)
-    return _with(best[0], best[1], floors)
+        res, scores = scored(codec.encode(pic, min_psnr=min_psnr, **shared))
+        if floors.met(scores):
+            return _with(res, scores, floors)
+
+    def probe(x: float) -> Probe:
+        res, scores = scored(codec.encode(pic, quality=x, measure=False, **shared))
+        return Probe(x, floors.margin(scores), len(res.data), (res, scores))
+
+    # 50 first, then 100 if 50 misses: a miss at 100 means the floor is unreachable
+    search = cheapest_passing(probe, passing=100.0, failing=0.0, start=(50.0,), max_probes=max(iterations, 1) + 1,
+                              min_width=100.0 / 2**iterations, size_gap=size_gap)
+    if search.best is None:
+        raise QualityFloorUnreachable(unreachable_message(codec.name, search.probes[-1].payload[1], floors))
+    return _with(*search.best.payload, floors)
 
 
 def _with(res: EncodeResult, scores: dict, floors: Floors) -> tuple[EncodeResult, float, float | None]:

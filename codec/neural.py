@@ -22,6 +22,7 @@ from PIL import Image
 from . import bitstream, entropy, latent_coding
 from .autoencoder import LatentAutoencoder
 from .base import CODECS, Capabilities, Codec
+from .bracket import Probe, cheapest_passing
 from .errors import (
     BitstreamError,
     CorruptStream,
@@ -295,42 +296,19 @@ class NeuralCodec(Codec):
         """Largest step whose decoded PSNR ≥ ``floor``; every candidate returned was decoded and measured."""
         ref = a.pic.reference()
 
-        def evaluate(log_step: float):
+        def probe(log_step: float) -> Probe:
             data, params = self._code(a, math.exp(log_step))
-            return psnr(ref, self._reconstruct_planes(a, data)), data, params
+            p = psnr(ref, self._reconstruct_planes(a, data))
+            return Probe(log_step, p - floor, len(data), (p, data, params))
 
-        lo, hi = math.log(STEP_FINEST), math.log(STEP_COARSEST)
-        p_lo, d_lo, par_lo = evaluate(lo)
-        if p_lo < floor:
-            raise QualityFloorUnreachable(
-                f"best achievable PSNR with {self.name} is {p_lo:.2f} dB, below the floor {floor:.2f} dB"
-            )
-        best = (p_lo, d_lo, par_lo)
-        p_hi, d_hi, par_hi = evaluate(hi)
-        if p_hi >= floor:
-            best = (p_hi, d_hi, par_hi)
-        else:
-            # bracketing secant (Illinois) on PSNR(log step) - floor, which is close to linear
-            f_lo, f_hi, side = p_lo - floor, p_hi - floor, 0
-            for _ in range(max_evals - 2):
-                if hi - lo < 0.02:  # steps within 2%: not worth another decode
-                    break
-                x = hi - f_hi * (hi - lo) / (f_hi - f_lo)
-                x = min(max(x, lo + 0.1 * (hi - lo)), hi - 0.1 * (hi - lo))
-                p, d, par = evaluate(x)
-                if p >= floor:
-                    if len(d) < len(best[1]):
-                        best = (p, d, par)
-                    lo, f_lo = x, p - floor
-                    if side == 1:
-                        f_hi /= 2
-                    side = 1
-                else:
-                    hi, f_hi = x, p - floor
-                    if side == -1:
-                        f_lo /= 2
-                    side = -1
-        p, data, params = best
+        # PSNR is close to linear in the log step; steps within 2% are not worth another decode
+        search = cheapest_passing(probe, passing=math.log(STEP_FINEST), failing=math.log(STEP_COARSEST),
+                                  start=(math.log(STEP_FINEST), math.log(STEP_COARSEST)), max_probes=max_evals,
+                                  min_width=0.02)
+        if search.best is None:
+            raise QualityFloorUnreachable(f"best achievable PSNR with {self.name} is "
+                                          f"{search.probes[-1].payload[0]:.2f} dB, below the floor {floor:.2f} dB")
+        p, data, params = search.best.payload
         return self._verified(EncodeResult(data, a.pic.width, a.pic.height, p, dict(params, min_psnr=floor)), a)
 
     def _reconstruct_planes(self, a: Analysis, data: bytes) -> np.ndarray:
