@@ -371,7 +371,7 @@ class NeuralCodec(Codec):
         if refine is not None and refine.active:
             from . import refine as R
 
-            refiner = R.resolve(refiner, self.name, self.model.device)
+            refiner = R.resolve(refiner, self.name, self.model.device, refine.mode)
             R.check_latent_space(refiner, self.model.fingerprint)
             refine, refinement = R.effective(refine, s.sections.get(R.VERDICT_SECTION), refiner)
             latent = R.apply(latent[None], qp.step_values(), refine, refiner, self.name)[0]

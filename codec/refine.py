@@ -66,13 +66,16 @@ MODES = ("none", "faithful", "realistic")
 DEFAULT_STEPS = 4
 ETA = {"faithful": 0.0, "realistic": 1.0}
 
-#: where a shipped tae-f2 denoiser lives: ``codec/weights/tae-f2-denoiser/`` (safetensors + config.json + CARD.md)
+#: the shipped tae-f2 denoiser: ``codec/weights/tae-f2-denoiser/`` (safetensors + config.json + CARD.md)
 DENOISER_NAME = "tae-f2-denoiser"
 PACKAGE_WEIGHTS = WEIGHTS_DIR
-#: SHA-256 of the shipped ``codec/weights/tae-f2-denoiser/model.safetensors``
-DENOISER_SHA256 = "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e"
-#: which refiner a codec uses when none is named
-DEFAULT_REFINERS = {"tae-f2": DENOISER_NAME}
+#: shipped denoisers (folders under ``codec/weights/``) → SHA-256 of their ``model.safetensors``
+SHIPPED_DENOISERS = {
+    DENOISER_NAME: "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e",
+}
+#: which refiner a codec uses for each mode when none is named: a mode may have its own model (a denoiser trained
+#: for realism differs from one trained to be faithful), and a mode without one uses the faithful denoiser
+DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": DENOISER_NAME}}
 
 
 @dataclass(frozen=True)
@@ -465,17 +468,17 @@ def _load_diffusers_unet(ref: str, latent_std=1.0) -> DiffusersUNetRefiner:
     return DiffusersUNetRefiner(unet.float(), scheduler, emb, latent_std=latent_std, name="diffusers-unet:" + ref)
 
 
-def denoiser_folders(explicit: str | os.PathLike | None = None) -> list[Path]:
-    """Where ``tae-f2-denoiser`` is looked for, in order: an explicit folder, ``$LATENTARC_MODEL_DIR/
-    tae-f2-denoiser``, the user cache, then the folder shipped in the package (``codec/weights/``)."""
+def denoiser_folders(explicit: str | os.PathLike | None = None, name: str = DENOISER_NAME) -> list[Path]:
+    """Where the shipped denoiser ``name`` is looked for, in order: an explicit folder,
+    ``$LATENTARC_MODEL_DIR/<name>``, the user cache, then the folder shipped in the package (``codec/weights/``)."""
     from .weights import ENV_MODEL_DIR, cache_dir
 
     out = []
     if explicit:
         out.append(Path(explicit))
     if os.environ.get(ENV_MODEL_DIR):
-        out.append(Path(os.environ[ENV_MODEL_DIR]) / DENOISER_NAME)
-    out += [cache_dir() / DENOISER_NAME, PACKAGE_WEIGHTS / DENOISER_NAME]
+        out.append(Path(os.environ[ENV_MODEL_DIR]) / name)
+    out += [cache_dir() / name, PACKAGE_WEIGHTS / name]
     return out
 
 
@@ -512,16 +515,24 @@ def check_latent_space(refiner: Refiner, decoder_sha256: str) -> None:
 REFINERS: Registry[Callable[[str | os.PathLike | None], Refiner]] = Registry("refiner", error=ModelError)
 
 
-@REFINERS.register(DENOISER_NAME)
-def _denoiser(weights: str | os.PathLike | None) -> Refiner:
-    """The first folder of :func:`denoiser_folders` that holds one; the shipped one's file hash is pinned."""
-    folder = next((f for f in denoiser_folders(weights) if (f / "config.json").is_file()), None)
-    if folder is None:
-        raise ModelError("no refiner for tae-f2: run latentarc train-refiner "
-                         f"(looked in {', '.join(str(f) for f in denoiser_folders(weights))})")
-    if folder == PACKAGE_WEIGHTS / DENOISER_NAME:
-        verified_file(folder / "model.safetensors", DENOISER_SHA256)
-    return load_denoiser_folder(folder)
+def _shipped_denoiser(name: str, sha256: str) -> Callable[[str | os.PathLike | None], Refiner]:
+    def load(weights: str | os.PathLike | None) -> Refiner:
+        """The first folder of :func:`denoiser_folders` that holds ``name``; the shipped one's file hash is
+        pinned."""
+        folders = denoiser_folders(weights, name)
+        folder = next((f for f in folders if (f / "config.json").is_file()), None)
+        if folder is None:
+            raise ModelError(f"no refiner {name}: run latentarc train-refiner "
+                             f"(looked in {', '.join(str(f) for f in folders)})")
+        if folder == PACKAGE_WEIGHTS / name:
+            verified_file(folder / "model.safetensors", sha256)
+        return load_denoiser_folder(folder, name=name)
+
+    return load
+
+
+for _name, _sha in SHIPPED_DENOISERS.items():
+    REFINERS.add(_name, _shipped_denoiser(_name, _sha))
 
 
 @REFINERS.register_prefix("diffusers-unet")
@@ -552,19 +563,19 @@ def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = 
         return _CACHE[key]
 
 
-def refiner_for_codec(codec_name: str, *, device=None) -> Refiner:
-    """The refiner a codec uses when none is named; a typed error when there is none."""
-    name = DEFAULT_REFINERS.get(codec_name)
+def refiner_for_codec(codec_name: str, *, mode: str = "faithful", device=None) -> Refiner:
+    """The refiner a codec uses for ``mode`` when none is named; a typed error when there is none."""
+    name = DEFAULT_REFINERS.get(codec_name, {}).get(mode)
     if name is None:
-        raise ModelError(f"no default refiner for {codec_name}: pass --refiner diffusers-unet:<hub id or folder> "
-                         "(an SD-family U-Net for the same latent space)")
+        raise ModelError(f"no default refiner for {codec_name} ({mode}): pass --refiner a train-refiner folder or "
+                         "diffusers-unet:<hub id or folder> (an SD-family U-Net for the same latent space)")
     return load_refiner(name, device=device)
 
 
-def resolve(refiner: Refiner | str | None, codec_name: str, device=None) -> Refiner:
-    """A refiner object from an object, a name, or None (the codec's default)."""
+def resolve(refiner: Refiner | str | None, codec_name: str, device=None, mode: str = "faithful") -> Refiner:
+    """A refiner object from an object, a name, or None (the codec's default for ``mode``)."""
     if refiner is None:
-        return refiner_for_codec(codec_name, device=device)
+        return refiner_for_codec(codec_name, mode=mode, device=device)
     if isinstance(refiner, str):
         return load_refiner(refiner, device=device)
     return refiner
@@ -591,6 +602,6 @@ def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | 
     """Refine one dequantized latent (1, C, h, w); ``refiner`` None → the codec's default refiner."""
     if not config.active:
         return latent
-    refiner = resolve(refiner, codec_name, device or latent.device)
+    refiner = resolve(refiner, codec_name, device or latent.device, config.mode)
     return refiner.refine(latent, torch.as_tensor(np.asarray(steps, dtype=np.float64)), mode=config.mode,
                           num_steps=config.steps, seed=config.seed)

@@ -185,7 +185,7 @@ def test_tae_f2_without_denoiser_is_a_typed_error(codec, small_pic, monkeypatch,
     monkeypatch.setattr(R, "PACKAGE_WEIGHTS", tmp_path / "pkg")
     R._CACHE.pop((R.DENOISER_NAME, "None", "cpu"), None)
     data = codec.encode(small_pic, quality=50, measure=False).data
-    with pytest.raises(ModelError, match="no refiner for tae-f2: run latentarc train-refiner"):
+    with pytest.raises(ModelError, match="no refiner tae-f2-denoiser: run latentarc train-refiner"):
         codec.decode(data, refine=RefineConfig("faithful", 2))
 
 
@@ -241,6 +241,27 @@ def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     other.decoder_sha256 = "0" * 64
     with pytest.raises(ModelError, match="trained for the decoder 000000000000"):
         codec.decode(data, refine=RefineConfig("faithful", 2), refiner=other)
+
+
+def test_each_mode_decodes_with_its_own_default_refiner(tiny_denoiser, codec, small_pic, monkeypatch):
+    """A mode may have its own model: with a realistic default that differs from the faithful one, a decode
+    without a named refiner uses each mode's, and a named refiner serves every mode."""
+    out, _, _ = tiny_denoiser
+    data = codec.encode(small_pic, quality=40, measure=False).data
+    shipped, tiny = load_refiner(R.DENOISER_NAME), load_refiner(str(out))
+    realistic = RefineConfig("realistic", 2, seed=3)
+    faithful = RefineConfig("faithful", 2, verified=False)
+    before = codec.decode(data, refine=realistic).rgb
+    assert np.array_equal(before, codec.decode(data, refine=realistic, refiner=shipped).rgb)
+    monkeypatch.setitem(R.DEFAULT_REFINERS, "tae-f2", {"faithful": R.DENOISER_NAME, "realistic": str(out)})
+    after = codec.decode(data, refine=realistic).rgb
+    assert np.array_equal(after, codec.decode(data, refine=realistic, refiner=tiny).rgb)
+    assert not np.array_equal(after, before)
+    assert np.array_equal(codec.decode(data, refine=faithful).rgb,
+                          codec.decode(data, refine=faithful, refiner=shipped).rgb)
+    monkeypatch.setitem(R.DEFAULT_REFINERS, "tae-f2", {"faithful": R.DENOISER_NAME})
+    with pytest.raises(ModelError, match="no default refiner for tae-f2"):
+        codec.decode(data, refine=realistic)
 
 
 def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
@@ -601,7 +622,7 @@ def test_shipped_denoiser_on_held_out_photos(codec):
     R._CACHE.clear()
     r = load_refiner(R.DENOISER_NAME)
     cfg = json.loads((R.PACKAGE_WEIGHTS / R.DENOISER_NAME / "config.json").read_text())
-    assert cfg["model_sha256"] == R.DENOISER_SHA256 and cfg["loss"] == "decoded-lpips"
+    assert cfg["model_sha256"] == R.SHIPPED_DENOISERS[R.DENOISER_NAME] and cfg["loss"] == "decoded-lpips"
     assert cfg["data"].endswith("data/train") and cfg["evaluation_photos_refused"].endswith("data/photos")
     evaluation = {p.name for p in PHOTOS.iterdir()}
     assert not evaluation & {Path(n).name for n in cfg["trained_on"] + cfg["held_out"]}

@@ -109,7 +109,7 @@ def test_every_shipped_weight_file_is_pinned():
     from latentarc.codec.latent_coding import ENTROPY_MODELS, ContextCoder
     from latentarc.codec.weights import WEIGHTS_DIR, sha256_file
 
-    pinned = {refine.DENOISER_SHA256, *encoders.SHIPPED.values()}
+    pinned = {*refine.SHIPPED_DENOISERS.values(), *encoders.SHIPPED.values()}
     pinned |= {c.sha256 for _, c in ENTROPY_MODELS.items() if isinstance(c, ContextCoder)}
     folders = [f for f in WEIGHTS_DIR.iterdir() if f.is_dir()]
     assert folders

@@ -256,10 +256,11 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     files = list_images(args.images, args.limit)
     model = load_model(args.codec, weights=args.weights, device=args.device or default_device())  # neural only
     device = model.device
-    refiner = load_refiner(args.refiner, device=device) if args.refiner else refiner_for_codec(model.name,
-                                                                                               device=device)
+    # one named refiner for every mode, or each mode's own default (a realistic model may differ from the faithful)
+    refiners = {m: load_refiner(args.refiner, device=device) if args.refiner
+                else refiner_for_codec(model.name, mode=m, device=device) for m in ("faithful", "realistic")}
     # streams carry the encoder's refinement check (faithful/v); the payload, and so every other row, is the same
-    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiner)
+    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners["faithful"])
     cfgs = configs(modes, steps, args.seed)
     labels = [label(c) for c in cfgs]
 
@@ -270,7 +271,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
             small = centre_crop(pic, 64)
             d = codec.encode(small, quality=50, measure=False).data
             for c in cfgs:
-                measure_decode(codec, d, small, c, refiner, metrics)
+                measure_decode(codec, d, small, c, refiners.get(c.mode), metrics)
             warmed = True
         t_img = time.perf_counter()
         brief = []
@@ -286,7 +287,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
             q = value if kind == "quality" else None
             decoded: list | None = [] if args.html else None  # decoded planes, kept only for the page
             for c in cfgs:
-                r = measure_decode(codec, data, pic, c, refiner, metrics, keep=decoded)
+                r = measure_decode(codec, data, pic, c, refiners.get(c.mode), metrics, keep=decoded)
                 rows.append({"image": path.name, "width": pic.width, "height": pic.height, "point": p,
                              "quality": q, "target_bpp": value if q is None else None, "bytes": len(data),
                              "bpp": bpp, **r})
@@ -304,12 +305,15 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     summary = summarise(rows, [point_label(k, v) for k, v in points], labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
-    print(f"latentarc bench-refine: codec {args.codec}, refiner {refiner.name}, "
+    used = {m: refiners[m].name for m in ("faithful", "realistic") if m in modes}
+    names = (next(iter(used.values())) if len(set(used.values())) == 1
+             else ", ".join(f"{m} {name}" for m, name in used.items())) or "none"
+    print(f"latentarc bench-refine: codec {args.codec}, refiner {names}, "
           f"{n} images, points {', '.join(point_label(k, v) for k, v in points)}, seed {args.seed}")
     print()
     print(format_table(summary, chk))
     if args.json_out:
-        doc = {"codec": args.codec, "refiner": refiner.name, "images": args.images,
+        doc = {"codec": args.codec, "refiner": names, "refiners": used, "images": args.images,
                "points": [{"kind": k, "value": v} for k, v in points], "modes": modes, "steps": steps, "seed": args.seed, "crop": args.crop,
                "limit": args.limit, "rows": rows, "skipped": skipped,
                "summary": summary, "checks": chk, "elapsed_s": time.perf_counter() - t_start}
@@ -320,7 +324,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     if args.html:
         out = Path(args.html)
         out.parent.mkdir(parents=True, exist_ok=True)
-        title = f"{args.codec}, refiner {refiner.name}, {n} images, seed {args.seed}"
+        title = f"{args.codec}, refiner {names}, {n} images, seed {args.seed}"
         out.write_text(refine_html(title, summary, chk, crops))
         print(f"wrote {out}")
 
