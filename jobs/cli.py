@@ -288,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--crop", type=int, help="centre-crop images to at most N×N pixels (quick runs)")
     p.add_argument("--refiner", metavar="NAME", help="refiner (default: the codec's own)")
+    p.add_argument("--realistic-refiner", metavar="NAME",
+                   help="the realistic mode's refiner only (default: --refiner, else the codec's own for that mode)")
     p.add_argument("--seed", type=int, default=0, help="seed of realistic refinement")
     p.add_argument("--metrics", metavar="LIST", help="metrics to measure, of psnr,ms-ssim,lpips,dists (default all)")
     p.add_argument("--html", metavar="FILE", help="a page with the table and side-by-side crops of every mode")

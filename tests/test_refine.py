@@ -421,11 +421,13 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     out, _, _ = tiny_denoiser
     js = tmp_path / "refine.json"
     page = tmp_path / "refine.html"
+    # the shipped denoiser for faithful, a candidate for realistic
     rc = main(["bench-refine", str(PHOTOS), "--modes", "faithful,realistic", "--steps", "1,2",
-               "--refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
+               "--realistic-refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
                "--metrics", "psnr,ms-ssim,lpips", "--json-out", str(js), "--html", str(page), "--device", "cpu"])
     assert rc == 0
     doc = json.loads(js.read_text())
+    assert doc["refiners"] == {"faithful": R.DENOISER_NAME, "realistic": str(out)}
     text = page.read_text()
     # per quality: the original and the six decodes side by side, as inline PNGs
     assert text.count("data:image/png;base64,") == 2 * 7 and "<figcaption>realistic/2</figcaption>" in text

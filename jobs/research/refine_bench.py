@@ -211,7 +211,8 @@ class RefineBenchConfig:
     points: tuple[tuple[str, float], ...] = (("quality", 25.0), ("quality", 50.0), ("quality", 75.0))
     metrics: tuple[str, ...] = ("psnr", "ms_ssim", "lpips", "dists")
     codec: str = "tae-f2"
-    refiner: str | None = None
+    refiner: str | None = None  # every mode's refiner (default: each mode's own)
+    realistic_refiner: str | None = None  # the realistic mode's alone (e.g. a candidate beside the shipped faithful)
     seed: int = 0
     limit: int | None = None
     crop: int | None = None
@@ -234,7 +235,8 @@ def config_from_args(args) -> RefineBenchConfig:
               else [("quality", q) for q in parse_qualities(args.qualities)])
     return RefineBenchConfig(
         images=args.images, modes=tuple(modes), steps=tuple(parse_steps(args.refine_steps)), points=tuple(points),
-        metrics=tuple(parse_metrics(args.metrics)), codec=args.codec, refiner=args.refiner, seed=args.seed,
+        metrics=tuple(parse_metrics(args.metrics)), codec=args.codec, refiner=args.refiner,
+        realistic_refiner=args.realistic_refiner, seed=args.seed,
         limit=args.limit, crop=args.crop, weights=args.weights, device=args.device, json_out=args.json_out,
         html=args.html)
 
@@ -259,6 +261,8 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     # one named refiner for every mode, or each mode's own default (a realistic model may differ from the faithful)
     refiners = {m: load_refiner(args.refiner, device=device) if args.refiner
                 else refiner_for_codec(model.name, mode=m, device=device) for m in ("faithful", "realistic")}
+    if args.realistic_refiner:
+        refiners["realistic"] = load_refiner(args.realistic_refiner, device=device)
     # streams carry the encoder's refinement check (faithful/v); the payload, and so every other row, is the same
     codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners["faithful"])
     cfgs = configs(modes, steps, args.seed)
