@@ -435,6 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sens-window", type=int, default=16, help="… on a centred window of N latents (codec: 32)")
     p.add_argument("--save-every", type=int, default=50, help="checkpoint every N iterations")
     p.add_argument("--save-minutes", type=float, default=10.0, help="… and at least every M minutes")
+    p.add_argument("--max-minutes", type=float,
+                   help="end this chunk after M minutes of training, then evaluate and export as a finished one "
+                        "(sizes a run to a session or a lease; the next run resumes)")
+    p.add_argument("--cache-mb", type=float, default=2048.0,
+                   help="decoded training photos kept in memory, in MB (default 2048; 0: decode every draw)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")

@@ -154,6 +154,7 @@ def summarise(rows: list[dict], variants: list[str], entropies: list[str]) -> di
             for k in ("bpp", "psnr", "lpips"):
                 s[k] = float(np.mean([r[k] for r in rs]))
             s["peak_rss_mb"] = max(r["peak_rss_mb"] for r in rs)
+            s["device"] = rs[0]["device"]
             paired = [(r, base[r["image"]]) for r in rs if r["image"] in base]
             if v != variants[0] and paired:
                 s["against"] = variants[0]
@@ -172,15 +173,19 @@ def summarise(rows: list[dict], variants: list[str], entropies: list[str]) -> di
 def format_summary(result: dict) -> str:
     lines = [f"bench-speed: quality {result['quality']}, {result['threads']} torch thread(s) per worker, "
              f"{len(result['images'])} image(s); MP/s per core = megapixels / process CPU s",
-             f"{'variant/entropy':28} {'enc MP/s/core':>13} {'dec MP/s/core':>13} {'bpp':>6} {'PSNR':>7} "
-             f"{'LPIPS':>6} {'RSS MB':>7}  vs first: enc×  dec×   ΔPSNR   ΔLPIPS  Δbpp%"]
+             f"{'variant/entropy':28} {'enc MP/s/core':>13} {'dec MP/s/core':>13} {'enc MP/s':>8} {'dec MP/s':>8} "
+             f"{'bpp':>6} {'PSNR':>7} {'LPIPS':>6} {'RSS MB':>7}  vs first: enc×  dec×   ΔPSNR   ΔLPIPS  Δbpp%"]
     for key, s in result["summary"].items():
-        line = (f"{key:28} {s['encode_mp_s_per_core']:13.3f} {s['decode_mp_s_per_core']:13.3f} {s['bpp']:6.3f} "
+        line = (f"{key:28} {s['encode_mp_s_per_core']:13.3f} {s['decode_mp_s_per_core']:13.3f} "
+                f"{s['encode_mp_s']:8.3f} {s['decode_mp_s']:8.3f} {s['bpp']:6.3f} "
                 f"{s['psnr']:7.3f} {s['lpips']:6.4f} {s['peak_rss_mb']:7.0f}")
         if "against" in s:
             line += (f"  {s['encode_speedup_per_core']:9.2f} {s['decode_speedup_per_core']:5.2f} {s['d_psnr']:+7.3f} "
                      f"{s['d_lpips']:+8.4f} {s['d_bpp_pct']:+6.2f}")
         lines.append(line)
+    devices = {s["device"] for s in result["summary"].values()}
+    lines.append("devices: all on the CPU" if devices == {"cpu"} else
+                 "devices: " + ", ".join(f"{k} {s['device']}" for k, s in result["summary"].items()))
     lines.append("where the time went (s/MP, wall):")
     for key, s in result["summary"].items():
         for side in ("encode", "decode"):

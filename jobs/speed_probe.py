@@ -85,7 +85,9 @@ def main() -> int:
                                                                                measure=False))
         dec, dec_s, dec_cpu, dec_parts = _timed("decode", lambda: codec.decode(res.data))
         np.save(req["out"], np.ascontiguousarray(dec.rgb))
+        device = str(req.get("options", {}).get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
         print(json.dumps({
+            "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
             "megapixels": pic.width * pic.height / 1e6, "bytes": len(res.data),
             "encode_s": enc_s, "encode_cpu_s": enc_cpu, "encode_parts": enc_parts,
             "decode_s": dec_s, "decode_cpu_s": dec_cpu, "decode_parts": dec_parts,

@@ -56,3 +56,29 @@ def test_held_out_photos_are_refused(tmp_path):
     (tmp_path / "copy.png").write_bytes(sorted(PHOTOS.glob("*.png"))[3].read_bytes())
     with pytest.raises(HeldOutData, match="bytes of a held-out photo"):
         training_files(tmp_path, PHOTOS)
+
+
+def test_max_minutes_ends_the_chunk_as_a_finished_one(tmp_path):
+    """A time-boxed chunk stops early, still exports its encoder and card, and the next run resumes from it."""
+    import dataclasses
+    import json
+
+    out = tmp_path / "run"
+    boxed = tc.train(dataclasses.replace(_cfg(out, 50), max_minutes=1e-6))
+    assert 0 <= boxed.step < 50
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["training"]["steps"] == boxed.step and (out / "encoder.safetensors").is_file()
+    assert tc.train(_cfg(out, boxed.step + 1)).step == boxed.step + 1
+
+
+def test_crops_do_not_depend_on_the_photo_cache():
+    import numpy as np
+
+    from latentarc.jobs.research.training_data import training_files
+
+    files = training_files(TRAIN, PHOTOS)[:5]
+    cached = tc.CropSampler(files, 64, np.random.default_rng(3), cache_mb=512)
+    uncached = tc.CropSampler(files, 64, np.random.default_rng(3), cache_mb=0)
+    for _ in range(12):
+        assert np.array_equal(cached.sample(), uncached.sample())
+    assert cached._cache and not uncached._cache

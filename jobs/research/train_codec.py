@@ -88,6 +88,8 @@ class TrainConfig:
     sens_window: int = 16  # latents
     save_every: int = 50
     save_minutes: float = 10.0
+    max_minutes: float | None = None  # end this chunk after M minutes of training, then evaluate and export
+    cache_mb: float = 2048.0  # decoded training photos kept in memory (CropSampler)
     log_every: int = 10
     seed: int = 0
     device: str | None = None
@@ -112,6 +114,8 @@ class TrainConfig:
             raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
         if min(self.rate_weight, self.lpips_weight, self.range_weight) < 0:
             raise ValueError("--rate-weight, --lpips-weight and --range-weight must be ≥ 0")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
 
 
 @dataclass
@@ -126,28 +130,43 @@ class TrainResult:
 # ------------------------------------------------------------------ data
 class CropSampler:
     """Random ``crop``×``crop`` RGB crops: a random training file, downscaled by a random factor in [0.5, 1]
-    (no smaller than the crop allows), a random window and a random horizontal flip."""
+    (no smaller than the crop allows), a random window and a random horizontal flip.
 
-    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator):
+    Decoded photos are kept in memory up to ``cache_mb`` (then later ones are decoded on each draw): on a GPU the
+    JPEG decoding of every draw, not the network, would set the pace. The crops do not depend on the cache."""
+
+    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator, cache_mb: float = 0.0):
         self.files, self.crop, self.rng = files, crop, rng
+        self._cache: dict[int, np.ndarray] = {}
+        self._cache_left = int(cache_mb * 2**20)
+
+    def _photo(self, i: int):
+        from PIL import Image
+
+        rgb = self._cache.get(i)
+        if rgb is None:
+            with Image.open(self.files[i]) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            if rgb.nbytes <= self._cache_left:
+                self._cache[i], self._cache_left = rgb, self._cache_left - rgb.nbytes
+        return Image.fromarray(rgb)
 
     def sample(self) -> np.ndarray:
         from PIL import Image
 
         for _ in range(100):
-            with Image.open(self.files[self.rng.integers(len(self.files))]) as im:
-                im = im.convert("RGB")
-                w, h = im.size
-                lo = max(0.5, self.crop / min(w, h))
-                if lo > 1.0:
-                    continue  # smaller than the crop
-                s = self.rng.uniform(lo, 1.0)
-                size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
-                if size != (w, h):
-                    im = im.resize(size, Image.BICUBIC, reducing_gap=3.0)
-                x0 = self.rng.integers(0, size[0] - self.crop + 1)
-                y0 = self.rng.integers(0, size[1] - self.crop + 1)
-                rgb = np.asarray(im.crop((x0, y0, x0 + self.crop, y0 + self.crop)))
+            im = self._photo(int(self.rng.integers(len(self.files))))
+            w, h = im.size
+            lo = max(0.5, self.crop / min(w, h))
+            if lo > 1.0:
+                continue  # smaller than the crop
+            s = self.rng.uniform(lo, 1.0)
+            size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
+            if size != (w, h):
+                im = im.resize(size, Image.BICUBIC, reducing_gap=3.0)
+            x0 = self.rng.integers(0, size[0] - self.crop + 1)
+            y0 = self.rng.integers(0, size[1] - self.crop + 1)
+            rgb = np.asarray(im.crop((x0, y0, x0 + self.crop, y0 + self.crop)))
             return rgb[:, ::-1] if self.rng.random() < 0.5 else rgb
         raise ValueError(f"no training image is at least {self.crop} px on its short side")
 
@@ -327,7 +346,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         print(f"resuming {out} at step {step} ({seconds:.0f} s trained)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     chunk = {"from_step": step, "config": _jsonable(cfg), "device": str(device), "threads": torch.get_num_threads()}
-    sampler = CropSampler(files, cfg.crop, rng)
+    sampler = CropSampler(files, cfg.crop, rng, cfg.cache_mb)
     stop = {"signal": None}
 
     def on_term(signum, _frame):
@@ -346,7 +365,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         t_saved = time.perf_counter()
 
     try:
+        deadline = None if cfg.max_minutes is None else t_chunk + 60 * cfg.max_minutes
         while step < cfg.steps and stop["signal"] is None:
+            if deadline is not None and time.perf_counter() > deadline:
+                print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}", flush=True)
+                break
             for g in opt.param_groups:
                 g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             x = sampler.batch(cfg.batch, device)
@@ -578,7 +601,7 @@ def config_from_args(a) -> TrainConfig:
                        rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
                        range_weight=a.range_weight,
                        sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
-                       save_minutes=a.save_minutes,
+                       save_minutes=a.save_minutes, max_minutes=a.max_minutes, cache_mb=a.cache_mb,
                        log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
                        eval_photos=a.eval_photos, eval_crop=a.eval_crop,
                        eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",")), name=a.name)
