@@ -347,7 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=1, help="U-Net layers_per_block")
     p.add_argument("--limit", type=int, help="use only the first N photos (held-out ones included)")
     p.add_argument("--max-side", type=int, default=1024, help="downscale photos to this longer side first")
-    p.add_argument("--holdout-every", type=int, default=5, help="validate on every Nth image in name order")
+    p.add_argument("--holdout-every", type=int, default=5,
+                   help="validate on every Nth image in name order (with --init: the parent's held-out images)")
     p.add_argument("--probes", type=int, default=2, help="Hutchinson probes of the decoder sensitivity (as encode)")
     p.add_argument("--cache", help="folder for the cached latents (default ~/.cache/latentarc/refiner-latents)")
     p.add_argument("--seed", type=int, default=0)
@@ -366,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range of the codec's base quantization step to train at (default 0.12,6.8: quality "
                         "100 … 0); e.g. 0.9,6.8 for the low rates only")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N iterations (and every 10 minutes)")
+    p.add_argument("--max-minutes", type=float,
+                   help="stop after M minutes of training and validate and export as at the end; the cosine "
+                        "learning rate follows whichever of --iterations and this ends first")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--prediction", choices=["v_prediction", "sample"], default="v_prediction",
                    help="what the U-Net predicts: v (x_0 with a skip connection, default) or x_0 directly")

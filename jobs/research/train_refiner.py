@@ -4,8 +4,8 @@ Data: the images under IMAGES (default ``../shared/data/train``; the evaluation 
 refused, by path and by content), each optionally downscaled so its longer side is at most ``--max-side``, encoded
 once to tae-f2 latents together with the codec's own per-channel decoder sensitivities; both are cached in one
 ``.npz`` (keyed by the file list, size and encoder fingerprint). A FIXED validation split is kept aside: every
-``--holdout-every``-th file in name order, recorded in config.json and CARD.md and used only for the validation
-figures.
+``--holdout-every``-th file in name order (a fine-tune, ``--init``, keeps its parent's held-out files instead),
+recorded in config.json and CARD.md and used only for the validation figures.
 
 Model: a ``diffusers.UNet2DModel`` (32 channels in and out, timestep-conditioned) predicting **v**
 (``prediction_type="v_prediction"`` in the DDIM scheduler config), from which the clean latent is
@@ -270,17 +270,29 @@ def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, 
     return out
 
 
-def load_init(folder: Path, train_names: list[str]):
+def inherited_split(names: list[str], folder: Path) -> list[str]:
+    """The validation names of a fine-tune of the denoiser in ``folder`` (``--init``): its own held-out names that
+    are present here, so the figures come from images neither model was trained on, whatever subset of the
+    photos the fine-tune sees."""
+    parent = json.loads((folder / "config.json").read_text())
+    hold = sorted(set(names) & set(parent.get("held_out", [])))
+    if not hold:
+        raise ValueError(f"--init {folder}: none of its held-out images is among the training images, so the "
+                         "fine-tune could not be validated on images neither model saw")
+    return hold
+
+
+def load_init(folder: Path, hold: list[str]):
     """(U-Net, scheduler, mean, std, conditioned, config) of a denoiser folder to fine-tune (``--init``).
 
     The latent statistics come with it: the weights only mean something in the units they were trained in. A
-    folder trained on images that are now held out would leak them into the held-out figures — refused."""
+    folder trained on images that are held out here would leak them into the held-out figures — refused."""
     import diffusers
 
     from latentarc.codec.refine import load_denoiser_folder
 
     cfg = json.loads((folder / "config.json").read_text())
-    leaked = sorted(set(cfg.get("trained_on", [])) - set(train_names))
+    leaked = sorted(set(cfg.get("trained_on", [])) & set(hold))
     if leaked:
         raise ValueError(f"--init {folder} was trained on {', '.join(leaked)}, held out here")
     r = load_denoiser_folder(folder)  # the loader decode uses: same network, weights and statistics
@@ -292,9 +304,10 @@ def load_init(folder: Path, train_names: list[str]):
 
 def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, decoded: DecodedLoss, latents: dict, usable: list[str],
                 conditioned: bool, device, rng: np.random.Generator, losses: list[float],
-                adversary: Adversary | None = None) -> None:
+                adversary: Adversary | None = None, progress: float = 0.0) -> None:
     """One AdamW step on a fresh batch of corrupted crops, then (with an ``adversary``) one discriminator step on
-    the same decoded pixels; appends the denoiser's loss to ``losses``."""
+    the same decoded pixels; appends the denoiser's loss to ``losses``. ``progress`` (0 → 1) sets the cosine
+    learning rate: the share of the steps, or of ``max_minutes``, already spent, whichever is larger."""
     xs, ts, x0s, ws, cs = [], [], [], [], []
     for _ in range(a.batch_size):
         z, sens = latents[usable[rng.integers(len(usable))]]
@@ -307,7 +320,7 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     inp = torch.cat([xt, torch.from_numpy(np.stack(cs)).to(device)], 1) if conditioned else xt
     x0 = torch.from_numpy(np.stack(x0s)).to(device)
     w = torch.from_numpy(np.stack(ws)).to(device)[:, :, None, None]
-    lr = a.lr * min(1.0, (it + 1) / max(1, a.steps // 20)) * 0.5 * (1 + math.cos(math.pi * it / max(1, a.steps)))
+    lr = a.lr * min(1.0, (it + 1) / max(1, a.steps // 20)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     for g in opt.param_groups:
         g["lr"] = lr
     ab = torch.from_numpy(corr.ac[np.asarray(ts)]).float().to(device)[:, None, None, None]
@@ -356,6 +369,7 @@ class RefinerTrainConfig:
     adversarial_weight: float = 0.0  # > 0: train a patch discriminator beside the denoiser (decoded losses only)
     base_steps: tuple[float, float] | None = None  # None: BASE_STEP_RANGE
     save_every: int = 0
+    max_minutes: float | None = None  # stop after M minutes of training (the cosine schedule ends there too)
     threads: int | None = None
     prediction: str = "v_prediction"
     condition: str = "steps"
@@ -372,6 +386,8 @@ class RefinerTrainConfig:
         if self.adversarial_weight < 0 or (self.adversarial_weight and self.loss not in DECODED_LOSSES):
             raise ValueError("the adversarial weight must be ≥ 0 and needs a decoded loss (the discriminator sees "
                              "pixels)")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
 
 
 def config_from_args(a) -> RefinerTrainConfig:
@@ -382,7 +398,7 @@ def config_from_args(a) -> RefinerTrainConfig:
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
         adversarial_weight=a.adversarial_weight, base_steps=base,
-        save_every=a.save_every, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
+        save_every=a.save_every, max_minutes=a.max_minutes, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
         quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
 
 
@@ -401,7 +417,8 @@ def train(a: RefinerTrainConfig) -> dict:
     if a.limit:
         paths = paths[: a.limit]
     names = [p.relative_to(src).as_posix() for p in paths]
-    hold = validation_split(names, a.holdout_every)
+    # a fine-tune keeps its parent's validation images; a new model takes every --holdout-every-th
+    hold = inherited_split(names, Path(a.init)) if a.init else validation_split(names, a.holdout_every)
     train_names = [n for n in names if n not in hold]
     if not train_names:
         raise ValueError(f"no training images in {src}")
@@ -414,7 +431,7 @@ def train(a: RefinerTrainConfig) -> dict:
     if not usable:
         raise ValueError(f"no training latent is at least {a.crop}x{a.crop}; lower --crop or raise --max-side")
     if a.init:
-        unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init), train_names)
+        unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init), hold)
         unet = unet.to(device)
         a = replace(a, prediction=sched.config.prediction_type)
     else:
@@ -457,9 +474,17 @@ def train(a: RefinerTrainConfig) -> dict:
 
     unet.train()
     try:
+        budget = None if a.max_minutes is None else 60 * a.max_minutes
         while it < a.steps and stop["signal"] is None:
+            progress = it / max(1, a.steps)
+            if budget is not None:
+                spent = time.perf_counter() - t1
+                if spent >= budget:
+                    print(f"--max-minutes {a.max_minutes:g} reached at step {it}", flush=True)
+                    break
+                progress = max(progress, spent / budget)
             _train_step(a, it, unet, opt, corr, decoded, latents, usable, conditioned, device, rng, losses,
-                        adversary)
+                        adversary, progress)
             it += 1
             if a.log_every and it % a.log_every == 0:
                 adv = f" (D {adversary.last['d']:.3f}, G {adversary.last['g']:.3f})" if adversary else ""
@@ -503,9 +528,10 @@ def train(a: RefinerTrainConfig) -> dict:
         "max_side": a.max_side,
         "trained_on": train_names,
         "held_out": hold,
-        "holdout_rule": f"every {a.holdout_every}th file in name order",
+        "holdout_rule": (f"the held-out files of {a.init} present here" if a.init
+                         else f"every {a.holdout_every}th file in name order"),
         "evaluation_photos_refused": str(a.held_out),
-        "steps": a.steps,
+        "steps": it,
         "init": ({"from": str(a.init), "steps": init_cfg.get("steps"), "loss": init_cfg.get("loss"),
                   "train_seconds": init_cfg.get("train_seconds")} if init_cfg else None),
         "quantized_fraction": a.quantized_fraction,
@@ -527,7 +553,7 @@ def train(a: RefinerTrainConfig) -> dict:
     }
     (out / "config.json").write_text(json.dumps(cfg, indent=2, default=list))
     (out / "CARD.md").write_text(_card(cfg))
-    print(f"trained {a.steps} steps in {train_s:.0f} s (+{encode_s:.0f} s encoding) on {device}; "
+    print(f"trained {it} steps in {train_s:.0f} s (+{encode_s:.0f} s encoding) on {device}; "
           f"final loss {final:.5f}; validated on {len(hold)} images → {out}")
     for k, v in val.items():
         print(f"  validation {k}: latent MSE {v['mse_dequantized']:.5f} dequantized → {v['mse_denoised']:.5f} denoised; "
