@@ -65,34 +65,42 @@ from .weights import WEIGHTS_DIR, verified_file
 MODES = ("none", "faithful", "realistic")
 DEFAULT_STEPS = 4
 ETA = {"faithful": 0.0, "realistic": 1.0}
+#: K when none is asked for, per mode: faithful 4 (docs/refinement.md); realistic 1 — its denoiser's one step gave
+#: the best LPIPS and DISTS at every measured rate, and its stochastic K ≥ 2 samples left noise (the card)
+MODE_STEPS = {"none": 0, "faithful": DEFAULT_STEPS, "realistic": 1}
 
-#: the shipped tae-f2 denoiser: ``codec/weights/tae-f2-denoiser/`` (safetensors + config.json + CARD.md)
+#: the shipped tae-f2 denoisers: ``codec/weights/<name>/`` (safetensors + config.json + CARD.md) — the faithful
+#: one, and the realistic one fine-tuned from it with LPIPS and a patch discriminator
 DENOISER_NAME = "tae-f2-denoiser"
+REALISTIC_NAME = "tae-f2-realistic"
 PACKAGE_WEIGHTS = WEIGHTS_DIR
 #: shipped denoisers (folders under ``codec/weights/``) → SHA-256 of their ``model.safetensors``
 SHIPPED_DENOISERS = {
     DENOISER_NAME: "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e",
+    REALISTIC_NAME: "28cd8692a7ca6e6109ef95fc547a1ec3bc9f851490c8b0baf603137641381a39",
 }
 #: which refiner a codec uses for each mode when none is named: a mode may have its own model (a denoiser trained
 #: for realism differs from one trained to be faithful), and a mode without one uses the faithful denoiser
-DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": DENOISER_NAME}}
+DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": REALISTIC_NAME}}
 
 
 @dataclass(frozen=True)
 class RefineConfig:
-    """Decode-time refinement choice. ``steps`` is the number of denoising steps K; ``seed`` seeds the noise
-    of ``realistic`` (``faithful`` ignores it). ``verified``: ``faithful`` follows the stream's verification note
+    """Decode-time refinement choice. ``steps`` is the number of denoising steps K (None: the mode's
+    :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it). ``verified``: ``faithful`` follows the stream's verification note
     (:class:`Verdict`) when it has one for this refiner — the encoder's measured choice of K, or no refinement
     where refinement did not help that image; False refines every stream with ``steps``."""
 
     mode: str = "none"
-    steps: int = DEFAULT_STEPS
+    steps: int | None = None
     seed: int = 0
     verified: bool = True
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"refine mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.steps is None:
+            object.__setattr__(self, "steps", MODE_STEPS[self.mode])
         if self.steps < 0:
             raise ValueError(f"refine steps must be ≥ 0; got {self.steps}")
 

@@ -122,9 +122,10 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
 
 def _refine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refine", choices=["none", "faithful", "realistic"], default="none",
-                   help="diffusion refinement of the dequantized latent: faithful (deterministic DDIM) or "
-                        "realistic (DDIM eta=1, seeded noise); default none")
-    p.add_argument("--steps", type=int, default=4, help="refinement steps K (default 4)")
+                   help="diffusion refinement of the dequantized latent: faithful (deterministic DDIM, the "
+                        "conservative denoiser) or realistic (the perceptually trained denoiser; DDIM eta=1, "
+                        "seeded noise from the second step on); default none")
+    p.add_argument("--steps", type=int, help="refinement steps K (default: 4 faithful, 1 realistic)")
     p.add_argument("--seed", type=int, default=0, help="seed of realistic refinement's noise (default 0)")
     p.add_argument("--refiner", metavar="NAME",
                    help="tae-f2-denoiser, diffusers-unet:<hub id or folder>, or a train-refiner folder "
@@ -367,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range of the codec's base quantization step to train at (default 0.12,6.8: quality "
                         "100 … 0); e.g. 0.9,6.8 for the low rates only")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N iterations (and every 10 minutes)")
+    p.add_argument("--name", default="tae-f2-denoiser",
+                   help="model name written into config.json and the card (e.g. tae-f2-realistic)")
     p.add_argument("--max-minutes", type=float,
                    help="stop after M minutes of training and validate and export as at the end; the cosine "
                         "learning rate follows whichever of --iterations and this ends first")

@@ -370,6 +370,7 @@ class RefinerTrainConfig:
     base_steps: tuple[float, float] | None = None  # None: BASE_STEP_RANGE
     save_every: int = 0
     max_minutes: float | None = None  # stop after M minutes of training (the cosine schedule ends there too)
+    name: str = "tae-f2-denoiser"  # written into config.json and the card
     threads: int | None = None
     prediction: str = "v_prediction"
     condition: str = "steps"
@@ -398,7 +399,7 @@ def config_from_args(a) -> RefinerTrainConfig:
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
         adversarial_weight=a.adversarial_weight, base_steps=base,
-        save_every=a.save_every, max_minutes=a.max_minutes, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
+        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
         quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
 
 
@@ -514,7 +515,7 @@ def train(a: RefinerTrainConfig) -> dict:
     from latentarc.codec.weights import sha256_file
 
     cfg = {
-        "name": "tae-f2-denoiser",
+        "name": a.name,
         "codec": "tae-f2",
         "decoder_sha256": model.fingerprint,
         "model_sha256": sha256_file(out / "model.safetensors"),  # checked on every load
@@ -596,7 +597,7 @@ def _card(c: dict) -> str:
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
                      f"{v.get('psnr_dequantized', float('nan')):.2f} | {v.get('psnr_denoised', float('nan')):.2f} | "
                      f"{v['images']} |" for k, v in c["validation"].items())
-    return f"""# tae-f2-denoiser
+    return f"""# {c.get('name', 'tae-f2-denoiser')}
 
 Latent denoiser for `latentarc decode --refine` with the `tae-f2` codec (codec/refine.py, Backend B), for the
 decoder with SHA-256 `{c.get('decoder_sha256', 'unrecorded')}` (refinement refuses streams of another decoder):
