@@ -79,16 +79,16 @@ SHIPPED_DENOISERS = {
     DENOISER_NAME: "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e",
     REALISTIC_NAME: "28cd8692a7ca6e6109ef95fc547a1ec3bc9f851490c8b0baf603137641381a39",
 }
-#: which refiner a codec uses for each mode when none is named: a mode may have its own model (a denoiser trained
-#: for realism differs from one trained to be faithful), and a mode without one uses the faithful denoiser
+#: which refiner a codec uses for each mode when none is named: each mode has its own model (a denoiser trained
+#: for realism differs from one trained to be faithful); a mode missing here has no default (a typed error)
 DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": REALISTIC_NAME}}
 
 
 @dataclass(frozen=True)
 class RefineConfig:
     """Decode-time refinement choice. ``steps`` is the number of denoising steps K (None: the mode's
-    :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it). ``verified``: ``faithful`` follows the stream's verification note
-    (:class:`Verdict`) when it has one for this refiner — the encoder's measured choice of K, or no refinement
+    :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it). ``verified``:
+    ``faithful`` follows the stream's verification note (:class:`Verdict`) when it has one for this refiner — the encoder's measured choice of K, or no refinement
     where refinement did not help that image; False refines every stream with ``steps``."""
 
     mode: str = "none"

@@ -399,7 +399,8 @@ def config_from_args(a) -> RefinerTrainConfig:
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
         adversarial_weight=a.adversarial_weight, base_steps=base,
-        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, threads=a.threads, prediction=a.prediction, condition=a.condition, init=a.init,
+        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, threads=a.threads,
+        prediction=a.prediction, condition=a.condition, init=a.init,
         quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
 
 
