@@ -88,8 +88,9 @@ DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": REALISTIC
 class RefineConfig:
     """Decode-time refinement choice. ``steps`` is the number of denoising steps K (None: the mode's
     :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it). ``verified``:
-    ``faithful`` follows the stream's verification note (:class:`Verdict`) when it has one for this refiner — the encoder's measured choice of K, or no refinement
-    where refinement did not help that image; False refines every stream with ``steps``."""
+    ``faithful`` follows the stream's verification note (:class:`Verdict`) when it has one for this refiner — the
+    encoder's measured choice of K, or no refinement where refinement did not help that image; False refines
+    every stream with ``steps``."""
 
     mode: str = "none"
     steps: int | None = None
