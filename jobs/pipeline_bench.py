@@ -3,7 +3,11 @@
 Both sides do the same work per image — read the file, decode it, encode at the same operating point with the
 PSNR and MS-SSIM decodes — on the same machine, so the difference is what the pipeline costs (Ray start-up
 excluded: it is paid once per cluster, not per run). The loop uses torch's default thread count; the pipeline
-uses its default actor pool (one actor per CPU with one torch thread each).
+uses its default actor pool (one actor per GPU, else one per CPU with one torch thread each).
+
+Where the pipeline's time goes: the rows record each image's actor CPU seconds and, on CUDA, GPU seconds
+(``compute_s``, ``gpu_s``); against the wall time × the actors they give how busy the model actors were — the rest
+of the wall is reading, decoding, writing, scheduling and waiting. On GPUs the figures are also given per GPU.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from latentarc.pipeline.runtime import plan_pool
 
 
 def _images(folder: str, limit: int | None) -> list[Path]:
@@ -51,11 +57,38 @@ def pipeline(folder: str, files: list[Path], *, weights: str | None, quality: fl
         for f in files:  # the same files, as the source of one run
             (src / f.name).symlink_to(f.resolve())
         opts = CompressOptions(CodecSpec(weights=weights), quality=quality, workers=workers, batch_size=batch_size)
+        plan = plan_pool(workers, inputs=len(files))
         t0 = time.perf_counter()
         report = run_compress(str(src), str(Path(tmp) / "table"), opts)
         dt = time.perf_counter() - t0
-    return {"images": report["rows"] + report["errors"], "seconds": dt, "images_per_s": report["rows"] / dt,
-            "errors": report["errors"]}
+    return where_time_went({"images": report["rows"] + report["errors"], "seconds": dt,
+                            "images_per_s": report["rows"] / dt, "errors": report["errors"],
+                            "megapixels": report["megapixels"], "compute_s": report["compute_s"],
+                            "gpu_s": report["gpu_s"]}, actors=plan.size, gpus=plan.size if plan.num_gpus else 0)
+
+
+def where_time_went(pipe: dict, *, actors: int, gpus: int) -> dict:
+    """``pipe`` with the derived figures: MP/s, per-image actor CPU and GPU seconds, the actors' busy share of
+    the wall (GPU seconds on GPUs, CPU seconds otherwise) and, on GPUs, images/s and MP/s per GPU."""
+    rows, wall = max(1, pipe["images"] - pipe["errors"]), pipe["seconds"]
+    busy = pipe["gpu_s"] if gpus and pipe["gpu_s"] is not None else pipe["compute_s"]
+    out = dict(pipe, actors=actors, gpus=gpus, mp_per_s=pipe["megapixels"] / wall,
+               cpu_s_per_image=None if pipe["compute_s"] is None else pipe["compute_s"] / rows,
+               gpu_s_per_image=None if pipe["gpu_s"] is None else pipe["gpu_s"] / rows,
+               actors_busy=None if busy is None else busy / (wall * actors))
+    if gpus:
+        out.update(images_per_s_per_gpu=pipe["images_per_s"] / gpus, mp_per_s_per_gpu=out["mp_per_s"] / gpus)
+    return out
+
+
+def _time_line(pipe: dict) -> str:
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
+    gpu = f", GPU {fmt(pipe['gpu_s_per_image'], '.2f')} s" if pipe["gpus"] else ""
+    return (f"time       : per image actor CPU {fmt(pipe['cpu_s_per_image'], '.2f')} s{gpu}; model actors busy "
+            f"{fmt(None if pipe['actors_busy'] is None else 100 * pipe['actors_busy'], '.0f')}% of the wall "
+            "(the rest: reading, decoding, writing, scheduling, waiting)")
 
 
 def run_pipeline_bench(a) -> int:
@@ -75,8 +108,12 @@ def run_pipeline_bench(a) -> int:
     overhead = loop["images_per_s"] / pipe["images_per_s"] - 1
     cpus = ray.cluster_resources().get("CPU")
     print(f"plain loop : {loop['images_per_s']:.3f} images/s ({loop['seconds']:.1f} s, {loop['megapixels']:.2f} MP)")
-    print(f"pipeline   : {pipe['images_per_s']:.3f} images/s ({pipe['seconds']:.1f} s, {cpus:g} CPUs)")
+    print(f"pipeline   : {pipe['images_per_s']:.3f} images/s, {pipe['mp_per_s']:.3f} MP/s ({pipe['seconds']:.1f} s, "
+          f"{cpus:g} CPUs, {pipe['actors']} model actor(s) on {'GPUs' if pipe['gpus'] else 'CPUs'})")
+    if pipe["gpus"]:
+        print(f"per GPU    : {pipe['images_per_s_per_gpu']:.3f} images/s, {pipe['mp_per_s_per_gpu']:.3f} MP/s")
     print(f"overhead   : {100 * overhead:+.1f}% (positive = pipeline slower)")
+    print(_time_line(pipe))
     if a.json_out:
         Path(a.json_out).write_text(json.dumps({"loop": loop, "pipeline": pipe, "overhead": overhead, "cpus": cpus},
                                                indent=2))

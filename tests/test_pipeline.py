@@ -190,3 +190,21 @@ def test_pool_never_has_more_actors_than_inputs():
     assert plan_pool(workers=4, inputs=3).size == 3 and plan_pool(inputs=0).size == 1
     pool = actor_pool_args(one)["compute"]
     assert (pool.min_size, pool.max_size) == (1, 1)
+
+
+def test_bench_pipeline_reports_where_the_time_went(tmp_path, capsys):
+    """bench-pipeline runs the real compress job beside the plain loop and accounts for the pipeline's wall time:
+    the model actors' CPU seconds per image and how busy they kept the pool (on CPUs: no per-GPU figures)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(2):
+        (src / f"p{i}.png").write_bytes(photo_png(i, 96, 80))
+    out = tmp_path / "bench.json"
+    assert main(["bench-pipeline", str(src), "--limit", "2", "--quality", "40", "--json-out", str(out)]) == 0
+    pipe = json.loads(out.read_text())["pipeline"]
+    assert pipe["images"] == 2 and pipe["errors"] == 0 and pipe["gpus"] == 0 and pipe["actors"] == 2
+    assert pipe["cpu_s_per_image"] > 0 and pipe["gpu_s_per_image"] is None
+    assert 0 < pipe["actors_busy"] <= 1.0 and "images_per_s_per_gpu" not in pipe
+    assert abs(pipe["mp_per_s"] - pipe["megapixels"] / pipe["seconds"]) < 1e-9
+    printed = capsys.readouterr().out
+    assert "model actors busy" in printed and "per GPU" not in printed
