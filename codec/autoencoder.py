@@ -69,8 +69,13 @@ class LatentAutoencoder(nn.Module, abc.ABC):
 
 def state_dict_fingerprint(module: nn.Module) -> str:
     """SHA-256 over a module's tensors (names, dtypes, shapes, bytes), independent of the file format."""
+    return tensors_fingerprint(module.state_dict())
+
+
+def tensors_fingerprint(state: dict) -> str:
+    """SHA-256 over named tensors (names, dtypes, shapes, bytes), independent of the file format."""
     h = hashlib.sha256()
-    for key, t in sorted(module.state_dict().items()):
+    for key, t in sorted(state.items()):
         t = t.detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")

@@ -1,16 +1,18 @@
-"""Learned encoders for the frozen tae-f2 decoder (``latentarc train-codec``), loadable through the model registry.
+"""Learned tae-f2 models (``latentarc train-codec``), loadable through the model registry.
 
-Why a separate kind of model: a fine-tuned encoder changes only which latent is quantized, never how a latent is
-decoded. Such a model therefore keeps the stock model's *name* (``tae-f2``, written into every stream) and its
-*decoder fingerprint*, so its streams decode with today's ``tae-f2`` decoder and nothing else is needed to
-read them; only the encoder weights differ.
+Two kinds, because they differ in what a stream needs to decode:
 
-Two ways to load one:
-
-* ``tae-f2-le:<folder>`` — any folder that ``train-codec`` wrote (``encoder.safetensors`` + ``config.json``);
-  the file's SHA-256 must match the one its ``config.json`` records.
-* a shipped name in :data:`SHIPPED` (e.g. ``tae-f2-le``) — the folder ``codec/weights/<name>/`` of this project,
-  its SHA-256 pinned here in the code. Empty until a trained encoder is shipped.
+* **A learned encoder for the frozen decoder** (stage 1) changes only which latent is quantized, never how a
+  latent is decoded. Such a model keeps the stock model's *name* (``tae-f2``, written into every stream) and its
+  *decoder fingerprint*, so its streams decode with today's ``tae-f2`` decoder and nothing else is needed.
+  ``tae-f2-le:<folder>`` loads any folder ``train-codec`` wrote (``encoder.safetensors`` + ``config.json``; the
+  file's SHA-256 must match the one its ``config.json`` records); a shipped name in :data:`SHIPPED` (e.g.
+  ``tae-f2-le``) loads ``codec/weights/<name>/`` with its SHA-256 pinned here.
+* **A fine-tuned autoencoder** (stage 2: encoder and decoder trained jointly) decodes latents differently, so it
+  is a model of its own: ``tae-f2-ft:<folder>`` (``encoder.safetensors`` + ``decoder.safetensors`` +
+  ``config.json``). Its fingerprint is its decoder file's SHA-256 and its streams name it, so they can never be
+  decoded by the stock decoder (or this one decode a stock stream): both kinds of stream stay decodable, each by
+  its own model.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from .tae import TAE_F2, TinyAutoencoder, load_checkpoint
 from .weights import WEIGHTS_DIR, WeightFile, resolve
 
 ENCODER_FILE = "encoder.safetensors"
+DECODER_FILE = "decoder.safetensors"
 CONFIG_FILE = "config.json"
 PREFIX = "tae-f2-le"
+FT_PREFIX = "tae-f2-ft"
 BASE_MODEL = "tae-f2"
 
 #: shipped encoders: name → SHA-256 of ``codec/weights/<name>/encoder.safetensors`` (none shipped yet)
@@ -34,25 +38,39 @@ SHIPPED: dict[str, str] = {}
 
 def encoder_state(folder: str | Path, sha256: str) -> dict:
     """The encoder tensors of ``folder``, after its file is checked against ``sha256``."""
+    return _state(folder, ENCODER_FILE, sha256)
+
+
+def _state(folder: str | Path, file: str, sha256: str) -> dict:
     from safetensors.torch import load_file
 
-    path = resolve(WeightFile(ENCODER_FILE, "", sha256), explicit=Path(folder), allow_download=False)
+    path = resolve(WeightFile(file, "", sha256), explicit=Path(folder), allow_download=False)
     try:
         return load_file(str(path))
     except Exception as e:  # noqa: BLE001 - a damaged safetensors header, ...: one typed error
         raise ModelError(f"{path}: not a loadable safetensors file ({type(e).__name__})") from None
 
 
-def folder_sha256(folder: str | Path) -> str:
-    """The encoder SHA-256 a ``train-codec`` folder's ``config.json`` records."""
+def folder_meta(folder: str | Path, *, decoder: bool = False) -> dict:
+    """A ``train-codec`` folder's ``config.json`` (``decoder``: it must hold a fine-tuned decoder too)."""
     cfg = Path(folder) / CONFIG_FILE
     try:
         meta = json.loads(cfg.read_text())
         if meta["base_model"] != BASE_MODEL:
-            raise ModelError(f"{cfg}: an encoder for {meta['base_model']!r}, not {BASE_MODEL!r}")
-        return str(meta["encoder_sha256"])
+            raise ModelError(f"{cfg}: a model for {meta['base_model']!r}, not {BASE_MODEL!r}")
+        if not meta.get("encoder_sha256"):
+            raise ModelError(f"{cfg}: records no encoder_sha256")
+        if decoder and not meta.get("decoder_sha256"):
+            raise ModelError(f"{folder}: a learned encoder for the stock decoder (load it as {PREFIX}:{folder}), "
+                             "not a fine-tuned autoencoder")
+        return meta
     except (OSError, KeyError, TypeError, ValueError) as e:
-        raise ModelError(f"{folder}: not a train-codec encoder folder ({type(e).__name__}: {e})") from None
+        raise ModelError(f"{folder}: not a train-codec folder ({type(e).__name__}: {e})") from None
+
+
+def folder_sha256(folder: str | Path) -> str:
+    """The encoder SHA-256 a ``train-codec`` folder's ``config.json`` records."""
+    return str(folder_meta(folder)["encoder_sha256"])
 
 
 def with_encoder(base, state: dict):
@@ -61,9 +79,16 @@ def with_encoder(base, state: dict):
     return _assemble(state, base.decoder.state_dict(), tile=base.tile, halo=base.halo)
 
 
-def _assemble(enc_state: dict, dec_state: dict, **kw):
+def with_weights(base, encoder: dict, decoder: dict, *, name: str, fingerprint: str):
+    """A model of its own (stage 2): ``encoder`` and ``decoder`` tensors, named ``name`` with the decoder
+    ``fingerprint`` — streams it writes decode only with it."""
+    return _assemble(encoder, decoder, name=name, decoder_sha256=fingerprint, tile=base.tile, halo=base.halo)
+
+
+def _assemble(enc_state: dict, dec_state: dict, *, name: str = BASE_MODEL, decoder_sha256: str | None = None,
+              **kw):
     s = TAE_F2
-    return TinyAutoencoder(BASE_MODEL, enc_state, dec_state, decoder_sha256=s.weights["decoder"].sha256,
+    return TinyAutoencoder(name, enc_state, dec_state, decoder_sha256=decoder_sha256 or s.weights["decoder"].sha256,
                            latent_channels=s.options["latent_channels"], groupnorm_deep=s.options["groupnorm_deep"],
                            **kw)
 
@@ -75,6 +100,21 @@ def _folder_spec(ref: str) -> ModelSpec:
                      weights={"decoder": TAE_F2.weights["decoder"]},
                      build=lambda s, opts: _assemble(encoder_state(ref, folder_sha256(ref)),
                                                      load_checkpoint(opts["paths"]["decoder"])))
+
+
+@MODELS.register_prefix(FT_PREFIX)
+def _finetuned_spec(ref: str) -> ModelSpec:
+    """``tae-f2-ft:<folder>``: the folder's encoder and decoder (both hashes checked against its config)."""
+    name = f"{FT_PREFIX}:{ref}"
+
+    def build(s: ModelSpec, opts: dict):
+        meta = folder_meta(ref, decoder=True)
+        decoder = _state(ref, DECODER_FILE, meta["decoder_sha256"])
+        return _assemble(encoder_state(ref, meta["encoder_sha256"]), decoder, name=name,
+                         decoder_sha256=meta["decoder_sha256"])
+
+    return ModelSpec(name=name, description=f"fine-tuned {BASE_MODEL} autoencoder in {ref} (its own decoder)",
+                     build=build)
 
 
 def _build_shipped(s: ModelSpec, opts: dict):

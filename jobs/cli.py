@@ -445,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=float,
                    help="end this chunk after M minutes of training, then evaluate and export as a finished one "
                         "(sizes a run to a session or a lease; the next run resumes)")
+    p.add_argument("--train-decoder", action="store_true",
+                   help="stage 2: train the decoder jointly with the encoder; the result is a model of its own, "
+                        "tae-f2-ft:<folder>, whose streams name it (continue a stage-1 --out to chain the stages)")
+    p.add_argument("--decoder-lr", type=float, help="the decoder's learning rate with --train-decoder (default --lr)")
     p.add_argument("--cache-mb", type=float, default=2048.0,
                    help="decoded training photos kept in memory, in MB (default 2048; 0: decode every draw)")
     p.add_argument("--log-every", type=int, default=10)

@@ -82,3 +82,41 @@ def test_crops_do_not_depend_on_the_photo_cache():
     for _ in range(12):
         assert np.array_equal(cached.sample(), uncached.sample())
     assert cached._cache and not uncached._cache
+
+
+def test_stage_two_is_a_model_of_its_own(tmp_path):
+    """--train-decoder continues a stage-1 run with the decoder trained too: the folder loads as tae-f2-ft:<folder>,
+    with its own fingerprint; its streams name it and decode with it, and the stock decoder refuses them."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from latentarc.codec.api import codec_for_stream, load_codec
+    from latentarc.codec.errors import LatentarcError
+    from latentarc.codec.models import load_model
+
+    out = tmp_path / "run"
+    tc.train(_cfg(out, 1))  # stage 1
+    stage2 = dataclasses.replace(_cfg(out, 3), train_decoder=True, decoder_lr=5e-5)
+    assert tc.train(stage2).step == 3
+    ck = tc.load_checkpoint(out)
+    assert ck["decoder"] is not None and len(ck["optimizer"]["param_groups"]) == 2
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["stage"] == 2 and meta["decoder_sha256"] and "own" in (out / "CARD.md").read_text()
+    with pytest.raises(ValueError, match="--train-decoder"):
+        tc.train(_cfg(out, 4))  # a stage-2 run cannot silently drop its decoder
+
+    name = f"tae-f2-ft:{out}"
+    ft, stock = load_model(name, device="cpu"), load_model("tae-f2", device="cpu")
+    assert ft.fingerprint == meta["decoder_sha256"] != stock.fingerprint
+    assert all(torch.equal(ft.decoder.state_dict()[k], v.float()) for k, v in ck["decoder"].items())
+    pic = photo_crop(3, 96)
+    data = load_codec(name, device="cpu").encode(pic, quality=50, measure=False).data
+    decoded = codec_for_stream(data, device="cpu").decode(data).rgb
+    assert decoded.shape == pic.rgb.shape and np.abs(decoded.astype(int) - pic.rgb).mean() < 40
+    with pytest.raises(LatentarcError, match="made with codec 'tae-f2-ft:"):
+        load_codec("tae-f2", device="cpu").decode(data)
+    stock_stream = load_codec("tae-f2", device="cpu").encode(pic, quality=50, measure=False).data
+    with pytest.raises(LatentarcError):
+        load_codec(name, device="cpu").decode(stock_stream)

@@ -89,6 +89,8 @@ class TrainConfig:
     save_every: int = 50
     save_minutes: float = 10.0
     max_minutes: float | None = None  # end this chunk after M minutes of training, then evaluate and export
+    train_decoder: bool = False  # stage 2: the decoder trains too, and the result is a model of its own
+    decoder_lr: float | None = None  # None: lr
     cache_mb: float = 2048.0  # decoded training photos kept in memory (CropSampler)
     log_every: int = 10
     seed: int = 0
@@ -330,9 +332,16 @@ def train(cfg: TrainConfig) -> TrainResult:
     lpips = lpips_loss(cfg.lpips_weight)
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     encoder = copy.deepcopy(stock.encoder).train().requires_grad_(True)
-    decoder = stock.decoder  # frozen (requires_grad False, shared with the stock model)
+    if cfg.train_decoder:  # stage 2: a copy, trained jointly
+        decoder = copy.deepcopy(stock.decoder).train().requires_grad_(True)
+    else:  # stage 1: frozen (requires_grad False, shared with the stock model)
+        decoder = stock.decoder
     rate = rate_model(cfg.rate_model).to(device)
-    opt = torch.optim.Adam(encoder.parameters(), lr=cfg.lr)
+    base_lrs = [cfg.lr] + ([cfg.decoder_lr or cfg.lr] if cfg.train_decoder else [])
+    groups = [{"params": list(encoder.parameters())}]
+    if cfg.train_decoder:
+        groups.append({"params": list(decoder.parameters())})
+    opt = torch.optim.Adam(groups, lr=cfg.lr)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -340,7 +349,14 @@ def train(cfg: TrainConfig) -> TrainResult:
     ck = load_checkpoint(out)
     if ck is not None:
         encoder.load_state_dict(ck["encoder"])
-        opt.load_state_dict(ck["optimizer"])
+        if ck.get("decoder") is not None:
+            if not cfg.train_decoder:
+                raise ValueError(f"{out} trains the decoder too (stage 2): resume it with --train-decoder")
+            decoder.load_state_dict(ck["decoder"])
+        if len(ck["optimizer"]["param_groups"]) == len(opt.param_groups):
+            opt.load_state_dict(ck["optimizer"])
+        else:  # a stage-1 run continued as stage 2: the decoder starts from tae-f2's, Adam afresh
+            print(f"{out}: stage 1 → stage 2 (the decoder trains from here; the optimiser starts afresh)", flush=True)
         restore_rng(ck["rng"], rng, gen)
         step, seconds, history, chunks = ck["step"], ck["seconds"], ck["history"], ck["chunks"]
         print(f"resuming {out} at step {step} ({seconds:.0f} s trained)", flush=True)
@@ -359,7 +375,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         nonlocal t_saved
         elapsed = seconds + time.perf_counter() - t_chunk
         current = [dict(chunk, to_step=step, seconds=round(elapsed - seconds, 1))] if step > chunk["from_step"] else []
-        save_checkpoint(out, {"step": step, "encoder": encoder.state_dict(), "optimizer": opt.state_dict(),
+        save_checkpoint(out, {"step": step, "encoder": encoder.state_dict(),
+                               "decoder": decoder.state_dict() if cfg.train_decoder else None,
+                               "optimizer": opt.state_dict(),
                                "rng": rng_state(rng, gen), "seconds": elapsed, "history": history,
                                "chunks": chunks + current})
         t_saved = time.perf_counter()
@@ -370,8 +388,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             if deadline is not None and time.perf_counter() > deadline:
                 print(f"--max-minutes {cfg.max_minutes:g} reached at step {step}", flush=True)
                 break
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+            for g, lr in zip(opt.param_groups, base_lrs):
+                g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup))
             x = sampler.batch(cfg.batch, device)
             quality = torch.from_numpy(rng.uniform(*cfg.quality_range, size=cfg.batch))
             loss, fig = objective(encoder, decoder, rate, x, quality, cfg, gen, lpips)
@@ -381,7 +399,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                 continue
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             opt.step()
             step += 1
             recent.append(fig)
@@ -407,8 +425,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         return result
     if cfg.eval_photos:
         result.evaluation = evaluate(stock, encoder.state_dict(), cfg.held_out, cfg.eval_photos, cfg.eval_crop,
-                                     cfg.eval_qualities)
-    export(cfg, encoder.state_dict(), result, chunks, files)
+                                     cfg.eval_qualities,
+                                     decoder_state=decoder.state_dict() if cfg.train_decoder else None)
+    export(cfg, encoder.state_dict(), result, chunks, files, decoder.state_dict() if cfg.train_decoder else None)
     return result
 
 
@@ -421,16 +440,20 @@ def _jsonable(cfg: TrainConfig) -> dict:
 
 
 # ------------------------------------------------------------------ export
-def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict], files: list[Path]) -> None:
-    """``encoder.safetensors`` + ``config.json`` + ``CARD.md``: a folder ``tae-f2-le:<folder>`` loads, and
-    that can be shipped as ``codec/weights/<name>/`` (``codec/encoders.py``)."""
+def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict], files: list[Path],
+           decoder_state: dict | None = None) -> None:
+    """``encoder.safetensors`` (+ ``decoder.safetensors`` for stage 2) + ``config.json`` + ``CARD.md``: a folder
+    ``tae-f2-le:<folder>`` (stage 2: ``tae-f2-ft:<folder>``) loads, and that can be shipped as
+    ``codec/weights/<name>/`` (``codec/encoders.py``)."""
     from safetensors.torch import save_file
 
-    from latentarc.codec.encoders import BASE_MODEL, ENCODER_FILE
+    from latentarc.codec.encoders import BASE_MODEL, DECODER_FILE, ENCODER_FILE, FT_PREFIX, PREFIX
 
     out = Path(cfg.out)
-    save_file({k: v.detach().float().cpu().contiguous() for k, v in state.items()}, str(out / ENCODER_FILE))
-    (out / ENCODER_FILE).chmod(0o644)  # safetensors writes 0600; the folder is meant to be shipped
+    tensors = {ENCODER_FILE: state} | ({DECODER_FILE: decoder_state} if decoder_state is not None else {})
+    for file, st in tensors.items():
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in st.items()}, str(out / file))
+        (out / file).chmod(0o644)  # safetensors writes 0600; the folder is meant to be shipped
     images = Path(cfg.images)
     sets = sorted({p.relative_to(images).parts[0] for p in files if len(p.relative_to(images).parts) > 1})
     last = result.history[-1] if result.history else {}
@@ -438,7 +461,12 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
         "name": cfg.name,
         "base_model": BASE_MODEL,
         "encoder_sha256": sha256_file(out / ENCODER_FILE),
-        "decoder": "unchanged tae-f2 decoder; streams carry its fingerprint and decode with tae-f2",
+        "stage": 2 if decoder_state is not None else 1,
+        "decoder_sha256": sha256_file(out / DECODER_FILE) if decoder_state is not None else None,
+        "decoder": (f"fine-tuned jointly with the encoder: a model of its own, {FT_PREFIX}:<folder>, whose streams "
+                    "name it and carry its decoder's fingerprint" if decoder_state is not None else
+                    f"unchanged tae-f2 decoder ({PREFIX}:<folder>); streams carry its fingerprint and decode with "
+                    "tae-f2"),
         "training": {
             "images": str(images), "image_sets": sets, "images_count": len(files), "held_out": cfg.held_out,
             "steps": result.step, "seconds": round(result.seconds, 1), "final": last, "chunks": chunks,
@@ -470,11 +498,18 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
     chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {c['config']['batch']}, crop {c['config']['crop']}, "
                        f"lr {c['config']['lr']}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
                        for c in t["chunks"])
-    return f"""# {cfg.name}: learned tae-f2 encoder for the frozen tae-f2 decoder
+    if meta["stage"] == 2:
+        title = "fine-tuned tae-f2 autoencoder (encoder and decoder)"
+        about = ("fine-tuned from the tae-f2 encoder and decoder (madebyollin/taesd, MIT), jointly. The decoder is\n"
+                 "its own: streams made with this model carry its name and its decoder's fingerprint, decode only\n"
+                 "with it, and the stock decoder refuses them (as this one refuses stock streams).")
+    else:
+        title = "learned tae-f2 encoder for the frozen tae-f2 decoder"
+        about = ("fine-tuned from the tae-f2 encoder (madebyollin/taesd, MIT). The decoder is the unchanged tae-f2\n"
+                 "decoder: streams carry its fingerprint and the name `tae-f2`, and decode with today's decoder.")
+    return f"""# {cfg.name}: {title}
 
-Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), fine-tuned from the tae-f2 encoder
-(madebyollin/taesd, MIT). The decoder is the unchanged tae-f2 decoder: streams carry its fingerprint and the
-name `tae-f2`, and decode with today's decoder.
+Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {about}
 
 - **Data**: {t['images_count']} training photos under `{images}`:
 {sets}
@@ -522,16 +557,25 @@ def _unquantized_psnr(model, pic) -> float:
 
 
 def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: int = 3, crop: int = 512,
-             qualities=EVAL_QUALITIES, entropy_models=EVAL_ENTROPY_MODELS) -> dict:
+             qualities=EVAL_QUALITIES, entropy_models=EVAL_ENTROPY_MODELS, *,
+             decoder_state: dict | None = None) -> dict:
     """Stock encoder vs the fine-tuned one (``encoder_state``; None: stock only) on ``photos`` held-out photos
     (centre crops ≤ ``crop`` px): the unquantized PSNR (the autoencoder's ceiling) and, per entropy model and
-    quality, the real codec's bpp and decoded PSNR (streams coded and decoded with the stock decoder)."""
-    from latentarc.codec.encoders import with_encoder
+    quality, the real codec's bpp and decoded PSNR (streams coded and decoded with the stock decoder, or with
+    ``decoder_state``, a stage-2 decoder)."""
+    from latentarc.codec.autoencoder import tensors_fingerprint
+    from latentarc.codec.encoders import with_encoder, with_weights
     from latentarc.codec.neural import NeuralCodec
 
     models = {"stock": stock}
     if encoder_state is not None:
-        models["learned"] = with_encoder(stock, {k: v.detach().to("cpu") for k, v in encoder_state.items()})
+        enc = {k: v.detach().to("cpu") for k, v in encoder_state.items()}
+        if decoder_state is None:
+            models["learned"] = with_encoder(stock, enc)
+        else:
+            dec = {k: v.detach().to("cpu") for k, v in decoder_state.items()}
+            models["learned"] = with_weights(stock, enc, dec, name="tae-f2-ft",
+                                             fingerprint=tensors_fingerprint(dec))
         models["learned"].to(stock.device)
     crops = _held_out_crops(held_out, photos, crop)
     rows = []
@@ -585,7 +629,7 @@ def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     ck = load_checkpoint(out) if out else None
     ev = evaluate(stock, ck["encoder"] if ck else None, cfg.held_out, cfg.eval_photos, cfg.eval_crop,
-                  cfg.eval_qualities)
+                  cfg.eval_qualities, decoder_state=ck.get("decoder") if ck else None)
     if ck:
         ev["checkpoint_step"] = ck["step"]
     return ev
@@ -602,6 +646,7 @@ def config_from_args(a) -> TrainConfig:
                        range_weight=a.range_weight,
                        sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
                        save_minutes=a.save_minutes, max_minutes=a.max_minutes, cache_mb=a.cache_mb,
+                       train_decoder=a.train_decoder, decoder_lr=a.decoder_lr,
                        log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
                        eval_photos=a.eval_photos, eval_crop=a.eval_crop,
                        eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",")), name=a.name)
