@@ -41,6 +41,11 @@ def encoder_state(folder: str | Path, sha256: str) -> dict:
     return _state(folder, ENCODER_FILE, sha256)
 
 
+def decoder_state(folder: str | Path, sha256: str) -> dict:
+    """The decoder tensors of a stage-2 ``folder``, after its file is checked against ``sha256``."""
+    return _state(folder, DECODER_FILE, sha256)
+
+
 def _state(folder: str | Path, file: str, sha256: str) -> dict:
     from safetensors.torch import load_file
 
@@ -109,7 +114,7 @@ def _finetuned_spec(ref: str) -> ModelSpec:
 
     def build(s: ModelSpec, opts: dict):
         meta = folder_meta(ref, decoder=True)
-        decoder = _state(ref, DECODER_FILE, meta["decoder_sha256"])
+        decoder = decoder_state(ref, meta["decoder_sha256"])
         return _assemble(encoder_state(ref, meta["encoder_sha256"]), decoder, name=name,
                          decoder_sha256=meta["decoder_sha256"])
 

@@ -120,3 +120,20 @@ def test_stage_two_is_a_model_of_its_own(tmp_path):
     stock_stream = load_codec("tae-f2", device="cpu").encode(pic, quality=50, measure=False).data
     with pytest.raises(LatentarcError):
         load_codec(name, device="cpu").decode(stock_stream)
+
+
+def test_init_starts_from_a_train_codec_folder(tmp_path):
+    """--init loads a finished folder's encoder (hash checked) into a new run; a stage-2 folder needs
+    --train-decoder, and then its decoder comes along."""
+    import dataclasses
+
+    from safetensors.torch import load_file
+
+    first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    tc.train(dataclasses.replace(_cfg(first, 1), train_decoder=True))
+    with pytest.raises(ValueError, match="--train-decoder"):
+        tc.train(dataclasses.replace(_cfg(second, 0), init=str(first)))
+    tc.train(dataclasses.replace(_cfg(third, 0), init=str(first), train_decoder=True))  # 0 steps: exports the start
+    for f in ("encoder.safetensors", "decoder.safetensors"):
+        a, c = load_file(str(first / f)), load_file(str(third / f))
+        assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)

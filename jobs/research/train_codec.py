@@ -90,6 +90,7 @@ class TrainConfig:
     save_minutes: float = 10.0
     max_minutes: float | None = None  # end this chunk after M minutes of training, then evaluate and export
     train_decoder: bool = False  # stage 2: the decoder trains too, and the result is a model of its own
+    init: str | None = None  # a train-codec folder to start from (when --out has no checkpoint yet)
     decoder_lr: float | None = None  # None: lr
     cache_mb: float = 2048.0  # decoded training photos kept in memory (CropSampler)
     log_every: int = 10
@@ -347,6 +348,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     step, seconds, history, chunks = 0, 0.0, [], []
     ck = load_checkpoint(out)
+    if ck is None and cfg.init:
+        start_from(cfg.init, encoder, decoder if cfg.train_decoder else None)
     if ck is not None:
         encoder.load_state_dict(ck["encoder"])
         if ck.get("decoder") is not None:
@@ -429,6 +432,22 @@ def train(cfg: TrainConfig) -> TrainResult:
                                      decoder_state=decoder.state_dict() if cfg.train_decoder else None)
     export(cfg, encoder.state_dict(), result, chunks, files, decoder.state_dict() if cfg.train_decoder else None)
     return result
+
+
+def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.Module | None) -> None:
+    """Load a ``train-codec`` folder's weights (hashes checked) into ``encoder`` and, for stage 2, ``decoder``.
+    A stage-2 folder's encoder was trained for its own decoder: continuing it as stage 1 is refused."""
+    from latentarc.codec.encoders import DECODER_FILE, decoder_state, encoder_state, folder_meta
+
+    meta = folder_meta(folder)
+    if meta.get("decoder_sha256") and decoder is None:
+        raise ValueError(f"--init {folder} holds a fine-tuned decoder too (stage 2): continue it with "
+                         "--train-decoder")
+    encoder.load_state_dict(encoder_state(folder, meta["encoder_sha256"]))
+    if decoder is not None and meta.get("decoder_sha256"):
+        decoder.load_state_dict(decoder_state(folder, meta["decoder_sha256"]))
+    print(f"starting from {folder} (stage {meta.get('stage', 1)}{', ' + DECODER_FILE if decoder else ''})",
+          flush=True)
 
 
 def _mean(rows: list[StepFigures], key: str) -> float:
@@ -646,7 +665,7 @@ def config_from_args(a) -> TrainConfig:
                        range_weight=a.range_weight,
                        sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
                        save_minutes=a.save_minutes, max_minutes=a.max_minutes, cache_mb=a.cache_mb,
-                       train_decoder=a.train_decoder, decoder_lr=a.decoder_lr,
+                       train_decoder=a.train_decoder, decoder_lr=a.decoder_lr, init=a.init,
                        log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
                        eval_photos=a.eval_photos, eval_crop=a.eval_crop,
                        eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",")), name=a.name)
