@@ -368,6 +368,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="range of the codec's base quantization step to train at (default 0.12,6.8: quality "
                         "100 … 0); e.g. 0.9,6.8 for the low rates only")
     p.add_argument("--save-every", type=int, default=0, help="checkpoint every N iterations (and every 10 minutes)")
+    p.add_argument("--unrolled-fraction", type=float, default=0.0,
+                   help="with a decoded loss: share of batches trained through the realistic sampler's two steps "
+                        "(quantized state at t*, the network, fresh noise, the network again), so that its "
+                        "stochastic steps are what it learns to finish (default 0)")
     p.add_argument("--name", default="tae-f2-denoiser",
                    help="model name written into config.json and the card (e.g. tae-f2-realistic)")
     p.add_argument("--max-minutes", type=float,

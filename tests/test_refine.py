@@ -740,3 +740,42 @@ def test_shipped_realistic_denoiser_on_a_held_out_photo(codec):
     assert refined.refinement == "realistic/1"
     assert ref.distance(LPIPS_NET, decoded_planes(refined, pic.mode)) < plain
     assert np.array_equal(refined.rgb, codec.decode(data, refine=RefineConfig("realistic", seed=9)).rgb)
+
+
+def test_unrolled_training_step_is_the_samplers_ddim_step():
+    """The step the unrolled training takes between its two network passes is diffusers' DDIM step at eta = 1
+    (what realistic decoding runs), for the same estimate and noise."""
+    import diffusers
+
+    from latentarc.jobs.research.train_refiner import ddim_eta1_step
+
+    sched = R._ddim(diffusers.DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                             prediction_type="v_prediction", clip_sample=False))
+    t_star = 600
+    t, t2 = R.sampling_timesteps(sched, t_star, 2)
+    gen = torch.Generator().manual_seed(0)
+    x_t, v, noise = (torch.randn(1, 4, 8, 8, generator=gen) for _ in range(3))
+    ab, ab2 = sched.alphas_cumprod[t], sched.alphas_cumprod[t2]
+    x0 = ab.sqrt() * x_t - (1 - ab).sqrt() * v  # the v-prediction's clean estimate
+    ours = ddim_eta1_step(x_t, x0, ab, ab2, noise)
+    theirs = sched.step(v, t, x_t, eta=1.0, variance_noise=noise).prev_sample
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_train_refiner_unrolled_through_two_sampler_steps(tiny_denoiser, tmp_path):
+    """--unrolled-fraction 1 trains every batch through the sampler's two steps and still exports a model that
+    loads and refines."""
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS, TRAIN
+
+    parent, cache, _ = tiny_denoiser
+    out = tmp_path / "unrolled"
+    rc = main(["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--out", str(out), "--init", str(parent),
+               "--iterations", "2", "--batch-size", "2", "--limit", "4", "--probes", "1", "--max-side", "128",
+               "--crop", "8", "--cache", str(cache), "--device", "cpu", "--loss", "decoded-lpips",
+               "--unrolled-fraction", "1", "--adversarial-weight", "0.1"])
+    assert rc == 0
+    r = load_refiner(str(out))
+    z = torch.randn(1, 32, 8, 8)
+    assert r.refine(z, np.full(32, 2.0), mode="realistic", num_steps=2, seed=1).shape == z.shape

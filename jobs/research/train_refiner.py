@@ -56,6 +56,7 @@ validation figures are computed on the stored weights.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import signal
@@ -104,6 +105,15 @@ def x0_from(prediction: str, out, x_t, alpha_bar):
     return alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * out
 
 
+def ddim_eta1_step(x_t: torch.Tensor, x0: torch.Tensor, ab_t: torch.Tensor, ab_prev: torch.Tensor,
+                   noise: torch.Tensor) -> torch.Tensor:
+    """One DDIM step with eta = 1 (the realistic sampler's, ``DDIMScheduler.step``) from x_t at ᾱ_t to ᾱ_prev,
+    given the clean-latent estimate ``x0`` and fresh ``noise``; differentiable, per-example ᾱ (broadcastable)."""
+    eps = (x_t - ab_t.sqrt() * x0) / (1 - ab_t).sqrt()
+    var = (1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)
+    return ab_prev.sqrt() * x0 + (1 - ab_prev - var).clamp_min(0).sqrt() * eps + var.sqrt() * noise
+
+
 def make_unet(channels: tuple[int, ...], layers: int, crop: int, latent_channels: int = 32, conditioned: bool = True):
     """``conditioned``: the input also holds the per-channel step map (refine.step_condition), 2C channels."""
     from diffusers import UNet2DModel
@@ -128,6 +138,7 @@ class Corruptor:
         self.scheduler, self.mean, self.std, self.rng = scheduler, mean, std, rng
         self.quantized_fraction, self.base_steps = quantized_fraction, base_steps
         self.ac = scheduler.alphas_cumprod.double().numpy()
+        self._grid = None  # grid_scheduler()'s copy
 
     def quantized(self, z: np.ndarray, sens: np.ndarray, base: float) -> tuple[np.ndarray, int, np.ndarray]:
         """(dequantized latent, t*, per-channel steps) as the codec produces them at ``base``."""
@@ -138,6 +149,12 @@ class Corruptor:
         zq = dequantize(quantize(z, qp), qp)
         steps = qp.step_values()
         return zq, timestep_for_steps(self.scheduler, steps, self.std), steps
+
+    def grid_scheduler(self):
+        """A private copy of the scheduler for ``refine.sampling_timesteps`` (which sets its timesteps)."""
+        if self._grid is None:
+            self._grid = copy.deepcopy(self.scheduler)
+        return self._grid
 
     def condition(self, steps: np.ndarray, shape) -> np.ndarray:
         """The step map a conditioned denoiser sees beside x_t (refine.step_condition)."""
@@ -155,13 +172,15 @@ class Corruptor:
     def norm(self, z):
         return (z - self.mean[:, None, None]) / self.std[:, None, None]
 
-    def sample(self, z: np.ndarray, sens: np.ndarray) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
-        """(x_t, t, x_0, steps) for one crop. The Gaussian states keep the stream's steps: at decode every DDIM
-        step below t* still sees the steps the stream carries."""
+    def sample(self, z: np.ndarray, sens: np.ndarray, *,
+               quantized: bool = False) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+        """(x_t, t, x_0, steps) for one crop (``quantized``: always the codec's state at t*, as a decode starts).
+        The Gaussian states keep the stream's steps: at decode every DDIM step below t* still sees the steps the
+        stream carries."""
         lo, hi = np.log(self.base_steps[0]), np.log(self.base_steps[1])
         zq, t_star, steps = self.quantized(z, sens, float(np.exp(self.rng.uniform(lo, hi))))
         x0 = self.norm(z).astype(np.float32)
-        if t_star > 0 and self.rng.random() < self.quantized_fraction:
+        if t_star > 0 and (self.rng.random() < self.quantized_fraction or quantized):
             return (np.sqrt(self.ac[t_star]) * self.norm(zq)).astype(np.float32), t_star, x0, steps
         t = int(self.rng.integers(1, max(t_star, 1) + 1))
         eps = self.rng.standard_normal(x0.shape)
@@ -309,9 +328,10 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     the same decoded pixels; appends the denoiser's loss to ``losses``. ``progress`` (0 → 1) sets the cosine
     learning rate: the share of the steps, or of ``max_minutes``, already spent, whichever is larger."""
     xs, ts, x0s, ws, cs = [], [], [], [], []
+    unrolled = a.unrolled_fraction > 0 and a.loss in DECODED_LOSSES and rng.random() < a.unrolled_fraction
     for _ in range(a.batch_size):
         z, sens = latents[usable[rng.integers(len(usable))]]
-        xt, t, x0, steps = corr.sample(_crop(z, a.crop, rng), sens)
+        xt, t, x0, steps = corr.sample(_crop(z, a.crop, rng), sens, quantized=unrolled)
         xs.append(xt), ts.append(t), x0s.append(x0)
         ws.append(corr.weights(sens, "latent" if a.loss in DECODED_LOSSES else a.loss))
         if conditioned:
@@ -328,7 +348,10 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     pred = unet(inp, torch.tensor(ts, device=device)).sample
     fake = real = None  # decoded pixels in [0, 1], for the adversary (which needs a decoded loss)
     if a.loss in DECODED_LOSSES:
-        loss, fake, real = decoded.with_pixels(x0_from(a.prediction, pred, xt, ab), x0)
+        x0_hat = x0_from(a.prediction, pred, xt, ab)
+        if unrolled:
+            x0_hat = _second_step(a, unet, corr, x0_hat, xt, ts, ab, inp[:, xt.shape[1]:], rng)
+        loss, fake, real = decoded.with_pixels(x0_hat, x0)
         fake, real = fake.clamp(0, 1), real.clamp(0, 1)
         if adversary is not None:
             loss = loss + adversary.generator_term(fake)
@@ -341,6 +364,28 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
     losses.append(float(loss.detach()))
     if adversary is not None:
         adversary.step(real, fake)
+
+
+def _second_step(a, unet, corr: Corruptor, x0_hat: torch.Tensor, xt: torch.Tensor, ts: list[int],
+                 ab: torch.Tensor, cond: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """The realistic sampler's second step (K = 2, eta = 1: ``refine.sampling_timesteps``), trained through: fresh
+    seeded noise after the first estimate, then the network again at the lower timestep. Examples whose grid has
+    one step keep their first estimate. Why: the stochastic steps left noise the model never learned to finish
+    (docs/refinement.md); trained on its own samples, the second step is what it learns."""
+    from latentarc.codec.refine import sampling_timesteps
+
+    sched = corr.grid_scheduler()
+    t2 = [(g[1] if len(g) > 1 else 0) for g in (sampling_timesteps(sched, t, 2) for t in ts)]
+    two = torch.tensor([t > 0 for t in t2], device=xt.device)
+    if not bool(two.any()):
+        return x0_hat
+    ab2 = torch.from_numpy(corr.ac[np.maximum(np.asarray(t2), 0)]).float().to(xt.device)[:, None, None, None]
+    noise = torch.from_numpy(rng.standard_normal(xt.shape).astype(np.float32)).to(xt.device)
+    x2 = ddim_eta1_step(xt, x0_hat, ab, torch.where(two[:, None, None, None], ab2, torch.ones_like(ab2)), noise)
+    inp = torch.cat([x2, cond], 1) if cond.shape[1] else x2
+    out = unet(inp, torch.tensor([max(t, 1) for t in t2], device=xt.device)).sample
+    second = x0_from(a.prediction, out, x2, ab2)
+    return torch.where(two[:, None, None, None], second, x0_hat)
 
 
 @dataclass(frozen=True)
@@ -370,6 +415,7 @@ class RefinerTrainConfig:
     base_steps: tuple[float, float] | None = None  # None: BASE_STEP_RANGE
     save_every: int = 0
     max_minutes: float | None = None  # stop after M minutes of training (the cosine schedule ends there too)
+    unrolled_fraction: float = 0.0  # share of batches trained through the realistic sampler's two steps
     name: str = "tae-f2-denoiser"  # written into config.json and the card
     threads: int | None = None
     prediction: str = "v_prediction"
@@ -389,6 +435,8 @@ class RefinerTrainConfig:
                              "pixels)")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
+        if not 0.0 <= self.unrolled_fraction <= 1.0 or (self.unrolled_fraction and self.loss not in DECODED_LOSSES):
+            raise ValueError("--unrolled-fraction must be in [0, 1] and needs a decoded loss")
 
 
 def config_from_args(a) -> RefinerTrainConfig:
@@ -399,7 +447,8 @@ def config_from_args(a) -> RefinerTrainConfig:
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
         adversarial_weight=a.adversarial_weight, base_steps=base,
-        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, threads=a.threads,
+        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
+        threads=a.threads,
         prediction=a.prediction, condition=a.condition, init=a.init,
         quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
 
@@ -545,6 +594,7 @@ def train(a: RefinerTrainConfig) -> dict:
         "ssim_weight": a.ssim_weight if a.loss == "decoded-ssim" else None,
         "lpips_weight": a.lpips_weight if a.loss == "decoded-lpips" else None,
         "adversarial_weight": a.adversarial_weight or None,
+        "unrolled_fraction": a.unrolled_fraction or None,
         "base_steps": list(base_steps),
         "seed": a.seed,
         "device": str(device),
@@ -584,9 +634,12 @@ def _init_text(c: dict) -> str:
 
 
 def _adversary_text(c: dict) -> str:
-    w = c.get("adversarial_weight")
-    return (f", plus {w} × a hinge adversarial term from a patch discriminator (spectral norm, ~46-px patches) "
+    w, u = c.get("adversarial_weight"), c.get("unrolled_fraction")
+    text = (f", plus {w} × a hinge adversarial term from a patch discriminator (spectral norm, ~46-px patches) "
             "trained beside it on decoded clean against decoded denoised crops") if w else ""
+    return text + (f"; {u:.0%} of the batches are trained through the realistic sampler's two steps (the codec's "
+                   "state at t*, the network, fresh noise, the network again), the loss on the second estimate"
+                   if u else "")
 
 
 def _names(names: list[str], most: int = 12) -> str:
