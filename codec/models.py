@@ -3,8 +3,9 @@
 As in CompressAI's zoo, a name resolves to weights with known hashes, so a stream that names ``tae-f2`` can
 always be matched to exactly the weights that made it. Families add their :class:`ModelSpec` to
 :data:`~latentarc.codec.autoencoder.MODELS` where they are defined; importing this module imports every family:
-``tae-f2`` (``tae``), ``diffusers:<hub id or folder>`` (``diffusers_vae``) and the learned encoders
-``tae-f2-le:<folder>`` / shipped ones (``encoders``).
+``tae-f2`` (``tae``), ``diffusers:<hub id or folder>`` (``diffusers_vae``) and the trained tae-f2 models
+(``encoders``): learned encoders ``tae-f2-le:<folder>`` / shipped ones, and fine-tuned autoencoders
+``tae-f2-ft:<folder>``.
 """
 
 from __future__ import annotations
