@@ -24,6 +24,7 @@ class Restored:
     width: int
     height: int
     mode: str  # the restored image's mode
+    refinement: str = "none"  # what refinement ran (``Decoded.refinement``), e.g. "realistic/1"
 
 
 def decode_to(codec: Codec, data: bytes, fmt: str, *, refine=None, refiner=None,
@@ -34,7 +35,7 @@ def decode_to(codec: Codec, data: bytes, fmt: str, *, refine=None, refiner=None,
     dec = codec.decode(data, refine, refiner)
     w, h = dec.image.size
     if dec.original is not None and (original_any_format or image_format(dec.original) == fmt):
-        return Restored(dec.original, True, w, h, dec.image.mode)
+        return Restored(dec.original, True, w, h, dec.image.mode, dec.refinement)
     buf = io.BytesIO()
     save_image(dec.image, buf, icc=dec.icc, exif=dec.exif, format=fmt)
-    return Restored(buf.getvalue(), False, w, h, dec.image.mode)
+    return Restored(buf.getvalue(), False, w, h, dec.image.mode, dec.refinement)

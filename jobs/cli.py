@@ -534,7 +534,8 @@ def _cmd_decode(a) -> int:
     # the exact tier: the original file, written verbatim when the output asks for its format
     out = decode_to(codec, data, fmt, refine=refine if refine.active else None, refiner=a.refiner)
     Path(a.out).write_bytes(out.body)
-    print(f"{a.stream} → {a.out}: {out.width}x{out.height} {out.mode}")
+    refined = f", refinement {out.refinement}" if refine.mode != "none" else ""
+    print(f"{a.stream} → {a.out}: {out.width}x{out.height} {out.mode}{refined}")
     return EXIT_OK
 
 

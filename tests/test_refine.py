@@ -779,3 +779,23 @@ def test_train_refiner_unrolled_through_two_sampler_steps(tiny_denoiser, tmp_pat
     r = load_refiner(str(out))
     z = torch.randn(1, 32, 8, 8)
     assert r.refine(z, np.full(32, 2.0), mode="realistic", num_steps=2, seed=1).shape == z.shape
+
+
+def test_cli_decode_says_which_refinement_ran(tmp_path, capsys):
+    """decode --refine prints what ran: the realistic mode's default single step, faithful's four steps on a
+    stream the encoder did not verify."""
+    from PIL import Image
+
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS
+
+    src, stream = tmp_path / "c.png", tmp_path / "c.larc"
+    Image.open(sorted(PHOTOS.glob("*.png"))[19]).crop((200, 200, 296, 296)).save(src)
+    assert main(["encode", str(src), str(stream), "--quality", "10"]) == 0
+    assert main(["decode", str(stream), str(tmp_path / "r.png"), "--refine", "realistic"]) == 0
+    assert main(["decode", str(stream), str(tmp_path / "f.png"), "--refine", "faithful"]) == 0
+    assert main(["decode", str(stream), str(tmp_path / "n.png")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-3:]
+    assert lines[0].endswith("refinement realistic/1") and "refinement faithful/4 (unverified)" in lines[1]
+    assert "refinement" not in lines[2]
