@@ -364,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--adversarial-weight", type=float, default=0.0,
                    help="with a decoded loss: train a patch discriminator beside the denoiser and add W × its "
                         "hinge loss, for texture that MSE and LPIPS average away (the realistic mode; default 0)")
+    p.add_argument("--disc-steps", type=int, default=1,
+                   help="with --adversarial-weight: discriminator updates per denoiser step (default 1)")
+    p.add_argument("--disc-width", type=int, default=32, help="the discriminator's first-layer channels (default 32)")
+    p.add_argument("--disc-layers", type=int, default=3,
+                   help="the discriminator's stride-2 layers: 3 sees 38-px patches, 4 sees 78 (default 3)")
+    p.add_argument("--disc-lr", type=float, help="the discriminator's learning rate (default: --lr)")
+    p.add_argument("--disc-warmup", type=int, default=0,
+                   help="first N steps: the discriminator learns, the denoiser gets no adversarial term yet")
     p.add_argument("--base-steps", metavar="LO,HI",
                    help="range of the codec's base quantization step to train at (default 0.12,6.8: quality "
                         "100 … 0); e.g. 0.9,6.8 for the low rates only")

@@ -68,7 +68,7 @@ import numpy as np
 import torch
 
 from latentarc.codec.refine import STEP_CONDITION
-from latentarc.jobs.research.adversary import Adversary
+from latentarc.jobs.research.adversary import Adversary, patch_size
 from latentarc.jobs.research.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
 from latentarc.jobs.research.latent_cache import encode_latents
 from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, training_files, validation_split
@@ -353,7 +353,7 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
             x0_hat = _second_step(a, unet, corr, x0_hat, xt, ts, ab, inp[:, xt.shape[1]:], rng)
         loss, fake, real = decoded.with_pixels(x0_hat, x0)
         fake, real = fake.clamp(0, 1), real.clamp(0, 1)
-        if adversary is not None:
+        if adversary is not None and it >= a.disc_warmup:
             loss = loss + adversary.generator_term(fake)
     else:
         loss = (w * (pred - goal) ** 2).mean()
@@ -412,6 +412,11 @@ class RefinerTrainConfig:
     ssim_weight: float = 1.0
     lpips_weight: float = 1.0
     adversarial_weight: float = 0.0  # > 0: train a patch discriminator beside the denoiser (decoded losses only)
+    disc_steps: int = 1  # discriminator updates per denoiser step
+    disc_width: int = 32  # its first layer's channels (doubling per layer)
+    disc_layers: int = 3  # its stride-2 layers: 3 → 38-px patches, 4 → 78
+    disc_lr: float | None = None  # None: the denoiser's --lr
+    disc_warmup: int = 0  # first N steps: the discriminator learns, the denoiser gets no adversarial term yet
     base_steps: tuple[float, float] | None = None  # None: BASE_STEP_RANGE
     save_every: int = 0
     max_minutes: float | None = None  # stop after M minutes of training (the cosine schedule ends there too)
@@ -433,6 +438,9 @@ class RefinerTrainConfig:
         if self.adversarial_weight < 0 or (self.adversarial_weight and self.loss not in DECODED_LOSSES):
             raise ValueError("the adversarial weight must be ≥ 0 and needs a decoded loss (the discriminator sees "
                              "pixels)")
+        if self.disc_steps < 1 or self.disc_width < 1 or not 1 <= self.disc_layers <= 6 or self.disc_warmup < 0 \
+                or (self.disc_lr is not None and self.disc_lr <= 0):
+            raise ValueError("discriminator: steps ≥ 1, width ≥ 1, layers 1–6, warm-up ≥ 0 and lr > 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
         if not 0.0 <= self.unrolled_fraction <= 1.0 or (self.unrolled_fraction and self.loss not in DECODED_LOSSES):
@@ -446,7 +454,8 @@ def config_from_args(a) -> RefinerTrainConfig:
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
-        adversarial_weight=a.adversarial_weight, base_steps=base,
+        adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps, disc_width=a.disc_width,
+        disc_layers=a.disc_layers, disc_lr=a.disc_lr, disc_warmup=a.disc_warmup, base_steps=base,
         save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
         threads=a.threads,
         prediction=a.prediction, condition=a.condition, init=a.init,
@@ -498,7 +507,8 @@ def train(a: RefinerTrainConfig) -> dict:
     corr = Corruptor(sched, mean, std, rng, a.quantized_fraction, base_steps)
     decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0,
                           lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0)
-    adversary = Adversary(a.adversarial_weight, device, lr=a.lr) if a.adversarial_weight else None
+    adversary = (Adversary(a.adversarial_weight, device, lr=a.disc_lr or a.lr, width=a.disc_width,
+                           layers=a.disc_layers, steps=a.disc_steps) if a.adversarial_weight else None)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     losses, start, trained_s = [], 0, 0.0
@@ -594,6 +604,9 @@ def train(a: RefinerTrainConfig) -> dict:
         "ssim_weight": a.ssim_weight if a.loss == "decoded-ssim" else None,
         "lpips_weight": a.lpips_weight if a.loss == "decoded-lpips" else None,
         "adversarial_weight": a.adversarial_weight or None,
+        "discriminator": ({"steps": a.disc_steps, "width": a.disc_width, "layers": a.disc_layers,
+                           "patch_px": patch_size(a.disc_layers), "lr": a.disc_lr or a.lr, "warmup": a.disc_warmup}
+                          if a.adversarial_weight else None),
         "unrolled_fraction": a.unrolled_fraction or None,
         "base_steps": list(base_steps),
         "seed": a.seed,
@@ -635,7 +648,11 @@ def _init_text(c: dict) -> str:
 
 def _adversary_text(c: dict) -> str:
     w, u = c.get("adversarial_weight"), c.get("unrolled_fraction")
-    text = (f", plus {w} × a hinge adversarial term from a patch discriminator (spectral norm, ~46-px patches) "
+    d = c.get("discriminator") or {"steps": 1, "width": 32, "patch_px": 38, "warmup": 0}  # older configs: the default
+    lr = f", lr {d['lr']:g}" if d.get("lr") else ""
+    warm = f", the first {d['warmup']} steps without the term" if d["warmup"] else ""
+    text = (f", plus {w} × a hinge adversarial term from a patch discriminator (spectral norm, {d['patch_px']}-px "
+            f"patches, width {d['width']}, {d['steps']} update(s) per denoiser step{lr}{warm}) "
             "trained beside it on decoded clean against decoded denoised crops") if w else ""
     return text + (f"; {u:.0%} of the batches are trained through the realistic sampler's two steps (the codec's "
                    "state at t*, the network, fresh noise, the network again), the loss on the second estimate"
