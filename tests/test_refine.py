@@ -241,6 +241,19 @@ def test_fine_tune_keeps_its_parents_validation_images(tiny_denoiser, tmp_path):
     assert "held-out files of" in cfg["holdout_rule"]
 
 
+def test_fine_tune_refuses_a_parent_that_trained_on_its_held_out_images(tmp_path):
+    """A parent whose record both trains on and holds out an image would leak it into the fine-tune's figures."""
+    from latentarc.jobs.research.train_refiner import inherited_split
+
+    (tmp_path / "config.json").write_text(json.dumps({"held_out": ["a.jpg", "b.jpg"], "trained_on": ["c.jpg"]}))
+    assert inherited_split(["a.jpg", "c.jpg", "d.jpg"], tmp_path) == ["a.jpg"]
+    with pytest.raises(ValueError, match="none of its held-out"):
+        inherited_split(["c.jpg", "d.jpg"], tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"held_out": ["a.jpg"], "trained_on": ["a.jpg", "c.jpg"]}))
+    with pytest.raises(ValueError, match="trained on a.jpg"):
+        inherited_split(["a.jpg", "c.jpg"], tmp_path)
+
+
 def test_train_refiner_end_to_end(tiny_denoiser, codec, small_pic):
     from latentarc.jobs.research.training_data import validation_split
 

@@ -292,28 +292,28 @@ def validate(unet, corr: Corruptor, latents: dict, names: list[str], crop: int, 
 def inherited_split(names: list[str], folder: Path) -> list[str]:
     """The validation names of a fine-tune of the denoiser in ``folder`` (``--init``): its own held-out names that
     are present here, so the figures come from images neither model was trained on, whatever subset of the
-    photos the fine-tune sees."""
+    photos the fine-tune sees. A parent whose own record says it trained on one of them is refused: its figures
+    would not be held out."""
     parent = json.loads((folder / "config.json").read_text())
     hold = sorted(set(names) & set(parent.get("held_out", [])))
     if not hold:
         raise ValueError(f"--init {folder}: none of its held-out images is among the training images, so the "
                          "fine-tune could not be validated on images neither model saw")
+    leaked = sorted(set(parent.get("trained_on", [])) & set(hold))
+    if leaked:
+        raise ValueError(f"--init {folder} was trained on {', '.join(leaked)}, which its config also holds out")
     return hold
 
 
-def load_init(folder: Path, hold: list[str]):
+def load_init(folder: Path):
     """(U-Net, scheduler, mean, std, conditioned, config) of a denoiser folder to fine-tune (``--init``).
 
-    The latent statistics come with it: the weights only mean something in the units they were trained in. A
-    folder trained on images that are held out here would leak them into the held-out figures — refused."""
+    The latent statistics come with it: the weights only mean something in the units they were trained in."""
     import diffusers
 
     from latentarc.codec.refine import load_denoiser_folder
 
     cfg = json.loads((folder / "config.json").read_text())
-    leaked = sorted(set(cfg.get("trained_on", [])) & set(hold))
-    if leaked:
-        raise ValueError(f"--init {folder} was trained on {', '.join(leaked)}, held out here")
     r = load_denoiser_folder(folder)  # the loader decode uses: same network, weights and statistics
     # the stored training schedule, not the refiner's sampling copy (that one ends on ᾱ = 1)
     sched = diffusers.DDIMScheduler.from_config(cfg["scheduler"])
@@ -491,7 +491,7 @@ def train(a: RefinerTrainConfig) -> dict:
     if not usable:
         raise ValueError(f"no training latent is at least {a.crop}x{a.crop}; lower --crop or raise --max-side")
     if a.init:
-        unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init), hold)
+        unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init))
         unet = unet.to(device)
         a = replace(a, prediction=sched.config.prediction_type)
     else:
