@@ -51,8 +51,9 @@ from typing import NamedTuple
 import numpy as np
 
 from .bench_inputs import json_safe
-from .rd_perceptual import (EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, distance_db, equal_quality,
-                            equal_quality_cells, format_equal_quality, parse_metrics)
+from .rd_perceptual import (COMMON_NOTE, EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, common_subset,
+                            common_subset_cells, distance_db, equal_quality, equal_quality_cells,
+                            format_equal_quality, parse_metrics)
 
 DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
 # Each scale's coarsest setting (0) is 0.05–0.09 bpp for tae-f2 on held-out ~1 MP photos (005, 025, 035), 0.09–0.13
@@ -556,6 +557,7 @@ def _html(result: dict, files: dict[str, Path]) -> str:
         for c, pts in result["curves"].items() for p in pts
     ]
     eq_head, eq_rows = equal_quality_cells(result["equal_quality"])
+    same_head, same_rows = common_subset_cells(result.get("equal_quality_same_images") or {})
     def num(x):
         return "n/a" if x is None else f"{x:.3f}"
 
@@ -576,6 +578,9 @@ def _html(result: dict, files: dict[str, Path]) -> str:
         *_pairs_html(result.get("bd_pairs") or {}),
         *(["<h2>bpp needed at equal quality</h2>", html_table(eq_head, eq_rows),
            f"<p class=muted>{html.escape(EQUAL_QUALITY_NOTE)}</p>"] if len(eq_head) > 1 else []),
+        *(["<h2>bpp needed at equal quality, on the same images</h2>", html_table(same_head, same_rows),
+           f"<p class=muted>{html.escape(COMMON_NOTE)} Reference: {html.escape(ref)}.</p>"]
+          if len(same_head) > 1 and len(same_rows) > 1 else []),
         "<h2>Rate–distortion</h2>",
         *(_img(files[m], f"bpp vs {label}") for m, label, _ in PLOTS if m in files),
         "<h2>Speed</h2>",
@@ -786,7 +791,8 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
         "bd": bd_table(curves, reference),
         "bd_pairs": bd_pairs(curves),
         "bd_variants": bd_variants(curves),
-        "equal_quality": equal_quality(rows, names, metrics),
+        "equal_quality": (eq := equal_quality(rows, names, metrics)),
+        "equal_quality_same_images": common_subset(eq, reference),
         "seconds": time.perf_counter() - t_start,
         "codec_seconds": sum(rec["seconds"] for rec in recs),
         "metric_cpu_s_per_mp": metric_cost,  # mean over every point, reference passes included
@@ -805,5 +811,5 @@ def format_rd(r: dict) -> str:
              format_speed(r["speed"], r["threads"]) + "\n" + format_metric_cost(r["metric_cpu_s_per_mp"]),
              format_bd(r["bd"], r["reference"])]
     parts += [t for t in (format_variants(r["bd_variants"]), format_pairs(r["bd_pairs"]),
-                          format_equal_quality(r["equal_quality"])) if t]
+                          format_equal_quality(r["equal_quality"], r["reference"])) if t]
     return "\n\n".join(parts)

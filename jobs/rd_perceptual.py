@@ -11,6 +11,11 @@ averages bpp and distance at equal *quality setting*, and images reach a level a
 an image's curve does not reach is marked: ``above`` (even the highest rate measured is worse than the level) or
 ``below`` (already the lowest rate measured is better, so the rate needed is under the measured range); the codec's
 mean is then left out (``bpp`` None) and the table says how many images reached it.
+
+On many images some cell is always out of range (an easy photo beats a level at AVIF's lowest rate; a detailed one
+never reaches it at the latent codec's highest), so a second table compares the codecs **on the same images**: per
+level, the images whose level every codec reaches, each codec's mean bpp on them and its change against the
+reference codec (ratio of the means). Its ``n`` says how representative each column is.
 """
 
 from __future__ import annotations
@@ -93,6 +98,47 @@ def equal_quality(rows: list[dict], codecs: list[str], metrics: tuple[str, ...])
     return out
 
 
+def common_subset(eq: dict, reference: str | None = None) -> dict:
+    """``{metric: [entry per level]}`` on the images every codec of ``eq`` reaches: an entry holds ``level``,
+    ``images`` (names), ``of`` (images measured), ``bpp`` {codec: mean bpp on those images, None when there are
+    none} and ``vs_reference`` {codec: mean ÷ the reference's mean − 1} (None without a reference in ``eq``)."""
+    out: dict = {}
+    codecs = list(eq)
+    for m in (m for m in PERCEPTUAL if codecs and all(m in eq[c] for c in codecs)):
+        entries = []
+        for i, level in enumerate(LEVELS[m]):
+            per = [eq[c][m][i]["per_image"] for c in codecs]
+            names = [img for img in per[0] if all(p.get(img) is not None for p in per)]
+            bpp = {c: (sum(p[img] for img in names) / len(names) if names else None) for c, p in zip(codecs, per)}
+            ref = bpp.get(reference) if reference else None
+            entries.append({"level": level, "images": names, "of": len(per[0]), "bpp": bpp,
+                            "vs_reference": {c: (b / ref - 1 if b is not None and ref else None)
+                                             for c, b in bpp.items()}})
+        out[m] = entries
+    return out
+
+
+def common_subset_cells(common: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the same-images table: a column per metric level, headed with its image count."""
+    cols = [(m, e) for m, entries in common.items() for e in entries]
+    if not cols:
+        return ["codec"], []
+    codecs = list(cols[0][1]["bpp"])
+    head = ["codec", *(f"{LABELS[m]} {e['level']:.2f} (n={len(e['images'])}/{e['of']})" for m, e in cols)]
+
+    def cell(e: dict, c: str) -> str:
+        b, v = e["bpp"][c], e["vs_reference"][c]
+        if b is None:
+            return "n/a"
+        return f"{b:.4f}" + (f" ({v * 100:+.0f}%)" if v is not None else "")
+
+    return head, [[c, *(cell(e, c) for _, e in cols)] for c in codecs]
+
+
+COMMON_NOTE = ("same images: per level, only the images whose level every codec reaches (n of the images measured), "
+               "mean bpp per codec on them and, in brackets, its change against the reference codec.")
+
+
 def _cell(e: dict) -> str:
     if e["bpp"] is not None:
         return f"{e['bpp']:.4f}"
@@ -119,14 +165,25 @@ EQUAL_QUALITY_NOTE = ("bpp at equal quality: per image, log-bpp interpolated lin
                       "measured.")
 
 
-def format_equal_quality(eq: dict) -> str:
-    head, rows = equal_quality_cells(eq)
-    if len(head) == 1:
-        return ""
+def _text_table(title: str, head: list[str], rows: list[list[str]], note: str) -> str:
     widths = [max(10, *(len(r[0]) for r in rows))] + [max(len(h), *(len(r[i]) for r in rows))
                                                        for i, h in enumerate(head) if i]
     def line(cells):
         return " ".join(f"{x:<{w}}" if i == 0 else f"{x:>{w}}" for i, (x, w) in enumerate(zip(cells, widths)))
 
-    return "\n".join(["bpp needed at equal quality (lower = fewer bits for the same perceptual distance):",
-                      line(head), "-" * len(line(head)), *(line(r) for r in rows), "  " + EQUAL_QUALITY_NOTE])
+    return "\n".join([title, line(head), "-" * len(line(head)), *(line(r) for r in rows), "  " + note])
+
+
+def format_equal_quality(eq: dict, reference: str | None = None) -> str:
+    """Both tables as text: every codec on its own images, then every codec on the images all of them reach."""
+    head, rows = equal_quality_cells(eq)
+    if len(head) == 1:
+        return ""
+    text = _text_table("bpp needed at equal quality (lower = fewer bits for the same perceptual distance):",
+                       head, rows, EQUAL_QUALITY_NOTE)
+    chead, crows = common_subset_cells(common_subset(eq, reference))
+    if len(chead) > 1 and len(crows) > 1:
+        text += "\n\n" + _text_table(f"bpp needed at equal quality on the same images (against {reference}):"
+                                      if reference else "bpp needed at equal quality on the same images:",
+                                      chead, crows, COMMON_NOTE)
+    return text

@@ -188,6 +188,34 @@ def test_bpp_at_level_interpolates_in_log_bpp_at_the_first_crossing():
 
 
 @needs_shared
+def test_same_images_table_compares_codecs_only_where_all_reach_the_level():
+    """An image one codec cannot bring to a level (or beats it at its lowest rate) drops out of every codec's
+    mean at that level, so the columns compare the same images; the change is against the reference's mean."""
+    from latentarc.jobs.rd_perceptual import LEVELS, common_subset, common_subset_cells, equal_quality
+
+    rows = []
+    for img, hard in (("a", 1.0), ("b", 2.0), ("c", 4.0)):
+        for codec, cost in (("avif", 1.0), ("tae", 0.5)):
+            for q in (0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+                rows.append({"image": img, "codec": codec, "bpp": q, "lpips": min(0.9, 0.02 * hard * cost / q)})
+    rows = [r for r in rows if not (r["codec"] == "tae" and r["image"] == "c" and r["bpp"] > 0.1)]  # c: tae stops
+    eq = equal_quality(rows, ["tae", "avif"], ("psnr", "lpips"))
+    same = common_subset(eq, "avif")
+    assert list(same) == ["lpips"] and [e["level"] for e in same["lpips"]] == list(LEVELS["lpips"])
+    for e, own in zip(same["lpips"], eq["tae"]["lpips"]):
+        assert e["of"] == 3
+        for img in ("a", "b", "c"):
+            reached = all(eq[c]["lpips"][LEVELS["lpips"].index(e["level"])]["per_image"][img] is not None
+                          for c in ("tae", "avif"))
+            assert (img in e["images"]) == reached
+        assert "c" not in e["images"] and own["bpp"] is None  # tae never reaches the levels on c
+        assert e["bpp"]["tae"] == pytest.approx(sum(own["per_image"][i] for i in e["images"]) / len(e["images"]))
+        assert e["vs_reference"]["avif"] == 0 and e["vs_reference"]["tae"] == pytest.approx(-0.5, abs=0.02)
+    head, cells = common_subset_cells(same)
+    assert head[1] == "LPIPS 0.10 (n=2/3)" and cells[0][1].endswith("(-50%)")
+    assert common_subset(eq)["lpips"][0]["vs_reference"]["tae"] is None  # no reference: no change column
+
+
 def test_rd_bench_perceptual_axes(tmp_path, two_photos, capsys):
     """--metrics psnr,lpips: LPIPS columns, plot, BD axis and equal-quality table, consistent with the rows; DISTS
     and MS-SSIM not measured; one DISTS point through measure()."""
@@ -238,6 +266,12 @@ def test_rd_bench_perceptual_axes(tmp_path, two_photos, capsys):
             got = [b for b in e["per_image"].values() if b is not None]
             assert e["reached"] == len(got)
             assert e["bpp"] == (pytest.approx(sum(got) / 2) if len(got) == 2 else None)
+
+    same = r["equal_quality_same_images"]["lpips"]  # every codec's mean on the images all of them reach
+    for i, e in enumerate(same):
+        per = [r["equal_quality"][c]["lpips"][i]["per_image"] for c in ("tae-f2", "avif")]
+        assert e["images"] == [img for img in per[0] if all(p[img] is not None for p in per)] and e["of"] == 2
+        assert e["vs_reference"]["avif"] in (0, None)
 
     # one DISTS point: measured alone, in (0, 1)
     pic = centre_crop(read_image(sorted(folder.glob("*.png"))[0].read_bytes()), 48)
