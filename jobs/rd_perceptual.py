@@ -14,8 +14,9 @@ mean is then left out (``bpp`` None) and the table says how many images reached 
 
 On many images some cell is always out of range (an easy photo beats a level at AVIF's lowest rate; a detailed one
 never reaches it at the latent codec's highest), so a second table compares the codecs **on the same images**: per
-level, the images whose level every codec reaches, each codec's mean bpp on them and its change against the
-reference codec (ratio of the means). Its ``n`` says how representative each column is.
+level, the images whose level every codec reaches, each codec's mean bpp on them, its change against the
+reference codec (ratio of the means) and on how many of those images it needs fewer bits than the reference.
+Its ``n`` says how representative each column is.
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def equal_quality(rows: list[dict], codecs: list[str], metrics: tuple[str, ...])
 def common_subset(eq: dict, reference: str | None = None) -> dict:
     """``{metric: [entry per level]}`` on the images every codec of ``eq`` reaches: an entry holds ``level``,
     ``images`` (names), ``of`` (images measured), ``bpp`` {codec: mean bpp on those images, None when there are
-    none} and ``vs_reference`` {codec: mean ÷ the reference's mean − 1} (None without a reference in ``eq``)."""
+    none}, ``vs_reference`` {codec: mean ÷ the reference's mean − 1} and ``wins`` {codec: images on which it needs
+    fewer bits than the reference} (both None without a reference in ``eq``)."""
     out: dict = {}
     codecs = list(eq)
     for m in (m for m in PERCEPTUAL if codecs and all(m in eq[c] for c in codecs)):
@@ -111,9 +113,12 @@ def common_subset(eq: dict, reference: str | None = None) -> dict:
             names = [img for img in per[0] if all(p.get(img) is not None for p in per)]
             bpp = {c: (sum(p[img] for img in names) / len(names) if names else None) for c, p in zip(codecs, per)}
             ref = bpp.get(reference) if reference else None
+            own = dict(zip(codecs, per))
             entries.append({"level": level, "images": names, "of": len(per[0]), "bpp": bpp,
                             "vs_reference": {c: (b / ref - 1 if b is not None and ref else None)
-                                             for c, b in bpp.items()}})
+                                             for c, b in bpp.items()},
+                            "wins": {c: (sum(own[c][i] < own[reference][i] for i in names) if ref else None)
+                                     for c in codecs}})
         out[m] = entries
     return out
 
@@ -127,16 +132,17 @@ def common_subset_cells(common: dict) -> tuple[list[str], list[list[str]]]:
     head = ["codec", *(f"{LABELS[m]} {e['level']:.2f} (n={len(e['images'])}/{e['of']})" for m, e in cols)]
 
     def cell(e: dict, c: str) -> str:
-        b, v = e["bpp"][c], e["vs_reference"][c]
+        b, v, w = e["bpp"][c], e["vs_reference"][c], e["wins"][c]
         if b is None:
             return "n/a"
-        return f"{b:.4f}" + (f" ({v * 100:+.0f}%)" if v is not None else "")
+        return f"{b:.4f}" + (f" ({v * 100:+.0f}%, {w}/{len(e['images'])})" if v is not None else "")
 
     return head, [[c, *(cell(e, c) for _, e in cols)] for c in codecs]
 
 
 COMMON_NOTE = ("same images: per level, only the images whose level every codec reaches (n of the images measured), "
-               "mean bpp per codec on them and, in brackets, its change against the reference codec.")
+               "mean bpp per codec on them and, in brackets, its change against the reference codec and on how "
+               "many of those images it needs fewer bits than the reference.")
 
 
 def _cell(e: dict) -> str:

@@ -211,9 +211,11 @@ def test_same_images_table_compares_codecs_only_where_all_reach_the_level():
         assert "c" not in e["images"] and own["bpp"] is None  # tae never reaches the levels on c
         assert e["bpp"]["tae"] == pytest.approx(sum(own["per_image"][i] for i in e["images"]) / len(e["images"]))
         assert e["vs_reference"]["avif"] == 0 and e["vs_reference"]["tae"] == pytest.approx(-0.5, abs=0.02)
+        assert e["wins"] == {"tae": len(e["images"]), "avif": 0}
     head, cells = common_subset_cells(same)
-    assert head[1] == "LPIPS 0.10 (n=2/3)" and cells[0][1].endswith("(-50%)")
+    assert head[1] == "LPIPS 0.10 (n=2/3)" and cells[0][1].endswith("(-50%, 2/2)")
     assert common_subset(eq)["lpips"][0]["vs_reference"]["tae"] is None  # no reference: no change column
+    assert common_subset(eq)["lpips"][0]["wins"]["tae"] is None
 
 
 def test_rd_bench_perceptual_axes(tmp_path, two_photos, capsys):
