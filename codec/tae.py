@@ -118,6 +118,10 @@ _DEC_SPLIT = 6
 #: it (a change of one latent-resolution feature moves pixels up to 8.125 latents away, measured). A 9-latent
 #: halo therefore gives every tile core exactly the untiled values (tests/test_models.py checks it).
 _REACH = 9
+#: tiles of one shape per network call on a GPU (a tile alone keeps a data-centre GPU a few percent busy; eight
+#: haloed 768-px tiles hold about 5 GB of float32 activations); on a CPU tile by tile, which bounds memory and
+#: loses nothing there, since one tile already keeps every core busy
+GPU_TILE_BATCH = 8
 
 
 class TinyAutoencoder(LatentAutoencoder):
@@ -128,6 +132,7 @@ class TinyAutoencoder(LatentAutoencoder):
     values. The defaults, 96 and 9 latents (768 px cores, 72 px of context), bound the full-resolution activations
     to about ``(8*(tile+2*halo))² × 64 ch × 4 B`` ≈ 210 MB per tensor; a 12 MP photo then computes about 1.4× its
     pixels (the earlier 64/16 tiles: about 2×). docs/economics.md has the measured speed and memory.
+    ``tile_batch``: tiles of one shape per network call (None: :data:`GPU_TILE_BATCH` on CUDA, 1 elsewhere).
     """
 
     fast_dtypes = frozenset({torch.bfloat16})
@@ -143,6 +148,7 @@ class TinyAutoencoder(LatentAutoencoder):
         decoder_sha256: str,
         tile: int = 96,
         halo: int = _REACH,
+        tile_batch: int | None = None,
     ):
         super().__init__()
         self.name = name
@@ -156,7 +162,12 @@ class TinyAutoencoder(LatentAutoencoder):
         self.to(memory_format=torch.channels_last)
         self.eval().requires_grad_(False)
         self._fingerprint = decoder_sha256
-        self.tile, self.halo = tile, halo
+        self.tile, self.halo, self.tile_batch = tile, halo, tile_batch
+
+    def _batch(self, device: torch.device) -> int:
+        if self.tile_batch is not None:
+            return self.tile_batch
+        return GPU_TILE_BATCH if device.type == "cuda" else 1
 
     @property
     def fingerprint(self) -> str:
@@ -166,7 +177,7 @@ class TinyAutoencoder(LatentAutoencoder):
         body, head = self.encoder[:_ENC_SPLIT], self.encoder[_ENC_SPLIT:]
         with _autocast(images.device, dtype):
             feats = run_tiled(body, _channels_last(images), unit_in=8, unit_out=1, out_channels=64, tile=self.tile,
-                              halo=self.halo)
+                              halo=self.halo, batch=self._batch(images.device))
         with _native_conv():
             return head(feats.float()).contiguous()
 
@@ -183,7 +194,8 @@ class TinyAutoencoder(LatentAutoencoder):
         with _native_conv():
             feats = head(_channels_last(latents))
         with _autocast(latents.device, dtype):
-            out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo)
+            out = run_tiled(tail, feats, unit_in=1, unit_out=8, out_channels=3, tile=self.tile, halo=self.halo,
+                            batch=self._batch(latents.device))
         return out.float().clamp_(0, 1).contiguous()
 
     def decoded_error_grad(self, latents: torch.Tensor, images: torch.Tensor,

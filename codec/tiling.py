@@ -4,6 +4,11 @@ The tile grid depends only on the input size (never on free memory or the device
 to the same pixels everywhere. Each tile is processed with a halo at least as wide as the network's receptive
 field and only its core is kept, which makes the tiled result equal to the untiled one up to float rounding —
 no blending, no seams.
+
+Tiles of the same haloed shape can go through the network together (``batch``): one call per group of up to
+``batch`` tiles instead of one per tile, which is what keeps a GPU busy (one tile uses a few percent of a
+data-centre GPU; docs/economics.md). Each tile's values are the same computation either way, equal up to float
+rounding; the grid itself never changes.
 """
 
 from __future__ import annotations
@@ -22,14 +27,18 @@ def run_tiled(
     out_channels: int,
     tile: int,
     halo: int,
+    batch: int = 1,
 ) -> torch.Tensor:
     """Apply ``fn`` to ``x`` (N, C, H, W) tile by tile.
 
     Sizes are counted in *grid units*: one unit is ``unit_in`` input pixels and ``unit_out`` output pixels
     (an 8x encoder has unit_in=8, unit_out=1; an 8x decoder the reverse). ``H`` and ``W`` must be multiples
     of ``unit_in`` so tiles stay aligned with every stride in the network. ``tile`` is the kept core and
-    ``halo`` the extra context on each side, both in units.
+    ``halo`` the extra context on each side, both in units. ``batch``: at most this many tiles of equal shape
+    per call of ``fn`` (1: tile by tile, the least memory).
     """
+    if batch < 1:
+        raise ValueError(f"tile batch must be ≥ 1, got {batch}")
     n, _, h, w = x.shape
     if h % unit_in or w % unit_in:
         raise ValueError(f"input {h}x{w} is not a multiple of the grid unit {unit_in}")
@@ -39,10 +48,21 @@ def run_tiled(
     layout = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     out = torch.empty((n, out_channels, gh * unit_out, gw * unit_out), dtype=x.dtype, device=x.device,
                       memory_format=layout)
-    for t in tile_grid(gh, gw, tile, halo):
-        part = fn(x[:, :, t.ya * unit_in : t.yb * unit_in, t.xa * unit_in : t.xb * unit_in])
-        out[:, :, t.y0 * unit_out : t.y1 * unit_out, t.x0 * unit_out : t.x1 * unit_out] = t.core(part, unit_out)
+    for group in tile_batches(tile_grid(gh, gw, tile, halo), batch):
+        ins = [x[:, :, t.ya * unit_in : t.yb * unit_in, t.xa * unit_in : t.xb * unit_in] for t in group]
+        parts = fn(ins[0] if len(ins) == 1 else torch.cat(ins, 0))
+        for i, t in enumerate(group):
+            out[:, :, t.y0 * unit_out : t.y1 * unit_out, t.x0 * unit_out : t.x1 * unit_out] = t.core(
+                parts[i * n : (i + 1) * n], unit_out)
     return out
+
+
+def tile_batches(tiles, batch: int) -> list[list["Tile"]]:
+    """``tiles`` in groups of at most ``batch`` with the same haloed shape (in grid order within a shape)."""
+    shapes: dict[tuple[int, int], list[Tile]] = {}
+    for t in tiles:
+        shapes.setdefault((t.yb - t.ya, t.xb - t.xa), []).append(t)
+    return [ts[i : i + batch] for ts in shapes.values() for i in range(0, len(ts), batch)]
 
 
 class Tile(NamedTuple):

@@ -53,6 +53,33 @@ def test_tiled_equals_untiled(codec):
     assert torch.allclose(y_full, y_tiled, atol=1e-4)
 
 
+def test_batched_tiles_equal_tile_by_tile(codec):
+    """Tiles of one shape sent through the network together (what a GPU does) give the values of one tile at a
+    time; every tile is run once, grouped by shape, never more than the batch per call."""
+    from latentarc.codec.tiling import tile_batches, tile_grid
+
+    model = codec.model
+    x = torch.from_numpy(photo_crop(7, 320).rgb).permute(2, 0, 1)[None].float() / 255
+    saved = model.tile, model.tile_batch
+    try:
+        model.tile = 12  # 40 latents → 4×4 cores of 10: haloed tiles of four shapes (corner, edges, inside)
+        with torch.no_grad():
+            model.tile_batch = 1
+            z1 = model.encode(x)
+            y1 = model.decode(z1)
+            model.tile_batch = 4
+            z4 = model.encode(x)
+            y4 = model.decode(z1)
+    finally:
+        model.tile, model.tile_batch = saved
+    assert torch.allclose(z1, z4, atol=1e-5) and torch.allclose(y1, y4, atol=1e-5)
+    tiles = list(tile_grid(40, 40, 12, 9))
+    groups = tile_batches(tiles, 4)
+    assert sorted(t for g in groups for t in g) == sorted(tiles)
+    assert all(0 < len(g) <= 4 and len({(t.yb - t.ya, t.xb - t.xa) for t in g}) == 1 for g in groups)
+    assert len(groups) < len(tiles)
+
+
 def test_unknown_model_is_a_clear_error():
     with pytest.raises(UnknownModel, match="tae-f2"):
         models.load_model("no-such-model")
