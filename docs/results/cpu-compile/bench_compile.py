@@ -1,5 +1,5 @@
 """Eager vs torch.compile (inductor, freezing) on the tae-f2 decoder tail and encoder body, one thread, A/B alternating."""
-import os, time, sys
+import time, sys
 import torch
 torch.set_num_threads(1)
 import torch._inductor.config as ic
