@@ -87,7 +87,9 @@ DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": REALISTIC
 @dataclass(frozen=True)
 class RefineConfig:
     """Decode-time refinement choice. ``steps`` is the number of denoising steps K (None: the mode's
-    :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it). ``verified``:
+    :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it); ``eta`` is how much
+    fresh noise each of realistic's steps draws, from 0 (DDIM's deterministic path) to 1 (ancestral sampling;
+    None: the mode's :data:`ETA`) — faithful is deterministic and takes none. ``verified``:
     ``faithful`` follows the stream's verification note (:class:`Verdict`) when it has one for this refiner — the
     encoder's measured choice of K, or no refinement where refinement did not help that image; False refines
     every stream with ``steps``."""
@@ -96,10 +98,15 @@ class RefineConfig:
     steps: int | None = None
     seed: int = 0
     verified: bool = True
+    eta: float | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"refine mode must be one of {', '.join(MODES)}; got {self.mode!r}")
+        if self.eta is not None and not 0.0 <= self.eta <= 1.0:
+            raise ValueError(f"refine eta must be in [0, 1]; got {self.eta}")
+        if self.eta and self.mode != "realistic":
+            raise ValueError(f"--eta draws noise, which only realistic does ({self.mode} is deterministic)")
         if self.steps is None:
             object.__setattr__(self, "steps", MODE_STEPS[self.mode])
         if self.steps < 0:
@@ -108,6 +115,14 @@ class RefineConfig:
     @property
     def active(self) -> bool:
         return self.mode != "none" and self.steps > 0
+
+    @property
+    def label(self) -> str:
+        """``realistic/2``, with ``(eta 0.3)`` when eta is not the mode's default."""
+        if not self.active:
+            return "none"
+        eta = "" if self.eta is None or self.eta == ETA.get(self.mode) else f" (eta {self.eta:g})"
+        return f"{self.mode}/{self.steps}{eta}"
 
 
 class Refiner(ABC):
@@ -118,9 +133,11 @@ class Refiner(ABC):
     decoder_sha256: str | None = None
 
     @abstractmethod
-    def refine(self, latent: torch.Tensor, steps: torch.Tensor, *, mode: str, num_steps: int, seed: int) -> torch.Tensor:
+    def refine(self, latent: torch.Tensor, steps: torch.Tensor, *, mode: str, num_steps: int, seed: int,
+               eta: float | None = None) -> torch.Tensor:
         """``latent`` (1, C, h, w) dequantized, in the codec model's latent units; ``steps`` (C,) the
-        quantization step of each channel in the same units. Returns the refined latent, same shape and units."""
+        quantization step of each channel in the same units; ``eta`` None: the mode's :data:`ETA`. Returns the
+        refined latent, same shape and units."""
 
     def to(self, device) -> "Refiner":
         return self
@@ -326,8 +343,8 @@ class _DiffusionRefiner(Refiner):
 
     @torch.no_grad()
     def refine(self, latent: torch.Tensor, steps, *, mode: str = "faithful", num_steps: int = DEFAULT_STEPS,
-               seed: int = 0) -> torch.Tensor:
-        RefineConfig(mode, num_steps, seed)  # validates
+               seed: int = 0, eta: float | None = None) -> torch.Tensor:
+        RefineConfig(mode, num_steps, seed, eta=eta)  # validates
         if mode == "none" or num_steps <= 0:
             return latent
         if latent.ndim != 4 or latent.shape[0] != 1:
@@ -346,7 +363,7 @@ class _DiffusionRefiner(Refiner):
             ac = self.scheduler.alphas_cumprod[grid[0]].to(dev, torch.float32)
             x = ac.sqrt() * x0_hat
             gen = torch.Generator(device="cpu").manual_seed(int(seed))
-            eta = ETA[mode]
+            eta = ETA[mode] if eta is None else float(eta)
             cond = self._conditioning(steps, x.shape[-2:], dev)
             for t in grid:
                 out = self._predict(x, t, cond)
@@ -596,7 +613,7 @@ def effective(config: RefineConfig, verdict_body: bytes | None, refiner: Refiner
     if not config.active:
         return config, "none"
     if config.mode != "faithful" or not config.verified or verdict_body is None:
-        return config, f"{config.mode}/{config.steps}" + ("" if config.mode != "faithful" else " (unverified)")
+        return config, config.label + ("" if config.mode != "faithful" else " (unverified)")
     v = Verdict.unpack(verdict_body)
     if v.fingerprint != refiner.fingerprint():
         return config, f"faithful/{config.steps} (unverified: the stream was checked with another refiner)"
@@ -613,4 +630,4 @@ def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | 
         return latent
     refiner = resolve(refiner, codec_name, device or latent.device, config.mode)
     return refiner.refine(latent, torch.as_tensor(np.asarray(steps, dtype=np.float64)), mode=config.mode,
-                          num_steps=config.steps, seed=config.seed)
+                          num_steps=config.steps, seed=config.seed, eta=config.eta)

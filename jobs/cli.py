@@ -127,6 +127,8 @@ def _refine_args(p: argparse.ArgumentParser) -> None:
                         "seeded noise from the second step on); default none")
     p.add_argument("--steps", type=int, help="refinement steps K (default: 4 faithful, 1 realistic)")
     p.add_argument("--seed", type=int, default=0, help="seed of realistic refinement's noise (default 0)")
+    p.add_argument("--eta", type=float,
+                   help="realistic: fresh noise per step, 0 (deterministic) to 1 (ancestral; the default)")
     p.add_argument("--refiner", metavar="NAME",
                    help="tae-f2-denoiser, diffusers-unet:<hub id or folder>, or a train-refiner folder "
                         "(default: the codec's own)")
@@ -149,7 +151,7 @@ def _codec_name(a) -> str:
 def _refine_config(a):
     from latentarc.codec.refine import RefineConfig
 
-    return RefineConfig(a.refine, a.steps, a.seed, verified=not a.unverified)
+    return RefineConfig(a.refine, a.steps, a.seed, verified=not a.unverified, eta=a.eta)
 
 
 def _json_options(text: str) -> dict:
@@ -284,6 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modes", dest="refine_modes", default="faithful,realistic",
                    help="refinement modes to compare with none (default faithful,realistic)")
     p.add_argument("--steps", dest="refine_steps", metavar="LIST", help="step counts K (default 1,2,4)")
+    p.add_argument("--etas", metavar="LIST",
+                   help="realistic's noise per step to compare, e.g. 0.3,0.6,1 (default: the mode's, 1)")
     p.add_argument("--qualities", default="25,50,75", help="comma-separated qualities (default 25,50,75)")
     p.add_argument("--targets", help="comma-separated bpp targets: the operating points instead of --qualities")
     p.add_argument("--limit", type=int, help="use only the first N images")

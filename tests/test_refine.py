@@ -116,6 +116,26 @@ def test_diffusers_unet_refiner_shape_and_determinism(refiner):
     assert torch.equal(r1, r2) and not torch.equal(r1, r3) and not torch.equal(r1, a)
 
 
+def test_eta_sets_how_much_noise_realistic_draws(refiner):
+    """eta 0 is DDIM's deterministic path (the faithful sampler: no seed matters), eta 1 the default ancestral
+    one; values between draw less noise, seeded; faithful takes no eta, and the label names a non-default one."""
+    z = latent()
+    ddim = refiner.refine(z, STEPS, mode="faithful", num_steps=2, seed=0)
+    e0 = [refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=s, eta=0.0) for s in (1, 2)]
+    assert torch.equal(e0[0], e0[1]) and torch.equal(e0[0], ddim)
+    default = refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=1)
+    assert torch.equal(default, refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=1, eta=1.0))
+    half = refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=1, eta=0.5)
+    assert torch.equal(half, refiner.refine(z, STEPS, mode="realistic", num_steps=2, seed=1, eta=0.5))
+    # less noise: the half-eta sample sits between the deterministic one and the ancestral one
+    assert 0 < float((half - ddim).norm()) < float((default - ddim).norm())
+    assert R.RefineConfig("realistic", 2, eta=0.3).label == "realistic/2 (eta 0.3)"
+    assert R.RefineConfig("realistic", 2, eta=1.0).label == R.RefineConfig("realistic", 2).label == "realistic/2"
+    for bad in (dict(mode="faithful", eta=0.5), dict(mode="realistic", eta=1.5), dict(mode="realistic", eta=-0.1)):
+        with pytest.raises(ValueError):
+            R.RefineConfig(**bad)
+
+
 def test_noop_cases(refiner):
     z = latent()
     assert refiner.refine(z, STEPS, mode="none", num_steps=4, seed=0) is z
@@ -570,6 +590,27 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     assert "unknown mode 'sharp'" in capsys.readouterr().err
 
 
+def test_refine_bench_compares_etas(tiny_denoiser, tmp_path):
+    """--etas: realistic at each K × eta on the same stream, labelled by its eta; faithful once per K."""
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS
+
+    out, _, _ = tiny_denoiser
+    js = tmp_path / "etas.json"
+    assert main(["bench-refine", str(PHOTOS), "--modes", "faithful,realistic", "--steps", "2", "--etas", "0,0.5",
+                 "--refiner", str(out), "--limit", "1", "--crop", "64", "--qualities", "30", "--metrics", "psnr",
+                 "--json-out", str(js), "--device", "cpu"]) == 0
+    doc = json.loads(js.read_text())
+    mine = {r["config"]: r for r in doc["rows"]}
+    assert list(mine) == ["none", "faithful/2", "realistic/2 (eta 0)", "realistic/2 (eta 0.5)", "faithful/v"]
+    assert doc["etas"] == [0.0, 0.5]
+    # eta 0 is the deterministic sampler: the same pixels as faithful with the same model
+    assert mine["realistic/2 (eta 0)"]["psnr"] == mine["faithful/2"]["psnr"]
+    assert mine["realistic/2 (eta 0.5)"]["psnr"] != mine["faithful/2"]["psnr"]
+    assert mine["realistic/2 (eta 0.5)"]["refinement"] == "realistic/2 (eta 0.5)"
+
+
 def test_sharpness_ratio():
     from latentarc.codec.metrics import gradient_energy, sharpness_ratio
 
@@ -875,3 +916,8 @@ def test_cli_decode_says_which_refinement_ran(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()[-3:]
     assert lines[0].endswith("refinement realistic/1") and "refinement faithful/4 (unverified)" in lines[1]
     assert "refinement" not in lines[2]
+    assert main(["decode", str(stream), str(tmp_path / "e.png"), "--refine", "realistic", "--steps", "2",
+                 "--eta", "0.3"]) == 0
+    assert capsys.readouterr().out.strip().endswith("refinement realistic/2 (eta 0.3)")
+    assert main(["decode", str(stream), str(tmp_path / "x.png"), "--refine", "faithful", "--eta", "0.3"]) != 0
+    assert "only realistic" in capsys.readouterr().err

@@ -55,22 +55,34 @@ def parse_steps(text: str | None) -> list[int]:
     return list(dict.fromkeys(ks))
 
 
-def configs(modes: list[str], steps: list[int], seed: int) -> list:
-    """none; every mode × K refining every image (``verified=False``: the model's own behaviour); and, with
-    faithful, ``faithful/v``: what ``decode --refine faithful`` does with a verified stream (the encoder's K per
-    image, or no refinement where none helped)."""
+def parse_etas(text: str | None) -> list[float | None]:
+    """``--etas 0.3,0.6`` → [0.3, 0.6]; none given → [None] (the realistic mode's default)."""
+    if not text:
+        return [None]
+    try:
+        etas = [float(e) for e in text.split(",") if e.strip()]
+    except ValueError:
+        raise ValueError(f"--etas must be comma-separated numbers, got {text!r}") from None
+    if not etas or any(not 0.0 <= e <= 1.0 for e in etas):
+        raise ValueError("--etas needs values in [0, 1]")
+    return list(dict.fromkeys(etas))
+
+
+def configs(modes: list[str], steps: list[int], seed: int, etas: list[float | None] = (None,)) -> list:
+    """none; every mode × K refining every image (``verified=False``: the model's own behaviour), realistic also
+    × each eta; and, with faithful, ``faithful/v``: what ``decode --refine faithful`` does with a verified
+    stream (the encoder's K per image, or no refinement where none helped)."""
     from latentarc.codec.refine import RefineConfig
 
-    out = [RefineConfig("none", 0, seed)] + [RefineConfig(m, k, seed, verified=False) for m in modes for k in steps]
+    out = [RefineConfig("none", 0, seed)] + [RefineConfig(m, k, seed, verified=False, eta=e) for m in modes
+                                              for k in steps for e in (etas if m == "realistic" else [None])]
     if "faithful" in modes:
         out.append(RefineConfig("faithful", max(steps), seed, verified=True))
     return out
 
 
 def label(cfg) -> str:
-    if not cfg.active:
-        return "none"
-    return f"{cfg.mode}/v" if cfg.verified and cfg.mode == "faithful" else f"{cfg.mode}/{cfg.steps}"
+    return "faithful/v" if cfg.active and cfg.verified and cfg.mode == "faithful" else cfg.label
 
 
 def measure_decode(codec, data: bytes, pic, cfg, refiner, metrics: tuple[str, ...] = ("psnr", "ms_ssim"),
@@ -179,7 +191,8 @@ def checks(summary: list[dict]) -> list[dict]:
 
 
 def format_table(summary: list[dict], checks_: list[dict]) -> str:
-    head = (f"{'point':>9}  {'refine':<12} {'bpp':>7}  {'PSNR dB':>8}  {'MS-SSIM':>8}  {'LPIPS':>6}  {'DISTS':>6}  "
+    w = max([12, *(len(s["config"]) for s in summary)])
+    head = (f"{'point':>9}  {'refine':<{w}} {'bpp':>7}  {'PSNR dB':>8}  {'MS-SSIM':>8}  {'LPIPS':>6}  {'DISTS':>6}  "
             f"{'sharp':>6}  {'dec s/MP':>8}  {'ΔPSNR':>6}  {'ΔMS-SSIM':>8}  {'ΔLPIPS':>7}  {'ΔDISTS':>7}")
     lines = [head, "-" * len(head)]
 
@@ -190,7 +203,7 @@ def format_table(summary: list[dict], checks_: list[dict]) -> str:
         deltas = ["", "", "", ""] if s["config"] == "none" else [
             f(s["d_psnr"], ".2f", True), f(s["d_ms_ssim"], ".4f", True), f(s["d_lpips"], ".4f", True),
             f(s["d_dists"], ".4f", True)]
-        lines.append(f"{s['point']:>9}  {s['config']:<12} {s['bpp']:7.4f}  {s['psnr']:8.2f}  "
+        lines.append(f"{s['point']:>9}  {s['config']:<{w}} {s['bpp']:7.4f}  {s['psnr']:8.2f}  "
                      f"{f(s['ms_ssim'], '.4f'):>8}  {f(s['lpips'], '.4f'):>6}  {f(s['dists'], '.4f'):>6}  "
                      f"{f(s['sharpness'], '.3f'):>6}  {s['decode_s_per_mp']:8.2f}  {deltas[0]:>6}  {deltas[1]:>8}  "
                      f"{deltas[2]:>7}  {deltas[3]:>7}")
@@ -208,6 +221,7 @@ class RefineBenchConfig:
     images: str
     modes: tuple[str, ...] = ("faithful", "realistic")
     steps: tuple[int, ...] = (1, 2, 4)
+    etas: tuple[float | None, ...] = (None,)  # realistic's noise per step (None: the mode's default)
     points: tuple[tuple[str, float], ...] = (("quality", 25.0), ("quality", 50.0), ("quality", 75.0))
     metrics: tuple[str, ...] = ("psnr", "ms_ssim", "lpips", "dists")
     codec: str = "tae-f2"
@@ -235,6 +249,7 @@ def config_from_args(args) -> RefineBenchConfig:
               else [("quality", q) for q in parse_qualities(args.qualities)])
     return RefineBenchConfig(
         images=args.images, modes=tuple(modes), steps=tuple(parse_steps(args.refine_steps)), points=tuple(points),
+        etas=tuple(parse_etas(args.etas)),
         metrics=tuple(parse_metrics(args.metrics)), codec=args.codec, refiner=args.refiner,
         realistic_refiner=args.realistic_refiner, seed=args.seed,
         limit=args.limit, crop=args.crop, weights=args.weights, device=args.device, json_out=args.json_out,
@@ -265,7 +280,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
         refiners["realistic"] = load_refiner(args.realistic_refiner, device=device)
     # streams carry the encoder's refinement check (faithful/v); the payload, and so every other row, is the same
     codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners["faithful"])
-    cfgs = configs(modes, steps, args.seed)
+    cfgs = configs(modes, steps, args.seed, list(args.etas))
     labels = [label(c) for c in cfgs]
 
     rows, skipped, warmed, crops = [], [], False, []
@@ -318,7 +333,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     print(format_table(summary, chk))
     if args.json_out:
         doc = {"codec": args.codec, "refiner": names, "refiners": used, "images": args.images,
-               "points": [{"kind": k, "value": v} for k, v in points], "modes": modes, "steps": steps, "seed": args.seed, "crop": args.crop,
+               "points": [{"kind": k, "value": v} for k, v in points], "modes": modes, "steps": steps, "etas": list(args.etas), "seed": args.seed, "crop": args.crop,
                "limit": args.limit, "rows": rows, "skipped": skipped,
                "summary": summary, "checks": chk, "elapsed_s": time.perf_counter() - t_start}
         out = Path(args.json_out)
