@@ -119,7 +119,7 @@ _DEC_SPLIT = 6
 #: halo therefore gives every tile core exactly the untiled values (tests/test_models.py checks it).
 _REACH = 9
 #: tiles of one shape per network call on a GPU (a tile alone keeps a data-centre GPU a few percent busy; eight
-#: haloed 768-px tiles hold about 5 GB of float32 activations); on a CPU tile by tile, which bounds memory and
+#: haloed tiles of 768-px cores hold about 5 GB of float32 activations); on a CPU tile by tile, which bounds memory and
 #: loses nothing there, since one tile already keeps every core busy
 GPU_TILE_BATCH = 8
 
