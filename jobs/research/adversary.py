@@ -30,7 +30,8 @@ def patch_size(layers: int) -> int:
 class PatchDiscriminator(nn.Module):
     """Real/fake logits per patch of an RGB image in [0, 1] (B×3×H×W → B×1×H/2^L×W/2^L for ``layers`` = L).
 
-    Channels double per layer from ``width`` (capped at 8 × width); three layers see 38-px patches, four 78 (:func:`patch_size`)."""
+    Channels double per layer from ``width`` (capped at 8 × width); three layers see 38-px patches, four 78
+    (:func:`patch_size`)."""
 
     def __init__(self, width: int = 32, layers: int = 3):
         super().__init__()
