@@ -81,13 +81,18 @@ def folder_sha256(folder: str | Path) -> str:
 def with_encoder(base, state: dict):
     """A :class:`~latentarc.codec.tae.TinyAutoencoder` with ``base``'s decoder, name and fingerprint and the
     encoder ``state`` — what streams from a fine-tuned encoder need to decode with ``base``."""
-    return _assemble(state, base.decoder.state_dict(), tile=base.tile, halo=base.halo, tile_batch=base.tile_batch)
+    return _assemble(state, base.decoder.state_dict(), **_tiling(base))
 
 
 def with_weights(base, encoder: dict, decoder: dict, *, name: str, fingerprint: str):
     """A model of its own (stage 2): ``encoder`` and ``decoder`` tensors, named ``name`` with the decoder
     ``fingerprint`` — streams it writes decode only with it."""
-    return _assemble(encoder, decoder, name=name, decoder_sha256=fingerprint, tile=base.tile, halo=base.halo, tile_batch=base.tile_batch)
+    return _assemble(encoder, decoder, name=name, decoder_sha256=fingerprint, **_tiling(base))
+
+
+def _tiling(base) -> dict:
+    """``base``'s tiling settings, which a model assembled from it keeps (same tiles, same values)."""
+    return {"tile": base.tile, "halo": base.halo, "tile_batch": base.tile_batch}
 
 
 def _assemble(enc_state: dict, dec_state: dict, *, name: str = BASE_MODEL, decoder_sha256: str | None = None,

@@ -811,5 +811,6 @@ def format_rd(r: dict) -> str:
              format_speed(r["speed"], r["threads"]) + "\n" + format_metric_cost(r["metric_cpu_s_per_mp"]),
              format_bd(r["bd"], r["reference"])]
     parts += [t for t in (format_variants(r["bd_variants"]), format_pairs(r["bd_pairs"]),
-                          format_equal_quality(r["equal_quality"], r["reference"])) if t]
+                          format_equal_quality(r["equal_quality"], r.get("equal_quality_same_images"),
+                                               r["reference"])) if t]
     return "\n\n".join(parts)

@@ -109,16 +109,16 @@ def common_subset(eq: dict, reference: str | None = None) -> dict:
     for m in (m for m in PERCEPTUAL if codecs and all(m in eq[c] for c in codecs)):
         entries = []
         for i, level in enumerate(LEVELS[m]):
-            per = [eq[c][m][i]["per_image"] for c in codecs]
-            names = [img for img in per[0] if all(p.get(img) is not None for p in per)]
-            bpp = {c: (sum(p[img] for img in names) / len(names) if names else None) for c, p in zip(codecs, per)}
+            per = {c: eq[c][m][i]["per_image"] for c in codecs}  # codec → {image: bpp or None}
+            first = per[codecs[0]]
+            names = [img for img in first if all(p.get(img) is not None for p in per.values())]
+            bpp = {c: (sum(p[img] for img in names) / len(names) if names else None) for c, p in per.items()}
             ref = bpp.get(reference) if reference else None
-            own = dict(zip(codecs, per))
-            entries.append({"level": level, "images": names, "of": len(per[0]), "bpp": bpp,
+            entries.append({"level": level, "images": names, "of": len(first), "bpp": bpp,
                             "vs_reference": {c: (b / ref - 1 if b is not None and ref else None)
                                              for c, b in bpp.items()},
-                            "wins": {c: (sum(own[c][i] < own[reference][i] for i in names) if ref else None)
-                                     for c in codecs}})
+                            "wins": {c: (sum(p[img] < per[reference][img] for img in names) if ref else None)
+                                     for c, p in per.items()}})
         out[m] = entries
     return out
 
@@ -180,14 +180,15 @@ def _text_table(title: str, head: list[str], rows: list[list[str]], note: str) -
     return "\n".join([title, line(head), "-" * len(line(head)), *(line(r) for r in rows), "  " + note])
 
 
-def format_equal_quality(eq: dict, reference: str | None = None) -> str:
-    """Both tables as text: every codec on its own images, then every codec on the images all of them reach."""
+def format_equal_quality(eq: dict, same: dict | None = None, reference: str | None = None) -> str:
+    """Both tables as text: every codec on its own images (``eq``: :func:`equal_quality`), then, given ``same``
+    (:func:`common_subset` of ``eq`` against ``reference``), every codec on the images all of them reach."""
     head, rows = equal_quality_cells(eq)
     if len(head) == 1:
         return ""
     text = _text_table("bpp needed at equal quality (lower = fewer bits for the same perceptual distance):",
                        head, rows, EQUAL_QUALITY_NOTE)
-    chead, crows = common_subset_cells(common_subset(eq, reference))
+    chead, crows = common_subset_cells(same or {})
     if len(chead) > 1 and len(crows) > 1:
         text += "\n\n" + _text_table(f"bpp needed at equal quality on the same images (against {reference}):"
                                       if reference else "bpp needed at equal quality on the same images:",
