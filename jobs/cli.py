@@ -475,10 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--name", default="tae-f2-le", help="model name written into config.json and CARD.md")
     p.add_argument("--eval-only", action="store_true",
-                   help="only evaluate on held-out photos: the stock encoder, and --out's checkpoint if any")
+                   help="only evaluate on held-out photos: the stock encoder, and --out's checkpoint if any, "
+                        "else the model it exported")
     p.add_argument("--eval-photos", type=int, default=3, help="held-out photos evaluated (0: none)")
     p.add_argument("--eval-crop", type=int, default=512, help="centre crop of each evaluated photo (pixels)")
-    p.add_argument("--eval-qualities", default="10,40,70")
+    p.add_argument("--eval-qualities", default="10,40,70",
+                   help="qualities coded per entropy model ('': the unquantized ceiling only)")
     p.add_argument("--eval-json", metavar="FILE", help="with --eval-only: also write the figures as JSON")
     _add_model_args(p)
 

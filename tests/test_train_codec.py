@@ -137,3 +137,41 @@ def test_init_starts_from_a_train_codec_folder(tmp_path):
     for f in ("encoder.safetensors", "decoder.safetensors"):
         a, c = load_file(str(first / f)), load_file(str(third / f))
         assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_chained_runs_record_their_lineage(tmp_path):
+    """A run started with --init records the folder it came from, with that folder's own start, in its config
+    and card, and keeps it across a resume: a model trained in chained leases says every run it took."""
+    import dataclasses
+    import json
+
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    tc.train(_cfg(a, 1))
+    tc.train(dataclasses.replace(_cfg(b, 1), init=str(a)))
+    tc.train(dataclasses.replace(_cfg(c, 1), init=str(b)))
+    tc.train(dataclasses.replace(_cfg(c, 2), init=str(b)))  # resumes c from its checkpoint: --init is not reapplied
+    meta = json.loads((c / "config.json").read_text())
+    chain = tc.lineage(meta["training"]["init"])
+    assert [r["from"] for r in chain] == [str(a), str(b)] and [r["steps"] for r in chain] == [1, 1]
+    assert chain[1]["encoder_sha256"] == json.loads((b / "config.json").read_text())["encoder_sha256"]
+    assert meta["training"]["steps"] == 2
+    card = (c / "CARD.md").read_text()
+    assert f"`{a}` (stage 1, 1 steps" in card and "In all 4 steps" in card
+    assert "Started from" not in (a / "CARD.md").read_text()
+
+
+def test_eval_only_measures_a_finished_folder_without_its_checkpoint(tmp_path):
+    """A kept model folder (its checkpoint dropped) is evaluated from the weights it exported: the stage-2
+    decoder included, so its ceiling differs from the stock one; no qualities → the ceiling alone."""
+    import dataclasses
+
+    out = tmp_path / "run"
+    tc.train(dataclasses.replace(_cfg(out, 2), train_decoder=True, lr=1e-3))
+    (out / "checkpoint.pt").unlink()
+    cfg = dataclasses.replace(_cfg(out, 2), eval_photos=1, eval_crop=64, eval_qualities=())
+    ev = tc.evaluate_folder(out, cfg)
+    s = ev["summary"]
+    assert set(s) == {"stock", "learned"} and ev["entropy_models"] == [] and set(s["stock"]) == {"unquantized_psnr"}
+    assert abs(s["learned"]["unquantized_psnr"] - s["stock"]["unquantized_psnr"]) > 1e-3
+    table = tc.format_evaluation(ev)
+    assert table.splitlines()[2] == "| encoder | unquantized PSNR |" and "| learned |" in table

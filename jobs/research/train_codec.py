@@ -128,6 +128,7 @@ class TrainResult:
     seconds: float  # training wall time over all chunks
     history: list[dict] = field(default_factory=list)  # one row per --log-every steps
     evaluation: dict | None = None
+    init: dict | None = None  # the --init folder this run started from (``start_from``), with its own lineage
 
 
 # ------------------------------------------------------------------ data
@@ -346,10 +347,10 @@ def train(cfg: TrainConfig) -> TrainResult:
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    step, seconds, history, chunks = 0, 0.0, [], []
+    step, seconds, history, chunks, init = 0, 0.0, [], [], None
     ck = load_checkpoint(out)
     if ck is None and cfg.init:
-        start_from(cfg.init, encoder, decoder if cfg.train_decoder else None)
+        init = start_from(cfg.init, encoder, decoder if cfg.train_decoder else None)
     if ck is not None:
         encoder.load_state_dict(ck["encoder"])
         if ck.get("decoder") is not None:
@@ -362,6 +363,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             print(f"{out}: stage 1 → stage 2 (the decoder trains from here; the optimiser starts afresh)", flush=True)
         restore_rng(ck["rng"], rng, gen)
         step, seconds, history, chunks = ck["step"], ck["seconds"], ck["history"], ck["chunks"]
+        init = ck.get("init")
         print(f"resuming {out} at step {step} ({seconds:.0f} s trained)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     chunk = {"from_step": step, "config": _jsonable(cfg), "device": str(device), "threads": torch.get_num_threads()}
@@ -382,7 +384,7 @@ def train(cfg: TrainConfig) -> TrainResult:
                                "decoder": decoder.state_dict() if cfg.train_decoder else None,
                                "optimizer": opt.state_dict(),
                                "rng": rng_state(rng, gen), "seconds": elapsed, "history": history,
-                               "chunks": chunks + current})
+                               "chunks": chunks + current, "init": init})
         t_saved = time.perf_counter()
 
     try:
@@ -422,7 +424,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     if step > chunk["from_step"]:
         chunks.append(dict(chunk, to_step=step, seconds=round(time.perf_counter() - t_chunk, 1)))
     seconds += time.perf_counter() - t_chunk
-    result = TrainResult(out, step, seconds, history)
+    result = TrainResult(out, step, seconds, history, init=init)
     if stop["signal"] is not None:
         print(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved", flush=True)
         return result
@@ -434,10 +436,12 @@ def train(cfg: TrainConfig) -> TrainResult:
     return result
 
 
-def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.Module | None) -> None:
-    """Load a ``train-codec`` folder's weights (hashes checked) into ``encoder`` and, for stage 2, ``decoder``.
-    A stage-2 folder's encoder was trained for its own decoder: continuing it as stage 1 is refused."""
-    from latentarc.codec.encoders import DECODER_FILE, decoder_state, encoder_state, folder_meta
+def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.Module | None) -> dict:
+    """Load a ``train-codec`` folder's weights (hashes checked) into ``encoder`` and, for stage 2, ``decoder``,
+    and return what the new run inherits (folder, stage, hashes, steps, wall time, and the folder's own ``init``),
+    so a model trained in chained runs records every step it took. A stage-2 folder's encoder was trained for its
+    own decoder: continuing it as stage 1 is refused."""
+    from latentarc.codec.encoders import decoder_state, encoder_state, folder_meta
 
     meta = folder_meta(folder)
     if meta.get("decoder_sha256") and decoder is None:
@@ -446,8 +450,22 @@ def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.M
     encoder.load_state_dict(encoder_state(folder, meta["encoder_sha256"]))
     if decoder is not None and meta.get("decoder_sha256"):
         decoder.load_state_dict(decoder_state(folder, meta["decoder_sha256"]))
-    print(f"starting from {folder} (stage {meta.get('stage', 1)}{', ' + DECODER_FILE if decoder else ''})",
-          flush=True)
+    stage = meta.get("stage", 1)
+    takes = "encoder and decoder" if stage == 2 and decoder is not None else "encoder"
+    print(f"starting from {folder} (stage {stage}: its {takes})", flush=True)
+    t = meta.get("training", {})
+    return {"from": str(folder), "stage": stage, "encoder_sha256": meta["encoder_sha256"],
+            "decoder_sha256": meta.get("decoder_sha256"), "steps": t.get("steps"), "seconds": t.get("seconds"),
+            "init": t.get("init")}
+
+
+def lineage(init: dict | None) -> list[dict]:
+    """The runs a model was chained from, oldest first (``TrainResult.init`` and its own ``init``s)."""
+    chain = []
+    while init:
+        chain.append(init)
+        init = init.get("init")
+    return chain[::-1]
 
 
 def _mean(rows: list[StepFigures], key: str) -> float:
@@ -489,6 +507,7 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
         "training": {
             "images": str(images), "image_sets": sets, "images_count": len(files), "held_out": cfg.held_out,
             "steps": result.step, "seconds": round(result.seconds, 1), "final": last, "chunks": chunks,
+            "init": result.init,
             "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} lpips" if cfg.lpips_weight else ""),
                           "proxy": cfg.proxy, "rate_model": cfg.rate_model, "rate_weight": cfg.rate_weight,
                           "quality_range": list(cfg.quality_range),
@@ -540,12 +559,23 @@ Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {a
   length of the noisy latent, λ = {cfg.rate_weight} × the high-rate RD slope at the example's steps
   (docs/training.md).
 - **Training**: {t['steps']} steps, {t['seconds']:.0f} s wall time in all, seed {cfg.seed}; chunks: {chunks}.
-  Final: {final}.
+  Final: {final}.{_lineage_text(t.get('init'), t['steps'], t['seconds'])}
 
 Held-out figures (`latentarc train-codec --eval-only`):
 
 {format_evaluation(meta['held_out_evaluation']) if meta['held_out_evaluation'] else 'not measured'}
 """
+
+
+def _lineage_text(init: dict | None, steps: int, seconds: float) -> str:
+    chain = lineage(init)
+    if not chain:
+        return ""
+    runs = "; ".join(f"`{r['from']}` (stage {r['stage']}, {r['steps']} steps, {r['seconds']:.0f} s)" for r in chain)
+    total = sum(r["steps"] or 0 for r in chain) + steps
+    wall = sum(r["seconds"] or 0 for r in chain) + seconds
+    return (f"\n- **Started from** (oldest first): {runs}; then this run. In all {total} steps, "
+            f"{wall:.0f} s of training.")
 
 
 # ------------------------------------------------------------------ held-out evaluation
@@ -602,7 +632,7 @@ def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: in
         for name, pic in crops:
             row = {"encoder": label, "photo": name, "size": pic.width,
                    "unquantized_psnr": _unquantized_psnr(model, pic)}
-            for em in entropy_models:
+            for em in entropy_models if qualities else ():
                 codec = NeuralCodec(model, entropy_model=em)
                 a = codec.analyse(pic)
                 for q in qualities:
@@ -614,32 +644,32 @@ def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: in
     for label in models:
         mine = [r for r in rows if r["encoder"] == label]
         s = {"unquantized_psnr": float(np.mean([r["unquantized_psnr"] for r in mine]))}
-        for em in entropy_models:
+        for em in entropy_models if qualities else ():
             for q in qualities:
                 k = f"{em}@{q}"
                 s[k] = {"bpp": float(np.mean([r[k]["bpp"] for r in mine])),
                         "psnr": float(np.mean([r[k]["psnr"] for r in mine]))}
         summary[label] = s
     return {"photos": [n for n, _ in crops], "crop": crop, "qualities": list(qualities),
-            "entropy_models": list(entropy_models), "summary": summary, "rows": rows}
+            "entropy_models": list(entropy_models) if qualities else [], "summary": summary, "rows": rows}
 
 
 def format_evaluation(ev: dict) -> str:
     """A Markdown table of :func:`evaluate`'s summary (means over the photos)."""
-    head = "| encoder | unquantized PSNR | " + " | ".join(f"{em} q{q} bpp / PSNR" for em in ev["entropy_models"]
-                                                          for q in ev["qualities"]) + " |"
-    sep = "|" + "---|" * (2 + len(ev["entropy_models"]) * len(ev["qualities"]))
+    points = [f"{em}@{q}" for em in ev["entropy_models"] for q in ev["qualities"]]
+    head = ["encoder", "unquantized PSNR"] + [f"{k.replace('@', ' q')} bpp / PSNR" for k in points]
     lines = [f"{len(ev['photos'])} held-out photos ({', '.join(ev['photos'])}), centre crops ≤ {ev['crop']} px; "
-             "means over the photos.", "", head, sep]
+             "means over the photos.", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, s in ev["summary"].items():
-        cells = [f"{s[f'{em}@{q}']['bpp']:.4f} / {s[f'{em}@{q}']['psnr']:.2f}" for em in ev["entropy_models"]
-                 for q in ev["qualities"]]
-        lines.append(f"| {label} | {s['unquantized_psnr']:.2f} dB | " + " | ".join(cells) + " |")
+        cells = [label, f"{s['unquantized_psnr']:.2f} dB"] + [f"{s[k]['bpp']:.4f} / {s[k]['psnr']:.2f}" for k in points]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
-    """``--eval-only``: the stock encoder, and the latest encoder in ``out`` (its checkpoint) when there is one."""
+    """``--eval-only``: the stock encoder, and ``out``'s latest weights when it has any: its checkpoint, else the
+    finished model it exported (a folder kept without its checkpoint, hashes checked)."""
+    from latentarc.codec.encoders import decoder_state, encoder_state, folder_meta
     from latentarc.codec.models import load_model
 
     if cfg.threads:
@@ -647,8 +677,14 @@ def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     ck = load_checkpoint(out) if out else None
-    ev = evaluate(stock, ck["encoder"] if ck else None, cfg.held_out, cfg.eval_photos, cfg.eval_crop,
-                  cfg.eval_qualities, decoder_state=ck.get("decoder") if ck else None)
+    enc = dec = None
+    if ck:
+        enc, dec = ck["encoder"], ck.get("decoder")
+    elif out and (Path(out) / "config.json").is_file():
+        meta = folder_meta(out)
+        enc = encoder_state(out, meta["encoder_sha256"])
+        dec = decoder_state(out, meta["decoder_sha256"]) if meta.get("decoder_sha256") else None
+    ev = evaluate(stock, enc, cfg.held_out, cfg.eval_photos, cfg.eval_crop, cfg.eval_qualities, decoder_state=dec)
     if ck:
         ev["checkpoint_step"] = ck["step"]
     return ev
@@ -668,7 +704,8 @@ def config_from_args(a) -> TrainConfig:
                        train_decoder=a.train_decoder, decoder_lr=a.decoder_lr, init=a.init,
                        log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
                        eval_photos=a.eval_photos, eval_crop=a.eval_crop,
-                       eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",")), name=a.name)
+                       eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",") if q.strip()),
+                       name=a.name)
 
 
 def run_train_codec(a) -> int:
