@@ -331,6 +331,17 @@ def test_each_mode_decodes_with_its_own_default_refiner(tiny_denoiser, codec, sm
         codec.decode(data, refine=realistic)
 
 
+def test_refiner_card_names_every_run_of_a_chain():
+    """A denoiser fine-tuned from a fine-tune says both runs, newest first (a model trained in chained leases)."""
+    from latentarc.jobs.research.train_refiner import _init_text
+
+    first = {"from": "codec/weights/tae-f2-denoiser", "steps": 900, "loss": "pixel", "train_seconds": 3000.0}
+    second = {"from": "/tmp/r1", "steps": 1762, "loss": "decoded-lpips", "train_seconds": 360.2, "init": first}
+    text = _init_text({"init": second})
+    assert text.index("`/tmp/r1` (1762 steps") < text.index("itself from `codec/weights/tae-f2-denoiser` (900 steps")
+    assert _init_text({"init": None}) == ""
+
+
 def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
     """--loss decoded-ssim fine-tunes a trained denoiser (--init) through the frozen decoder and reports decoded PSNR
     on the held-out crops; the stored weights are float16 and load back into the float32 refiner."""
@@ -352,6 +363,7 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
     assert cfg["init"]["from"] == str(init) and "fine-tuned from" in card and cfg["quantized_fraction"] == 1
     base = json.loads((init / "config.json").read_text())
     assert cfg["latent_std"] == base["latent_std"] and cfg["unet"] == base["unet"]  # same units, same network
+    assert cfg["init"]["init"] == base.get("init")  # the parent's own start comes along
     tensors = load_file(str(out / "model.safetensors"))
     assert cfg["dtype"] == "float16" and all(t.dtype == torch.float16 for t in tensors.values())
     assert any(not torch.equal(t.float(), u.float()) for t, u in

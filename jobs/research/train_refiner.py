@@ -594,7 +594,8 @@ def train(a: RefinerTrainConfig) -> dict:
         "evaluation_photos_refused": str(a.held_out),
         "steps": it,
         "init": ({"from": str(a.init), "steps": init_cfg.get("steps"), "loss": init_cfg.get("loss"),
-                  "train_seconds": init_cfg.get("train_seconds")} if init_cfg else None),
+                  "train_seconds": init_cfg.get("train_seconds"), "init": init_cfg.get("init")}
+                 if init_cfg else None),
         "quantized_fraction": a.quantized_fraction,
         "batch_size": a.batch_size,
         "dtype": a.dtype,
@@ -639,11 +640,12 @@ LOSS_TEXT = {
 
 
 def _init_text(c: dict) -> str:
-    i = c.get("init")
-    if not i:
-        return ""
-    return (f"fine-tuned from `{i['from']}` ({i['steps']} steps, {i['loss']} loss, {i['train_seconds']} s), "
-            "then ")
+    """The chain of runs a fine-tune started from, newest first: each parent's ``init`` is kept in its record."""
+    parts, i = [], c.get("init")
+    while i:
+        parts.append(f"`{i['from']}` ({i['steps']} steps, {i['loss']} loss, {i['train_seconds']} s)")
+        i = i.get("init")
+    return f"fine-tuned from {', itself from '.join(parts)}, then " if parts else ""
 
 
 def _adversary_text(c: dict) -> str:
