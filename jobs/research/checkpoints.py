@@ -1,5 +1,5 @@
 """Training checkpoints: one ``checkpoint.pt`` per run folder, replaced atomically, with the RNG states that make
-a resumed run continue the same sample stream."""
+a resumed run continue the same sample stream; and the record of runs chained by ``--init`` (:func:`lineage`)."""
 
 from __future__ import annotations
 
@@ -40,3 +40,12 @@ def restore_rng(state: dict, rng: np.random.Generator, gen: torch.Generator | No
     torch.set_rng_state(state["global"])
     if gen is not None:
         gen.set_state(state["torch"])
+
+
+def lineage(init: dict | None) -> list[dict]:
+    """The runs a model was chained from, oldest first: a run's ``init`` record and the ``init`` nested in each."""
+    chain = []
+    while init:
+        chain.append(init)
+        init = init.get("init")
+    return chain[::-1]

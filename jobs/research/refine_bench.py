@@ -333,7 +333,8 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     print(format_table(summary, chk))
     if args.json_out:
         doc = {"codec": args.codec, "refiner": names, "refiners": used, "images": args.images,
-               "points": [{"kind": k, "value": v} for k, v in points], "modes": modes, "steps": steps, "etas": list(args.etas), "seed": args.seed, "crop": args.crop,
+               "points": [{"kind": k, "value": v} for k, v in points], "modes": modes, "steps": steps,
+               "etas": list(args.etas), "seed": args.seed, "crop": args.crop,
                "limit": args.limit, "rows": rows, "skipped": skipped,
                "summary": summary, "checks": chk, "elapsed_s": time.perf_counter() - t_start}
         out = Path(args.json_out)

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from latentarc.codec.neural import quality_to_step
 from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
-from latentarc.jobs.research.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from latentarc.jobs.research.checkpoints import lineage, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, sha256_file, training_files
 
 RATE_MODELS = ("tae-f2-ctx", "laplace")
@@ -459,15 +459,6 @@ def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.M
             "init": t.get("init")}
 
 
-def lineage(init: dict | None) -> list[dict]:
-    """The runs a model was chained from, oldest first (``TrainResult.init`` and its own ``init``s)."""
-    chain = []
-    while init:
-        chain.append(init)
-        init = init.get("init")
-    return chain[::-1]
-
-
 def _mean(rows: list[StepFigures], key: str) -> float:
     return float(np.mean([getattr(r, key) for r in rows]))
 
@@ -616,6 +607,8 @@ def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: in
     from latentarc.codec.encoders import with_encoder, with_weights
     from latentarc.codec.neural import NeuralCodec
 
+    if not qualities:  # the ceiling alone: no stream is coded
+        entropy_models = ()
     models = {"stock": stock}
     if encoder_state is not None:
         enc = {k: v.detach().to("cpu") for k, v in encoder_state.items()}
@@ -632,7 +625,7 @@ def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: in
         for name, pic in crops:
             row = {"encoder": label, "photo": name, "size": pic.width,
                    "unquantized_psnr": _unquantized_psnr(model, pic)}
-            for em in entropy_models if qualities else ():
+            for em in entropy_models:
                 codec = NeuralCodec(model, entropy_model=em)
                 a = codec.analyse(pic)
                 for q in qualities:
@@ -644,14 +637,14 @@ def evaluate(stock, encoder_state: dict | None, held_out: str | Path, photos: in
     for label in models:
         mine = [r for r in rows if r["encoder"] == label]
         s = {"unquantized_psnr": float(np.mean([r["unquantized_psnr"] for r in mine]))}
-        for em in entropy_models if qualities else ():
+        for em in entropy_models:
             for q in qualities:
                 k = f"{em}@{q}"
                 s[k] = {"bpp": float(np.mean([r[k]["bpp"] for r in mine])),
                         "psnr": float(np.mean([r[k]["psnr"] for r in mine]))}
         summary[label] = s
     return {"photos": [n for n, _ in crops], "crop": crop, "qualities": list(qualities),
-            "entropy_models": list(entropy_models) if qualities else [], "summary": summary, "rows": rows}
+            "entropy_models": list(entropy_models), "summary": summary, "rows": rows}
 
 
 def format_evaluation(ev: dict) -> str:

@@ -69,7 +69,7 @@ import torch
 
 from latentarc.codec.refine import STEP_CONDITION
 from latentarc.jobs.research.adversary import Adversary, patch_size
-from latentarc.jobs.research.checkpoints import load_checkpoint, restore_rng, rng_state, save_checkpoint
+from latentarc.jobs.research.checkpoints import lineage, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from latentarc.jobs.research.latent_cache import encode_latents
 from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, training_files, validation_split
 
@@ -640,11 +640,9 @@ LOSS_TEXT = {
 
 
 def _init_text(c: dict) -> str:
-    """The chain of runs a fine-tune started from, newest first: each parent's ``init`` is kept in its record."""
-    parts, i = [], c.get("init")
-    while i:
-        parts.append(f"`{i['from']}` ({i['steps']} steps, {i['loss']} loss, {i['train_seconds']} s)")
-        i = i.get("init")
+    """The chain of runs a fine-tune started from, newest first (:func:`lineage`)."""
+    parts = [f"`{i['from']}` ({i['steps']} steps, {i['loss']} loss, {i['train_seconds']} s)"
+             for i in reversed(lineage(c.get("init")))]
     return f"fine-tuned from {', itself from '.join(parts)}, then " if parts else ""
 
 
