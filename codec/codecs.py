@@ -76,7 +76,7 @@ def check_weights(spec: CodecSpec) -> None:
     for n in (_codec_list(spec.codecs) if spec.name == AutoCodec.name else [spec.name]):
         if n not in CODECS:
             resolve_weights(n, weights=spec.weights)
-    if spec.verify_refine:  # the encoder's refinement check measures LPIPS
+    if spec.verify_refine or spec.verify_realistic:  # the encoder's refinement checks measure LPIPS
         METRICS.get("lpips").check_weights()
 
 

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from . import bitstream, entropy, latent_coding
+from . import verdicts as V
 from .autoencoder import LatentAutoencoder
 from .base import CODECS, Capabilities, Codec
 from .bracket import Probe, cheapest_passing
@@ -87,7 +88,9 @@ class NeuralCodec(Codec):
 
         return cls(load_model(spec.name, weights=spec.weights, device=spec.device or default_device()),
                    adaptive=not spec.global_step, entropy_model=spec.entropy_model, rdoq=spec.rdoq,
-                   verify_refine=spec.verify_refine, refiner=spec.refiner, latent_search=spec.latent_search,
+                   verify_refine=spec.verify_refine, refiner=spec.refiner,
+                   verify_realistic=spec.verify_realistic, realistic_refiner=spec.refiner,
+                   latent_search=spec.latent_search,
                    probes=spec.probes, encoder_precision=spec.encoder_precision)
 
     def __init__(
@@ -103,6 +106,8 @@ class NeuralCodec(Codec):
         rdoq: float | None = None,
         verify_refine: bool = False,
         refiner=None,
+        verify_realistic: bool = False,
+        realistic_refiner=None,
         latent_search: LatentSearch | int | None = None,
         encoder_precision: str = "float32",
     ):
@@ -113,8 +118,10 @@ class NeuralCodec(Codec):
         if isinstance(latent_search, int):
             latent_search = LatentSearch(latent_search) if latent_search else None
         self.latent_search = latent_search
-        # encoder-side check of faithful refinement against the original, recorded in the stream (refine.Verdict)
+        # encoder-side checks of refinement against the original, recorded in the stream (codec.verdicts): faithful
+        # with ``refiner``, realistic with ``realistic_refiner`` (None: the codec's own for each mode)
         self.verify_refine, self.refiner = verify_refine, refiner
+        self.verify_realistic, self.realistic_refiner = verify_realistic, realistic_refiner
         # how new streams are entropy-coded (latent_coding); decoding follows the id each stream carries
         self.coder = latent_coding.coder(entropy_model)
         # RD-optimised rounding (an encoder choice; streams decode the same either way): None = the coder's default
@@ -166,39 +173,58 @@ class NeuralCodec(Codec):
             step, knob = quality_to_step(q), {"quality": q}
         data, params = self._code(a, step)
         # one unrefined decode serves both the measured PSNR and the refinement check
-        planes = self._reconstruct_planes(a, data) if measure or self.verify_refine else None
+        planes = self._reconstruct_planes(a, data) if measure or self.checks_refinement else None
         measured = psnr(pic.reference(), planes) if measure else None
         return self._verified(EncodeResult(data, pic.width, pic.height, measured, dict(params, **knob),
                                            decoded=planes if measure else None), a, planes)
 
     def _verified(self, res: EncodeResult, a: Analysis, planes: np.ndarray | None = None) -> EncodeResult:
-        """With ``verify_refine``: decode the stream unrefined (``planes``, when the caller already has them)
-        and with faithful refinement at each K of ``refine.VERIFY_STEPS``, measure PSNR, MS-SSIM and LPIPS
-        against the original, and add the verdict section (refine.Verdict). The payload is untouched, so the unrefined
+        """With ``verify_refine`` / ``verify_realistic``: decode the stream unrefined (``planes``, when the caller
+        already has them) and with each candidate setting of the mode, measure each against the original, and add
+        the mode's check as a stream section (``codec.verdicts``). The payload is untouched, so the unrefined
         decode — and ``psnr`` — do not change."""
-        if not self.verify_refine:
+        if not self.checks_refinement:
             return res
         from . import refine as R
         from .images import colour_planes
-        from .metrics import METRICS, Reference
+        from .metrics import METRICS, Reference, sharpness_ratio
 
-        refiner = R.resolve(self.refiner, self.name, self.model.device)
-        ref = Reference(a.pic.reference(), device=self.model.device)  # scored 1 + len(VERIFY_STEPS) times
+        reference = a.pic.reference()
+        ref = Reference(reference, device=self.model.device)  # scored once per candidate decode
 
         def figures(planes):
-            return tuple(METRICS.get(m)(ref, planes) for m in ("psnr", "ms_ssim", "lpips"))
+            return {m: METRICS.get(m)(ref, planes) for m in ("psnr", "ms_ssim", "lpips")} | {
+                "sharpness": sharpness_ratio(reference, planes)}
 
-        def measure(cfg):
+        def measure(cfg, refiner):
             return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode))
 
-        base = figures(planes) if planes is not None else measure(R.RefineConfig("none", 0))
-        k, dp, dm = R.choose_verified_steps(
-            base, {k: measure(R.RefineConfig("faithful", k, verified=False)) for k in R.VERIFY_STEPS})
-        verdict = R.Verdict(refiner.fingerprint(), k, dp, dm)
-        s = bitstream.parse(res.data)
-        s.sections[R.VERDICT_SECTION] = verdict.pack()
-        params = dict(res.params, refine_verified={"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)})
+        base = figures(planes) if planes is not None else measure(R.RefineConfig("none", 0), None)
+        s, params = bitstream.parse(res.data), dict(res.params)
+        if self.verify_refine:
+            refiner = R.resolve(self.refiner, self.name, self.model.device)
+            tried = {k: measure(R.RefineConfig("faithful", k, verified=False), refiner) for k in V.VERIFY_STEPS}
+            k, dp, dm = V.choose_verified_steps(
+                (base["psnr"], base["ms_ssim"], base["lpips"]),
+                {k: (f["psnr"], f["ms_ssim"], f["lpips"]) for k, f in tried.items()})
+            s.sections[V.VERDICT_SECTION] = V.Verdict(refiner.fingerprint(), k, dp, dm).pack()
+            params["refine_verified"] = {"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)}
+        if self.verify_realistic:
+            refiner = R.resolve(self.realistic_refiner, self.name, self.model.device, mode="realistic")
+            tried = {(k, eta): measure(R.RefineConfig("realistic", k, V.VERIFY_SEED, verified=False, eta=eta),
+                                       refiner) for k, eta in V.REALISTIC_CANDIDATES}
+            k, eta, dl, sharp = V.choose_realistic(
+                (base["lpips"], base["sharpness"]), {c: (f["lpips"], f["sharpness"]) for c, f in tried.items()})
+            v = V.RealisticVerdict(refiner.fingerprint(), k, eta, V.VERIFY_SEED, dl, base["sharpness"] or 0.0, sharp)
+            s.sections[V.REALISTIC_SECTION] = v.pack()
+            params["realistic_verified"] = {"steps": k, "eta": eta, "seed": V.VERIFY_SEED, "d_lpips": round(dl, 5),
+                                            "sharpness": round(sharp, 4)}
         return EncodeResult(bitstream.pack(s), res.width, res.height, res.psnr, params, decoded=res.decoded)
+
+    @property
+    def checks_refinement(self) -> bool:
+        """Whether encoding checks a refinement mode against the original (``_verified``)."""
+        return self.verify_refine or self.verify_realistic
 
     @torch.no_grad()
     def analyse(self, pic: Picture) -> Analysis:
@@ -350,7 +376,8 @@ class NeuralCodec(Codec):
         """``refine`` (a :class:`~latentarc.codec.refine.RefineConfig`) denoises the dequantized latent before
         the decoder network; ``refiner`` a :class:`~latentarc.codec.refine.Refiner` or refiner name (default:
         the codec's own, see ``refine.refiner_for_codec``). The noise level comes from the stream's steps; a
-        stream encoded with ``verify_refine`` also says which K ``faithful`` should use (``refine.effective``)."""
+        stream encoded with ``verify_refine`` / ``verify_realistic`` also says which setting its mode should use
+        (``refine.effective``)."""
         s, qp, side = self.parse(data)
         alpha = None
         if _SECTION_ALPHA in s.sections:  # the lossless plane is checked before any network runs
@@ -373,7 +400,7 @@ class NeuralCodec(Codec):
 
             refiner = R.resolve(refiner, self.name, self.model.device, refine.mode)
             R.check_latent_space(refiner, self.model.fingerprint)
-            refine, refinement = R.effective(refine, s.sections.get(R.VERDICT_SECTION), refiner)
+            refine, refinement = R.effective(refine, s.sections, refiner)
             latent = R.apply(latent[None], qp.step_values(), refine, refiner, self.name)[0]
         img = self.model.decode(latent[None])[0]
         rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
@@ -417,19 +444,15 @@ class NeuralCodec(Codec):
             "ideal_total_bytes": round(ideal / 8 + side, 1),
             "overhead_vs_ideal_pct": round(100 * (len(data) / (ideal / 8 + side) - 1), 4) if ideal else 0.0,
             "bpp": round(len(data) * 8 / (s.width * s.height), 5),
-            "refine_verified": _verdict_info(s.sections),
+            "refine_verified": _verdict_info(s.sections, V.VERDICT_SECTION, V.Verdict),
+            "realistic_verified": _verdict_info(s.sections, V.REALISTIC_SECTION, V.RealisticVerdict),
         }
 
 
-def _verdict_info(sections: dict) -> dict | None:
-    """The encoder's refinement check as ``info`` shows it (None: the stream was not checked)."""
-    from . import refine as R
-
-    body = sections.get(R.VERDICT_SECTION)
-    if body is None:
-        return None
-    v = R.Verdict.unpack(body)
-    return {"refiner_fingerprint": v.fingerprint.hex(), "steps": v.steps, "d_psnr": v.d_psnr, "d_ms_ssim": v.d_ms_ssim}
+def _verdict_info(sections: dict, section: str, kind) -> dict | None:
+    """The encoder's refinement check of one mode as ``info`` shows it (None: the stream was not checked)."""
+    body = sections.get(section)
+    return None if body is None else kind.unpack(body).info()
 
 
 @CODECS.register_fallback

@@ -3,8 +3,9 @@
 Where it sits: ``parse → entropy decode → dequantize → refine → model.decode``. Refinement needs nothing in
 the stream (zero extra bits): the starting noise level is computed from the per-channel quantization steps the
 stream already carries, and mode, step count and seed are decode-time choices. Optionally the encoder checks
-faithful refinement against the original and records its verdict in a 9-byte section (:class:`Verdict`,
-``encode --verify-refine``); ``faithful`` then refines only the images it measurably improves.
+refinement against the original and records its choice in a stream section (``codec.verdicts``: ``encode
+--verify-refine`` for faithful, ``--verify-realistic``); each mode then refines only the images it measurably
+improves, with the setting the encoder measured.
 
 The timestep mapping (:func:`timestep_for_steps`)
 -------------------------------------------------
@@ -60,6 +61,7 @@ import torch
 
 from .errors import ModelError, WeightsNotFound
 from .registry import Registry
+from .verdicts import REALISTIC_SECTION, VERDICT_SECTION, RealisticVerdict, Verdict
 from .weights import WEIGHTS_DIR, verified_file
 
 MODES = ("none", "faithful", "realistic")
@@ -89,10 +91,10 @@ class RefineConfig:
     """Decode-time refinement choice. ``steps`` is the number of denoising steps K (None: the mode's
     :data:`MODE_STEPS`); ``seed`` seeds the noise of ``realistic`` (``faithful`` ignores it); ``eta`` is how much
     fresh noise each of realistic's steps draws, from 0 (DDIM's deterministic path) to 1 (ancestral sampling;
-    None: the mode's :data:`ETA`) — faithful is deterministic and takes none. ``verified``:
-    ``faithful`` follows the stream's verification note (:class:`Verdict`) when it has one for this refiner — the
-    encoder's measured choice of K, or no refinement where refinement did not help that image; False refines
-    every stream with ``steps``."""
+    None: the mode's :data:`ETA`) — faithful is deterministic and takes none. ``verified``: the mode follows the
+    stream's check for it (``codec.verdicts``) when it has one for this refiner — the encoder's measured choice
+    of setting (realistic: K, eta and seed), or no refinement where refinement did not help that image; False
+    refines every stream with ``steps``, ``eta`` and ``seed``."""
 
     mode: str = "none"
     steps: int | None = None
@@ -148,66 +150,6 @@ class Refiner(ABC):
         import hashlib
 
         return hashlib.sha256(f"{type(self).__qualname__}:{self.name}".encode()).digest()[:4]
-
-
-# ------------------------------------------------------------------------------------------ encoder verification
-#: stream section of the encoder's refinement check (absent: the stream was not checked)
-VERDICT_SECTION = "RFNV"
-VERIFY_STEPS = (1, 2)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """What the encoder measured for one image, against its original: ``steps`` = the faithful K that lowered
-    neither PSNR nor MS-SSIM, raised at least one, and raised PSNR the most (0: no K did — decode the image
-    unrefined), the changes it measured, and which refiner it measured with (``fingerprint``, 4 bytes of
-    :meth:`Refiner.fingerprint`).
-
-    Why: a denoiser trained for the average photo over-smooths some images (a held-out photo lost 3.4 dB at
-    quality 25 while others gained 1 dB). The decoder alone cannot tell which; the encoder, holding the
-    original, can — 9 bytes per image buy an archive a faithful mode that never lowers the measured quality."""
-
-    fingerprint: bytes
-    steps: int
-    d_psnr: float  # dB
-    d_ms_ssim: float
-
-    _FORMAT = "<4sBhh"
-
-    def pack(self) -> bytes:
-        import struct
-
-        clip = lambda v: int(max(-32768, min(32767, round(v))))  # noqa: E731
-        return struct.pack(self._FORMAT, self.fingerprint, self.steps, clip(self.d_psnr * 100),
-                           clip(self.d_ms_ssim * 1e5))
-
-    @classmethod
-    def unpack(cls, body: bytes) -> "Verdict":
-        import struct
-
-        from .errors import CorruptStream
-
-        if len(body) != struct.calcsize(cls._FORMAT):
-            raise CorruptStream(f"refinement verdict section has {len(body)} bytes")
-        fp, k, dp, dm = struct.unpack(cls._FORMAT, body)
-        return cls(fp, k, dp / 100, dm / 1e5)
-
-
-def choose_verified_steps(base: tuple, measured: dict[int, tuple]):
-    """(K, ΔPSNR, ΔMS-SSIM) from {K: (PSNR, MS-SSIM[, LPIPS])} against the unrefined ``base``: the K with the
-    largest PSNR gain among those that lower neither PSNR nor MS-SSIM, raise at least one, and do not raise LPIPS
-    (a perceptual distance; figures that could not be measured, None, are not compared); (0, 0, 0) when none
-    qualifies."""
-    def delta(got, was):
-        return got - was if got is not None and was is not None else 0.0
-
-    best = (0, 0.0, 0.0)
-    for k, figs in sorted(measured.items()):
-        dp, dm = figs[0] - base[0], delta(figs[1], base[1])
-        dl = delta(figs[2], base[2]) if len(figs) > 2 and len(base) > 2 else 0.0
-        if dp >= 0 and dm >= 0 and dl <= 0 and (dp > 0 or dm > 0) and (best[0] == 0 or dp > best[1]):
-            best = (k, dp, dm)
-    return best
 
 
 # ------------------------------------------------------------------------------------------ the mapping
@@ -607,20 +549,27 @@ def resolve(refiner: Refiner | str | None, codec_name: str, device=None, mode: s
     return refiner
 
 
-def effective(config: RefineConfig, verdict_body: bytes | None, refiner: Refiner) -> tuple[RefineConfig, str]:
-    """The configuration to run for a stream, and a word on why: ``faithful`` with ``verified`` takes K from
-    the stream's verdict when that verdict was measured with this very refiner."""
+def effective(config: RefineConfig, sections: dict[str, bytes], refiner: Refiner) -> tuple[RefineConfig, str]:
+    """The configuration to run for a stream, and a word on why: with ``verified``, ``faithful`` and
+    ``realistic`` follow the stream's check for their mode (``codec.verdicts``) when that check was measured with
+    this very refiner — the encoder's choice of setting, or no refinement where none helped that image."""
     if not config.active:
         return config, "none"
-    if config.mode != "faithful" or not config.verified or verdict_body is None:
-        return config, config.label + ("" if config.mode != "faithful" else " (unverified)")
-    v = Verdict.unpack(verdict_body)
+    section = {"faithful": VERDICT_SECTION, "realistic": REALISTIC_SECTION}[config.mode]
+    body = sections.get(section)
+    if not config.verified or body is None:
+        return config, config.label + " (unverified)"
+    v = (Verdict if config.mode == "faithful" else RealisticVerdict).unpack(body)
     if v.fingerprint != refiner.fingerprint():
-        return config, f"faithful/{config.steps} (unverified: the stream was checked with another refiner)"
+        return config, f"{config.label} (unverified: the stream was checked with another refiner)"
     if v.steps == 0:
         return RefineConfig("none", 0, config.seed), "none (the encoder measured no gain from refinement)"
-    return (RefineConfig("faithful", v.steps, config.seed),
-            f"faithful/{v.steps} (verified: {v.d_psnr:+.2f} dB PSNR, {v.d_ms_ssim:+.5f} MS-SSIM)")
+    if isinstance(v, Verdict):
+        return (RefineConfig("faithful", v.steps, config.seed),
+                f"faithful/{v.steps} (verified: {v.d_psnr:+.2f} dB PSNR, {v.d_ms_ssim:+.5f} MS-SSIM)")
+    chosen = RefineConfig("realistic", v.steps, v.seed, eta=v.eta)
+    return chosen, (f"{chosen.label} seed {v.seed} (verified: {v.d_lpips:+.4f} LPIPS, sharpness "
+                    f"{v.sharpness_none:.3f} → {v.sharpness:.3f})")
 
 
 def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | None, codec_name: str,

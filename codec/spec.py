@@ -43,7 +43,10 @@ class CodecSpec:
     encoder_precision: str = "float32"
     #: check faithful refinement against each original at encode, and record the verdict in the stream
     verify_refine: bool = False
-    #: the refiner that check uses (a ``codec.refine.REFINERS`` name or a train-refiner folder; None: the codec's)
+    #: check realistic refinement (K, eta) against each original at encode, and record the choice in the stream
+    verify_realistic: bool = False
+    #: the refiner those checks use (a ``codec.refine.REFINERS`` name or a train-refiner folder; None: the codec's
+    #: own for each mode)
     refiner: str | None = None
     # ---- auto (``codec.codecs.AutoCodec``)
     #: the codecs auto chooses from, comma-separated (None: ``codecs.DEFAULT_AUTO_CODECS``)

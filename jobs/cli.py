@@ -102,6 +102,13 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                         "LPIPS of each against the original, and record in the stream which K helps without raising "
                         "LPIPS (or that none does): decode --refine faithful then follows it. Costs three extra "
                         "decodes and LPIPS measurements per image at encode, 9 bytes per stream")
+    p.add_argument("--verify-realistic", action="store_true",
+                   help="decode each neural stream unrefined and with realistic refinement at several (steps, eta), "
+                        "measure LPIPS and sharpness of each against the original, and record in the stream the "
+                        "setting with the lowest LPIPS among those that lower it, preferring those that bring "
+                        "sharpness closer to the original's (or that none lowers it): decode --refine realistic "
+                        "then follows it, with the seed checked. Costs four extra decodes and five LPIPS "
+                        "measurements per image at encode, 14 bytes per stream")
     p.add_argument("--probes", type=int, default=2, metavar="N",
                    help="neural codecs: decoder backward passes per channel-sensitivity estimate (default 2; 1 "
                         "halves that part of the encode, at a noisier step allocation)")
@@ -133,7 +140,8 @@ def _refine_args(p: argparse.ArgumentParser) -> None:
                    help="tae-f2-denoiser, diffusers-unet:<hub id or folder>, or a train-refiner folder "
                         "(default: the codec's own)")
     p.add_argument("--unverified", action="store_true",
-                   help="faithful: refine with --steps even where the stream's encoder check chose otherwise")
+                   help="refine with --steps (realistic: --eta and --seed too) even where the stream's encoder check "
+                        "(--verify-refine, --verify-realistic) chose otherwise")
 
 
 def _codec_name(a) -> str:
@@ -451,7 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="λ in units of the codec's high-rate RD slope at each example's steps (0: distortion only)")
     p.add_argument("--proxy", choices=["ste", "noise"], default="ste",
                    help="quantization seen by the decoder: real rounding, straight-through (default), or noise")
-    p.add_argument("--lpips-weight", type=float, default=0.0, help="add W × LPIPS(x, x̂) to the loss (codec.metrics.lpips_loss)")
+    p.add_argument("--lpips-weight", type=float, default=0.0,
+                   help="add W × LPIPS(x, x̂) to the loss (codec.metrics.lpips_loss)")
+    p.add_argument("--lpips-form", choices=["linear", "log"], default="linear",
+                   help="log: W × LPIPS / sg(LPIPS), the gradient of W × ln LPIPS — priced like the normalised MSE "
+                        "term, as BD-rate on the LPIPS axis counts it (default linear)")
     p.add_argument("--range-weight", type=float, default=1.0,
                    help="add W × mean(relu(|z| − 3)²): keeps latents inside the decoder's input clamp (default 1)")
     p.add_argument("--sens-probes", type=int, default=1, help="Hutchinson probes of the decoder sensitivity")

@@ -124,7 +124,7 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
     assert len(keys) == 3
     # --verify-refine: every stream carries the encoder's refinement check, and the row records it
     from latentarc.codec import bitstream
-    from latentarc.codec.refine import VERDICT_SECTION
+    from latentarc.codec.verdicts import VERDICT_SECTION
 
     for r in rows:
         assert json.loads(r["params"])["refine_verified"]["steps"] in (0, 1, 2)

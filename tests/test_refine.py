@@ -13,6 +13,7 @@ diffusers = pytest.importorskip("diffusers")
 
 from latentarc.codec import bitstream  # noqa: E402
 from latentarc.codec import refine as R  # noqa: E402
+from latentarc.codec import verdicts as V  # noqa: E402
 from latentarc.codec.errors import ModelError  # noqa: E402
 from latentarc.codec.refine import (  # noqa: E402
     DiffusersUNetRefiner,
@@ -571,10 +572,10 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     doc = json.loads(js.read_text())
     assert doc["refiners"] == {"faithful": R.DENOISER_NAME, "realistic": str(out)}
     text = page.read_text()
-    # per quality: the original and the six decodes side by side, as inline PNGs
-    assert text.count("data:image/png;base64,") == 2 * 7 and "<figcaption>realistic/2</figcaption>" in text
+    # per quality: the original and the seven decodes side by side, as inline PNGs
+    assert text.count("data:image/png;base64,") == 2 * 8 and "<figcaption>realistic/2</figcaption>" in text
     rows = doc["rows"]
-    labels = ["none", "faithful/1", "faithful/2", "realistic/1", "realistic/2", "faithful/v"]
+    labels = ["none", "faithful/1", "faithful/2", "realistic/1", "realistic/2", "faithful/v", "realistic/v"]
     assert len(rows) == 2 * len(labels) and doc["seed"] == 3
     for q in (30, 70):
         mine = {r["config"]: r for r in rows if r["quality"] == q}
@@ -588,6 +589,9 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
         assert v["psnr"] >= mine["none"]["psnr"] and v["ms_ssim"] >= mine["none"]["ms_ssim"]
         assert v["refinement"].startswith(("none (the encoder", "faithful/1 (verified", "faithful/2 (verified"))
         assert mine["faithful/1"]["refinement"] == "faithful/1 (unverified)"
+        # the realistic verified row never raises LPIPS: none, or the candidate the encoder measured best
+        r = mine["realistic/v"]
+        assert r["lpips"] <= mine["none"]["lpips"] and r["refinement"].startswith(("none (the encoder", "realistic/"))
     by_q = {r["quality"]: r["bytes"] for r in rows}
     assert by_q[30] < by_q[70]
     summary = {(s["quality"], s["config"]): s for s in doc["summary"]}
@@ -615,12 +619,13 @@ def test_refine_bench_compares_etas(tiny_denoiser, tmp_path):
                  "--json-out", str(js), "--device", "cpu"]) == 0
     doc = json.loads(js.read_text())
     mine = {r["config"]: r for r in doc["rows"]}
-    assert list(mine) == ["none", "faithful/2", "realistic/2 (eta 0)", "realistic/2 (eta 0.5)", "faithful/v"]
+    assert list(mine) == [
+        "none", "faithful/2", "realistic/2 (eta 0)", "realistic/2 (eta 0.5)", "faithful/v", "realistic/v"]
     assert doc["etas"] == [0.0, 0.5]
     # eta 0 is the deterministic sampler: the same pixels as faithful with the same model
     assert mine["realistic/2 (eta 0)"]["psnr"] == mine["faithful/2"]["psnr"]
     assert mine["realistic/2 (eta 0.5)"]["psnr"] != mine["faithful/2"]["psnr"]
-    assert mine["realistic/2 (eta 0.5)"]["refinement"] == "realistic/2 (eta 0.5)"
+    assert mine["realistic/2 (eta 0.5)"]["refinement"] == "realistic/2 (eta 0.5) (unverified)"
 
 
 def test_sharpness_ratio():
@@ -708,24 +713,54 @@ def test_step_condition_map():
 def test_verdict_section_and_choice():
     from latentarc.codec.errors import CorruptStream
 
-    v = R.Verdict(b"\x01\x02\x03\x04", 2, 0.734, -0.00012)
+    v = V.Verdict(b"\x01\x02\x03\x04", 2, 0.734, -0.00012)
     body = v.pack()
     assert len(body) == 9
-    back = R.Verdict.unpack(body)
+    back = V.Verdict.unpack(body)
     assert (back.fingerprint, back.steps, back.d_psnr, back.d_ms_ssim) == (v.fingerprint, 2, 0.73, -0.00012)
     with pytest.raises(CorruptStream):
-        R.Verdict.unpack(body[:-1])
+        V.Verdict.unpack(body[:-1])
     base = (30.0, 0.95)
     # the largest PSNR gain among the K that lower neither figure
-    assert R.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.9505)}) == pytest.approx((2, 0.5, 0.0005))
-    assert R.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.949)})[0] == 1  # K=2 lowers MS-SSIM
-    assert R.choose_verified_steps(base, {1: (29.9, 0.96), 2: (30.0, 0.95)}) == (0, 0.0, 0.0)  # nothing gains
-    assert R.choose_verified_steps((30.0, None), {1: (30.1, None)})[0] == 1  # tiny images: PSNR only
+    assert V.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.9505)}) == pytest.approx((2, 0.5, 0.0005))
+    assert V.choose_verified_steps(base, {1: (30.2, 0.951), 2: (30.5, 0.949)})[0] == 1  # K=2 lowers MS-SSIM
+    assert V.choose_verified_steps(base, {1: (29.9, 0.96), 2: (30.0, 0.95)}) == (0, 0.0, 0.0)  # nothing gains
+    assert V.choose_verified_steps((30.0, None), {1: (30.1, None)})[0] == 1  # tiny images: PSNR only
     # LPIPS must not rise: K=2 gains the most PSNR but looks further from the original, so K=1 is chosen
     with_lpips = (30.0, 0.95, 0.20)
-    assert R.choose_verified_steps(with_lpips, {1: (30.2, 0.951, 0.19), 2: (30.5, 0.952, 0.21)})[0] == 1
-    assert R.choose_verified_steps(with_lpips, {1: (30.2, 0.951, 0.201)}) == (0, 0.0, 0.0)
-    assert R.choose_verified_steps(with_lpips, {1: (30.2, 0.951, None)})[0] == 1  # LPIPS not measurable
+    assert V.choose_verified_steps(with_lpips, {1: (30.2, 0.951, 0.19), 2: (30.5, 0.952, 0.21)})[0] == 1
+    assert V.choose_verified_steps(with_lpips, {1: (30.2, 0.951, 0.201)}) == (0, 0.0, 0.0)
+    assert V.choose_verified_steps(with_lpips, {1: (30.2, 0.951, None)})[0] == 1  # LPIPS not measurable
+
+
+def test_realistic_verdict_section_and_choice():
+    """The realistic check's section round-trips (eta in hundredths, figures rounded) and refuses a damaged body;
+    only settings that lower LPIPS qualify, those that also bring sharpness closer to 1 first, lowest LPIPS wins."""
+    from latentarc.codec.errors import CorruptStream
+
+    v = V.RealisticVerdict(b"\x01\x02\x03\x04", 2, 0.3, 7, -0.04567, 0.6404, 0.9123)
+    body = v.pack()
+    assert len(body) == 14
+    back = V.RealisticVerdict.unpack(body)
+    assert (back.steps, back.eta, back.seed, back.d_lpips, back.sharpness_none, back.sharpness) == (
+        2, 0.3, 7, -0.0457, 0.64, 0.912)
+    with pytest.raises(CorruptStream):
+        V.RealisticVerdict.unpack(body[:-1])
+    with pytest.raises(CorruptStream, match="eta"):
+        V.RealisticVerdict.unpack(body[:5] + bytes([101]) + body[6:])
+    base = (0.50, 0.64)  # LPIPS, sharpness of the unrefined decode
+    tried = {(1, 1.0): (0.40, 0.45),   # the lowest LPIPS, but blurrier
+             (2, 0.3): (0.46, 0.80),   # lower LPIPS and closer to the original's sharpness
+             (2, 1.0): (0.44, 1.20),   # the same, and lower LPIPS: chosen
+             (3, 0.6): (0.52, 0.95)}   # sharper but raises LPIPS: never
+    assert V.choose_realistic(base, tried) == pytest.approx((2, 1.0, -0.06, 1.20))
+    # no setting passes the whole check: the lowest LPIPS that lowers it, blurrier or not
+    assert V.choose_realistic(base, {(1, 1.0): (0.40, 0.45), (2, 1.0): (0.44, 1.40)}) == pytest.approx(
+        (1, 1.0, -0.10, 0.45))
+    assert V.choose_realistic(base, {(3, 0.6): (0.52, 0.95)}) == (0, 0.0, 0.0, 0.64)  # LPIPS rises: none
+    assert V.choose_realistic((None, 0.64), tried)[0] == 0  # LPIPS not measurable: nothing is verified
+    assert V.choose_realistic((0.5, None), tried)[:2] == (1, 1.0)  # a flat original: LPIPS alone decides
+    assert V.choose_realistic(base, {(2, 0.3): (0.46, None)}) == pytest.approx((2, 0.3, -0.04, 0.0))
 
 
 def test_verified_faithful_never_lowers_quality(tiny_denoiser, codec, small_pic):
@@ -744,7 +779,7 @@ def test_verified_faithful_never_lowers_quality(tiny_denoiser, codec, small_pic)
         res = checked.encode(small_pic, quality=q)
         plain = codec.encode(small_pic, quality=q)
         a, b = bitstream.parse(res.data), bitstream.parse(plain.data)
-        assert a.payload == b.payload and R.VERDICT_SECTION in a.sections and R.VERDICT_SECTION not in b.sections
+        assert a.payload == b.payload and V.VERDICT_SECTION in a.sections and V.VERDICT_SECTION not in b.sections
         assert len(res.data) - len(plain.data) == 17 and res.psnr == plain.psnr
         k = res.params["refine_verified"]["steps"]
         assert checked.info(res.data)["refine_verified"]["steps"] == k
@@ -763,6 +798,46 @@ def test_verified_faithful_never_lowers_quality(tiny_denoiser, codec, small_pic)
                                     latent_std=r.latent_std, condition=r.condition)
     dec = codec.decode(res.data, refine=RefineConfig("faithful", 1), refiner=other)
     assert "checked with another refiner" in dec.refinement
+
+
+def test_verified_realistic_follows_the_encoder(codec):
+    """An encoder with verify_realistic decodes each stream with the shipped realistic denoiser at each candidate
+    (K, eta) and records its choice and seed; decode --refine realistic then reproduces exactly that decode, whatever
+    seed it is given, and is never further from the original in LPIPS than the unrefined decode. The payload is
+    the same as without the check; --unverified samples as asked."""
+    from latentarc.codec.api import load_codec
+    from latentarc.codec.classical import decoded_planes
+    from latentarc.codec.metrics import LPIPS_NET, Reference
+
+    from .conftest import photo_crop
+
+    pic = photo_crop(4, 128)  # 005.png
+    ref = Reference(pic.reference())
+    checked = load_codec("tae-f2", device="cpu", verify_realistic=True)
+    chosen = []
+    for q in (5, 90):
+        res, plain = checked.encode(pic, quality=q), codec.encode(pic, quality=q)
+        a, b = bitstream.parse(res.data), bitstream.parse(plain.data)
+        assert a.payload == b.payload and V.REALISTIC_SECTION in a.sections and V.REALISTIC_SECTION not in b.sections
+        assert len(res.data) - len(plain.data) == 22 and res.psnr == plain.psnr
+        v = res.params["realistic_verified"]
+        assert checked.info(res.data)["realistic_verified"]["steps"] == v["steps"]
+        none = decoded_planes(codec.decode(res.data), pic.mode)
+        dec = codec.decode(res.data, refine=RefineConfig("realistic", seed=9))
+        got = decoded_planes(dec, pic.mode)
+        if v["steps"]:
+            assert (v["steps"], v["eta"]) in V.REALISTIC_CANDIDATES and "(verified" in dec.refinement
+            same = codec.decode(res.data, refine=RefineConfig("realistic", v["steps"], V.VERIFY_SEED,
+                                                              verified=False, eta=v["eta"]))
+            assert np.array_equal(dec.rgb, same.rgb)  # the encoder's seed, not the 9 asked for
+            d = ref.distance(LPIPS_NET, got) - ref.distance(LPIPS_NET, none)
+            assert d < 0 and d == pytest.approx(v["d_lpips"], abs=2e-4)
+        else:
+            assert dec.refinement.startswith("none (the encoder") and np.array_equal(got, none)
+        chosen.append(v["steps"])
+    assert chosen[0] > 0  # at quality 5 the realistic denoiser lowers LPIPS on this photo
+    forced = codec.decode(res.data, refine=RefineConfig("realistic", 2, 9, verified=False))
+    assert forced.refinement == "realistic/2 (unverified)" and not np.array_equal(forced.rgb, none)
 
 
 def tiny_unet_b():
@@ -811,7 +886,7 @@ def test_shipped_denoiser_on_held_out_photos(codec):
 
 
 def test_cli_encode_verify_refine_then_decode(tmp_path, small_pic, capsys):
-    """encode --verify-refine writes the verdict; info shows it; decode --refine faithful follows it."""
+    """encode --verify-refine --verify-realistic writes both checks; info shows them; decode follows each."""
     from PIL import Image
 
     from latentarc.jobs.cli import main
@@ -819,13 +894,20 @@ def test_cli_encode_verify_refine_then_decode(tmp_path, small_pic, capsys):
     R._CACHE.clear()
     src, stream, out = tmp_path / "in.png", tmp_path / "s.larc", tmp_path / "o.png"
     Image.fromarray(small_pic.rgb).save(src)
-    assert main(["encode", str(src), str(stream), "--quality", "30", "--verify-refine", "--device", "cpu"]) == 0
+    assert main(["encode", str(src), str(stream), "--quality", "30", "--verify-refine", "--verify-realistic",
+                 "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["info", str(stream), "--device", "cpu"]) == 0
-    verdict = json.loads(capsys.readouterr().out)["refine_verified"]
+    info = json.loads(capsys.readouterr().out)
+    verdict, realistic = info["refine_verified"], info["realistic_verified"]
     assert verdict["steps"] in (0, 1, 2) and len(verdict["refiner_fingerprint"]) == 8
-    assert main(["decode", str(stream), str(out), "--refine", "faithful", "--device", "cpu"]) == 0
-    assert out.is_file()
+    assert realistic["steps"] in {0, *(k for k, _ in V.REALISTIC_CANDIDATES)} and realistic["seed"] == V.VERIFY_SEED
+    assert realistic["refiner_fingerprint"] != verdict["refiner_fingerprint"]  # each mode's own denoiser
+    for mode, check in (("faithful", verdict), ("realistic", realistic)):
+        assert main(["decode", str(stream), str(out), "--refine", mode, "--device", "cpu"]) == 0
+        said = capsys.readouterr().out
+        assert out.is_file() and (f"refinement {mode}/{check['steps']}" in said and "(verified" in said
+                                  if check["steps"] else "refinement none (the encoder" in said)
 
 
 def test_refiner_train_config_checks_itself(tmp_path):
@@ -866,7 +948,7 @@ def test_shipped_realistic_denoiser_on_a_held_out_photo(codec):
     assert realistic.steps == 1
     plain = ref.distance(LPIPS_NET, decoded_planes(codec.decode(data), pic.mode))
     refined = codec.decode(data, refine=realistic)
-    assert refined.refinement == "realistic/1"
+    assert refined.refinement == "realistic/1 (unverified)"
     assert ref.distance(LPIPS_NET, decoded_planes(refined, pic.mode)) < plain
     assert np.array_equal(refined.rgb, codec.decode(data, refine=RefineConfig("realistic", seed=9)).rgb)
 
@@ -926,10 +1008,10 @@ def test_cli_decode_says_which_refinement_ran(tmp_path, capsys):
     assert main(["decode", str(stream), str(tmp_path / "f.png"), "--refine", "faithful"]) == 0
     assert main(["decode", str(stream), str(tmp_path / "n.png")]) == 0
     lines = capsys.readouterr().out.strip().splitlines()[-3:]
-    assert lines[0].endswith("refinement realistic/1") and "refinement faithful/4 (unverified)" in lines[1]
+    assert lines[0].endswith("refinement realistic/1 (unverified)") and "refinement faithful/4 (unverified)" in lines[1]
     assert "refinement" not in lines[2]
     assert main(["decode", str(stream), str(tmp_path / "e.png"), "--refine", "realistic", "--steps", "2",
                  "--eta", "0.3"]) == 0
-    assert capsys.readouterr().out.strip().endswith("refinement realistic/2 (eta 0.3)")
+    assert capsys.readouterr().out.strip().endswith("refinement realistic/2 (eta 0.3) (unverified)")
     assert main(["decode", str(stream), str(tmp_path / "x.png"), "--refine", "faithful", "--eta", "0.3"]) != 0
     assert "only realistic" in capsys.readouterr().err

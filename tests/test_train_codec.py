@@ -175,3 +175,34 @@ def test_eval_only_measures_a_finished_folder_without_its_checkpoint(tmp_path):
     assert abs(s["learned"]["unquantized_psnr"] - s["stock"]["unquantized_psnr"]) > 1e-3
     table = tc.format_evaluation(ev)
     assert table.splitlines()[2] == "| encoder | unquantized PSNR |" and "| learned |" in table
+
+
+def test_log_lpips_prices_relative_changes(tmp_path):
+    """--lpips-form log adds W · LPIPS / sg(LPIPS): worth exactly W in value, and its gradient is the linear term's
+    divided by the example's LPIPS (that of W · ln LPIPS), on the real encoder, decoder and rate model."""
+    import copy
+
+    from latentarc.codec.models import load_model
+
+    stock = load_model("tae-f2", device="cpu")
+    encoder = copy.deepcopy(stock.encoder).requires_grad_(True)
+    rate = tc.rate_model("laplace")
+    x = torch.from_numpy(photo_crop(3, 64).rgb).permute(2, 0, 1)[None].float() / 255
+    w = 2.0
+
+    def run(weight, form):
+        cfg = tc.TrainConfig(out=str(tmp_path), lpips_weight=weight, lpips_form=form, sens_window=8)
+        encoder.zero_grad()
+        loss, _ = tc.objective(encoder, stock.decoder, rate, x, torch.tensor([30.0]), cfg,
+                               torch.Generator().manual_seed(0), tc.lpips_loss(weight))
+        loss.backward()
+        return float(loss.detach()), encoder[0].weight.grad.clone()
+
+    (l0, g0), (l1, g1), (l2, g2) = run(0.0, "linear"), run(w, "linear"), run(w, "log")
+    lpips = (l1 - l0) / w  # this crop's LPIPS through the codec's quantization
+    assert 0.01 < lpips < 1
+    assert l2 - l0 == pytest.approx(w, rel=1e-5)
+    expected = (g1 - g0) / lpips
+    assert torch.allclose(g2 - g0, expected, rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
+    with pytest.raises(ValueError, match="lpips-form"):
+        tc.TrainConfig(out=str(tmp_path), lpips_form="sqrt")

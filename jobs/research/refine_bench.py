@@ -5,7 +5,9 @@ quality, or with ``--targets`` a rate the codec's rate control hits per image) t
 with ``--seed``), each refining every image. With ``faithful`` the streams are encoded with the encoder's
 refinement check (``verify_refine``: a 17-byte section, counted in bpp; the payload is unchanged), and
 ``faithful/v`` is what ``decode --refine faithful`` does with them: the K the encoder measured best for that
-image, or no refinement where no K raised PSNR and MS-SSIM without lowering either. Per decode: PSNR, MS-SSIM,
+image, or no refinement where no K raised PSNR and MS-SSIM without lowering either; with ``realistic`` likewise
+(``verify_realistic``, 22 bytes) ``realistic/v``: the (K, eta) with the lowest LPIPS among those that lowered it,
+those that also brought the sharpness ratio closer to 1 first (``codec.verdicts.choose_realistic``), or none. Per decode: PSNR, MS-SSIM,
 LPIPS and DISTS against the original (``--metrics`` picks; PSNR always), a sharpness figure (gradient energy of
 the decoded luma relative to the original's, :func:`~latentarc.codec.metrics.sharpness_ratio`: 1 = as sharp as
 the original) and the decode time per megapixel (entropy decoding + refinement + VAE decoder; one untimed
@@ -70,19 +72,19 @@ def parse_etas(text: str | None) -> list[float | None]:
 
 def configs(modes: list[str], steps: list[int], seed: int, etas: list[float | None] = (None,)) -> list:
     """none; every mode × K refining every image (``verified=False``: the model's own behaviour), realistic also
-    × each eta; and, with faithful, ``faithful/v``: what ``decode --refine faithful`` does with a verified
-    stream (the encoder's K per image, or no refinement where none helped)."""
+    × each eta; and per mode ``<mode>/v``: what ``decode --refine <mode>`` does with a verified stream (the
+    encoder's setting per image, or no refinement where none helped)."""
     from latentarc.codec.refine import RefineConfig
 
     out = [RefineConfig("none", 0, seed)] + [RefineConfig(m, k, seed, verified=False, eta=e) for m in modes
                                               for k in steps for e in (etas if m == "realistic" else [None])]
-    if "faithful" in modes:
-        out.append(RefineConfig("faithful", max(steps), seed, verified=True))
+    out += [RefineConfig(m, max(steps), seed, verified=True) for m in ("faithful", "realistic") if m in modes]
     return out
 
 
 def label(cfg) -> str:
-    return "faithful/v" if cfg.active and cfg.verified and cfg.mode == "faithful" else cfg.label
+    """``faithful/v`` / ``realistic/v`` for what a verified stream decodes to, else the config's own label."""
+    return f"{cfg.mode}/v" if cfg.active and cfg.verified else cfg.label
 
 
 def measure_decode(codec, data: bytes, pic, cfg, refiner, metrics: tuple[str, ...] = ("psnr", "ms_ssim"),
@@ -278,8 +280,10 @@ def bench_refinement(args: RefineBenchConfig) -> None:
                 else refiner_for_codec(model.name, mode=m, device=device) for m in ("faithful", "realistic")}
     if args.realistic_refiner:
         refiners["realistic"] = load_refiner(args.realistic_refiner, device=device)
-    # streams carry the encoder's refinement check (faithful/v); the payload, and so every other row, is the same
-    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners["faithful"])
+    # streams carry the encoder's refinement checks (faithful/v, realistic/v); the payload, and so every other row,
+    # is the same
+    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners["faithful"],
+                        verify_realistic="realistic" in modes, realistic_refiner=refiners["realistic"])
     cfgs = configs(modes, steps, args.seed, list(args.etas))
     labels = [label(c) for c in cfgs]
 

@@ -29,7 +29,12 @@ other channel a finer step, and "the same quality" came out at 1.2–2× the bit
 move along the RD curve that the objective, which compares at equal quality, rewarded. The stock encoder keeps
 99.9% of its values within ±3.
 
-``--lpips-weight W`` adds W · LPIPS(x, x̂) (``codec.metrics.lpips_loss``, the metric itself, differentiable).
+``--lpips-weight W`` adds W · LPIPS(x, x̂) (``codec.metrics.lpips_loss``, the metric itself, differentiable);
+with ``--lpips-form log`` it adds W · LPIPS_i / sg(LPIPS_i) instead, whose gradient is that of W · ln LPIPS_i: the
+perceptual term then prices a relative change of LPIPS like the distortion term prices one of MSE (W = 1: 1% less
+LPIPS is worth 1% less MSE), which is how BD-rate on the LPIPS axis (−10·log10 LPIPS) counts it. The linear form
+at W = 1 valued 0.01 of LPIPS like 1% of MSE, and the stage-2 run it trained bought PSNR with blur
+(docs/training.md).
 
 Data: random crops of the training photos (``../shared/data/train``) after a random downscale by 0.5–1 (which
 also hides their JPEG artefacts) and a random flip. Held-out photos (``../shared/data/photos``) are refused, by
@@ -60,6 +65,7 @@ from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAI
 
 RATE_MODELS = ("tae-f2-ctx", "laplace")
 PROXIES = ("ste", "noise")
+LPIPS_FORMS = ("linear", "log")
 EVAL_QUALITIES = (10, 40, 70)
 EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
 #: the decoder's input clamp is 3·tanh(z/3): beyond this the decoder barely sees a latent (``--range-weight``)
@@ -83,6 +89,7 @@ class TrainConfig:
     rate_weight: float = 1.0
     proxy: str = "ste"
     lpips_weight: float = 0.0
+    lpips_form: str = "linear"  # "log": W · LPIPS / sg(LPIPS), normalised like the distortion term
     range_weight: float = 1.0
     sens_probes: int = 1
     sens_window: int = 16  # latents
@@ -115,6 +122,8 @@ class TrainConfig:
             raise ValueError(f"--rate-model must be one of {', '.join(RATE_MODELS)}")
         if self.proxy not in PROXIES:
             raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
+        if self.lpips_form not in LPIPS_FORMS:
+            raise ValueError(f"--lpips-form must be one of {', '.join(LPIPS_FORMS)}")
         if min(self.rate_weight, self.lpips_weight, self.range_weight) < 0:
             raise ValueError("--rate-weight, --lpips-weight and --range-weight must be ≥ 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -316,7 +325,10 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     if cfg.range_weight:
         loss = loss + cfg.range_weight * F.relu(z.abs() - LATENT_RANGE).pow(2).mean()
     if lpips is not None:
-        loss = loss + cfg.lpips_weight * lpips(x_hat.clamp(0, 1), x).mean()
+        p = lpips(x_hat.clamp(0, 1), x)
+        if cfg.lpips_form == "log":
+            p = p / p.detach().clamp_min(1e-6)
+        loss = loss + cfg.lpips_weight * p.mean()
     psnr = float((-10 * torch.log10(d.detach().clamp_min(1e-10))).mean())
     return loss, StepFigures(float(loss.detach()), psnr, float(bpp.detach().mean()), float(quality.mean()))
 
@@ -499,7 +511,8 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
             "images": str(images), "image_sets": sets, "images_count": len(files), "held_out": cfg.held_out,
             "steps": result.step, "seconds": round(result.seconds, 1), "final": last, "chunks": chunks,
             "init": result.init,
-            "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} lpips" if cfg.lpips_weight else ""),
+            "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} {'log-' * (cfg.lpips_form == 'log')}lpips"
+                                                 if cfg.lpips_weight else ""),
                           "proxy": cfg.proxy, "rate_model": cfg.rate_model, "rate_weight": cfg.rate_weight,
                           "quality_range": list(cfg.quality_range),
                           "range_weight": cfg.range_weight},
@@ -691,7 +704,7 @@ def config_from_args(a) -> TrainConfig:
     return TrainConfig(out=a.out or "", images=a.images, held_out=a.held_out, steps=a.steps, batch=a.batch, crop=a.crop,
                        lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), rate_model=a.rate_model,
                        rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
-                       range_weight=a.range_weight,
+                       lpips_form=a.lpips_form, range_weight=a.range_weight,
                        sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
                        save_minutes=a.save_minutes, max_minutes=a.max_minutes, cache_mb=a.cache_mb,
                        train_decoder=a.train_decoder, decoder_lr=a.decoder_lr, init=a.init,
