@@ -192,29 +192,32 @@ class NeuralCodec(Codec):
         reference = a.pic.reference()
         ref = Reference(reference, device=self.model.device)  # scored once per candidate decode
 
-        def figures(planes):
-            return {m: METRICS.get(m)(ref, planes) for m in ("psnr", "ms_ssim", "lpips")} | {
-                "sharpness": sharpness_ratio(reference, planes)}
+        faithful, realistic = ("psnr", "ms_ssim", "lpips"), ("lpips", "sharpness")  # what each check compares
 
-        def measure(cfg, refiner):
-            return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode))
+        def figures(planes, names):
+            return tuple(sharpness_ratio(reference, planes) if m == "sharpness" else METRICS.get(m)(ref, planes)
+                         for m in names)
 
-        base = figures(planes) if planes is not None else measure(R.RefineConfig("none", 0), None)
+        def measure(cfg, refiner, names):
+            return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode), names)
+
+        wanted = tuple(dict.fromkeys((faithful if self.verify_refine else ())
+                                     + (realistic if self.verify_realistic else ())))
+        base = dict(zip(wanted, figures(planes, wanted) if planes is not None
+                        else measure(R.RefineConfig("none", 0), None, wanted)))
         s, params = bitstream.parse(res.data), dict(res.params)
         if self.verify_refine:
             refiner = R.resolve(self.refiner, self.name, self.model.device)
-            tried = {k: measure(R.RefineConfig("faithful", k, verified=False), refiner) for k in V.VERIFY_STEPS}
             k, dp, dm = V.choose_verified_steps(
-                (base["psnr"], base["ms_ssim"], base["lpips"]),
-                {k: (f["psnr"], f["ms_ssim"], f["lpips"]) for k, f in tried.items()})
+                tuple(base[m] for m in faithful),
+                {k: measure(R.RefineConfig("faithful", k, verified=False), refiner, faithful) for k in V.VERIFY_STEPS})
             s.sections[V.VERDICT_SECTION] = V.Verdict(refiner.fingerprint(), k, dp, dm).pack()
             params["refine_verified"] = {"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)}
         if self.verify_realistic:
             refiner = R.resolve(self.realistic_refiner, self.name, self.model.device, mode="realistic")
             tried = {(k, eta): measure(R.RefineConfig("realistic", k, V.VERIFY_SEED, verified=False, eta=eta),
-                                       refiner) for k, eta in V.REALISTIC_CANDIDATES}
-            k, eta, dl, sharp = V.choose_realistic(
-                (base["lpips"], base["sharpness"]), {c: (f["lpips"], f["sharpness"]) for c, f in tried.items()})
+                                       refiner, realistic) for k, eta in V.REALISTIC_CANDIDATES}
+            k, eta, dl, sharp = V.choose_realistic(tuple(base[m] for m in realistic), tried)
             v = V.RealisticVerdict(refiner.fingerprint(), k, eta, V.VERIFY_SEED, dl, base["sharpness"] or 0.0, sharp)
             s.sections[V.REALISTIC_SECTION] = v.pack()
             params["realistic_verified"] = {"steps": k, "eta": eta, "seed": V.VERIFY_SEED, "d_lpips": round(dl, 5),

@@ -23,8 +23,9 @@ from .conftest import MODELS, photo_png
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
-def _opts(verify_refine: bool = False, latent_search: int = 0, **kw) -> CompressOptions:
-    spec = CodecSpec(weights=str(MODELS), verify_refine=verify_refine, latent_search=latent_search)
+def _opts(verify_refine: bool = False, latent_search: int = 0, verify_realistic: bool = False, **kw) -> CompressOptions:
+    spec = CodecSpec(weights=str(MODELS), verify_refine=verify_refine, latent_search=latent_search,
+                     verify_realistic=verify_realistic)
     return CompressOptions(spec, quality=60, batch_size=2, workers=2, **kw)
 
 
@@ -117,17 +118,20 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
     manifest = tmp_path / "list.txt"
     manifest.write_text("# three objects\n" + "\n".join(uris) + "\n\n")
     table_uri = str(tmp_path / "t")
-    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True, latent_search=2), source_options=s3)
+    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True, latent_search=2, verify_realistic=True),
+                          source_options=s3)
     assert report["rows"] == 3 and report["errors"] == 0
     rows = BitstreamTable(table_uri).read(columns=["key", "params", "payload"]).to_pylist()
     keys = [r["key"] for r in rows]
     assert len(keys) == 3
-    # --verify-refine: every stream carries the encoder's refinement check, and the row records it
+    # --verify-refine, --verify-realistic: every stream carries the encoder's checks, and the row records them
     from latentarc.codec import bitstream
-    from latentarc.codec.verdicts import VERDICT_SECTION
+    from latentarc.codec.verdicts import REALISTIC_SECTION, VERDICT_SECTION
 
     for r in rows:
         assert json.loads(r["params"])["refine_verified"]["steps"] in (0, 1, 2)
+        assert json.loads(r["params"])["realistic_verified"]["steps"] in (0, 1, 2, 3)
+        assert REALISTIC_SECTION in bitstream.parse(r["payload"]).sections
         # --latent-search reaches the actors: the row records what the encoder's search did
         search = json.loads(r["params"])["latent_search"]
         assert search["iterations"] == 2 and search["psnr_after"] >= search["psnr_before"]
