@@ -147,7 +147,7 @@ def test_chained_runs_record_their_lineage(tmp_path):
 
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     tc.train(_cfg(a, 1))
-    tc.train(dataclasses.replace(_cfg(b, 1), init=str(a)))
+    tc.train(dataclasses.replace(_cfg(b, 1), init=str(a), lpips_weight=0.5, lpips_form="log"))
     tc.train(dataclasses.replace(_cfg(c, 1), init=str(b)))
     tc.train(dataclasses.replace(_cfg(c, 2), init=str(b)))  # resumes c from its checkpoint: --init is not reapplied
     meta = json.loads((c / "config.json").read_text())
@@ -158,6 +158,9 @@ def test_chained_runs_record_their_lineage(tmp_path):
     card = (c / "CARD.md").read_text()
     assert f"`{a}` (stage 1, 1 steps" in card and "In all 4 steps" in card
     assert "Started from" not in (a / "CARD.md").read_text()
+    # each card states its own objective, the perceptual term included
+    assert "plus 0.5 × LPIPS / sg(LPIPS)" in (b / "CARD.md").read_text() and "LPIPS" not in card
+    assert json.loads((b / "config.json").read_text())["training"]["objective"]["distortion"] == "mse + 0.5 log-lpips"
 
 
 def test_eval_only_measures_a_finished_folder_without_its_checkpoint(tmp_path):

@@ -497,6 +497,7 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
     images = Path(cfg.images)
     sets = sorted({p.relative_to(images).parts[0] for p in files if len(p.relative_to(images).parts) > 1})
     last = result.history[-1] if result.history else {}
+    perceptual = "log-lpips" if cfg.lpips_form == "log" else "lpips"
     meta = {
         "name": cfg.name,
         "base_model": BASE_MODEL,
@@ -511,8 +512,7 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
             "images": str(images), "image_sets": sets, "images_count": len(files), "held_out": cfg.held_out,
             "steps": result.step, "seconds": round(result.seconds, 1), "final": last, "chunks": chunks,
             "init": result.init,
-            "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} {'log-' * (cfg.lpips_form == 'log')}lpips"
-                                                 if cfg.lpips_weight else ""),
+            "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} {perceptual}" if cfg.lpips_weight else ""),
                           "proxy": cfg.proxy, "rate_model": cfg.rate_model, "rate_weight": cfg.rate_weight,
                           "quality_range": list(cfg.quality_range),
                           "range_weight": cfg.range_weight},
@@ -529,6 +529,15 @@ _TERMS = {
     "imagenet-sample": "ImageNet (ILSVRC-2012) one-sample-per-class collection: ImageNet terms, non-commercial "
                        "research",
 }
+
+
+def _perceptual_text(cfg: TrainConfig) -> str:
+    """The card's words for the LPIPS term of the objective (empty without one)."""
+    if not cfg.lpips_weight:
+        return ""
+    if cfg.lpips_form == "log":
+        return f";\n  plus {cfg.lpips_weight} × LPIPS / sg(LPIPS) (the log form: relative LPIPS changes priced like MSE's)"
+    return f";\n  plus {cfg.lpips_weight} × LPIPS"
 
 
 def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
@@ -560,8 +569,8 @@ Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {a
   refused by path and content hash): `{t['held_out']}`.
 - **Objective**: per example (D + λ·R) / sg(D), D = pixel MSE through the codec's adaptive quantization
   ({cfg.proxy} proxy) at a quality drawn uniformly in {list(cfg.quality_range)}, R the {cfg.rate_model} code
-  length of the noisy latent, λ = {cfg.rate_weight} × the high-rate RD slope at the example's steps
-  (docs/training.md).
+  length of the noisy latent, λ = {cfg.rate_weight} × the high-rate RD slope at the example's
+  steps{_perceptual_text(cfg)} (docs/training.md).
 - **Training**: {t['steps']} steps, {t['seconds']:.0f} s wall time in all, seed {cfg.seed}; chunks: {chunks}.
   Final: {final}.{_lineage_text(t.get('init'), t['steps'], t['seconds'])}
 
