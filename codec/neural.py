@@ -447,14 +447,14 @@ class NeuralCodec(Codec):
             "ideal_total_bytes": round(ideal / 8 + side, 1),
             "overhead_vs_ideal_pct": round(100 * (len(data) / (ideal / 8 + side) - 1), 4) if ideal else 0.0,
             "bpp": round(len(data) * 8 / (s.width * s.height), 5),
-            "refine_verified": _verdict_info(s.sections, V.VERDICT_SECTION, V.Verdict),
-            "realistic_verified": _verdict_info(s.sections, V.REALISTIC_SECTION, V.RealisticVerdict),
+            "refine_verified": _verdict_info(s.sections, V.Verdict),
+            "realistic_verified": _verdict_info(s.sections, V.RealisticVerdict),
         }
 
 
-def _verdict_info(sections: dict, section: str, kind) -> dict | None:
+def _verdict_info(sections: dict, kind) -> dict | None:
     """The encoder's refinement check of one mode as ``info`` shows it (None: the stream was not checked)."""
-    body = sections.get(section)
+    body = sections.get(kind.SECTION)
     return None if body is None else kind.unpack(body).info()
 
 

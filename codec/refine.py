@@ -61,7 +61,7 @@ import torch
 
 from .errors import ModelError, WeightsNotFound
 from .registry import Registry
-from .verdicts import REALISTIC_SECTION, VERDICT_SECTION, RealisticVerdict, Verdict
+from .verdicts import VERDICTS
 from .weights import WEIGHTS_DIR, verified_file
 
 MODES = ("none", "faithful", "realistic")
@@ -555,21 +555,17 @@ def effective(config: RefineConfig, sections: dict[str, bytes], refiner: Refiner
     this very refiner — the encoder's choice of setting, or no refinement where none helped that image."""
     if not config.active:
         return config, "none"
-    section = {"faithful": VERDICT_SECTION, "realistic": REALISTIC_SECTION}[config.mode]
-    body = sections.get(section)
+    kind = VERDICTS[config.mode]
+    body = sections.get(kind.SECTION)
     if not config.verified or body is None:
         return config, config.label + " (unverified)"
-    v = (Verdict if config.mode == "faithful" else RealisticVerdict).unpack(body)
+    v = kind.unpack(body)
     if v.fingerprint != refiner.fingerprint():
         return config, f"{config.label} (unverified: the stream was checked with another refiner)"
     if v.steps == 0:
         return RefineConfig("none", 0, config.seed), "none (the encoder measured no gain from refinement)"
-    if isinstance(v, Verdict):
-        return (RefineConfig("faithful", v.steps, config.seed),
-                f"faithful/{v.steps} (verified: {v.d_psnr:+.2f} dB PSNR, {v.d_ms_ssim:+.5f} MS-SSIM)")
-    chosen = RefineConfig("realistic", v.steps, v.seed, eta=v.eta)
-    return chosen, (f"{chosen.label} seed {v.seed} (verified: {v.d_lpips:+.4f} LPIPS, sharpness "
-                    f"{v.sharpness_none:.3f} → {v.sharpness:.3f})")
+    chosen = RefineConfig(config.mode, **v.setting(config.seed))
+    return chosen, v.describe(chosen.label)
 
 
 def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | None, codec_name: str,

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 from .errors import CorruptStream
 
-__all__ = ["REALISTIC_CANDIDATES", "REALISTIC_SECTION", "RealisticVerdict", "VERDICT_SECTION", "VERIFY_SEED",
-           "VERIFY_STEPS", "Verdict", "choose_realistic", "choose_verified_steps"]
+__all__ = ["REALISTIC_CANDIDATES", "REALISTIC_SECTION", "RealisticVerdict", "VERDICTS", "VERDICT_SECTION",
+           "VERIFY_SEED", "VERIFY_STEPS", "Verdict", "choose_realistic", "choose_verified_steps"]
 
 #: stream section of the faithful check (absent: the stream was not checked)
 VERDICT_SECTION = "RFNV"
@@ -62,6 +62,7 @@ class Verdict:
     d_psnr: float  # dB
     d_ms_ssim: float
 
+    SECTION = VERDICT_SECTION
     _FORMAT = "<4sBhh"
 
     def pack(self) -> bytes:
@@ -76,6 +77,15 @@ class Verdict:
     def info(self) -> dict:
         return {"refiner_fingerprint": self.fingerprint.hex(), "steps": self.steps, "d_psnr": self.d_psnr,
                 "d_ms_ssim": self.d_ms_ssim}
+
+    def setting(self, seed: int) -> dict:
+        """The ``RefineConfig`` fields the decoder takes from this check (faithful draws no noise: ``seed`` as
+        asked)."""
+        return {"steps": self.steps, "seed": seed}
+
+    def describe(self, label: str) -> str:
+        """What a decode that followed this check says it did (``label``: the refinement it ran)."""
+        return f"{label} (verified: {self.d_psnr:+.2f} dB PSNR, {self.d_ms_ssim:+.5f} MS-SSIM)"
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class RealisticVerdict:
     sharpness_none: float
     sharpness: float
 
+    SECTION = REALISTIC_SECTION
     _FORMAT = "<4sBBHhHH"
 
     def pack(self) -> bytes:
@@ -110,6 +121,20 @@ class RealisticVerdict:
         return {"refiner_fingerprint": self.fingerprint.hex(), "steps": self.steps, "eta": self.eta,
                 "seed": self.seed, "d_lpips": self.d_lpips, "sharpness_none": self.sharpness_none,
                 "sharpness": self.sharpness}
+
+    def setting(self, seed: int) -> dict:
+        """The ``RefineConfig`` fields the decoder takes from this check: the measured sample, so the recorded seed
+        and eta, whatever ``seed`` was asked for."""
+        return {"steps": self.steps, "seed": self.seed, "eta": self.eta}
+
+    def describe(self, label: str) -> str:
+        """What a decode that followed this check says it did (``label``: the refinement it ran)."""
+        return (f"{label} seed {self.seed} (verified: {self.d_lpips:+.4f} LPIPS, sharpness {self.sharpness_none:.3f} "
+                f"→ {self.sharpness:.3f})")
+
+
+#: each refinement mode's check (its class names its stream section)
+VERDICTS = {"faithful": Verdict, "realistic": RealisticVerdict}
 
 
 def choose_verified_steps(base: tuple, measured: dict[int, tuple]):

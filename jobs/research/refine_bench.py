@@ -7,7 +7,8 @@ refinement check (``verify_refine``: a 17-byte section, counted in bpp; the payl
 ``faithful/v`` is what ``decode --refine faithful`` does with them: the K the encoder measured best for that
 image, or no refinement where no K raised PSNR and MS-SSIM without lowering either; with ``realistic`` likewise
 (``verify_realistic``, 22 bytes) ``realistic/v``: the (K, eta) with the lowest LPIPS among those that lowered it,
-those that also brought the sharpness ratio closer to 1 first (``codec.verdicts.choose_realistic``), or none. Per decode: PSNR, MS-SSIM,
+those that also brought the sharpness ratio closer to 1 first (``codec.verdicts.choose_realistic``), or none.
+Per decode: PSNR, MS-SSIM,
 LPIPS and DISTS against the original (``--metrics`` picks; PSNR always), a sharpness figure (gradient energy of
 the decoded luma relative to the original's, :func:`~latentarc.codec.metrics.sharpness_ratio`: 1 = as sharp as
 the original) and the decode time per megapixel (entropy decoding + refinement + VAE decoder; one untimed

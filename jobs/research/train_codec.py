@@ -536,7 +536,8 @@ def _perceptual_text(cfg: TrainConfig) -> str:
     if not cfg.lpips_weight:
         return ""
     if cfg.lpips_form == "log":
-        return f";\n  plus {cfg.lpips_weight} × LPIPS / sg(LPIPS) (the log form: relative LPIPS changes priced like MSE's)"
+        return (f";\n  plus {cfg.lpips_weight} × LPIPS / sg(LPIPS) (the log form: relative LPIPS changes priced like "
+                "MSE's)")
     return f";\n  plus {cfg.lpips_weight} × LPIPS"
 
 
