@@ -382,16 +382,41 @@ class Reference:
         return net.distance([sums[k] for k in sorted(sums)], w)
 
 
-def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
-    """Differentiable LPIPS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
-    whole batch in memory). Same network and value as :func:`lpips` on one untiled image."""
+def _batch_pair(reference: torch.Tensor, test: torch.Tensor) -> None:
     if reference.shape != test.shape or reference.ndim != 4 or reference.shape[1] != 3:
         raise ValueError(f"expected two Bx3xHxW tensors of one shape, got {tuple(reference.shape)}, "
                          f"{tuple(test.shape)}")
+
+
+def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """Differentiable LPIPS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
+    whole batch in memory). Same network and value as :func:`lpips` on one untiled image."""
+    _batch_pair(reference, test)
     w = _weights(LPIPS_WEIGHTS, reference.device)
     b = reference.shape[0]
     return sum(LPIPS_NET.cells(k, _unit_norm(t[:b]), _unit_norm(t[b:]), w).mean((1, 2, 3))
                for k, t in enumerate(LPIPS_NET.maps(torch.cat([reference, test]), w)))
+
+
+def dists_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
+    """Differentiable DISTS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
+    whole batch in memory). Same network and value as :func:`dists` on one untiled image. Its texture term
+    compares each feature map's variance, so unlike a pointwise loss it charges for detail averaged away."""
+    _batch_pair(reference, test)
+    w = _weights(DISTS_WEIGHTS, reference.device)
+    c = 1e-6
+    s1, s2 = [], []
+    with torch.set_grad_enabled(torch.is_grad_enabled() and reference.requires_grad):  # a target: no backward
+        refs = list(DISTS_NET.maps(reference, w))
+    for x, y in zip(refs, DISTS_NET.maps(test, w)):
+        mx, my = x.mean((2, 3), keepdim=True), y.mean((2, 3), keepdim=True)
+        vx, vy = ((x - mx) ** 2).mean((2, 3)), ((y - my) ** 2).mean((2, 3))
+        cxy = ((x - mx) * (y - my)).mean((2, 3))
+        mx, my = mx.flatten(1), my.flatten(1)
+        s1.append((2 * mx * my + c) / (mx * mx + my * my + c))
+        s2.append((2 * cxy + c) / (vx + vy + c))
+    alpha, beta = w["dists.alpha"].flatten(), w["dists.beta"].flatten()
+    return 1 - ((torch.cat(s1, 1) * alpha).sum(1) + (torch.cat(s2, 1) * beta).sum(1)) / (alpha.sum() + beta.sum())
 
 
 def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,

@@ -167,8 +167,11 @@ def test_prepared_reference_scores_as_the_functions_do():
                                                                "dists": pytest.approx(0, abs=1e-6)}
 
 
-def test_lpips_loss_matches_the_metric_and_has_gradients():
-    """The training loss is the metric: per image it equals lpips() on the same pixels, and it back-propagates."""
+@pytest.mark.parametrize("loss, metric", [(metrics.lpips_loss, lpips), (metrics.dists_loss, dists)],
+                         ids=["lpips", "dists"])
+def test_perceptual_losses_match_the_metrics_and_have_gradients(loss, metric):
+    """Each training loss is its metric: per image it equals lpips() / dists() on the same pixels, and it
+    back-propagates."""
     import torch
 
     refs = [_crop(i, 96) for i in (1, 2)]
@@ -176,14 +179,15 @@ def test_lpips_loss_matches_the_metric_and_has_gradients():
              for i, r in enumerate(refs)]
     as_t = lambda arrs: torch.from_numpy(np.stack(arrs).astype(np.float32) / 255).permute(0, 3, 1, 2)  # noqa: E731
     x, y = as_t(refs), as_t(tests).requires_grad_(True)
-    got = metrics.lpips_loss(x, y)
+    got = loss(x, y)
     assert got.shape == (2,)
     for g, r, t in zip(got.tolist(), refs, tests):
-        assert g == pytest.approx(lpips(r, t), abs=1e-5) and g > 0.05
+        assert g == pytest.approx(metric(r, t), abs=1e-5) and g > 0.05
+    assert loss(x, x).abs().max() < 1e-5
     got.sum().backward()
     assert y.grad is not None and float(y.grad.abs().sum()) > 0
     with pytest.raises(ValueError):
-        metrics.lpips_loss(x, y[:, :, :64])
+        loss(x, y[:, :, :64])
 
 
 def test_weights_resolve_in_a_subfolder_and_refuse_tampering(tmp_path, monkeypatch):

@@ -383,7 +383,7 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
 
 def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path, tiny_denoiser, capsys,
                                                                          monkeypatch):
-    """--loss decoded-lpips at low rates only (--base-steps), checkpointed every step: a run stopped by SIGTERM
+    """--loss decoded-lpips with a DISTS term, at low rates only (--base-steps), checkpointed every step: a run stopped by SIGTERM
     after 2 of 3 steps and started again ends with the weights of one uninterrupted run; the evaluation photos
     are refused as training data."""
     import signal
@@ -398,7 +398,8 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
     _, cache, _ = tiny_denoiser
     common = ["--held-out", str(PHOTOS), "--batch-size", "2", "--limit", "4", "--holdout-every", "2",
               "--probes", "1", "--max-side", "128", "--crop", "8", "--channels", "32,32", "--cache", str(cache),
-              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--base-steps", "0.9,6.8",
+              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--dists-weight", "0.2",
+              "--base-steps", "0.9,6.8",
               "--adversarial-weight", "0.1", "--disc-steps", "2", "--disc-layers", "2", "--disc-width", "8",
               "--save-every", "1", "--log-every", "1"]
     split = tmp_path / "split"
@@ -424,10 +425,11 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
     assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
     cfg = json.loads((split / "config.json").read_text())
     assert cfg["loss"] == "decoded-lpips" and cfg["lpips_weight"] == 0.5 and cfg["base_steps"] == [0.9, 6.8]
+    assert cfg["dists_weight"] == 0.2
     assert cfg["adversarial_weight"] == 0.1
     assert cfg["discriminator"] == {"steps": 2, "width": 8, "layers": 2, "patch_px": 18, "lr": 2e-4, "warmup": 0}
     card = (split / "CARD.md").read_text()
-    assert "LPIPS" in card and "patch discriminator (spectral norm, 18-px patches, width 8, 2 update" in card
+    assert "LPIPS" in card and "0.2 × DISTS" in card and "patch discriminator (spectral norm, 18-px patches, width 8, 2 update" in card
     capsys.readouterr()
     assert main(["train-refiner", str(PHOTOS), "--out", str(tmp_path / "bad"), "--iterations", "1", *common]) != 0
     assert "held-out photos" in capsys.readouterr().err
@@ -600,6 +602,12 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     mine = next(r for r in rows if r["quality"] == 30 and r["config"] == "faithful/2")
     assert s["d_psnr"] == pytest.approx(mine["psnr"] - base["psnr"])
     assert s["d_lpips"] == pytest.approx(mine["lpips"] - base["lpips"]) and s["d_dists"] is None
+    # the realism check counts, per image, whose sharpness ratio came closer to 1 than the unrefined decode's
+    real = next(r for r in rows if r["quality"] == 30 and r["config"] == "realistic/2")
+    closer = int(abs(1 - real["sharpness"]) < abs(1 - base["sharpness"]))
+    assert summary[(30, "realistic/2")]["sharpness_closer"] == closer and summary[(30, "none")]["sharpness_closer"] == 0
+    check = next(c for c in doc["checks"] if c["quality"] == 30 and c["config"] == "realistic/2")
+    assert f"closer to 1 on {closer} of 1 images" in check["what"]
     assert {(c["quality"], c["config"]) for c in doc["checks"]} == {(q, lab) for q in (30, 70) for lab in labels[1:]}
     capsys.readouterr()
     assert main(["bench-refine", str(PHOTOS), "--modes", "sharp", "--limit", "1"]) == 2

@@ -42,7 +42,9 @@ MSE alone is minimised by blur (the decoded-MSE model gained PSNR but lost MS-SS
 ``--steps`` iterations of ``--batch-size``; CUDA when available.
 
 ``--loss decoded-lpips`` adds ``--lpips-weight`` × LPIPS (codec.metrics.lpips_loss) instead: MSE and SSIM are
-both minimised by the conditional mean, LPIPS pays for texture. ``--base-steps LO,HI`` narrows the corruption to a
+both minimised by the conditional mean, LPIPS pays for texture. ``--dists-weight`` adds W × DISTS
+(codec.metrics.dists_loss) to any decoded loss: its texture term compares feature variances, so detail averaged
+away is charged for without a discriminator. ``--base-steps LO,HI`` narrows the corruption to a
 rate range (e.g. the low rates where refinement matters).
 
 The decoded losses cost ~1.3 s a step on 2 CPU cores even at batch 8 with 16×16 latent crops, so denoisers are
@@ -204,8 +206,9 @@ class DecodedLoss:
     SCALE = 100.0  # keeps the loss near 1 for the optimiser's epsilon
 
     def __init__(self, model, mean: np.ndarray, std: np.ndarray, device, ssim_weight: float = 0.0,
-                 lpips_weight: float = 0.0):
+                 lpips_weight: float = 0.0, dists_weight: float = 0.0):
         self.model, self.ssim_weight, self.lpips_weight = model, ssim_weight, lpips_weight
+        self.dists_weight = dists_weight
         self.mean = torch.from_numpy(mean).float().to(device).view(1, -1, 1, 1)
         self.std = torch.from_numpy(std).float().to(device).view(1, -1, 1, 1)
 
@@ -233,6 +236,12 @@ class DecodedLoss:
             from latentarc.codec.metrics import lpips_loss
 
             loss = loss + self.lpips_weight * lpips_loss(ref.clamp(0, 1), pred.clamp(0, 1)).mean()
+        if self.dists_weight:
+            # Why: LPIPS is pointwise in feature space, so a blurred estimate of uncertain texture still scores
+            # well; DISTS's texture term compares each feature map's variance, which blur lowers.
+            from latentarc.codec.metrics import dists_loss
+
+            loss = loss + self.dists_weight * dists_loss(ref.clamp(0, 1), pred.clamp(0, 1)).mean()
         return loss, pred, ref
 
 
@@ -411,6 +420,7 @@ class RefinerTrainConfig:
     loss: str = "pixel"
     ssim_weight: float = 1.0
     lpips_weight: float = 1.0
+    dists_weight: float = 0.0  # > 0: add W × DISTS to a decoded loss
     adversarial_weight: float = 0.0  # > 0: train a patch discriminator beside the denoiser (decoded losses only)
     disc_steps: int = 1  # discriminator updates per denoiser step
     disc_width: int = 32  # its first layer's channels (doubling per layer)
@@ -435,6 +445,8 @@ class RefinerTrainConfig:
         b = self.base_steps
         if b is not None and (len(b) != 2 or not 0 < b[0] <= b[1]):
             raise ValueError(f"base steps must be LO,HI with 0 < LO ≤ HI, got {b}")
+        if self.dists_weight < 0 or (self.dists_weight and self.loss not in DECODED_LOSSES):
+            raise ValueError("the DISTS weight must be ≥ 0 and needs a decoded loss (DISTS compares pixels)")
         if self.adversarial_weight < 0 or (self.adversarial_weight and self.loss not in DECODED_LOSSES):
             raise ValueError("the adversarial weight must be ≥ 0 and needs a decoded loss (the discriminator sees "
                              "pixels)")
@@ -454,7 +466,7 @@ def config_from_args(a) -> RefinerTrainConfig:
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
-        adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps, disc_width=a.disc_width,
+        dists_weight=a.dists_weight, adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps, disc_width=a.disc_width,
         disc_layers=a.disc_layers, disc_lr=a.disc_lr, disc_warmup=a.disc_warmup, base_steps=base,
         save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
         threads=a.threads,
@@ -506,7 +518,8 @@ def train(a: RefinerTrainConfig) -> dict:
     base_steps = a.base_steps or BASE_STEP_RANGE
     corr = Corruptor(sched, mean, std, rng, a.quantized_fraction, base_steps)
     decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0,
-                          lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0)
+                          lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0,
+                          dists_weight=a.dists_weight)
     adversary = (Adversary(a.adversarial_weight, device, lr=a.disc_lr or a.lr, width=a.disc_width,
                            layers=a.disc_layers, steps=a.disc_steps) if a.adversarial_weight else None)
     out = Path(a.out)
@@ -604,6 +617,7 @@ def train(a: RefinerTrainConfig) -> dict:
         "loss": a.loss,
         "ssim_weight": a.ssim_weight if a.loss == "decoded-ssim" else None,
         "lpips_weight": a.lpips_weight if a.loss == "decoded-lpips" else None,
+        "dists_weight": a.dists_weight or None,
         "adversarial_weight": a.adversarial_weight or None,
         "discriminator": ({"steps": a.disc_steps, "width": a.disc_width, "layers": a.disc_layers,
                            "patch_px": patch_size(a.disc_layers), "lr": a.disc_lr or a.lr, "warmup": a.disc_warmup}
@@ -646,6 +660,11 @@ def _init_text(c: dict) -> str:
     return f"fine-tuned from {', itself from '.join(parts)}, then " if parts else ""
 
 
+def _dists_text(c: dict) -> str:
+    w = c.get("dists_weight")
+    return f", plus {w} × DISTS (VGG16 structure and texture terms) on the same decoded pixels" if w else ""
+
+
 def _adversary_text(c: dict) -> str:
     w, u = c.get("adversarial_weight"), c.get("unrolled_fraction")
     d = c.get("discriminator") or {"steps": 1, "width": 32, "patch_px": 38, "warmup": 0}  # older configs: the default
@@ -682,7 +701,7 @@ schedule (scaled_linear, 1000 steps).
   `{c.get('evaluation_photos_refused', '../shared/data/photos')}` are refused as training data (by path and by content).
 * Corruption: the codec's own adaptive quantization at log-uniform base steps {c.get('base_steps', BASE_STEP_RANGE)[0]}–{c.get('base_steps', BASE_STEP_RANGE)[1]}
   at the matched timestep t* ({c.get('quantized_fraction', 0.5):.0%} of samples), otherwise Gaussian noise at t ~ U[1, t*].
-* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'], lpips_weight=c.get('lpips_weight'))}{_adversary_text(c)}.
+* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'], lpips_weight=c.get('lpips_weight'))}{_dists_text(c)}{_adversary_text(c)}.
 * Training: {_init_text(c)}{c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
   Weights stored as {c.get('dtype', 'float32')} (the figures below use the stored weights).
