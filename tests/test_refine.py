@@ -383,9 +383,9 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
 
 def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path, tiny_denoiser, capsys,
                                                                          monkeypatch):
-    """--loss decoded-lpips with a DISTS term, at low rates only (--base-steps), checkpointed every step: a run stopped by SIGTERM
-    after 2 of 3 steps and started again ends with the weights of one uninterrupted run; the evaluation photos
-    are refused as training data."""
+    """--loss decoded-lpips with a DISTS term, at low rates only (--base-steps), checkpointed every step: a run
+    stopped by SIGTERM after 2 of 3 steps and started again ends with the weights of one uninterrupted run; the
+    evaluation photos are refused as training data."""
     import signal
 
     from safetensors.torch import load_file
@@ -429,7 +429,8 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
     assert cfg["adversarial_weight"] == 0.1
     assert cfg["discriminator"] == {"steps": 2, "width": 8, "layers": 2, "patch_px": 18, "lr": 2e-4, "warmup": 0}
     card = (split / "CARD.md").read_text()
-    assert "LPIPS" in card and "0.2 × DISTS" in card and "patch discriminator (spectral norm, 18-px patches, width 8, 2 update" in card
+    assert "LPIPS" in card and "0.2 × DISTS" in card
+    assert "patch discriminator (spectral norm, 18-px patches, width 8, 2 update" in card
     capsys.readouterr()
     assert main(["train-refiner", str(PHOTOS), "--out", str(tmp_path / "bad"), "--iterations", "1", *common]) != 0
     assert "held-out photos" in capsys.readouterr().err

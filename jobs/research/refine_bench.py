@@ -17,8 +17,9 @@ warm-up decode per configuration runs first).
 The table gives the means per operating point and configuration, the change against ``none`` on the same streams,
 and the acceptance checks: ``faithful`` must lower LPIPS (MS-SSIM when LPIPS is not measured) and lose at most
 :data:`MAX_PSNR_LOSS_DB` of PSNR; ``realistic`` must lower LPIPS and DISTS (those measured) and bring the mean
-sharpness ratio closer to 1 than ``none`` (the check also says on how many images it came closer). ``--html FILE`` writes the table and, per image and point, the
-same crop of the original and of every decode side by side.
+sharpness ratio closer to 1 than ``none`` (the check also says on how many images it came closer).
+``--html FILE`` writes the table and, per image and point, the same crop of the original and of every decode
+side by side.
 """
 
 from __future__ import annotations
@@ -73,8 +74,8 @@ def parse_etas(text: str | None) -> list[float | None]:
 
 def configs(modes: list[str], steps: list[int], seed: int, etas: list[float | None] = (None,)) -> list:
     """none; every mode × K refining every image (``verified=False``: the model's own behaviour), realistic at
-    K ≥ 2 also × each eta; and per mode ``<mode>/v``: what ``decode --refine <mode>`` does with a verified stream (the
-    encoder's setting per image, or no refinement where none helped)."""
+    K ≥ 2 also × each eta; and per mode ``<mode>/v``: what ``decode --refine <mode>`` does with a verified stream
+    (the encoder's setting per image, or no refinement where none helped)."""
     from latentarc.codec.refine import RefineConfig
 
     # one step lands on the clean estimate whatever the eta, so K = 1 runs once

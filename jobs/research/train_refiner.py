@@ -466,8 +466,9 @@ def config_from_args(a) -> RefinerTrainConfig:
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
-        dists_weight=a.dists_weight, adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps, disc_width=a.disc_width,
-        disc_layers=a.disc_layers, disc_lr=a.disc_lr, disc_warmup=a.disc_warmup, base_steps=base,
+        dists_weight=a.dists_weight, adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps,
+        disc_width=a.disc_width, disc_layers=a.disc_layers, disc_lr=a.disc_lr, disc_warmup=a.disc_warmup,
+        base_steps=base,
         save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
         threads=a.threads,
         prediction=a.prediction, condition=a.condition, init=a.init,
@@ -684,6 +685,8 @@ def _names(names: list[str], most: int = 12) -> str:
 
 
 def _card(c: dict) -> str:
+    loss = (LOSS_TEXT[c["loss"]].format(target=c["prediction"], lpips_weight=c.get("lpips_weight"))
+            + _dists_text(c) + _adversary_text(c))
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
                      f"{v.get('psnr_dequantized', float('nan')):.2f} | {v.get('psnr_denoised', float('nan')):.2f} | "
                      f"{v['images']} |" for k, v in c["validation"].items())
@@ -701,7 +704,7 @@ schedule (scaled_linear, 1000 steps).
   `{c.get('evaluation_photos_refused', '../shared/data/photos')}` are refused as training data (by path and by content).
 * Corruption: the codec's own adaptive quantization at log-uniform base steps {c.get('base_steps', BASE_STEP_RANGE)[0]}–{c.get('base_steps', BASE_STEP_RANGE)[1]}
   at the matched timestep t* ({c.get('quantized_fraction', 0.5):.0%} of samples), otherwise Gaussian noise at t ~ U[1, t*].
-* Loss: {LOSS_TEXT[c['loss']].format(target=c['prediction'], lpips_weight=c.get('lpips_weight'))}{_dists_text(c)}{_adversary_text(c)}.
+* Loss: {loss}.
 * Training: {_init_text(c)}{c['steps']} AdamW steps of batch {c['batch_size']}, lr {c['lr']}, seed {c['seed']}, on {c['device']};
   {c['train_seconds']} s training (+{c['encode_seconds']} s encoding). Final loss (mean of the last steps): {c['final_loss']:.5f}.
   Weights stored as {c.get('dtype', 'float32')} (the figures below use the stored weights).
