@@ -316,19 +316,28 @@ class _Dists(PerceptualNet):
 
     def distance(self, sums, w):
         s1, s2 = [], []
-        c1 = c2 = 1e-6
         for m in sums:
             mx, my, exx, eyy, exy = m[:5] / m[5]
-            vx, vy, cxy = exx - mx * mx, eyy - my * my, exy - mx * my
-            s1.append((2 * mx * my + c1) / (mx * mx + my * my + c1))
-            s2.append((2 * cxy + c2) / (vx + vy + c2))
-        alpha, beta = w["dists.alpha"].flatten().double(), w["dists.beta"].flatten().double()
-        total = alpha.sum() + beta.sum()
-        return float(1 - ((alpha * torch.cat(s1)).sum() + (beta * torch.cat(s2)).sum()) / total)
+            t, s = self.similarities(mx, my, exx - mx * mx, eyy - my * my, exy - mx * my)
+            s1.append(t), s2.append(s)
+        return float(self.combine(torch.cat(s1), torch.cat(s2), w))
+
+    @staticmethod
+    def similarities(mx, my, vx, vy, cxy) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per channel, DISTS's texture term (of the feature means) and structure term (of the variances and the
+        covariance: a test with less variance than the reference, a blur, scores lower)."""
+        c = 1e-6
+        return (2 * mx * my + c) / (mx * mx + my * my + c), (2 * cxy + c) / (vx + vy + c)
+
+    @staticmethod
+    def combine(s1: torch.Tensor, s2: torch.Tensor, w) -> torch.Tensor:
+        """The distance from every map's terms (channels on the last axis): 1 − their learnt weighted mean."""
+        alpha, beta = w["dists.alpha"].flatten().to(s1.dtype), w["dists.beta"].flatten().to(s1.dtype)
+        return 1 - ((alpha * s1).sum(-1) + (beta * s2).sum(-1)) / (alpha.sum() + beta.sum())
 
 
 LPIPS_NET = _Lpips()
-DISTS_NET: PerceptualNet = _Dists()
+DISTS_NET = _Dists()
 
 
 # --- a prepared reference -------------------------------------------------------------------------------------------
@@ -400,23 +409,19 @@ def lpips_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
 
 def dists_loss(reference: torch.Tensor, test: torch.Tensor) -> torch.Tensor:
     """Differentiable DISTS per image, shape (B,), of Bx3xHxW tensors in [0, 1] (a training loss: no tiling, the
-    whole batch in memory). Same network and value as :func:`dists` on one untiled image. Its texture term
+    whole batch in memory). Same network and value as :func:`dists` on one untiled image. Its structure term
     compares each feature map's variance, so unlike a pointwise loss it charges for detail averaged away."""
     _batch_pair(reference, test)
     w = _weights(DISTS_WEIGHTS, reference.device)
-    c = 1e-6
     s1, s2 = [], []
     with torch.set_grad_enabled(torch.is_grad_enabled() and reference.requires_grad):  # a target: no backward
         refs = list(DISTS_NET.maps(reference, w))
     for x, y in zip(refs, DISTS_NET.maps(test, w)):
         mx, my = x.mean((2, 3), keepdim=True), y.mean((2, 3), keepdim=True)
         vx, vy = ((x - mx) ** 2).mean((2, 3)), ((y - my) ** 2).mean((2, 3))
-        cxy = ((x - mx) * (y - my)).mean((2, 3))
-        mx, my = mx.flatten(1), my.flatten(1)
-        s1.append((2 * mx * my + c) / (mx * mx + my * my + c))
-        s2.append((2 * cxy + c) / (vx + vy + c))
-    alpha, beta = w["dists.alpha"].flatten(), w["dists.beta"].flatten()
-    return 1 - ((torch.cat(s1, 1) * alpha).sum(1) + (torch.cat(s2, 1) * beta).sum(1)) / (alpha.sum() + beta.sum())
+        t, s = DISTS_NET.similarities(mx.flatten(1), my.flatten(1), vx, vy, ((x - mx) * (y - my)).mean((2, 3)))
+        s1.append(t), s2.append(s)
+    return DISTS_NET.combine(torch.cat(s1, 1), torch.cat(s2, 1), w)
 
 
 def lpips(reference: np.ndarray, test: np.ndarray, *, device: str | torch.device | None = None,

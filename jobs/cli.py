@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ssim-weight", type=float, default=1.0, help="with --loss decoded-ssim (default 1)")
     p.add_argument("--lpips-weight", type=float, default=1.0, help="with --loss decoded-lpips (default 1)")
     p.add_argument("--dists-weight", type=float, default=0.0,
-                   help="with a decoded loss: add W × DISTS on the decoded pixels — its texture term charges for "
+                   help="with a decoded loss: add W × DISTS on the decoded pixels — its structure term charges for "
                         "detail averaged away, without a discriminator (default 0)")
     p.add_argument("--adversarial-weight", type=float, default=0.0,
                    help="with a decoded loss: train a patch discriminator beside the denoiser and add W × its "

@@ -43,7 +43,7 @@ MSE alone is minimised by blur (the decoded-MSE model gained PSNR but lost MS-SS
 
 ``--loss decoded-lpips`` adds ``--lpips-weight`` × LPIPS (codec.metrics.lpips_loss) instead: MSE and SSIM are
 both minimised by the conditional mean, LPIPS pays for texture. ``--dists-weight`` adds W × DISTS
-(codec.metrics.dists_loss) to any decoded loss: its texture term compares feature variances, so detail averaged
+(codec.metrics.dists_loss) to any decoded loss: its structure term compares feature variances, so detail averaged
 away is charged for without a discriminator. ``--base-steps LO,HI`` narrows the corruption to a
 rate range (e.g. the low rates where refinement matters).
 
@@ -219,29 +219,31 @@ class DecodedLoss:
         return self.with_pixels(x0_pred, x0)[0]
 
     def with_pixels(self, x0_pred: torch.Tensor, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, decoded prediction, decoded clean latent): the pixels serve the adversarial term too."""
+        """(loss, decoded prediction, decoded clean latent), the pixels clipped to [0, 1] as the perceptual terms
+        and the adversarial one see them (the MSE term compares them unclipped)."""
         with torch.no_grad():
             ref = self.pixels(x0)
         pred = self.pixels(x0_pred)
         loss = self.SCALE * torch.nn.functional.mse_loss(pred, ref)
+        pred, ref = pred.clamp(0, 1), ref.clamp(0, 1)
         if self.ssim_weight:
             # Why: pixel MSE alone is minimised by blur — the first decoded-loss denoiser gained PSNR at quality
             # 50 while its held-out sharpness fell to 0.8 and MS-SSIM dropped; SSIM charges for lost structure.
             from pytorch_msssim import ssim
 
-            loss = loss + self.ssim_weight * (1 - ssim(pred.clamp(0, 1), ref.clamp(0, 1), data_range=1.0))
+            loss = loss + self.ssim_weight * (1 - ssim(pred, ref, data_range=1.0))
         if self.lpips_weight:
             # Why: MSE and SSIM both reward the conditional mean, which is blur; LPIPS compares deep features,
             # so texture the decoder can draw from the latent is paid for instead of averaged away.
             from latentarc.codec.metrics import lpips_loss
 
-            loss = loss + self.lpips_weight * lpips_loss(ref.clamp(0, 1), pred.clamp(0, 1)).mean()
+            loss = loss + self.lpips_weight * lpips_loss(ref, pred).mean()
         if self.dists_weight:
             # Why: LPIPS is pointwise in feature space, so a blurred estimate of uncertain texture still scores
-            # well; DISTS's texture term compares each feature map's variance, which blur lowers.
+            # well; DISTS's structure term compares each feature map's variance, which blur lowers.
             from latentarc.codec.metrics import dists_loss
 
-            loss = loss + self.dists_weight * dists_loss(ref.clamp(0, 1), pred.clamp(0, 1)).mean()
+            loss = loss + self.dists_weight * dists_loss(ref, pred).mean()
         return loss, pred, ref
 
 
@@ -361,7 +363,6 @@ def _train_step(a: RefinerTrainConfig, it: int, unet, opt, corr: Corruptor, deco
         if unrolled:
             x0_hat = _second_step(a, unet, corr, x0_hat, xt, ts, ab, inp[:, xt.shape[1]:], rng)
         loss, fake, real = decoded.with_pixels(x0_hat, x0)
-        fake, real = fake.clamp(0, 1), real.clamp(0, 1)
         if adversary is not None and it >= a.disc_warmup:
             loss = loss + adversary.generator_term(fake)
     else:
