@@ -376,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dists-weight", type=float, default=0.0,
                    help="with a decoded loss: add W × DISTS on the decoded pixels — its structure term charges for "
                         "detail averaged away, without a discriminator (default 0)")
+    p.add_argument("--detail-weight", type=float, default=0.0,
+                   help="with a decoded loss: add W × the local detail-energy loss — each 16-px block's gradient "
+                        "energy against the reference's, over 3 octaves, so blur and excess texture both cost "
+                        "(default 0)")
     p.add_argument("--adversarial-weight", type=float, default=0.0,
                    help="with a decoded loss: train a patch discriminator beside the denoiser and add W × its "
                         "hinge loss, for texture that MSE and LPIPS average away (the realistic mode; default 0)")

@@ -383,7 +383,7 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
 
 def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path, tiny_denoiser, capsys,
                                                                          monkeypatch):
-    """--loss decoded-lpips with a DISTS term, at low rates only (--base-steps), checkpointed every step: a run
+    """--loss decoded-lpips with DISTS and detail terms, at low rates only (--base-steps), checkpointed every step: a run
     stopped by SIGTERM after 2 of 3 steps and started again ends with the weights of one uninterrupted run; the
     evaluation photos are refused as training data."""
     import signal
@@ -398,7 +398,7 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
     _, cache, _ = tiny_denoiser
     common = ["--held-out", str(PHOTOS), "--batch-size", "2", "--limit", "4", "--holdout-every", "2",
               "--probes", "1", "--max-side", "128", "--crop", "8", "--channels", "32,32", "--cache", str(cache),
-              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--dists-weight", "0.2",
+              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--dists-weight", "0.2", "--detail-weight", "0.3",
               "--base-steps", "0.9,6.8",
               "--adversarial-weight", "0.1", "--disc-steps", "2", "--disc-layers", "2", "--disc-width", "8",
               "--save-every", "1", "--log-every", "1"]
@@ -425,11 +425,11 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
     assert da.keys() == db.keys() and all(torch.equal(da[k], db[k]) for k in da)
     cfg = json.loads((split / "config.json").read_text())
     assert cfg["loss"] == "decoded-lpips" and cfg["lpips_weight"] == 0.5 and cfg["base_steps"] == [0.9, 6.8]
-    assert cfg["dists_weight"] == 0.2
+    assert cfg["dists_weight"] == 0.2 and cfg["detail_weight"] == 0.3
     assert cfg["adversarial_weight"] == 0.1
     assert cfg["discriminator"] == {"steps": 2, "width": 8, "layers": 2, "patch_px": 18, "lr": 2e-4, "warmup": 0}
     card = (split / "CARD.md").read_text()
-    assert "LPIPS" in card and "0.2 × DISTS" in card
+    assert "LPIPS" in card and "0.2 × DISTS" in card and "0.3 × the local detail-energy loss" in card
     assert "patch discriminator (spectral norm, 18-px patches, width 8, 2 update" in card
     capsys.readouterr()
     assert main(["train-refiner", str(PHOTOS), "--out", str(tmp_path / "bad"), "--iterations", "1", *common]) != 0
@@ -648,6 +648,34 @@ def test_sharpness_ratio():
     assert sharpness_ratio(blur, img[:-1, :-1]) > 1.5
     assert sharpness_ratio(np.zeros((8, 8), np.uint8), img[:8, :8, 0]) is None
     assert gradient_energy(np.full((4, 4), 65535, np.uint16)) == 0.0
+
+
+def test_detail_loss_is_the_sharpness_ratio_made_local():
+    from PIL import Image
+
+    from latentarc.codec.metrics import detail_loss, sharpness_ratio
+
+    from .conftest import PHOTOS
+
+    img = np.asarray(Image.open(sorted(PHOTOS.glob("*.png"))[0]).convert("RGB"))[:256, :256]
+    ref = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
+    blur = (torch.nn.functional.avg_pool2d(ref, 3, 1, 1, count_include_pad=False) * 255).round() / 255
+    as_bytes = (blur[0].permute(1, 2, 0) * 255).round().byte().numpy()
+    # one block, one octave, no floor: the figure the realism check measures
+    whole = detail_loss(ref, blur, window=256, scales=1, floor=0.0)
+    assert float(whole) == pytest.approx(np.log(sharpness_ratio(img, as_bytes)) ** 2, rel=1e-4)
+    assert float(detail_loss(ref, ref)) == 0.0
+    # the original's detail put back in the wrong place (each 16-px block's residual mirrored) costs far less than
+    # blur, though it is further from the original pointwise: the loss pays for texture, not for its phase
+    residual = (ref - blur).reshape(1, 3, 16, 16, 16, 16).flip(-1).reshape(1, 3, 256, 256)
+    moved = (blur + residual).clamp(0, 1)
+    assert torch.mean((moved - ref) ** 2) > torch.mean((blur - ref) ** 2)
+    assert float(detail_loss(ref, moved)) < 0.5 * float(detail_loss(ref, blur))
+    test = blur.clone().requires_grad_()
+    detail_loss(ref, test).sum().backward()
+    assert float(test.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="smaller than one 16-px block"):
+        detail_loss(ref[..., :8, :8], blur[..., :8, :8])
 
 
 def test_cli_decode_refine(tmp_path, codec, small_pic, monkeypatch):

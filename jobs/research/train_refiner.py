@@ -44,7 +44,8 @@ MSE alone is minimised by blur (the decoded-MSE model gained PSNR but lost MS-SS
 ``--loss decoded-lpips`` adds ``--lpips-weight`` × LPIPS (codec.metrics.lpips_loss) instead: MSE and SSIM are
 both minimised by the conditional mean, LPIPS pays for texture. ``--dists-weight`` adds W × DISTS
 (codec.metrics.dists_loss) to any decoded loss: its structure term compares feature variances, so detail averaged
-away is charged for without a discriminator. ``--base-steps LO,HI`` narrows the corruption to a
+away is charged for without a discriminator. ``--detail-weight`` adds W × codec.metrics.detail_loss, each block's
+gradient energy against the reference's: the sharpness figure, made local. ``--base-steps LO,HI`` narrows the corruption to a
 rate range (e.g. the low rates where refinement matters).
 
 The decoded losses cost ~1.3 s a step on 2 CPU cores even at batch 8 with 16×16 latent crops, so denoisers are
@@ -206,9 +207,9 @@ class DecodedLoss:
     SCALE = 100.0  # keeps the loss near 1 for the optimiser's epsilon
 
     def __init__(self, model, mean: np.ndarray, std: np.ndarray, device, ssim_weight: float = 0.0,
-                 lpips_weight: float = 0.0, dists_weight: float = 0.0):
+                 lpips_weight: float = 0.0, dists_weight: float = 0.0, detail_weight: float = 0.0):
         self.model, self.ssim_weight, self.lpips_weight = model, ssim_weight, lpips_weight
-        self.dists_weight = dists_weight
+        self.dists_weight, self.detail_weight = dists_weight, detail_weight
         self.mean = torch.from_numpy(mean).float().to(device).view(1, -1, 1, 1)
         self.std = torch.from_numpy(std).float().to(device).view(1, -1, 1, 1)
 
@@ -244,6 +245,12 @@ class DecodedLoss:
             from latentarc.codec.metrics import dists_loss
 
             loss = loss + self.dists_weight * dists_loss(ref, pred).mean()
+        if self.detail_weight:
+            # Why: every term above is lowest for some average of the texture the latent leaves uncertain; this
+            # one asks each block for the reference's detail energy, so drawn texture is paid for, not blur.
+            from latentarc.codec.metrics import detail_loss
+
+            loss = loss + self.detail_weight * detail_loss(ref, pred).mean()
         return loss, pred, ref
 
 
@@ -422,6 +429,7 @@ class RefinerTrainConfig:
     ssim_weight: float = 1.0
     lpips_weight: float = 1.0
     dists_weight: float = 0.0  # > 0: add W × DISTS to a decoded loss
+    detail_weight: float = 0.0  # > 0: add W × the local detail-energy loss (codec.metrics.detail_loss)
     adversarial_weight: float = 0.0  # > 0: train a patch discriminator beside the denoiser (decoded losses only)
     disc_steps: int = 1  # discriminator updates per denoiser step
     disc_width: int = 32  # its first layer's channels (doubling per layer)
@@ -446,8 +454,9 @@ class RefinerTrainConfig:
         b = self.base_steps
         if b is not None and (len(b) != 2 or not 0 < b[0] <= b[1]):
             raise ValueError(f"base steps must be LO,HI with 0 < LO ≤ HI, got {b}")
-        if self.dists_weight < 0 or (self.dists_weight and self.loss not in DECODED_LOSSES):
-            raise ValueError("the DISTS weight must be ≥ 0 and needs a decoded loss (DISTS compares pixels)")
+        for label, w in (("DISTS", self.dists_weight), ("detail", self.detail_weight)):
+            if w < 0 or (w and self.loss not in DECODED_LOSSES):
+                raise ValueError(f"the {label} weight must be ≥ 0 and needs a decoded loss (it compares pixels)")
         if self.adversarial_weight < 0 or (self.adversarial_weight and self.loss not in DECODED_LOSSES):
             raise ValueError("the adversarial weight must be ≥ 0 and needs a decoded loss (the discriminator sees "
                              "pixels)")
@@ -467,7 +476,7 @@ def config_from_args(a) -> RefinerTrainConfig:
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
-        dists_weight=a.dists_weight, adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps,
+        dists_weight=a.dists_weight, detail_weight=a.detail_weight, adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps,
         disc_width=a.disc_width, disc_layers=a.disc_layers, disc_lr=a.disc_lr, disc_warmup=a.disc_warmup,
         base_steps=base,
         save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
@@ -521,7 +530,7 @@ def train(a: RefinerTrainConfig) -> dict:
     corr = Corruptor(sched, mean, std, rng, a.quantized_fraction, base_steps)
     decoded = DecodedLoss(model, mean, std, device, ssim_weight=a.ssim_weight if a.loss == "decoded-ssim" else 0.0,
                           lpips_weight=a.lpips_weight if a.loss == "decoded-lpips" else 0.0,
-                          dists_weight=a.dists_weight)
+                          dists_weight=a.dists_weight, detail_weight=a.detail_weight)
     adversary = (Adversary(a.adversarial_weight, device, lr=a.disc_lr or a.lr, width=a.disc_width,
                            layers=a.disc_layers, steps=a.disc_steps) if a.adversarial_weight else None)
     out = Path(a.out)
@@ -620,6 +629,7 @@ def train(a: RefinerTrainConfig) -> dict:
         "ssim_weight": a.ssim_weight if a.loss == "decoded-ssim" else None,
         "lpips_weight": a.lpips_weight if a.loss == "decoded-lpips" else None,
         "dists_weight": a.dists_weight or None,
+        "detail_weight": a.detail_weight or None,
         "adversarial_weight": a.adversarial_weight or None,
         "discriminator": ({"steps": a.disc_steps, "width": a.disc_width, "layers": a.disc_layers,
                            "patch_px": patch_size(a.disc_layers), "lr": a.disc_lr or a.lr, "warmup": a.disc_warmup}
@@ -664,7 +674,10 @@ def _init_text(c: dict) -> str:
 
 def _dists_text(c: dict) -> str:
     w = c.get("dists_weight")
-    return f", plus {w} × DISTS (VGG16 structure and texture terms) on the same decoded pixels" if w else ""
+    d = c.get("detail_weight")
+    return ((f", plus {w} × DISTS (VGG16 structure and texture terms) on the same decoded pixels" if w else "")
+            + (f", plus {d} × the local detail-energy loss (squared log ratio of the luma's gradient energy in "
+               "16-px blocks over 3 octaves, `codec.metrics.detail_loss`)" if d else ""))
 
 
 def _adversary_text(c: dict) -> str:
