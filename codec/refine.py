@@ -68,18 +68,18 @@ MODES = ("none", "faithful", "realistic")
 DEFAULT_STEPS = 4
 ETA = {"faithful": 0.0, "realistic": 1.0}
 #: K when none is asked for, per mode: faithful 4 (docs/refinement.md); realistic 1 — its denoiser's one step gave
-#: the best LPIPS and DISTS at every measured rate, and its stochastic K ≥ 2 samples left noise (the card)
+#: the lowest LPIPS at every measured rate; K = 2 is sharper but further from the original (the card)
 MODE_STEPS = {"none": 0, "faithful": DEFAULT_STEPS, "realistic": 1}
 
 #: the shipped tae-f2 denoisers: ``codec/weights/<name>/`` (safetensors + config.json + CARD.md) — the faithful
-#: one, and the realistic one fine-tuned from it with LPIPS and a patch discriminator
+#: one, and the realistic one fine-tuned from it with LPIPS and the local detail-energy loss (its card)
 DENOISER_NAME = "tae-f2-denoiser"
 REALISTIC_NAME = "tae-f2-realistic"
 PACKAGE_WEIGHTS = WEIGHTS_DIR
 #: shipped denoisers (folders under ``codec/weights/``) → SHA-256 of their ``model.safetensors``
 SHIPPED_DENOISERS = {
     DENOISER_NAME: "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e",
-    REALISTIC_NAME: "28cd8692a7ca6e6109ef95fc547a1ec3bc9f851490c8b0baf603137641381a39",
+    REALISTIC_NAME: "1f494a3f4589fdb3cbdae438ed5b20cfff2f2f1c4d30268b01ecdace935951ef",
 }
 #: which refiner a codec uses for each mode when none is named: each mode has its own model (a denoiser trained
 #: for realism differs from one trained to be faithful); a mode missing here has no default (a typed error)

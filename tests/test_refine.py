@@ -962,18 +962,21 @@ def test_refiner_train_config_checks_itself(tmp_path):
 
 
 def test_shipped_realistic_denoiser_on_a_held_out_photo(codec):
-    """The shipped tae-f2-realistic loads by name (hash pinned), is what its card says (fine-tuned from the faithful
-    denoiser with LPIPS and a discriminator, for this decoder, never on the evaluation photos), and its default
-    one step lowers LPIPS on a held-out photo at a low rate, deterministically."""
+    """The shipped tae-f2-realistic loads by name (hash pinned), is what its card says (a chain of fine-tunes from
+    the faithful denoiser, the last with LPIPS and the local detail-energy loss, for this decoder, never on the
+    evaluation photos), and its default one step lowers LPIPS on a held-out photo at a low rate,
+    deterministically."""
     from latentarc.codec.classical import decoded_planes
     from latentarc.codec.metrics import LPIPS_NET, Reference
+    from latentarc.jobs.research.checkpoints import lineage
 
     from .conftest import PHOTOS, photo_crop
 
     folder = R.PACKAGE_WEIGHTS / R.REALISTIC_NAME
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["name"] == R.REALISTIC_NAME and cfg["model_sha256"] == R.SHIPPED_DENOISERS[R.REALISTIC_NAME]
-    assert cfg["adversarial_weight"] > 0 and cfg["init"]["from"].endswith(R.DENOISER_NAME)
+    assert cfg["lpips_weight"] > 0 and cfg["detail_weight"] > 0
+    assert lineage(cfg["init"])[0]["from"].endswith(R.DENOISER_NAME)
     assert cfg["decoder_sha256"] == codec.model.fingerprint
     assert not {p.name for p in PHOTOS.iterdir()} & {Path(n).name for n in cfg["trained_on"] + cfg["held_out"]}
     assert "non-commercial" in (folder / "CARD.md").read_text()
