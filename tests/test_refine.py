@@ -964,10 +964,11 @@ def test_refiner_train_config_checks_itself(tmp_path):
 def test_shipped_realistic_denoiser_on_a_held_out_photo(codec):
     """The shipped tae-f2-realistic loads by name (hash pinned), is what its card says (a chain of fine-tunes from
     the faithful denoiser, the last with LPIPS and the local detail-energy loss, for this decoder, never on the
-    evaluation photos), and its default one step lowers LPIPS on a held-out photo at a low rate,
-    deterministically."""
+    evaluation photos), and its default one step lowers LPIPS on a held-out photo at a low rate while keeping most
+    of the unrefined decode's detail energy (the lease-2 model it replaced kept 0.27 of the original's gradient
+    energy here, against 1.00 unrefined), deterministically."""
     from latentarc.codec.classical import decoded_planes
-    from latentarc.codec.metrics import LPIPS_NET, Reference
+    from latentarc.codec.metrics import LPIPS_NET, Reference, sharpness_ratio
     from latentarc.jobs.research.checkpoints import lineage
 
     from .conftest import PHOTOS, photo_crop
@@ -986,10 +987,12 @@ def test_shipped_realistic_denoiser_on_a_held_out_photo(codec):
     ref = Reference(pic.reference())
     realistic = RefineConfig("realistic")
     assert realistic.steps == 1
-    plain = ref.distance(LPIPS_NET, decoded_planes(codec.decode(data), pic.mode))
+    unrefined = decoded_planes(codec.decode(data), pic.mode)
     refined = codec.decode(data, refine=realistic)
     assert refined.refinement == "realistic/1 (unverified)"
-    assert ref.distance(LPIPS_NET, decoded_planes(refined, pic.mode)) < plain
+    assert ref.distance(LPIPS_NET, decoded_planes(refined, pic.mode)) < ref.distance(LPIPS_NET, unrefined)
+    original = pic.reference()
+    assert sharpness_ratio(original, decoded_planes(refined, pic.mode)) > 0.8 * sharpness_ratio(original, unrefined)
     assert np.array_equal(refined.rgb, codec.decode(data, refine=RefineConfig("realistic", seed=9)).rgb)
 
 
