@@ -1,7 +1,8 @@
 #!/bin/bash
 # Device lease 4 (prepared, not yet run): stage 2 from stage1-lpips with the LPIPS term priced like MSE
-# (--lpips-form log) at W = 0.2 and 1, and the realistic denoiser trained through its own two sampler steps
-# with the strong discriminator (--unrolled-fraction 0.5, adversarial 1.0), three side by side.
+# (--lpips-form log) at W = 0.2 and 1, and the realistic denoiser (the shipped detail-energy model) trained
+# through its own two sampler steps with the strong discriminator at GPU batch, the detail term kept
+# (--unrolled-fraction 0.5, adversarial 1.0, detail 3): texture of the original's kind at 0.05 bpp, three side by side.
 # Carry as in lease 3 (.gpu/ models + photos + a training subset, .whl/ wheels); OUT is the device's result folder.
 # Every run folder comes back whole (weights and checkpoint) so the next session can continue it:
 # keep what is worth continuing inside the repository (docs/results/gpu-h200/lease4/), /tmp does not survive.
@@ -24,7 +25,7 @@ A=$!
 $LA train-codec $cc --lpips-weight 1.0 --out /tmp/s2l1 > /tmp/s2l1.log 2>&1 &
 B=$!
 $LA train-refiner $G/train --held-out $G/photos --init $ROOT/codec/weights/tae-f2-realistic --name tae-f2-realistic \
-  --loss decoded-lpips --lpips-weight 3 --adversarial-weight 1.0 --disc-steps 2 --disc-width 64 --disc-lr 5e-4 \
+  --loss decoded-lpips --lpips-weight 3 --detail-weight 3 --adversarial-weight 1.0 --disc-steps 2 --disc-width 64 --disc-lr 5e-4 \
   --disc-warmup 100 --base-steps 0.5,12 --quantized-fraction 0.75 --unrolled-fraction 0.5 --batch-size 16 --crop 32 \
   --lr 5e-5 --max-side 512 --iterations 100000 --max-minutes $RMIN --log-every 200 --threads 5 \
   --out /tmp/r4u --cache /tmp/c4 > /tmp/r4u.log 2>&1 &
