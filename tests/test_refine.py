@@ -383,9 +383,9 @@ def test_train_refiner_decoded_loss(tmp_path, tiny_denoiser, capsys):
 
 def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path, tiny_denoiser, capsys,
                                                                          monkeypatch):
-    """--loss decoded-lpips with DISTS and detail terms, at low rates only (--base-steps), checkpointed every step: a run
-    stopped by SIGTERM after 2 of 3 steps and started again ends with the weights of one uninterrupted run; the
-    evaluation photos are refused as training data."""
+    """--loss decoded-lpips with DISTS and detail terms, at low rates only (--base-steps), checkpointed every step:
+    a run stopped by SIGTERM after 2 of 3 steps and started again ends with the weights of one uninterrupted run;
+    the evaluation photos are refused as training data."""
     import signal
 
     from safetensors.torch import load_file
@@ -398,8 +398,8 @@ def test_train_refiner_lpips_loss_resumes_and_refuses_evaluation_photos(tmp_path
     _, cache, _ = tiny_denoiser
     common = ["--held-out", str(PHOTOS), "--batch-size", "2", "--limit", "4", "--holdout-every", "2",
               "--probes", "1", "--max-side", "128", "--crop", "8", "--channels", "32,32", "--cache", str(cache),
-              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--dists-weight", "0.2", "--detail-weight", "0.3",
-              "--base-steps", "0.9,6.8",
+              "--device", "cpu", "--loss", "decoded-lpips", "--lpips-weight", "0.5", "--dists-weight", "0.2",
+              "--detail-weight", "0.3", "--base-steps", "0.9,6.8",
               "--adversarial-weight", "0.1", "--disc-steps", "2", "--disc-layers", "2", "--disc-width", "8",
               "--save-every", "1", "--log-every", "1"]
     split = tmp_path / "split"

@@ -45,8 +45,8 @@ MSE alone is minimised by blur (the decoded-MSE model gained PSNR but lost MS-SS
 both minimised by the conditional mean, LPIPS pays for texture. ``--dists-weight`` adds W × DISTS
 (codec.metrics.dists_loss) to any decoded loss: its structure term compares feature variances, so detail averaged
 away is charged for without a discriminator. ``--detail-weight`` adds W × codec.metrics.detail_loss, each block's
-gradient energy against the reference's: the sharpness figure, made local. ``--base-steps LO,HI`` narrows the corruption to a
-rate range (e.g. the low rates where refinement matters).
+gradient energy against the reference's: the sharpness figure, made local. ``--base-steps LO,HI`` narrows the
+corruption to a rate range (e.g. the low rates where refinement matters).
 
 The decoded losses cost ~1.3 s a step on 2 CPU cores even at batch 8 with 16×16 latent crops, so denoisers are
 trained in stages: ``--init DIR`` continues from a trained folder (its latent statistics and network come with it;
@@ -476,8 +476,9 @@ def config_from_args(a) -> RefinerTrainConfig:
         crop=a.crop, channels=tuple(int(c) for c in a.channels.split(",")), layers=a.layers, limit=a.limit,
         max_side=a.max_side, holdout_every=a.holdout_every, probes=a.probes, cache=a.cache, seed=a.seed,
         log_every=a.log_every, loss=a.loss, ssim_weight=a.ssim_weight, lpips_weight=a.lpips_weight,
-        dists_weight=a.dists_weight, detail_weight=a.detail_weight, adversarial_weight=a.adversarial_weight, disc_steps=a.disc_steps,
-        disc_width=a.disc_width, disc_layers=a.disc_layers, disc_lr=a.disc_lr, disc_warmup=a.disc_warmup,
+        dists_weight=a.dists_weight, detail_weight=a.detail_weight, adversarial_weight=a.adversarial_weight,
+        disc_steps=a.disc_steps, disc_width=a.disc_width, disc_layers=a.disc_layers, disc_lr=a.disc_lr,
+        disc_warmup=a.disc_warmup,
         base_steps=base,
         save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
         threads=a.threads,
@@ -672,7 +673,8 @@ def _init_text(c: dict) -> str:
     return f"fine-tuned from {', itself from '.join(parts)}, then " if parts else ""
 
 
-def _dists_text(c: dict) -> str:
+def _pixel_terms_text(c: dict) -> str:
+    """The card's words for the terms added to a decoded loss (DISTS, detail energy)."""
     w = c.get("dists_weight")
     d = c.get("detail_weight")
     return ((f", plus {w} × DISTS (VGG16 structure and texture terms) on the same decoded pixels" if w else "")
@@ -700,7 +702,7 @@ def _names(names: list[str], most: int = 12) -> str:
 
 def _card(c: dict) -> str:
     loss = (LOSS_TEXT[c["loss"]].format(target=c["prediction"], lpips_weight=c.get("lpips_weight"))
-            + _dists_text(c) + _adversary_text(c))
+            + _pixel_terms_text(c) + _adversary_text(c))
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
                      f"{v.get('psnr_dequantized', float('nan')):.2f} | {v.get('psnr_denoised', float('nan')):.2f} | "
                      f"{v['images']} |" for k, v in c["validation"].items())
