@@ -68,6 +68,12 @@ def sharpness_ratio(reference: np.ndarray, test: np.ndarray) -> float | None:
     return gradient_energy(test) / ref if ref > 0 else None
 
 
+def closer_to_one(ratio: float, base: float) -> bool:
+    """Whether sharpness ``ratio`` is strictly closer to 1 (the original's detail) than ``base``: the realism
+    check's sharpness test, one definition for the encoder's choice and the bench."""
+    return abs(1 - ratio) < abs(1 - base)
+
+
 def _window_energy(luma: torch.Tensor, window: int) -> torch.Tensor:
     """:func:`gradient_energy` of every non-overlapping ``window``² block of (B, H, W) luma, (B, H//w, W//w)."""
     b, h, w = luma.shape

@@ -24,6 +24,7 @@ import struct
 from dataclasses import dataclass
 
 from .errors import CorruptStream
+from .metrics import closer_to_one
 
 __all__ = ["REALISTIC_CANDIDATES", "REALISTIC_SECTION", "RealisticVerdict", "VERDICTS", "VERDICT_SECTION",
            "VERIFY_SEED", "VERIFY_STEPS", "Verdict", "choose_realistic", "choose_verified_steps"]
@@ -172,7 +173,7 @@ def choose_realistic(base: tuple, measured: dict[tuple[int, float], tuple]) -> t
 
     def rank(item):
         (k, eta), (lp, sharp) = item
-        closer = sharp is not None and b_sharp is not None and abs(1 - sharp) < abs(1 - b_sharp)
+        closer = sharp is not None and b_sharp is not None and closer_to_one(sharp, b_sharp)
         return (not closer, lp, k, eta)
 
     ok = sorted(((c, f) for c, f in measured.items() if f[0] is not None and f[0] < b_lpips), key=rank)

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from latentarc.codec.metrics import closer_to_one
+
 MAX_PSNR_LOSS_DB = 0.1
 CROP_SIDE = 160  # px of the side-by-side crops in the HTML page
 DEFAULT_STEPS = (1, 2, 4)
@@ -162,7 +164,7 @@ def _closer(pairs: list[tuple[dict, dict]]) -> int | None:
     reading of the realism check, which a mean ratio can hide (0.5 on one image and 1.5 on another average to 1)."""
     known = [(r["sharpness"], b["sharpness"]) for r, b in pairs
              if r["sharpness"] is not None and b["sharpness"] is not None]
-    return sum(abs(1 - s) < abs(1 - s0) for s, s0 in known) if known else None
+    return sum(closer_to_one(s, s0) for s, s0 in known) if known else None
 
 
 def _lowered(s: dict, key: str) -> bool | None:
@@ -191,7 +193,7 @@ def checks(summary: list[dict]) -> list[dict]:
         else:
             if s["sharpness"] is None or none["sharpness"] is None:
                 continue
-            ok = abs(1 - s["sharpness"]) < abs(1 - none["sharpness"])
+            ok = closer_to_one(s["sharpness"], none["sharpness"])
             what = (f"sharpness {none['sharpness']:.3f} → {s['sharpness']:.3f} (closer to 1 on "
                     f"{s['sharpness_closer']} of {s['images']} images)")
             for k in ("lpips", "dists"):
