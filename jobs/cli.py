@@ -38,6 +38,9 @@ def _entropy_data_args(p: argparse.ArgumentParser, *, training: bool) -> None:
                        help="folder of photos (default ../shared/data/photos)")
         p.add_argument("--holdout-every", type=int, default=5,
                        help="measure every Nth photo in name order (the context model's held-out set)")
+    p.add_argument("--codec", default="tae-f2",
+                   help="the model whose latents are coded (default tae-f2; a train-codec folder as tae-f2-le:DIR or "
+                        "tae-f2-ft:DIR retrains or measures the context model for its latents: stage 3)")
     p.add_argument("--limit", type=int, help="use only the first N images")
     p.add_argument("--max-side", type=int, help="downscale photos to at most N pixels per side (default: full size)")
     p.add_argument("--cache", default=str(Path.home() / ".cache/latentarc/entropy-latents"),
@@ -455,7 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out photos: refused as training data, used by the evaluation")
     p.add_argument("--iterations", dest="steps", type=int, default=2000,
                    help="training iterations: the total to reach (a resumed run continues)")
-    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4, help="crops per forward pass")
+    p.add_argument("--accumulate", type=int, default=1, metavar="N",
+                   help="forward passes per optimiser step: an effective batch of N × --batch in the memory of one "
+                        "(lets a CPU or a small GPU train at a large GPU's batch)")
     p.add_argument("--crop", type=int, default=256, help="training crop in pixels (multiple of 8)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")

@@ -319,3 +319,39 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
         assert sum(p["symbol_share"] for p in s["passes"]) == pytest.approx(1.0)
         assert sum(p["bit_share"] for p in s["passes"]) == pytest.approx(1.0)
     assert main(["bench-entropy", *common, "--model", "per-channel"]) == 2
+
+
+@pytest.mark.shared("train")
+def test_stage_three_codes_a_learned_encoders_latents(tmp_path, capsys):
+    """``--codec``: bench-entropy and train-entropy code the latents of the model named (a train-codec folder:
+    stage 3 of codec training), cached apart from the stock encoder's, and the trained model records them."""
+    from latentarc.codec.api import load_codec
+    from latentarc.jobs.cli import main
+    from latentarc.jobs.research.latent_cache import encode_latents
+
+    from .conftest import REPO
+
+    learned = f"tae-f2-le:{REPO / 'docs/results/gpu-h200/stage1-lpips'}"
+    cache = tmp_path / "cache"
+    common = [str(PHOTOS), "--limit", "2", "--max-side", "128", "--holdout-every", "1", "--qualities", "30",
+              "--cache", str(cache), "--device", "cpu"]
+    assert main(["bench-entropy", *common, "--json-out", str(tmp_path / "stock.json")]) == 0
+    assert main(["bench-entropy", *common, "--codec", learned, "--json-out", str(tmp_path / "le.json")]) == 0
+    assert len(list(cache.glob("*.npz"))) == 2  # same photos, same decoder fingerprint, other latents
+    stock, le = (json.loads((tmp_path / f).read_text()) for f in ("stock.json", "le.json"))
+    assert le["codec"] == learned
+    assert le["qualities"]["30.0"]["per_channel_bpp"] != stock["qualities"]["30.0"]["per_channel_bpp"]
+    codec = load_codec(learned, device="cpu")
+    paths = sorted(p for p in PHOTOS.iterdir() if p.suffix == ".png")[:2]
+    z_le = encode_latents(paths, codec.model, 128, cache, probes=codec.probes)
+    z_stock = encode_latents(paths, load_codec(device="cpu").model, 128, cache, probes=codec.probes)
+    name = paths[0].name
+    assert z_le[name][0].shape == z_stock[name][0].shape and not np.allclose(z_le[name][0], z_stock[name][0])
+
+    out = tmp_path / "ctx"
+    assert main(["train-entropy", str(TRAIN), "--out", str(out), "--codec", learned, "--iterations", "3",
+                 "--batch-size", "2", "--crop", "8", "--hidden", "8", "--limit", "3", "--max-side", "128",
+                 "--holdout-every", "3", "--cache", str(cache), "--device", "cpu"]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    assert meta["latent_model"] == "tae-f2" and meta["training"]["data"]["codec"] == learned
+    assert f"--codec {learned}" in (out / "CARD.md").read_text()

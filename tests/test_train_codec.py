@@ -209,3 +209,39 @@ def test_log_lpips_prices_relative_changes(tmp_path):
     assert torch.allclose(g2 - g0, expected, rtol=1e-3, atol=1e-4 * float(expected.abs().max()))
     with pytest.raises(ValueError, match="lpips-form"):
         tc.TrainConfig(out=str(tmp_path), lpips_form="sqrt")
+
+
+def test_accumulated_micro_batches_make_one_step_of_their_union(tmp_path):
+    """--accumulate N: the gradient of a step is the mean of its micro-batches' gradients (each graph freed before
+    the next), and the chunk records the effective batch; on real crops, the real encoder, decoder and rate model."""
+    import copy
+
+    from latentarc.codec.models import load_model
+
+    stock = load_model("tae-f2", device="cpu")
+    encoder = copy.deepcopy(stock.encoder).requires_grad_(True)
+    rate = tc.rate_model("tae-f2-ctx")
+    x = torch.stack([torch.from_numpy(photo_crop(i, 64).rgb).permute(2, 0, 1).float() / 255 for i in (3, 8)])
+    quality = torch.tensor([20.0, 80.0])
+    cfg = tc.TrainConfig(out=str(tmp_path), batch=1, accumulate=2, sens_window=8)
+    gen = torch.Generator().manual_seed(5)
+    grads = []
+    for i in range(2):  # each micro-batch alone, drawing from the generator in the same order
+        encoder.zero_grad()
+        loss, _ = tc.objective(encoder, stock.decoder, rate, x[i:i + 1], quality[i:i + 1], cfg, gen)
+        loss.backward()
+        grads.append(encoder[0].weight.grad.clone())
+    encoder.zero_grad()
+    figures = tc.accumulated_backward(encoder, stock.decoder, rate, x, quality, cfg, torch.Generator().manual_seed(5))
+    assert [f.quality for f in figures] == [20.0, 80.0]
+    assert not torch.allclose(grads[0], grads[1], rtol=0.1)
+    assert torch.allclose(encoder[0].weight.grad, (grads[0] + grads[1]) / 2, rtol=1e-4, atol=1e-8)
+
+    out = tmp_path / "run"
+    r = tc.train(tc.TrainConfig(out=str(out), images=str(TRAIN), held_out=str(PHOTOS), steps=2, batch=1,
+                                accumulate=2, crop=64, log_every=1, threads=1, device="cpu", eval_photos=0,
+                                sens_window=8))
+    assert r.step == 2 and all(math.isfinite(h["loss"]) for h in r.history)
+    assert "batch 1 × 2 accumulated" in (out / "CARD.md").read_text()
+    with pytest.raises(ValueError, match="accumulate"):
+        tc.TrainConfig(out=str(out), accumulate=0)

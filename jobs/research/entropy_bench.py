@@ -95,6 +95,7 @@ class EntropyBenchConfig:
 
     images: str
     model: str = "tae-f2-ctx"
+    codec: str = "tae-f2"  # the model whose latents are coded
     qualities: tuple[float, ...] = (10.0, 40.0, 70.0)
     limit: int | None = None
     max_side: int | None = None
@@ -108,7 +109,7 @@ class EntropyBenchConfig:
 def config_from_args(a) -> EntropyBenchConfig:
     from ..bench_inputs import parse_qualities
 
-    return EntropyBenchConfig(images=a.images, model=a.model, qualities=tuple(parse_qualities(a.qualities)),
+    return EntropyBenchConfig(images=a.images, model=a.model, codec=a.codec, qualities=tuple(parse_qualities(a.qualities)),
                               limit=a.limit, max_side=a.max_side, holdout_every=a.holdout_every, cache=a.cache,
                               weights=a.weights, device=a.device, json_out=a.json_out)
 
@@ -126,9 +127,9 @@ def run(a: EntropyBenchConfig) -> dict:
     paths = paths[: a.limit or None]
     names = sorted(validation_split([p.name for p in paths], a.holdout_every))
     # only the photos measured are encoded
-    latents = photo_latents([p for p in paths if p.name in names], weights=a.weights, max_side=a.max_side,
-                            cache=a.cache, device=a.device)
-    out = {"model": a.model, "images": names, "qualities": {}}
+    latents, _ = photo_latents([p for p in paths if p.name in names], weights=a.weights, max_side=a.max_side,
+                               cache=a.cache, device=a.device, codec=a.codec)
+    out = {"model": a.model, "codec": a.codec, "images": names, "qualities": {}}
     for q in qualities:
         tally = Tally(model.cfg.passes)
         for name in names:

@@ -1,6 +1,7 @@
 """The encoded latents the trainers learn from, cached on disk: each image read once (downscaled to a maximum
-side), encoded by the frozen tae-f2 encoder, its channel sensitivities measured, and the whole set stored as one
-``.npz`` keyed by the file names, sizes, settings and the decoder fingerprint."""
+side), encoded by a model's encoder (tae-f2's, or a learned one), its channel sensitivities measured, and the
+whole set stored as one ``.npz`` keyed by the file names, sizes, settings and the model's weights (encoder and
+decoder: a learned encoder for the stock decoder makes other latents under the same decoder fingerprint)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,12 @@ def encode_latents(paths: list[Path], model, max_side: int | None, cache_dir: Pa
                    root: Path | None = None) -> dict:
     """{name: (latent (C,h,w) float32, sensitivity (C,))}, from the cache when the key matches. Names are the
     paths relative to ``root`` (file names without one)."""
+    from latentarc.codec.autoencoder import state_dict_fingerprint
     from latentarc.codec.quantize import decoder_sensitivity
 
     names = [p.relative_to(root).as_posix() if root else p.name for p in paths]
     key = hashlib.sha256(json.dumps([[n, p.stat().st_size] for n, p in zip(names, paths)]
-                                    + [max_side, probes, model.fingerprint]).encode()).hexdigest()[:16]
+                                    + [max_side, probes, state_dict_fingerprint(model)]).encode()).hexdigest()[:16]
     cache = cache_dir / f"tae-f2-latents-{key}.npz"
     if cache.is_file():
         with np.load(cache) as f:

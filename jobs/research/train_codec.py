@@ -81,6 +81,7 @@ class TrainConfig:
     held_out: str = str(DEFAULT_HELD_OUT)
     steps: int = 2000  # total to reach (a resumed run continues to it)
     batch: int = 4
+    accumulate: int = 1  # micro-batches of ``batch`` per optimiser step: an effective batch of batch × accumulate
     crop: int = 256  # pixels, a multiple of 8
     lr: float = 1e-4
     warmup: int = 50
@@ -113,8 +114,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.crop % 8 or self.crop < 64:
             raise ValueError(f"--crop must be a multiple of 8 and at least 64, got {self.crop}")
-        if self.batch < 1 or self.steps < 0:
-            raise ValueError("--batch must be ≥ 1 and --steps ≥ 0")
+        if self.batch < 1 or self.accumulate < 1 or self.steps < 0:
+            raise ValueError("--batch and --accumulate must be ≥ 1 and --steps ≥ 0")
         lo, hi = self.quality_range
         if not 0 <= lo <= hi <= 100:
             raise ValueError(f"--quality-range must lie in [0, 100], got {lo},{hi}")
@@ -333,6 +334,21 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     return loss, StepFigures(float(loss.detach()), psnr, float(bpp.detach().mean()), float(quality.mean()))
 
 
+def accumulated_backward(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor,
+                         cfg: TrainConfig, gen: torch.Generator, lpips=None) -> list[StepFigures] | None:
+    """Back-propagate the mean loss of ``x`` in micro-batches of ``cfg.batch`` (one graph held at a time), adding
+    to the parameters' ``.grad``: the gradient of one optimiser step over an effective batch of ``len(x)``. Returns
+    each micro-batch's figures, or None if a micro-batch's loss is not finite (the caller then drops the step)."""
+    figures = []
+    for xs, qs in zip(x.split(cfg.batch), quality.split(cfg.batch)):
+        loss, fig = objective(encoder, decoder, rate, xs, qs, cfg, gen, lpips)
+        if not torch.isfinite(loss):
+            return None
+        (loss * (len(xs) / len(x))).backward()  # the loss is a mean over its micro-batch
+        figures.append(fig)
+    return figures
+
+
 # ------------------------------------------------------------------ training
 def train(cfg: TrainConfig) -> TrainResult:
     """Train (or resume) to ``cfg.steps`` total steps; checkpoint, export and evaluate into ``cfg.out``."""
@@ -407,19 +423,20 @@ def train(cfg: TrainConfig) -> TrainResult:
                 break
             for g, lr in zip(opt.param_groups, base_lrs):
                 g["lr"] = lr * min(1.0, (step + 1) / max(1, cfg.warmup))
-            x = sampler.batch(cfg.batch, device)
-            quality = torch.from_numpy(rng.uniform(*cfg.quality_range, size=cfg.batch))
-            loss, fig = objective(encoder, decoder, rate, x, quality, cfg, gen, lpips)
-            if not torch.isfinite(loss):  # a bad batch must not poison the weights
+            n = cfg.batch * cfg.accumulate
+            x = sampler.batch(n, device)
+            quality = torch.from_numpy(rng.uniform(*cfg.quality_range, size=n))
+            opt.zero_grad(set_to_none=True)
+            figures = accumulated_backward(encoder, decoder, rate, x, quality, cfg, gen, lpips)
+            if figures is None:  # a bad batch must not poison the weights
                 print(f"step {step}: non-finite loss, batch skipped", flush=True)
+                opt.zero_grad(set_to_none=True)
                 step += 1
                 continue
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], 1.0)
             opt.step()
             step += 1
-            recent.append(fig)
+            recent.extend(figures)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 row = {"step": step, "loss": _mean(recent, "loss"), "psnr": _mean(recent, "psnr"),
                        "bpp": _mean(recent, "bpp"), "quality": _mean(recent, "quality"),
@@ -547,7 +564,7 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
     f = t["final"]
     final = (f"loss {f['loss']:.4f}, train-crop PSNR {f['psnr']:.2f} dB at {f['bpp']:.4f} bpp (rate proxy), "
              f"mean of the last {cfg.log_every} steps" if f else "none logged")
-    chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {c['config']['batch']}, crop {c['config']['crop']}, "
+    chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {_batch_text(c['config'])}, crop {c['config']['crop']}, "
                        f"lr {c['config']['lr']}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
                        for c in t["chunks"])
     if meta["stage"] == 2:
@@ -579,6 +596,12 @@ Held-out figures (`latentarc train-codec --eval-only`):
 
 {format_evaluation(meta['held_out_evaluation']) if meta['held_out_evaluation'] else 'not measured'}
 """
+
+
+def _batch_text(config: dict) -> str:
+    """A chunk's batch as the card states it: ``4``, or ``4 × 4 accumulated`` (configs before --accumulate: 1)."""
+    k = config.get("accumulate", 1)
+    return f"{config['batch']}" + (f" × {k} accumulated" if k > 1 else "")
 
 
 def _lineage_text(init: dict | None, steps: int, seconds: float) -> str:
@@ -711,7 +734,8 @@ def config_from_args(a) -> TrainConfig:
     lo, hi = (float(v) for v in a.quality_range.split(","))
     if not a.out and not a.eval_only:
         raise ValueError("train-codec needs --out FOLDER (checkpoints, the encoder and its card go there)")
-    return TrainConfig(out=a.out or "", images=a.images, held_out=a.held_out, steps=a.steps, batch=a.batch, crop=a.crop,
+    return TrainConfig(out=a.out or "", images=a.images, held_out=a.held_out, steps=a.steps, batch=a.batch,
+                       accumulate=a.accumulate, crop=a.crop,
                        lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), rate_model=a.rate_model,
                        rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
                        lpips_form=a.lpips_form, range_weight=a.range_weight,

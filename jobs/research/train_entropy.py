@@ -1,8 +1,9 @@
-"""``latentarc train-entropy``: train the context entropy model (codec/context_model.py) on tae-f2 latents.
+"""``latentarc train-entropy``: train the context entropy model (codec/context_model.py) on a model's latents.
 
 Data: the training pool (IMAGES, default ``../shared/data/train``; the held-out evaluation photos are refused by
-path and by content) at full size, encoded once to tae-f2 latents with the codec's per-channel decoder
-sensitivities (cached, as ``train-refiner`` does). A fixed validation set — every ``--holdout-every``-th file in
+path and by content) at full size, encoded once to the latents of ``--codec`` (default tae-f2; a ``train-codec``
+folder for stage 3 of codec training) with the codec's per-channel decoder sensitivities (cached, as
+``train-refiner`` does). A fixed validation set — every ``--holdout-every``-th file in
 name order — is kept out of training and used only for the closing evaluation.
 
 Each training sample is a random latent crop quantized exactly as the encoder does (``choose_params`` with the
@@ -72,6 +73,7 @@ class EntropyTrainConfig:
     out: str
     images: str = str(DEFAULT_TRAIN)
     held_out: str = str(DEFAULT_HELD_OUT)
+    codec: str = "tae-f2"  # the model whose latents are coded (a train-codec folder: stage 3)
     limit: int | None = None
     max_side: int | None = None
     holdout_every: int = 5
@@ -96,23 +98,25 @@ class EntropyTrainConfig:
 
 def config_from_args(a) -> EntropyTrainConfig:
     return EntropyTrainConfig(
-        out=a.out, images=a.images, held_out=a.held_out, limit=a.limit, max_side=a.max_side,
+        out=a.out, images=a.images, held_out=a.held_out, codec=a.codec, limit=a.limit, max_side=a.max_side,
         holdout_every=a.holdout_every, cache=a.cache, name=a.name, model_id=a.model_id, steps=a.steps,
         batch_size=a.batch_size, lr=a.lr, crop=a.crop, groups=a.groups, hidden=a.hidden, depth=a.depth, clip=a.clip,
         seed=a.seed, weights=a.weights)
 
 
 def photo_latents(paths: list[Path], *, weights: str | None, max_side: int | None, cache: str | Path,
-                  device: str | None, root: Path | None = None) -> dict:
-    """{name: (latent, sensitivity)} of ``paths`` (cached in ``cache``; names relative to ``root``): the data
-    ``train-entropy`` trains on and ``bench-entropy`` measures."""
+                  device: str | None, root: Path | None = None, codec: str = "tae-f2") -> tuple[dict, str]:
+    """({name: (latent, sensitivity)} of ``paths`` encoded by the model ``codec`` (cached in ``cache``; names
+    relative to ``root``), the name its streams carry): the data ``train-entropy`` trains on and ``bench-entropy``
+    measures."""
     from latentarc.codec.api import load_codec
     from latentarc.jobs.research.latent_cache import encode_latents
 
     if not paths:
         raise ValueError("no images")
-    codec = load_codec(weights=weights, device=device)
-    return encode_latents(paths, codec.model, max_side, Path(cache), probes=codec.probes, root=root)
+    neural = load_codec(codec, weights=weights, device=device)
+    return (encode_latents(paths, neural.model, max_side, Path(cache), probes=neural.probes, root=root),
+            neural.model.name)
 
 
 def train(a: EntropyTrainConfig) -> dict:
@@ -125,8 +129,8 @@ def train(a: EntropyTrainConfig) -> dict:
     from latentarc.jobs.research.training_data import training_files, validation_split
 
     paths = training_files(a.images, a.held_out)[: a.limit or None]  # refuses the held-out evaluation photos
-    latents = photo_latents(paths, weights=a.weights, max_side=a.max_side, cache=a.cache, device="cpu",
-                            root=Path(a.images))
+    latents, latent_model = photo_latents(paths, weights=a.weights, max_side=a.max_side, cache=a.cache,
+                                          device="cpu", root=Path(a.images), codec=a.codec)
     hold = set(validation_split(list(latents), a.holdout_every))
     train_names = [n for n in latents if n not in hold]
     cfg = cm.ContextConfig(channels=next(iter(latents.values()))[0].shape[0], groups=a.groups, hidden=a.hidden,
@@ -166,7 +170,7 @@ def train(a: EntropyTrainConfig) -> dict:
     train_seconds = time.time() - t_start
 
     int_net, tensors = cm.IntegerContextNet.from_float(net)
-    model = cm.ContextEntropyModel(a.name, a.model_id, cfg, int_net, "tae-f2")
+    model = cm.ContextEntropyModel(a.name, a.model_id, cfg, int_net, latent_model)
     per_channel = coder("per-channel")
     evaluation = []
     for q in EVAL_QUALITIES:
@@ -183,7 +187,7 @@ def train(a: EntropyTrainConfig) -> dict:
         print(f"held-out q{q}: per-channel {row['per_channel_bpp']:.4f} bpp, context {row['context_bpp']:.4f} bpp "
               f"({100 * row['saving']:.1f}% fewer bits)", flush=True)
     info = {
-        "data": {"images": a.images, "train": train_names, "held_out": sorted(hold)},
+        "data": {"images": a.images, "codec": a.codec, "train": train_names, "held_out": sorted(hold)},
         "training": {"steps": a.steps, "batch_size": a.batch_size, "crop": a.crop, "lr": a.lr, "clip": a.clip,
                      "seed": a.seed,
                      "seconds": round(train_seconds, 1), "first_loss_bpp": float(np.mean(losses[:10])),
@@ -200,7 +204,7 @@ def _card(a: EntropyTrainConfig, cfg: cm.ContextConfig, info: dict) -> str:
     t, d = info["training"], info["data"]
     rows = "\n".join(f"| {r['quality']} | {r['per_channel_bpp']:.4f} | {r['context_bpp']:.4f} | "
                      f"{100 * r['saving']:.1f}% |" for r in info["held_out_evaluation"])
-    return f"""# {a.name}: context entropy model for tae-f2 latents
+    return f"""# {a.name}: context entropy model for {a.codec} latents
 
 Trained by latentarc (`latentarc train-entropy`); weights are this project's own (MIT, like the code).
 
@@ -208,7 +212,7 @@ Trained by latentarc (`latentarc train-entropy`); weights are this project's own
   {cfg.depth - 1} × 3×3 conv ({cfg.hidden}→{cfg.hidden}), 1×1 conv ({cfg.hidden}→{2 * cfg.channels}), ReLU between;
   discrete Laplacian per symbol.
   Stored as integers (weights × 2^{cm.WEIGHT_BITS}); inference is exact integer arithmetic (codec/context_model.py).
-- **Data**: {len(d['train'])} photos of `{Path(d['images']).name}/` at full size, tae-f2 latents with the codec's
+- **Data**: {len(d['train'])} photos of `{Path(d['images']).name}/` at full size, {a.codec} latents with the codec's
   per-channel sensitivities; validation (not trained on): {len(d['held_out'])} images, every {a.holdout_every}th in name
   order ({', '.join(d['held_out'][:4])}, …). The held-out evaluation photos (`{Path(a.held_out).name}/`) were refused.
 - **Training**: {t['steps']} steps × batch {t['batch_size']} crops of {t['crop']}×{t['crop']} latents, Adam lr {t['lr']}
@@ -223,7 +227,7 @@ Validation code length, integer model vs the per-channel model (same quantizatio
 
 Reproduce with `latentarc train-entropy --out DIR --name {a.name} --model-id {a.model_id} --iterations {t['steps']}
 --batch-size {t['batch_size']} --crop {t['crop']} --lr {t['lr']} --clip {t['clip']} --groups {cfg.groups} --hidden {cfg.hidden}
---depth {cfg.depth} --seed {t['seed']}`{'' if a.max_side is None else f' --max-side {a.max_side}'}.
+--depth {cfg.depth} --seed {t['seed']}{'' if a.codec == 'tae-f2' else f' --codec {a.codec}'}{'' if a.max_side is None else f' --max-side {a.max_side}'}`.
 """
 
 
