@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--name", default="tae-f2-le", help="model name written into config.json and CARD.md")
+    p.add_argument("--name", help="model name written into config.json and CARD.md (default tae-f2-le, with "
+                                  "--train-decoder tae-f2-ft)")
     p.add_argument("--eval-only", action="store_true",
                    help="only evaluate on held-out photos: the stock encoder, and --out's checkpoint if any, "
                         "else the model it exported")

@@ -103,7 +103,9 @@ def test_stage_two_is_a_model_of_its_own(tmp_path):
     ck = tc.load_checkpoint(out)
     assert ck["decoder"] is not None and len(ck["optimizer"]["param_groups"]) == 2
     meta = json.loads((out / "config.json").read_text())
-    assert meta["stage"] == 2 and meta["decoder_sha256"] and "own" in (out / "CARD.md").read_text()
+    card = (out / "CARD.md").read_text()
+    assert meta["stage"] == 2 and meta["decoder_sha256"] and "own" in card
+    assert meta["name"] == "tae-f2-ft" and card.startswith("# tae-f2-ft:") and "(decoder " in card
     with pytest.raises(ValueError, match="--train-decoder"):
         tc.train(_cfg(out, 4))  # a stage-2 run cannot silently drop its decoder
 

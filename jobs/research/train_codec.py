@@ -109,7 +109,7 @@ class TrainConfig:
     eval_photos: int = 3
     eval_crop: int = 512
     eval_qualities: tuple[int, ...] = EVAL_QUALITIES
-    name: str = "tae-f2-le"
+    name: str | None = None  # None: tae-f2-le, or tae-f2-ft with train_decoder
 
     def __post_init__(self):
         if self.crop % 8 or self.crop < 64:
@@ -129,6 +129,12 @@ class TrainConfig:
             raise ValueError("--rate-weight, --lpips-weight and --range-weight must be ≥ 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
+
+    @property
+    def model_name(self) -> str:
+        """The name config.json and the card give the model: ``name``, else by stage."""
+        return self.name or ("tae-f2-ft" if self.train_decoder else "tae-f2-le")
+
 
 
 @dataclass
@@ -516,7 +522,7 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
     last = result.history[-1] if result.history else {}
     perceptual = "log-lpips" if cfg.lpips_form == "log" else "lpips"
     meta = {
-        "name": cfg.name,
+        "name": cfg.model_name,
         "base_model": BASE_MODEL,
         "encoder_sha256": sha256_file(out / ENCODER_FILE),
         "stage": 2 if decoder_state is not None else 1,
@@ -565,7 +571,7 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
     final = (f"loss {f['loss']:.4f}, train-crop PSNR {f['psnr']:.2f} dB at {f['bpp']:.4f} bpp (rate proxy), "
              f"mean of the last {cfg.log_every} steps" if f else "none logged")
     chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {_batch_text(c['config'])}, crop {c['config']['crop']}, "
-                       f"lr {c['config']['lr']}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
+                       f"lr {_lr_text(c['config'])}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
                        for c in t["chunks"])
     if meta["stage"] == 2:
         title = "fine-tuned tae-f2 autoencoder (encoder and decoder)"
@@ -576,7 +582,7 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
         title = "learned tae-f2 encoder for the frozen tae-f2 decoder"
         about = ("fine-tuned from the tae-f2 encoder (madebyollin/taesd, MIT). The decoder is the unchanged tae-f2\n"
                  "decoder: streams carry its fingerprint and the name `tae-f2`, and decode with today's decoder.")
-    return f"""# {cfg.name}: {title}
+    return f"""# {cfg.model_name}: {title}
 
 Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {about}
 
@@ -596,6 +602,13 @@ Held-out figures (`latentarc train-codec --eval-only`):
 
 {format_evaluation(meta['held_out_evaluation']) if meta['held_out_evaluation'] else 'not measured'}
 """
+
+
+def _lr_text(config: dict) -> str:
+    """A chunk's learning rate(s) as the card states them: the encoder's, and the decoder's when it trains."""
+    if not config.get("train_decoder"):
+        return f"{config['lr']}"
+    return f"{config['lr']} (decoder {config.get('decoder_lr') or config['lr']})"
 
 
 def _batch_text(config: dict) -> str:
