@@ -109,7 +109,8 @@ class EntropyBenchConfig:
 def config_from_args(a) -> EntropyBenchConfig:
     from ..bench_inputs import parse_qualities
 
-    return EntropyBenchConfig(images=a.images, model=a.model, codec=a.codec, qualities=tuple(parse_qualities(a.qualities)),
+    return EntropyBenchConfig(images=a.images, model=a.model, codec=a.codec,
+                              qualities=tuple(parse_qualities(a.qualities)),
                               limit=a.limit, max_side=a.max_side, holdout_every=a.holdout_every, cache=a.cache,
                               weights=a.weights, device=a.device, json_out=a.json_out)
 

@@ -570,7 +570,8 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
     f = t["final"]
     final = (f"loss {f['loss']:.4f}, train-crop PSNR {f['psnr']:.2f} dB at {f['bpp']:.4f} bpp (rate proxy), "
              f"mean of the last {cfg.log_every} steps" if f else "none logged")
-    chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {_batch_text(c['config'])}, crop {c['config']['crop']}, "
+    chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {_batch_text(c['config'])}, "
+                       f"crop {c['config']['crop']}, "
                        f"lr {_lr_text(c['config'])}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
                        for c in t["chunks"])
     if meta["stage"] == 2:

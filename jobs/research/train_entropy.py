@@ -227,8 +227,14 @@ Validation code length, integer model vs the per-channel model (same quantizatio
 
 Reproduce with `latentarc train-entropy --out DIR --name {a.name} --model-id {a.model_id} --iterations {t['steps']}
 --batch-size {t['batch_size']} --crop {t['crop']} --lr {t['lr']} --clip {t['clip']} --groups {cfg.groups} --hidden {cfg.hidden}
---depth {cfg.depth} --seed {t['seed']}{'' if a.codec == 'tae-f2' else f' --codec {a.codec}'}{'' if a.max_side is None else f' --max-side {a.max_side}'}`.
+--depth {cfg.depth} --seed {t['seed']}{_extra_args(a)}`.
 """
+
+
+def _extra_args(a: EntropyTrainConfig) -> str:
+    """The reproduce line's options that are not always given: ``--codec`` and ``--max-side``."""
+    return ((f" --codec {a.codec}" if a.codec != "tae-f2" else "")
+            + (f" --max-side {a.max_side}" if a.max_side is not None else ""))
 
 
 def run_train_entropy(a) -> int:
