@@ -124,9 +124,34 @@ ENTROPY_MODELS.add("tae-f2-ctx-v1", ContextCoder(
     2, "tae-f2-ctx-v1", "483bc374226e7a06546c4a14ca2e6eefe3f3d1a6e4f0c3422d74fbb743fc7e29"), id=2)
 
 
+FOLDER_PREFIX = "ctx"
+
+
+@ENTROPY_MODELS.register_prefix(FOLDER_PREFIX)
+class FolderContextCoder(ContextCoder):
+    """``ctx:<folder>``: a context model ``train-entropy`` wrote (stage 3, research), loaded now. It codes with
+    the id it was trained for, which must not be a shipped model's: its streams decode only with a codec built
+    with this same coder (``NeuralCodec`` prefers its own coder for its id), never with a shipped model."""
+
+    def __init__(self, folder: str):
+        from .context_model import ContextEntropyModel
+
+        model = ContextEntropyModel.load(folder)
+        try:
+            taken = ENTROPY_MODELS.by_id(model.id).name
+        except UnsupportedVersion:
+            taken = None
+        if taken is not None:
+            raise ModelError(f"{folder}: its id {model.id} is the shipped {taken!r} model's; retrain it with a "
+                             "free --model-id so its streams can never be taken for that model's")
+        super().__init__(model.id, f"{FOLDER_PREFIX}:{folder}", "")
+        self._model = model
+
+
 def coder(name: str) -> LatentCoder:
     return ENTROPY_MODELS.get(name)
 
 
 def coder_for_id(model_id: int) -> LatentCoder:
     return ENTROPY_MODELS.by_id(model_id)
+

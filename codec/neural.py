@@ -347,6 +347,11 @@ class NeuralCodec(Codec):
         return colour_planes(dec.rgb, a.pic.mode)
 
     # ---------------------------------------------------------------- decode
+    def _coder_for(self, model_id: int) -> latent_coding.LatentCoder:
+        """The entropy coder a stream's id names: this codec's own for its id (a research ``ctx:<folder>`` model
+        is known to no other codec, and its id is never a shipped model's), else the shipped one."""
+        return self.coder if model_id == self.coder.id else latent_coding.coder_for_id(model_id)
+
     def parse(self, data: bytes) -> tuple[bitstream.Stream, QuantParams, bytes]:
         """Container and parameter checks, all before any network runs; returns the stream, its quantization
         and the entropy coder's side information."""
@@ -358,7 +363,7 @@ class NeuralCodec(Codec):
             raise ModelMismatch(
                 f"stream needs decoder weights {s.model_fingerprint.hex()}…, the loaded {self.name} weights are {mine.hex()}…"
             )
-        coder = latent_coding.coder_for_id(s.entropy_model)  # UnsupportedVersion for an unknown id
+        coder = self._coder_for(s.entropy_model)  # UnsupportedVersion for an unknown id
         d = self.model.downscale
         for size, pad in ((s.width, s.pad_right), (s.height, s.pad_bottom)):
             if (size + pad) % d or pad >= max(d, self.min_coded):
@@ -391,7 +396,7 @@ class NeuralCodec(Codec):
         d = self.model.downscale
         h, w = (s.height + s.pad_bottom) // d, (s.width + s.pad_right) // d
         try:
-            symbols = latent_coding.coder_for_id(s.entropy_model).decode(side, s.payload, qp, (qp.channels, h, w))
+            symbols = self._coder_for(s.entropy_model).decode(side, s.payload, qp, (qp.channels, h, w))
         except BitstreamError:
             raise
         except Exception as e:  # constriction reports exhausted or invalid data with its own exceptions
@@ -419,7 +424,7 @@ class NeuralCodec(Codec):
         s, qp, side_info = self.parse(data)
         d = self.model.downscale
         h, w = (s.height + s.pad_bottom) // d, (s.width + s.pad_right) // d
-        coder = latent_coding.coder_for_id(s.entropy_model)
+        coder = self._coder_for(s.entropy_model)
         symbols = coder.decode(side_info, s.payload, qp, (qp.channels, h, w))
         ideal, _ = coder.ideal_bits(symbols, qp)
         models = entropy.unpack_models(side_info, qp.channels) if coder.id == entropy.ENTROPY_MODEL_ID else []

@@ -14,14 +14,15 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", "
 
 
 def entropy_spec(spec: str) -> dict:
-    """``NAME`` or ``NAME:K`` (K: RD-optimised rounding strength, 0 = plain rounding) → codec keyword args."""
-    name, _, k = spec.partition(":")
-    if not k:
-        return {"entropy_model": name}
-    try:
-        return {"entropy_model": name, "rdoq": float(k)}
-    except ValueError:
-        raise ValueError(f"bad entropy spec {spec!r}: expected NAME or NAME:RDOQ (a number)") from None
+    """``NAME`` or ``NAME:K`` (K: RD-optimised rounding strength, 0 = plain rounding) → codec keyword args. NAME may
+    itself hold a colon (``ctx:<folder>``, a trained context model): only a number after the last colon is K."""
+    name, sep, k = spec.rpartition(":")
+    if sep:
+        try:
+            return {"entropy_model": name, "rdoq": float(k)}
+        except ValueError:
+            pass
+    return {"entropy_model": spec}  # an unknown name is refused by the entropy-model registry
 
 
 def _parse_numbers(text: str | None, flag: str) -> list[float]:

@@ -54,6 +54,11 @@ class CompressOptions:
     def __post_init__(self):
         if isinstance(self.codec, str):
             self.codec = CodecSpec(self.codec)
+        from latentarc.codec.latent_coding import ENTROPY_MODELS
+
+        if self.codec.entropy_model not in ENTROPY_MODELS:  # a ctx:<folder> research model
+            raise ValueError(f"archives use a shipped entropy model ({', '.join(ENTROPY_MODELS)}), not "
+                             f"{self.codec.entropy_model!r}: its streams would decode only beside that folder")
         # checked here, not in every actor: a bad option fails the job before it starts (LatentSearch validates)
         from latentarc.codec.latent_search import LatentSearch
 

@@ -278,6 +278,43 @@ def test_train_entropy_job(tmp_path, capsys):
     assert np.array_equal(model.decode(model.encode(sym, steps), steps, sym.shape), sym)
 
 
+def test_a_trained_folder_codes_streams_only_with_itself(tmp_path):
+    """``ctx:<folder>`` (stage 3): a folder as train-entropy saves it codes real streams that its own codec
+    decodes to the per-channel model's pixels; a codec without it refuses them by id; a folder claiming a shipped
+    model's id is refused, and so is an archive job, whose streams must decode without the folder."""
+    from latentarc.codec.api import load_codec
+    from latentarc.codec import bitstream
+    from latentarc.codec.errors import ModelError
+    from latentarc.codec.spec import CodecSpec
+    from latentarc.jobs.bench_inputs import entropy_spec
+    from latentarc.pipeline.compress import CompressOptions
+
+    out = tmp_path / "ctx"
+    torch.manual_seed(0)
+    cfg = cm.ContextConfig(channels=32, groups=4, hidden=8, depth=1)
+    net, tensors = cm.IntegerContextNet.from_float(cm.ContextNet(cfg))
+    cm.ContextEntropyModel("test-ctx", 98, cfg, net, "tae-f2").save(out, tensors)
+    name = f"ctx:{out}"
+    assert entropy_spec(f"{name}:0") == {"entropy_model": name, "rdoq": 0.0}
+    assert entropy_spec(name) == {"entropy_model": name}
+    mine = load_codec(weights=str(MODELS), device="cpu", entropy_model=name, rdoq=0)
+    pc = load_codec(weights=str(MODELS), device="cpu")
+    pic = photo_crop(HELD_OUT, 128)
+    a = mine.encode(pic, quality=40, measure=False)
+    assert bitstream.parse(a.data).entropy_model == 98
+    assert np.array_equal(mine.decode(a.data).rgb, pc.decode(pc.encode(pic, quality=40, measure=False).data).rgb)
+    assert mine.info(a.data)["entropy_model_name"] == name
+    with pytest.raises(UnsupportedVersion):
+        pc.decode(a.data)
+    with pytest.raises(ValueError, match="shipped entropy model"):
+        CompressOptions(codec=CodecSpec(entropy_model=name))
+
+    meta = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**meta, "id": 3}))
+    with pytest.raises(ModelError, match="tae-f2-ctx"):
+        load_codec(weights=str(MODELS), device="cpu", entropy_model=name)
+
+
 def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
     """``bench-entropy`` on 3 downscaled photos: its passes add up to the model's own code length, its
     per-channel figure is the per-channel coder's (side bytes included), the ideal-law bound lies below the model,
