@@ -270,7 +270,8 @@ def test_train_entropy_job(tmp_path, capsys):
     ev = meta["training"]["held_out_evaluation"]
     assert [r["quality"] for r in ev] == [10, 25, 40, 55, 70, 85]
     assert all(0 < r["context_bpp"] < 2 * r["per_channel_bpp"] for r in ev)
-    assert "--depth 3" in (out / "CARD.md").read_text()
+    card = (out / "CARD.md").read_text()
+    assert "--depth 3" in card and "`bsds500/`" in card and "non-commercial research" in card  # the sets' terms
     model = cm.ContextEntropyModel.load(out)
     assert model.cfg.depth == 3 and model.id == 99
     sym = np.random.default_rng(0).integers(-3, 4, size=(32, 9, 11))

@@ -59,13 +59,18 @@ import torch
 import torch.nn.functional as F
 
 from latentarc.codec.neural import quality_to_step
+from latentarc.codec.precision import native_bfloat16
+from latentarc.codec.spec import ENCODER_PRECISIONS
 from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
 from latentarc.jobs.research.checkpoints import lineage, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, sha256_file, training_files
+from latentarc.jobs.research.training_data import (DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, image_sets,
+                                                   sha256_file, terms_lines, training_files)
 
 RATE_MODELS = ("tae-f2-ctx", "laplace")
 PROXIES = ("ste", "noise")
 LPIPS_FORMS = ("linear", "log")
+#: arithmetic of the networks' passes in training, the encoder's choices (weights, gradients, rate and loss stay float32)
+PRECISIONS = ENCODER_PRECISIONS
 EVAL_QUALITIES = (10, 40, 70)
 EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
 #: the decoder's input clamp is 3·tanh(z/3): beyond this the decoder barely sees a latent (``--range-weight``)
@@ -105,6 +110,7 @@ class TrainConfig:
     seed: int = 0
     device: str | None = None
     threads: int | None = None
+    precision: str = "float32"  # bfloat16: autocast the networks where the device computes it natively
     weights: str | None = None
     eval_photos: int = 3
     eval_crop: int = 512
@@ -125,6 +131,8 @@ class TrainConfig:
             raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
         if self.lpips_form not in LPIPS_FORMS:
             raise ValueError(f"--lpips-form must be one of {', '.join(LPIPS_FORMS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
         if min(self.rate_weight, self.lpips_weight, self.range_weight) < 0:
             raise ValueError("--rate-weight, --lpips-weight and --range-weight must be ≥ 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -311,9 +319,13 @@ class StepFigures:
 
 def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor, cfg: TrainConfig,
               gen: torch.Generator, lpips=None) -> tuple[torch.Tensor, StepFigures]:
-    """The loss of one batch ``x`` (B, 3, H, W) in [0, 1] at per-example ``quality`` (B,) (module docstring)."""
-    z = encoder(x)
-    sens = channel_sensitivity(decoder, z, cfg.sens_probes, gen, cfg.sens_window)
+    """The loss of one batch ``x`` (B, 3, H, W) in [0, 1] at per-example ``quality`` (B,) (module docstring).
+    With ``cfg.precision`` bfloat16 the networks (encoder, decoder, its sensitivity probes, LPIPS) run under
+    autocast; their outputs come back as float32 for the rate, the loss and the gradients' accumulation."""
+    amp = torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16")
+    with amp:
+        z = encoder(x).float()
+        sens = channel_sensitivity(decoder, z, cfg.sens_probes, gen, cfg.sens_window)
     base = torch.tensor([quality_to_step(float(q)) for q in quality], device=z.device)
     steps = adaptive_steps(sens, base)
     delta = steps[:, :, None, None]
@@ -321,7 +333,8 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     u = (z - mu) / delta
     noisy = u + torch.rand(u.shape, generator=gen).to(u) - 0.5
     u_hat = u + (torch.round(u) - u).detach() if cfg.proxy == "ste" else noisy
-    x_hat = decoder(mu + u_hat * delta)
+    with amp:
+        x_hat = decoder(mu + u_hat * delta).float()
     d = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
     bpp = rate(noisy, steps) / (x.shape[2] * x.shape[3])
     with torch.no_grad():  # the RD slope at each example's steps: λ = 4 ln 2 · MSE_q (module docstring)
@@ -332,7 +345,8 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     if cfg.range_weight:
         loss = loss + cfg.range_weight * F.relu(z.abs() - LATENT_RANGE).pow(2).mean()
     if lpips is not None:
-        p = lpips(x_hat.clamp(0, 1), x)
+        with amp:
+            p = lpips(x_hat.clamp(0, 1), x).float()
         if cfg.lpips_form == "log":
             p = p / p.detach().clamp_min(1e-6)
         loss = loss + cfg.lpips_weight * p.mean()
@@ -363,6 +377,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if cfg.precision == "bfloat16" and not native_bfloat16(device):
+        raise ValueError(f"--precision bfloat16: {device} has no native bfloat16, it would be slower than float32")
     out = Path(cfg.out)
     files = training_files(cfg.images, cfg.held_out)
     lpips = lpips_loss(cfg.lpips_weight)
@@ -518,7 +534,7 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
         save_file({k: v.detach().float().cpu().contiguous() for k, v in st.items()}, str(out / file))
         (out / file).chmod(0o644)  # safetensors writes 0600; the folder is meant to be shipped
     images = Path(cfg.images)
-    sets = sorted({p.relative_to(images).parts[0] for p in files if len(p.relative_to(images).parts) > 1})
+    sets = image_sets([p.relative_to(images).as_posix() for p in files])
     last = result.history[-1] if result.history else {}
     perceptual = "log-lpips" if cfg.lpips_form == "log" else "lpips"
     meta = {
@@ -546,14 +562,6 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
     (out / "CARD.md").write_text(_card(cfg, meta, images))
 
 
-_TERMS = {
-    "bsds500": "BSDS500 (Berkeley Segmentation Data Set 500, Arbeláez et al., TPAMI 2011): Corel photographs, free "
-               "for non-commercial research and teaching",
-    "imagenet-sample": "ImageNet (ILSVRC-2012) one-sample-per-class collection: ImageNet terms, non-commercial "
-                       "research",
-}
-
-
 def _perceptual_text(cfg: TrainConfig) -> str:
     """The card's words for the LPIPS term of the objective (empty without one)."""
     if not cfg.lpips_weight:
@@ -566,7 +574,7 @@ def _perceptual_text(cfg: TrainConfig) -> str:
 
 def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
     t = meta["training"]
-    sets = "\n".join(f"  - `{s}/`: {_TERMS.get(s, 'see ' + str(images / 'SOURCES.md'))}" for s in t["image_sets"])
+    sets = terms_lines(t["image_sets"], images)
     f = t["final"]
     final = (f"loss {f['loss']:.4f}, train-crop PSNR {f['psnr']:.2f} dB at {f['bpp']:.4f} bpp (rate proxy), "
              f"mean of the last {cfg.log_every} steps" if f else "none logged")
@@ -615,7 +623,8 @@ def _lr_text(config: dict) -> str:
 def _batch_text(config: dict) -> str:
     """A chunk's batch as the card states it: ``4``, or ``4 × 4 accumulated`` (configs before --accumulate: 1)."""
     k = config.get("accumulate", 1)
-    return f"{config['batch']}" + (f" × {k} accumulated" if k > 1 else "")
+    bf16 = ", bfloat16" if config.get("precision") == "bfloat16" else ""
+    return f"{config['batch']}" + (f" × {k} accumulated" if k > 1 else "") + bf16
 
 
 def _lineage_text(init: dict | None, steps: int, seconds: float) -> str:
@@ -757,6 +766,7 @@ def config_from_args(a) -> TrainConfig:
                        save_minutes=a.save_minutes, max_minutes=a.max_minutes, cache_mb=a.cache_mb,
                        train_decoder=a.train_decoder, decoder_lr=a.decoder_lr, init=a.init,
                        log_every=a.log_every, seed=a.seed, device=a.device, threads=a.threads, weights=a.weights,
+                       precision=a.precision,
                        eval_photos=a.eval_photos, eval_crop=a.eval_crop,
                        eval_qualities=tuple(int(q) for q in a.eval_qualities.split(",") if q.strip()),
                        name=a.name)

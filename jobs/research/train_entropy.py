@@ -29,7 +29,7 @@ import torch
 from latentarc.codec import context_model as cm
 from latentarc.codec.neural import quality_to_step
 
-from .training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
+from .training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_sets, terms_lines
 
 EVAL_QUALITIES = (10, 25, 40, 55, 70, 85)
 
@@ -204,9 +204,14 @@ def _card(a: EntropyTrainConfig, cfg: cm.ContextConfig, info: dict) -> str:
     t, d = info["training"], info["data"]
     rows = "\n".join(f"| {r['quality']} | {r['per_channel_bpp']:.4f} | {r['context_bpp']:.4f} | "
                      f"{100 * r['saving']:.1f}% |" for r in info["held_out_evaluation"])
+    sets = (terms_lines(image_sets(d["train"]), Path(d["images"]))
+            or f"  - see {Path(d['images']) / 'SOURCES.md'} for their terms")
     return f"""# {a.name}: context entropy model for {a.codec} latents
 
-Trained by latentarc (`latentarc train-entropy`); weights are this project's own (MIT, like the code).
+Trained by latentarc (`latentarc train-entropy`, MIT code) on photos of `{d['images']}`:
+{sets}
+
+The weights inherit these terms.
 
 - **Architecture**: {cfg.groups} channel groups × checkerboard = {cfg.passes} passes; 3×3 conv ({3 * cfg.channels}→{cfg.hidden}),
   {cfg.depth - 1} × 3×3 conv ({cfg.hidden}→{cfg.hidden}), 1×1 conv ({cfg.hidden}→{2 * cfg.channels}), ReLU between;

@@ -74,7 +74,8 @@ from latentarc.codec.refine import STEP_CONDITION
 from latentarc.jobs.research.adversary import Adversary, patch_size
 from latentarc.jobs.research.checkpoints import lineage, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from latentarc.jobs.research.latent_cache import encode_latents
-from latentarc.jobs.research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN, training_files, validation_split
+from latentarc.jobs.research.training_data import (DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_sets, terms_lines,
+                                                   training_files, validation_split)
 
 BASE_STEP_RANGE = (0.12, 6.8)  # quality 100 … 0 (codec.neural.quality_to_step)
 
@@ -701,6 +702,8 @@ def _names(names: list[str], most: int = 12) -> str:
 
 
 def _card(c: dict) -> str:
+    sets = (terms_lines(image_sets(c["trained_on"]), Path(c["data"]))
+            or f"  - see {Path(c['data']) / 'SOURCES.md'} for their terms")
     loss = (LOSS_TEXT[c["loss"]].format(target=c["prediction"], lpips_weight=c.get("lpips_weight"))
             + _pixel_terms_text(c) + _adversary_text(c))
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
@@ -715,7 +718,8 @@ per block), timestep-conditioned{' and step-map-conditioned (' + c['condition'] 
 schedule (scaled_linear, 1000 steps).
 
 * Data: {len(c['trained_on'])} photos from `{c['data']}` (longer side ≤ {c['max_side']} px), random
-  {c['crop']}×{c['crop']} latent crops.
+  {c['crop']}×{c['crop']} latent crops. Its sets, whose terms the weights inherit:
+{sets}
 * Validation ({c['holdout_rule']}, never trained on): {_names(c['held_out'])}. The evaluation photos in
   `{c.get('evaluation_photos_refused', '../shared/data/photos')}` are refused as training data (by path and by content).
 * Corruption: the codec's own adaptive quantization at log-uniform base steps {c.get('base_steps', BASE_STEP_RANGE)[0]}–{c.get('base_steps', BASE_STEP_RANGE)[1]}

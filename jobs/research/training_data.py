@@ -12,6 +12,26 @@ DEFAULT_HELD_OUT = SHARED / "data" / "photos"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 
 
+#: the terms of the training pool's sets (``train/SOURCES.md``): a model card names each set its weights learned
+#: from, and the weights inherit their terms
+SET_TERMS = {
+    "bsds500": "BSDS500 (Berkeley Segmentation Data Set 500, Arbeláez et al., TPAMI 2011): Corel photographs, free "
+               "for non-commercial research and teaching",
+    "imagenet-sample": "ImageNet (ILSVRC-2012) one-sample-per-class collection: ImageNet terms, non-commercial "
+                       "research",
+}
+
+
+def image_sets(names: list[str]) -> list[str]:
+    """The sets (top-level folders of the pool) that relative image ``names`` come from."""
+    return sorted({n.split("/", 1)[0] for n in names if "/" in n})
+
+
+def terms_lines(sets: list[str], images: Path) -> str:
+    """A card's bullet list of ``sets`` and their terms (unknown sets: see the pool's SOURCES.md)."""
+    return "\n".join(f"  - `{s}/`: {SET_TERMS.get(s, 'see ' + str(images / 'SOURCES.md'))}" for s in sets)
+
+
 class HeldOutData(ValueError):
     """The training images include held-out photos (by path or by content)."""
 
