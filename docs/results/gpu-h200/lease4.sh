@@ -5,6 +5,8 @@
 # detail-energy model) trained through its own two sampler steps with the strong discriminator at GPU batch, the
 # detail term kept (--unrolled-fraction 0.5, adversarial 1.0, detail 3): texture of the original's kind at
 # 0.05 bpp. Three side by side.
+# Both stage-2 runs use bfloat16 autocast (--precision: twice the steps per second on the CPU; weights and loss
+# stay float32).
 # Carry as in lease 3 (.gpu/ models + photos + a training subset, .whl/ wheels); OUT is the device's result folder.
 # The tracked tree is 42 MB now (the CPU stage-2 model added 10.7 MB): carry a smaller training subset
 # (every twelfth photo) to stay inside the 64 MiB a lease carries.
@@ -23,7 +25,7 @@ date -u; nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 $PY -m pip install -q --no-deps $ROOT/.whl/*.whl 2>&1 | tail -2
 cc="$G/train --held-out $G/photos --train-decoder --lpips-form log --lpips-weight 2 --iterations 100000
   --max-minutes $CMIN --batch 16 --crop 256 --warmup 50 --save-every 100000 --save-minutes 100 --log-every 100
-  --threads 5 --eval-photos 1 --eval-crop 512 --name tae-f2-ft"
+  --threads 5 --eval-photos 1 --eval-crop 512 --name tae-f2-ft --precision bfloat16"
 $LA train-codec $cc --init $ROOT/docs/results/cpu-stage2-log2 --lr 3e-5 --decoder-lr 1e-4 --out /tmp/s2cont \
   > /tmp/s2cont.log 2>&1 &
 A=$!
