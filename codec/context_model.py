@@ -232,6 +232,7 @@ class ContextEntropyModel:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(folder / "model.safetensors"))
+        (folder / "model.safetensors").chmod(0o644)  # safetensors writes 0600; the folder is meant to be shipped
         meta = {"name": self.name, "id": self.id, "latent_model": self.latent_model, "config": asdict(self.cfg),
                 **(extra or {})}
         (folder / "config.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -154,4 +154,3 @@ def coder(name: str) -> LatentCoder:
 
 def coder_for_id(model_id: int) -> LatentCoder:
     return ENTROPY_MODELS.by_id(model_id)
-

@@ -295,6 +295,7 @@ def test_a_trained_folder_codes_streams_only_with_itself(tmp_path):
     cfg = cm.ContextConfig(channels=32, groups=4, hidden=8, depth=1)
     net, tensors = cm.IntegerContextNet.from_float(cm.ContextNet(cfg))
     cm.ContextEntropyModel("test-ctx", 98, cfg, net, "tae-f2").save(out, tensors)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644  # shippable as written
     name = f"ctx:{out}"
     assert entropy_spec(f"{name}:0") == {"entropy_model": name, "rdoq": 0.0}
     assert entropy_spec(name) == {"entropy_model": name}

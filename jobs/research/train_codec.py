@@ -60,8 +60,8 @@ import torch.nn.functional as F
 
 from latentarc.codec.neural import quality_to_step
 from latentarc.codec.precision import native_bfloat16
-from latentarc.codec.spec import ENCODER_PRECISIONS
 from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
+from latentarc.codec.spec import ENCODER_PRECISIONS
 from latentarc.jobs.research.checkpoints import lineage, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from latentarc.jobs.research.training_data import (DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, image_sets,
                                                    sha256_file, terms_lines, training_files)
