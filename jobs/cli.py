@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
-    p.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+    p.add_argument("--precision", choices=ENCODER_PRECISIONS, default="float32",
                    help="arithmetic of the networks' passes: bfloat16 autocast where the CPU (AVX512-BF16, AMX) or "
                         "GPU computes it natively (weights, gradients and the loss stay float32)")
     p.add_argument("--name", help="model name written into config.json and CARD.md (default tae-f2-le, with "
