@@ -69,8 +69,6 @@ from latentarc.jobs.research.training_data import (DEFAULT_HELD_OUT, DEFAULT_TRA
 RATE_MODELS = ("tae-f2-ctx", "laplace")
 PROXIES = ("ste", "noise")
 LPIPS_FORMS = ("linear", "log")
-#: arithmetic of the networks' passes in training, the encoder's choices (weights, gradients, rate and loss stay float32)
-PRECISIONS = ENCODER_PRECISIONS
 EVAL_QUALITIES = (10, 40, 70)
 EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
 #: the decoder's input clamp is 3·tanh(z/3): beyond this the decoder barely sees a latent (``--range-weight``)
@@ -131,8 +129,8 @@ class TrainConfig:
             raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
         if self.lpips_form not in LPIPS_FORMS:
             raise ValueError(f"--lpips-form must be one of {', '.join(LPIPS_FORMS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+        if self.precision not in ENCODER_PRECISIONS:  # the networks' arithmetic: the encoder's choices
+            raise ValueError(f"--precision must be one of {', '.join(ENCODER_PRECISIONS)}")
         if min(self.rate_weight, self.lpips_weight, self.range_weight) < 0:
             raise ValueError("--rate-weight, --lpips-weight and --range-weight must be ≥ 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
@@ -142,7 +140,6 @@ class TrainConfig:
     def model_name(self) -> str:
         """The name config.json and the card give the model: ``name``, else by stage."""
         return self.name or ("tae-f2-ft" if self.train_decoder else "tae-f2-le")
-
 
 
 @dataclass

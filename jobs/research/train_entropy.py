@@ -204,8 +204,7 @@ def _card(a: EntropyTrainConfig, cfg: cm.ContextConfig, info: dict) -> str:
     t, d = info["training"], info["data"]
     rows = "\n".join(f"| {r['quality']} | {r['per_channel_bpp']:.4f} | {r['context_bpp']:.4f} | "
                      f"{100 * r['saving']:.1f}% |" for r in info["held_out_evaluation"])
-    sets = (terms_lines(image_sets(d["train"]), Path(d["images"]))
-            or f"  - see {Path(d['images']) / 'SOURCES.md'} for their terms")
+    sets = terms_lines(image_sets(d["train"]), Path(d["images"]))
     return f"""# {a.name}: context entropy model for {a.codec} latents
 
 Trained by latentarc (`latentarc train-entropy`, MIT code) on photos of `{d['images']}`:

@@ -702,8 +702,7 @@ def _names(names: list[str], most: int = 12) -> str:
 
 
 def _card(c: dict) -> str:
-    sets = (terms_lines(image_sets(c["trained_on"]), Path(c["data"]))
-            or f"  - see {Path(c['data']) / 'SOURCES.md'} for their terms")
+    sets = terms_lines(image_sets(c["trained_on"]), Path(c["data"]))
     loss = (LOSS_TEXT[c["loss"]].format(target=c["prediction"], lpips_weight=c.get("lpips_weight"))
             + _pixel_terms_text(c) + _adversary_text(c))
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "

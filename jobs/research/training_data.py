@@ -28,7 +28,10 @@ def image_sets(names: list[str]) -> list[str]:
 
 
 def terms_lines(sets: list[str], images: Path) -> str:
-    """A card's bullet list of ``sets`` and their terms (unknown sets: see the pool's SOURCES.md)."""
+    """A card's bullet list of ``sets`` and their terms (unknown sets, or images in no set: see the pool's
+    SOURCES.md)."""
+    if not sets:
+        return f"  - see {images / 'SOURCES.md'} for their terms"
     return "\n".join(f"  - `{s}/`: {SET_TERMS.get(s, 'see ' + str(images / 'SOURCES.md'))}" for s in sets)
 
 
