@@ -83,13 +83,23 @@ class ContextNet(nn.Module):
 
 
 # ------------------------------------------------------------------ the pass schedule and features
+def pass_schedule(cfg: ContextConfig) -> list[tuple[int, int]]:
+    """(channel group, phase) of each pass in coding order; phase 0 codes the checkerboard anchors
+    (row + column even), phase 1 the rest."""
+    return [(g, phase) for g in range(cfg.groups) for phase in (0, 1)]
+
+
+def checkerboard(h: int, w: int, phase: int) -> np.ndarray:
+    """(h, w) mask of the positions a pass of ``phase`` codes."""
+    return (np.arange(h)[:, None] + np.arange(w)[None]) % 2 == phase
+
+
 def pass_masks(cfg: ContextConfig, h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """For each pass: (available-before-it, coded-in-it) boolean masks of shape (C, h, w)."""
     group = np.arange(cfg.channels) // (cfg.channels // cfg.groups)
-    anchor = (np.arange(h)[:, None] + np.arange(w)[None]) % 2 == 0
+    anchor = checkerboard(h, w, 0)
     out = []
-    for g in range(cfg.groups):
-        for phase in (0, 1):
+    for g, phase in pass_schedule(cfg):
             before = group[:, None, None] < g
             same = group[:, None, None] == g
             avail = before | (same & anchor[None] if phase else np.zeros((1, 1, 1), bool))
@@ -145,7 +155,85 @@ class IntegerContextNet:
         acc = F.conv2d(x, self.w[i], self.b[i], padding=pad)
         if last:
             return acc  # units 2^-(WEIGHT_BITS + INPUT_BITS)
+        return self._act(acc)
+
+    @staticmethod
+    def _act(acc: torch.Tensor) -> torch.Tensor:
         return torch.clamp(torch.floor(acc / (1 << WEIGHT_BITS)), 0, ACT_CLIP)
+
+    @staticmethod
+    def _outputs(o: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Output-layer accumulators (2n, …) → centre (units of 2^-6 latent) and ⌊8·log2 b⌉ of n channels."""
+        k = WEIGHT_BITS + INPUT_BITS
+        mu = torch.floor((o[:n] + (1 << (WEIGHT_BITS - 1))) / (1 << WEIGHT_BITS))
+        l8 = torch.floor((o[n:] * 8 + (1 << (k - 1))) / (1 << k))
+        return mu.numpy().astype(np.int64), l8.numpy().astype(np.int64)
+
+    @torch.no_grad()
+    def passes(self, symbols: np.ndarray, steps: np.ndarray, log8: np.ndarray):
+        """For each pass of :func:`pass_schedule`: (mu, l8) equal to what :meth:`__call__` gives on that pass's
+        :func:`features`, at the channels and positions the pass codes (0 elsewhere), with about a third of the
+        arithmetic. The first layer is linear, so its pre-activation is kept and updated with only the inputs
+        the previous pass made available (2·C/G of the 3·C channels); the last 3×3 layer and the output layer
+        run only at the pass's checkerboard half, and the output layer only for its channel group. Every value
+        is the same exact integer sum, so the laws — and the streams — are identical. ``symbols`` is read when
+        each pass starts: a decoder fills in the previous pass's symbols before asking for the next."""
+        cfg = self.cfg
+        c, h, w = symbols.shape
+        gs = c // cfg.groups
+        none = np.zeros((c, h, w), bool)
+        acc1 = self.b[0][:, None, None].repeat(1, h, w)
+        self._accumulate(acc1, features(symbols, steps, none, log8)[2 * c :], self.w[0][:, 2 * c :])
+        prev = None
+        for g, phase in pass_schedule(cfg):
+            if prev is not None:  # the previous pass's symbols are now context
+                pg, pmask = prev
+                ch = slice(pg * gs, (pg + 1) * gs)
+                feats = features(symbols[ch], steps[ch], np.broadcast_to(pmask, (gs, h, w)), log8[ch])
+                w1 = torch.cat([self.w[0][:, ch], self.w[0][:, c + pg * gs : c + (pg + 1) * gs]], 1)
+                self._accumulate(acc1, feats[: 2 * gs], w1)
+            mu = np.zeros((c, h, w), np.int64)
+            l8 = np.zeros((c, h, w), np.int64)
+            rows = torch.cat([torch.arange(g * gs, (g + 1) * gs), torch.arange(c + g * gs, c + (g + 1) * gs)])
+            w_out, b_out = self.w[cfg.depth][rows], self.b[cfg.depth][rows]
+            for r0 in range(0, h, BAND_ROWS):
+                r1 = min(h, r0 + BAND_ROWS)
+                for rr, cc, hid in self._last_hidden(acc1, r0, r1, phase):
+                    m, sc = self._outputs(F.conv2d(hid, w_out, b_out)[0], gs)
+                    mu[g * gs : (g + 1) * gs, r0 + rr : r1 : 2, cc::2] = m
+                    l8[g * gs : (g + 1) * gs, r0 + rr : r1 : 2, cc::2] = sc
+            yield mu, l8
+            prev = (g, checkerboard(h, w, phase))
+
+    @staticmethod
+    def _accumulate(acc: torch.Tensor, x: np.ndarray, weight: torch.Tensor) -> None:
+        """``acc += conv3×3(x, weight)`` (zero padding at the image's edges), band by band."""
+        xt = torch.from_numpy(x.astype(np.float64))
+        for r0 in range(0, acc.shape[1], BAND_ROWS):
+            r1 = min(acc.shape[1], r0 + BAND_ROWS)
+            acc[:, r0:r1] += F.conv2d(_rows(xt, r0, r1, 1)[None], weight)[0]
+
+    def _last_hidden(self, acc1: torch.Tensor, r0: int, r1: int, phase: int):
+        """The last hidden activations at the checkerboard positions of ``phase`` in rows [r0, r1), as two
+        strided grids: (row offset, first column, activations (1, hidden, rows, cols)) for rows r0 + offset,
+        r0 + offset + 2, … and columns first, first + 2, …"""
+        depth, h, w = self.cfg.depth, acc1.shape[1], acc1.shape[2]
+        if depth > 1:
+            a0, a1 = max(0, r0 - depth + 1), min(h, r1 + depth - 1)
+            y = self._act(acc1[:, a0:a1])[None]
+            for i in range(1, depth - 1):  # each layer's band edges spoil one row: the halo covers them
+                y = self._layer(y, i, 1)
+            t0, t1 = max(0, r0 - 1), min(h, r1 + 1)
+            y = F.pad(y[:, :, t0 - a0 : t1 - a0], (1, 1, t0 - (r0 - 1), (r1 + 1) - t1))  # rows r0-1 … r1
+        for rr in (0, 1):
+            cc = (phase - r0 - rr) % 2
+            if r0 + rr >= r1 or cc >= w:
+                continue
+            if depth == 1:
+                yield rr, cc, self._act(acc1[:, r0 + rr : r1 : 2, cc::2])[None]
+            else:
+                last = depth - 1
+                yield rr, cc, self._act(F.conv2d(y[:, :, rr:, cc:], self.w[last], self.b[last], stride=2))
 
     @torch.no_grad()
     def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,10 +251,15 @@ class IntegerContextNet:
             for i in range(self.cfg.depth):
                 y = self._layer(y, i, 1)
             y = self._layer(y, self.cfg.depth, 0, last=True)[0, :, r0 - a0 : r1 - a0]
-            k = WEIGHT_BITS + INPUT_BITS
-            mu[:, r0:r1] = torch.floor((y[:c] + (1 << (WEIGHT_BITS - 1))) / (1 << WEIGHT_BITS)).numpy().astype(np.int64)
-            l8[:, r0:r1] = torch.floor((y[c:] * 8 + (1 << (k - 1))) / (1 << k)).numpy().astype(np.int64)
+            mu[:, r0:r1], l8[:, r0:r1] = self._outputs(y, c)
         return mu, l8
+
+
+def _rows(x: torch.Tensor, r0: int, r1: int, halo: int) -> torch.Tensor:
+    """Rows [r0 − halo, r1 + halo) of ``x`` (…, h, w) and ``halo`` columns either side, zeros outside the image."""
+    h = x.shape[-2]
+    a0, a1 = max(0, r0 - halo), min(h, r1 + halo)
+    return F.pad(x[..., a0:a1, :], (halo, halo, a0 - (r0 - halo), (r1 + halo) - a1))
 
 
 def table_indices(mu: np.ndarray, l8: np.ndarray, steps: np.ndarray,
@@ -243,8 +336,7 @@ class ContextEntropyModel:
         pass by pass (decode) — the network only ever sees what the decoder has."""
         c, h, w = symbols.shape
         log8 = step_log8(steps)
-        for avail, coded in pass_masks(self.cfg, h, w):
-            mu, l8 = self.net(features(symbols, steps, avail, log8))
+        for (_, coded), (mu, l8) in zip(pass_masks(self.cfg, h, w), self.net.passes(symbols, steps, log8)):
             base, f, j = table_indices(mu, l8, steps, log8)
             idx = np.flatnonzero(coded)
             yield idx, base.ravel()[idx], f.ravel()[idx], j.ravel()[idx]

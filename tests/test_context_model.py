@@ -117,6 +117,34 @@ def test_deeper_networks_band_exactly_and_round_trip(photo_symbols, monkeypatch)
     assert np.array_equal(model.decode(model.encode(sym, steps), steps, sym.shape), sym)
 
 
+def _pass_by_pass(net, sym, steps):
+    """Every pass's laws from ``net.passes`` (symbols filled in as a decoder fills them) against the whole
+    network on that pass's features, at the positions the pass codes."""
+    log8 = cm.step_log8(steps)
+    seen = np.zeros_like(sym)
+    fast = net.passes(seen, steps, log8)
+    for avail, coded in cm.pass_masks(net.cfg, *sym.shape[1:]):
+        got, want = next(fast), net(cm.features(sym, steps, avail, log8))
+        for a, b in zip(got, want):
+            assert np.array_equal(a[coded], b[coded])
+        seen[coded] = sym[coded]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_incremental_passes_equal_the_whole_network(shipped, photo_symbols, monkeypatch, depth):
+    """The decoder's fast path (first layer updated, last layers at the pass's half only) gives the very
+    integers of the definition, for the shipped model and for 1–3 layer networks, on odd shapes and bands."""
+    sym, steps = photo_symbols[0]
+    if depth == 2:
+        _pass_by_pass(shipped.net, sym, steps)
+    torch.manual_seed(depth)
+    net, _ = cm.IntegerContextNet.from_float(cm.ContextNet(cm.ContextConfig(hidden=16, depth=depth)))
+    for band in (cm.BAND_ROWS, 5, 1):
+        monkeypatch.setattr(cm, "BAND_ROWS", band)
+        for h, w in ((sym.shape[1], sym.shape[2]), (13, 7), (1, 6), (6, 1)):
+            _pass_by_pass(net, sym[:, :h, :w], steps)
+
+
 def test_round_trip_and_payload_near_ideal(shipped, photo_symbols):
     for sym, steps in photo_symbols:
         data = shipped.encode(sym, steps)
@@ -202,8 +230,19 @@ def test_rdoq_laws_are_reused_not_recomputed(shipped, photo_symbols, monkeypatch
     finished symbols (same context): coding with them gives the same bytes and bits, and the network runs
     only during rounding."""
     calls = []
-    net = shipped.net
-    monkeypatch.setattr(shipped, "net", lambda feats: calls.append(1) or net(feats))
+
+    class CountingNet:
+        """The shipped network, counting the passes it evaluates."""
+
+        def __init__(self, net):
+            self.net, self.cfg = net, net.cfg
+
+        def passes(self, *args):
+            for out in self.net.passes(*args):
+                calls.append(1)
+                yield out
+
+    monkeypatch.setattr(shipped, "net", CountingNet(shipped.net))
     rng = np.random.default_rng(0)
     for symbols, steps in photo_symbols:
         u = symbols + rng.uniform(-0.5, 0.5, symbols.shape)
