@@ -23,7 +23,7 @@ def load_codec(
     weights: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     adaptive: bool = True,
-    entropy_model: str = "per-channel",
+    entropy_model: str | None = None,
     rdoq: float | None = None,
     verify_refine: bool = False,
     refiner=None,
@@ -32,14 +32,15 @@ def load_codec(
     latent_search: int = 0,
     encoder_precision: str = "float32",
 ) -> NeuralCodec:
-    """A :class:`NeuralCodec` over the model ``name`` (weights verified, cached per process); ``entropy_model``
-    names how new streams are entropy-coded (``codec.latent_coding``), ``rdoq`` the strength of RD-optimised
-    rounding (None: the entropy model's default; 0: plain rounding); ``verify_refine`` checks faithful refinement
-    (with ``refiner``, a refiner object or name, default the codec's own) against each original and records the
-    verdict in the stream (``codec.verdicts``), ``verify_realistic`` does the same for realistic refinement (with
-    ``realistic_refiner``); ``latent_search`` the iterations of the encoder-side latent
-    search (``codec.latent_search``; 0: the encoder's latent as it is); ``encoder_precision`` the arithmetic of the
-    encoder-side passes (``codec.precision``)."""
+    """A :class:`NeuralCodec` over the model ``name`` (weights verified, cached per process).
+
+    ``entropy_model`` names how new streams are entropy-coded (``codec.latent_coding``; None: the model's own),
+    ``rdoq`` the strength of RD-optimised rounding (None: the entropy model's default; 0: plain rounding);
+    ``verify_refine`` checks faithful refinement (with ``refiner``, a refiner object or name, default the codec's
+    own) against each original and records the verdict in the stream (``codec.verdicts``), ``verify_realistic``
+    does the same for realistic refinement (with ``realistic_refiner``); ``latent_search`` the iterations of the
+    encoder-side latent search (``codec.latent_search``; 0: the encoder's latent as it is);
+    ``encoder_precision`` the arithmetic of the encoder-side passes (``codec.precision``)."""
     return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive,
                        entropy_model=entropy_model, rdoq=rdoq, verify_refine=verify_refine, refiner=refiner,
                        verify_realistic=verify_realistic, realistic_refiner=realistic_refiner,

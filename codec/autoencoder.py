@@ -94,6 +94,9 @@ class ModelSpec:
     weights: dict[str, WeightFile] = field(default_factory=dict)
     build: Callable[["ModelSpec", dict], LatentAutoencoder] | None = None
     options: dict = field(default_factory=dict)
+    #: how new streams of this model are entropy-coded when the caller names no entropy model: the one its
+    #: latents were trained with (``codec.latent_coding``)
+    entropy_model: str = "per-channel"
 
 
 #: model name → :class:`ModelSpec`; ``prefix:<ref>`` families (``diffusers:``, ``tae-f2-le:``) build a spec per ref.

@@ -12,12 +12,14 @@ Two kinds, because they differ in what a stream needs to decode:
   is a model of its own: ``tae-f2-ft:<folder>`` (``encoder.safetensors`` + ``decoder.safetensors`` +
   ``config.json``). Its fingerprint is its decoder file's SHA-256 and its streams name it, so they can never be
   decoded by the stock decoder (or this one decode a stock stream): both kinds of stream stay decodable, each by
-  its own model.
+  its own model. A shipped one (:data:`SHIPPED_FT`, e.g. ``tae-f2-ft``) loads ``codec/weights/<name>/`` with
+  both files' SHA-256 pinned here, and codes its new streams with the context model trained on its latents.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelError
@@ -34,6 +36,25 @@ BASE_MODEL = "tae-f2"
 
 #: shipped encoders: name → SHA-256 of ``codec/weights/<name>/encoder.safetensors`` (none shipped yet)
 SHIPPED: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class ShippedAutoencoder:
+    """A fine-tuned autoencoder in ``codec/weights/<name>/``: both files' SHA-256 pinned (the decoder's is the
+    model's fingerprint, which its streams carry), and the context entropy model trained on its latents, which its
+    new streams use unless told otherwise."""
+
+    encoder_sha256: str
+    decoder_sha256: str
+    entropy_model: str
+
+
+#: shipped fine-tuned autoencoders (``train-codec`` stages 1–2, with the stage-3 context model named)
+SHIPPED_FT: dict[str, ShippedAutoencoder] = {
+    FT_PREFIX: ShippedAutoencoder(encoder_sha256="27ff64e9a7e12843ea1b75ecc49e34c585a2c5fc9fbc9eb692c5afe6ed9fe9bc",
+                                  decoder_sha256="6d4c984d40b8ca4515facee465f58286beb6954df381dfdd6649cb0290181687",
+                                  entropy_model="tae-f2-ft-ctx"),
+}
 
 
 def encoder_state(folder: str | Path, sha256: str) -> dict:
@@ -131,6 +152,18 @@ def _build_shipped(s: ModelSpec, opts: dict):
     encoder = encoder_state(WEIGHTS_DIR / s.name, opts["encoder_sha256"])
     return _assemble(encoder, load_checkpoint(opts["paths"]["decoder"]))
 
+
+def _build_shipped_ft(s: ModelSpec, opts: dict):
+    folder = WEIGHTS_DIR / s.name
+    return _assemble(encoder_state(folder, opts["encoder_sha256"]), decoder_state(folder, opts["decoder_sha256"]),
+                     name=s.name, decoder_sha256=opts["decoder_sha256"])
+
+
+for _name, _ft in SHIPPED_FT.items():
+    MODELS.add(_name, ModelSpec(name=_name, description=f"{BASE_MODEL} fine-tuned for rate, distortion and LPIPS "
+                                f"(train-codec; its own decoder, streams decode only with {_name})",
+                                build=_build_shipped_ft, entropy_model=_ft.entropy_model,
+                                options={"encoder_sha256": _ft.encoder_sha256, "decoder_sha256": _ft.decoder_sha256}))
 
 for _name, _sha in SHIPPED.items():
     MODELS.add(_name, ModelSpec(name=_name, description=f"learned encoder for the frozen {BASE_MODEL} decoder (train-codec); "

@@ -119,6 +119,11 @@ ENTROPY_MODELS: Registry[LatentCoder] = Registry("entropy model", error=ValueErr
 ENTROPY_MODELS.add(PerChannelCoder.name, PerChannelCoder(), id=PerChannelCoder.id)
 ENTROPY_MODELS.add("tae-f2-ctx", ContextCoder(
     3, "tae-f2-ctx", "800768fb2ecbbb7691dc6fd39220ca54b4025106dab2278ce0670fee02249322"), id=3)
+# the context model of the fine-tuned autoencoder tae-f2-ft (stage 3), trained on its latents; plain rounding
+# by default: with this model RD-optimised rounding cost LPIPS for its bits (docs/training.md). Id 5, because
+# the research context models kept in docs/results were written with id 4 and must stay loadable as ctx:<folder>
+ENTROPY_MODELS.add("tae-f2-ft-ctx", ContextCoder(
+    5, "tae-f2-ft-ctx", "cc547c651680bd69c2f45a9c21868bae929c47e3ea468ce203a6419ef7076699", default_rdoq=0.0), id=5)
 # the first context model, trained on evaluation photos: kept so that streams carrying id 2 decode
 ENTROPY_MODELS.add("tae-f2-ctx-v1", ContextCoder(
     2, "tae-f2-ctx-v1", "483bc374226e7a06546c4a14ca2e6eefe3f3d1a6e4f0c3422d74fbb743fc7e29"), id=2)

@@ -102,7 +102,7 @@ class NeuralCodec(Codec):
         probes: int = 2,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         min_coded: int = 64,
-        entropy_model: str = "per-channel",
+        entropy_model: str | None = None,
         rdoq: float | None = None,
         verify_refine: bool = False,
         refiner=None,
@@ -122,7 +122,12 @@ class NeuralCodec(Codec):
         # with ``refiner``, realistic with ``realistic_refiner`` (None: the codec's own for each mode)
         self.verify_refine, self.refiner = verify_refine, refiner
         self.verify_realistic, self.realistic_refiner = verify_realistic, realistic_refiner
-        # how new streams are entropy-coded (latent_coding); decoding follows the id each stream carries
+        # how new streams are entropy-coded (latent_coding; None: the model's own); decoding follows the id each
+        # stream carries
+        if entropy_model is None:
+            from .models import spec
+
+            entropy_model = spec(model.name).entropy_model
         self.coder = latent_coding.coder(entropy_model)
         # RD-optimised rounding (an encoder choice; streams decode the same either way): None = the coder's default
         self.rdoq = self.coder.default_rdoq if rdoq is None else float(rdoq)

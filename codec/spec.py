@@ -30,8 +30,9 @@ class CodecSpec:
     # ---- neural codecs (``codec.neural``)
     #: one quantization step for all channels (the baseline), instead of per-channel adaptive steps
     global_step: bool = False
-    #: how new streams' latents are entropy-coded (``codec.latent_coding``); decoding follows the stream
-    entropy_model: str = "per-channel"
+    #: how new streams' latents are entropy-coded (``codec.latent_coding``; None: the model's own, per-channel for
+    #: tae-f2); decoding follows the stream
+    entropy_model: str | None = None
     #: RD-optimised rounding strength (None: the entropy model's default; 0: plain rounding)
     rdoq: float | None = None
     #: iterations of the encoder-side latent search (``codec.latent_search``; 0: off)

@@ -94,12 +94,13 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
                    help="perceptual floor: decoded DISTS distance at most D (0 = identical; about 0.07 at JPEG q90, "
                         "0.3 at q10); combines with the other floors. Costs about 9 s per megapixel per candidate "
                         "decoded, on one CPU thread (docs/perceptual.md)")
-    p.add_argument("--entropy-model", default="per-channel",
-                   help="how neural latents are entropy-coded: per-channel (default) or tae-f2-ctx (the learned "
-                        "context model); decoding follows the stream")
+    p.add_argument("--entropy-model",
+                   help="how neural latents are entropy-coded: per-channel or a learned context model (tae-f2-ctx, "
+                        "tae-f2-ft-ctx); default: the model's own (per-channel for tae-f2, tae-f2-ft-ctx for "
+                        "tae-f2-ft); decoding follows the stream")
     p.add_argument("--rdoq", type=float, metavar="K",
                    help="strength of RD-optimised rounding of neural latents (0: plain rounding; default: the "
-                        "entropy model's own, 1 for tae-f2-ctx); needs a context entropy model")
+                        "entropy model's own: 1 for tae-f2-ctx, 0 for tae-f2-ft-ctx); needs a context entropy model")
     p.add_argument("--verify-refine", action="store_true",
                    help="decode each neural stream with and without faithful refinement, measure PSNR, MS-SSIM and "
                         "LPIPS of each against the original, and record in the stream which K helps without raising "
@@ -426,7 +427,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-entropy", help="train the context entropy model for tae-f2 latents")
     p.add_argument("--out", required=True, help="folder for model.safetensors, config.json and CARD.md")
     p.add_argument("--name", default="tae-f2-ctx", help="model name written into config.json")
-    p.add_argument("--model-id", type=int, default=3, help="entropy-model id streams will carry (2 and 3: the shipped context models)")
+    p.add_argument("--model-id", type=int, default=3, help="entropy-model id streams will carry (2, 3 and 5: the shipped context models; 4: "
+                        "the research models in docs/results)")
     p.add_argument("--iterations", dest="steps", type=int, default=1500,
                    help="training iterations: the total to reach (a resumed run continues)")
     p.add_argument("--batch-size", type=int, default=8)

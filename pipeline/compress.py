@@ -56,7 +56,8 @@ class CompressOptions:
             self.codec = CodecSpec(self.codec)
         from latentarc.codec.latent_coding import ENTROPY_MODELS
 
-        if self.codec.entropy_model not in ENTROPY_MODELS:  # a ctx:<folder> research model
+        chosen = self.codec.entropy_model
+        if chosen is not None and chosen not in ENTROPY_MODELS:  # a ctx:<folder> research model
             raise ValueError(f"archives use a shipped entropy model ({', '.join(ENTROPY_MODELS)}), not "
                              f"{self.codec.entropy_model!r}: its streams would decode only beside that folder")
         # checked here, not in every actor: a bad option fails the job before it starts (LatentSearch validates)

@@ -110,6 +110,7 @@ def test_every_shipped_weight_file_is_pinned():
     from latentarc.codec.weights import WEIGHTS_DIR, sha256_file
 
     pinned = {*refine.SHIPPED_DENOISERS.values(), *encoders.SHIPPED.values()}
+    pinned |= {sha for ft in encoders.SHIPPED_FT.values() for sha in (ft.encoder_sha256, ft.decoder_sha256)}
     pinned |= {c.sha256 for _, c in ENTROPY_MODELS.items() if isinstance(c, ContextCoder)}
     folders = [f for f in WEIGHTS_DIR.iterdir() if f.is_dir()]
     assert folders

@@ -2,6 +2,10 @@
 failing golden test pass: these files stand for archives already written by earlier releases).
 
     LATENTARC_MODEL_DIR=../shared/models python tests/golden/make_golden.py
+    LATENTARC_MODEL_DIR=../shared/models python tests/golden/make_golden.py --add tae-f2-ft.larc
+
+``--add`` writes only streams the manifest does not hold yet (a new model's), from the recorded sources, and
+leaves every existing file as it is.
 
 The source images are synthesised here (no third-party pixels): a smooth gradient with shapes and seeded
 noise, 96×64 RGB, plus a small baseline JPEG for the exact tier.
@@ -25,6 +29,7 @@ STREAMS = {  # file → (codec, encode options)
     "tae-f2-ctx.larc": ("tae-f2", ["--quality", "60", "--entropy-model", "tae-f2-ctx"]),
     "tae-f2-global-step.larc": ("tae-f2", ["--quality", "60", "--global-step"]),
     "tae-f2-rgba.larc": ("tae-f2", ["--quality", "60"]),
+    "tae-f2-ft.larc": ("tae-f2-ft", ["--quality", "60"]),  # its own decoder and context model
     "avif.larc": ("avif", ["--quality", "60"]),
     "jxl.larc": ("jxl", ["--quality", "60"]),
     "passthrough.larc": ("passthrough", []),
@@ -43,6 +48,38 @@ def synth_rgb(seed: int = 7, w: int = 96, h: int = 64) -> Image.Image:
     return img
 
 
+def add(names: list[str]) -> None:
+    """Write the streams ``names`` (new to the manifest) from the recorded sources and record them."""
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    src = HERE / "src"
+    for name, sha in manifest["sources"].items():
+        assert hashlib.sha256((src / name).read_bytes()).hexdigest() == sha, name
+    for fname in names:
+        assert fname in STREAMS and fname not in manifest["streams"], fname
+        codec, opts = STREAMS[fname]
+        source = "alpha.png" if "rgba" in fname else "scene.png"
+        _write(fname, codec, opts, source, manifest)
+    (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _cli() -> list[str]:
+    return [str(Path(sys.executable).with_name("latentarc"))]
+
+
+def _write(fname: str, codec: str, opts: list[str], source: str, manifest: dict) -> None:
+    """Encode ``source`` to ``fname``, decode it, and record what this release decodes (the test allows a small
+    tolerance for float differences across CPUs; the exact tier must match to the byte)."""
+    src = HERE / "src"
+    subprocess.run(_cli() + ["encode", str(src / source), str(HERE / fname), "--codec", codec, *opts], check=True)
+    dec = HERE / (fname + ".png")
+    subprocess.run(_cli() + ["decode", str(HERE / fname), str(dec)], check=True)
+    manifest["streams"][fname] = {
+        "source": source, "codec": codec, "options": opts,
+        "decoded_sha256": hashlib.sha256(np.asarray(Image.open(dec).convert("RGB")).tobytes()).hexdigest(),
+        "psnr": _psnr(src / source, dec)}
+    dec.unlink()
+
+
 def main() -> None:
     src = HERE / "src"
     shutil.rmtree(src, ignore_errors=True)
@@ -52,17 +89,12 @@ def main() -> None:
     rgba = synth_rgb(seed=3).convert("RGBA")
     rgba.putalpha(Image.fromarray(np.tile(np.linspace(0, 255, 96, dtype=np.uint8), (64, 1))))
     rgba.save(src / "alpha.png")
-    cli = [str(Path(sys.executable).with_name("latentarc"))]
     manifest = {"sources": {}, "streams": {}}
     for name in ("scene.png", "photo.jpg", "alpha.png"):
         manifest["sources"][name] = hashlib.sha256((src / name).read_bytes()).hexdigest()
     for fname, (codec, opts) in STREAMS.items():
-        source = "alpha.png" if "rgba" in fname else "scene.png"
-        subprocess.run(cli + ["encode", str(src / source), str(HERE / fname), "--codec", codec, *opts], check=True)
-        manifest["streams"][fname] = {"source": source, "codec": codec, "options": opts}
-    subprocess.run(cli + ["encode", str(src / "photo.jpg"), str(HERE / "jpeg-exact.larc"), "--codec", "jpeg-exact"],
-                   check=True)
-    manifest["streams"]["jpeg-exact.larc"] = {"source": "photo.jpg", "codec": "jpeg-exact", "options": []}
+        _write(fname, codec, opts, "alpha.png" if "rgba" in fname else "scene.png", manifest)
+    _write("jpeg-exact.larc", "jpeg-exact", [], "photo.jpg", manifest)
     table = HERE / "table"
     shutil.rmtree(table, ignore_errors=True)
     coll = HERE / "collection"
@@ -71,19 +103,10 @@ def main() -> None:
     shutil.copy(src / "scene.png", coll / "a" / "scene.png")
     shutil.copy(src / "photo.jpg", coll / "a" / "photo.jpg")
     (coll / "a" / "broken.jpg").write_bytes((src / "photo.jpg").read_bytes()[:300])
-    r = subprocess.run(cli + ["compress", str(coll), str(table), "--codec", "tae-f2", "--quality", "60",
-                              "--no-progress", "--workers", "1"])
+    r = subprocess.run(_cli() + ["compress", str(coll), str(table), "--codec", "tae-f2", "--quality", "60",
+                                 "--no-progress", "--workers", "1"])
     assert r.returncode == 1, r.returncode  # the broken file is an error row, by design
     shutil.rmtree(coll)
-    # the decoded pixels of each stream, as this release decodes them (the test allows a small tolerance for
-    # float differences across CPUs; the exact tier must match to the byte)
-    for fname in manifest["streams"]:
-        dec = HERE / (fname + ".png")
-        subprocess.run(cli + ["decode", str(HERE / fname), str(dec)], check=True)
-        manifest["streams"][fname]["decoded_sha256"] = hashlib.sha256(
-            np.asarray(Image.open(dec).convert("RGB")).tobytes()).hexdigest()
-        manifest["streams"][fname]["psnr"] = _psnr(src / manifest["streams"][fname]["source"], dec)
-        dec.unlink()
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -95,4 +118,7 @@ def _psnr(a: Path, b: Path) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--add"]:
+        add(sys.argv[2:])
+    else:
+        main()
