@@ -100,11 +100,11 @@ def pass_masks(cfg: ContextConfig, h: int, w: int) -> list[tuple[np.ndarray, np.
     anchor = checkerboard(h, w, 0)
     out = []
     for g, phase in pass_schedule(cfg):
-            before = group[:, None, None] < g
-            same = group[:, None, None] == g
-            avail = before | (same & anchor[None] if phase else np.zeros((1, 1, 1), bool))
-            coded = same & (anchor[None] if phase == 0 else ~anchor[None])
-            out.append((np.broadcast_to(avail, (cfg.channels, h, w)), np.broadcast_to(coded, (cfg.channels, h, w))))
+        before = group[:, None, None] < g
+        same = group[:, None, None] == g
+        avail = before | (same & anchor[None] if phase else np.zeros((1, 1, 1), bool))
+        coded = same & (anchor[None] if phase == 0 else ~anchor[None])
+        out.append((np.broadcast_to(avail, (cfg.channels, h, w)), np.broadcast_to(coded, (cfg.channels, h, w))))
     return out
 
 
