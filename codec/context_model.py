@@ -237,7 +237,8 @@ class IntegerContextNet:
 
     @torch.no_grad()
     def __call__(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Integer features (3C, h, w) → centre in units of 2^-6 latent, scale as ⌊8·log2 b⌉ (int64 each)."""
+        """Integer features (3C, h, w) → centre in units of 2^-6 latent, scale as ⌊8·log2 b⌉ (int64 each): the whole
+        network on one pass's features, the definition :meth:`passes` (what coding runs) must equal."""
         _, h, w = feats.shape
         c = self.cfg.channels
         mu = np.empty((c, h, w), np.int64)

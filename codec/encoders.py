@@ -140,9 +140,7 @@ def _finetuned_spec(ref: str) -> ModelSpec:
 
     def build(s: ModelSpec, opts: dict):
         meta = folder_meta(ref, decoder=True)
-        decoder = decoder_state(ref, meta["decoder_sha256"])
-        return _assemble(encoder_state(ref, meta["encoder_sha256"]), decoder, name=name,
-                         decoder_sha256=meta["decoder_sha256"])
+        return _finetuned(ref, name, meta["encoder_sha256"], meta["decoder_sha256"])
 
     return ModelSpec(name=name, description=f"fine-tuned {BASE_MODEL} autoencoder in {ref} (its own decoder)",
                      build=build)
@@ -153,10 +151,15 @@ def _build_shipped(s: ModelSpec, opts: dict):
     return _assemble(encoder, load_checkpoint(opts["paths"]["decoder"]))
 
 
+def _finetuned(folder: str | Path, name: str, encoder_sha256: str, decoder_sha256: str):
+    """A fine-tuned autoencoder from ``folder``'s two files (each checked against its hash), named ``name``, its
+    fingerprint the decoder file's hash."""
+    return _assemble(encoder_state(folder, encoder_sha256), decoder_state(folder, decoder_sha256), name=name,
+                     decoder_sha256=decoder_sha256)
+
+
 def _build_shipped_ft(s: ModelSpec, opts: dict):
-    folder = WEIGHTS_DIR / s.name
-    return _assemble(encoder_state(folder, opts["encoder_sha256"]), decoder_state(folder, opts["decoder_sha256"]),
-                     name=s.name, decoder_sha256=opts["decoder_sha256"])
+    return _finetuned(WEIGHTS_DIR / s.name, s.name, opts["encoder_sha256"], opts["decoder_sha256"])
 
 
 for _name, _ft in SHIPPED_FT.items():

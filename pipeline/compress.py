@@ -59,7 +59,7 @@ class CompressOptions:
         chosen = self.codec.entropy_model
         if chosen is not None and chosen not in ENTROPY_MODELS:  # a ctx:<folder> research model
             raise ValueError(f"archives use a shipped entropy model ({', '.join(ENTROPY_MODELS)}), not "
-                             f"{self.codec.entropy_model!r}: its streams would decode only beside that folder")
+                             f"{chosen!r}: its streams would decode only beside that folder")
         # checked here, not in every actor: a bad option fails the job before it starts (LatentSearch validates)
         from latentarc.codec.latent_search import LatentSearch
 

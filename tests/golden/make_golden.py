@@ -57,9 +57,13 @@ def add(names: list[str]) -> None:
     for fname in names:
         assert fname in STREAMS and fname not in manifest["streams"], fname
         codec, opts = STREAMS[fname]
-        source = "alpha.png" if "rgba" in fname else "scene.png"
-        _write(fname, codec, opts, source, manifest)
+        _write(fname, codec, opts, _source(fname), manifest)
     (HERE / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+
+
+def _source(fname: str) -> str:
+    """The source a stream of :data:`STREAMS` is encoded from."""
+    return "alpha.png" if "rgba" in fname else "scene.png"
 
 
 def _cli() -> list[str]:
@@ -93,7 +97,7 @@ def main() -> None:
     for name in ("scene.png", "photo.jpg", "alpha.png"):
         manifest["sources"][name] = hashlib.sha256((src / name).read_bytes()).hexdigest()
     for fname, (codec, opts) in STREAMS.items():
-        _write(fname, codec, opts, "alpha.png" if "rgba" in fname else "scene.png", manifest)
+        _write(fname, codec, opts, _source(fname), manifest)
     _write("jpeg-exact.larc", "jpeg-exact", [], "photo.jpg", manifest)
     table = HERE / "table"
     shutil.rmtree(table, ignore_errors=True)
