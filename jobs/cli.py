@@ -468,8 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
     p.add_argument("--quality-range", default="0,100", metavar="LO,HI", help="qualities drawn per example")
-    p.add_argument("--rate-model", choices=["tae-f2-ctx", "laplace"], default="tae-f2-ctx",
-                   help="differentiable code length: the context model (default) or a per-channel Laplacian")
+    p.add_argument("--rate-model", default="tae-f2-ctx", metavar="NAME",
+                   help="differentiable code length: a context entropy model by name (tae-f2-ctx, the default; "
+                        "tae-f2-ft-ctx; ctx:<folder>), or laplace for a per-channel Laplacian")
     p.add_argument("--rate-weight", type=float, default=1.0,
                    help="λ in units of the codec's high-rate RD slope at each example's steps (0: distortion only)")
     p.add_argument("--proxy", choices=["ste", "noise"], default="ste",

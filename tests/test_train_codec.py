@@ -288,3 +288,35 @@ def test_bfloat16_training_follows_the_float32_gradient(tmp_path):
     assert "batch 1, bfloat16" in (out / "CARD.md").read_text()
     with pytest.raises(ValueError, match="precision"):
         tc.TrainConfig(out=str(out), precision="float16")
+
+
+def test_rate_model_prices_the_bits_of_the_coder_it_names(tmp_path):
+    """--rate-model NAME trains against that context model's float twin: on integer symbols of a real crop, coded
+    by the fine-tuned encoder at the codec's adaptive steps, its code length is the integer coder's ideal length
+    (within 2%) for the fine-tuned model's own context model and for the stock one, and the two models price the
+    same symbols differently; a name that is not a context model is refused before training."""
+    import numpy as np
+
+    from latentarc.codec.latent_coding import coder
+    from latentarc.codec.models import load_model
+    from latentarc.codec.neural import quality_to_step
+    from latentarc.codec.quantize import choose_params, decoder_sensitivity, quantize
+
+    model = load_model("tae-f2-ft", device="cpu")
+    x = torch.from_numpy(photo_crop(5, 128).rgb).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        z = model.encoder(x)[0]
+    qp = choose_params(z.numpy(), quality_to_step(40.0), decoder_sensitivity(model, z))
+    symbols = quantize(z.numpy(), qp)
+    u = torch.from_numpy(symbols).double()[None].float()
+    steps = torch.from_numpy(qp.step_values())[None].float()
+    bits = {}
+    for name in ("tae-f2-ft-ctx", "tae-f2-ctx"):
+        exact = coder(name).model.ideal_bits(symbols, qp.steps)
+        bits[name] = float(tc.rate_model(name)(u, steps)[0])
+        assert bits[name] == pytest.approx(exact, rel=0.02), name
+    assert abs(bits["tae-f2-ft-ctx"] / bits["tae-f2-ctx"] - 1) > 0.01
+    assert np.isfinite(float(tc.rate_model("laplace")(u, steps)[0]))
+    for bad in ("per-channel", "no-such-model"):
+        with pytest.raises(ValueError):
+            tc.TrainConfig(out=str(tmp_path), rate_model=bad)

@@ -13,9 +13,10 @@ Objective, per example i (a random crop at a quality drawn uniformly over ``--qu
   codec's fixed point, ``w_c`` the decoder's mean squared Jacobian norm measured on the example's own latent
   (Hutchinson, as ``codec/quantize.py``), channels centred on their mean. The decoder sees the real rounded
   latent with a straight-through gradient (``--proxy ste``) or additive uniform noise (``--proxy noise``).
-* R is the code length of the noisy latent (u + U(−½, ½) in step units) under the shipped context entropy model
-  (``--rate-model tae-f2-ctx``: its 8 passes, the float twin of the integer network, frozen) or a per-channel
-  Laplacian (``--rate-model laplace``).
+* R is the code length of the noisy latent (u + U(−½, ½) in step units) under a context entropy model
+  (``--rate-model NAME``: its 8 passes, the float twin of the integer network, frozen; ``tae-f2-ctx`` by default,
+  the model a stage-3 run retrained for this encoder's latents once there is one) or a per-channel Laplacian
+  (``--rate-model laplace``).
 * λ_i = ``--rate-weight`` · 4 ln 2 · MSE_q,i is the high-rate slope of the codec's own RD curve at that step
   (MSE_q,i = Σ_c min(Δ_c²/12, var_c) · w_c / 192, the quantization noise the decoder Jacobian predicts): a change
   of the encoder that saves bits for less distortion than the curve's own trade is a gain at every quality.
@@ -66,7 +67,7 @@ from latentarc.jobs.research.checkpoints import lineage, load_checkpoint, restor
 from latentarc.jobs.research.training_data import (DEFAULT_HELD_OUT, DEFAULT_TRAIN, image_files, image_sets,
                                                    sha256_file, terms_lines, training_files)
 
-RATE_MODELS = ("tae-f2-ctx", "laplace")
+LAPLACE_RATE = "laplace"  # --rate-model: a per-channel Laplacian; any other value names a context model
 PROXIES = ("ste", "noise")
 LPIPS_FORMS = ("linear", "log")
 EVAL_QUALITIES = (10, 40, 70)
@@ -123,8 +124,8 @@ class TrainConfig:
         lo, hi = self.quality_range
         if not 0 <= lo <= hi <= 100:
             raise ValueError(f"--quality-range must lie in [0, 100], got {lo},{hi}")
-        if self.rate_model not in RATE_MODELS:
-            raise ValueError(f"--rate-model must be one of {', '.join(RATE_MODELS)}")
+        if self.rate_model != LAPLACE_RATE:
+            context_coder(self.rate_model)  # ValueError now rather than at the first step
         if self.proxy not in PROXIES:
             raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
         if self.lpips_form not in LPIPS_FORMS:
@@ -244,15 +245,16 @@ def _discrete_laplace_bits(u: torch.Tensor, mu: torch.Tensor, lam: torch.Tensor)
 
 
 class ContextRate(torch.nn.Module):
-    """Code length under the shipped context model (``tae-f2-ctx``): the float twin of its integer network (weights
-    / 2¹², biases / 2¹⁸), frozen, run over its 2·G passes on the noisy latent."""
+    """Code length under a context entropy model by name (``tae-f2-ctx``, ``tae-f2-ft-ctx``, ``ctx:<folder>``): the
+    float twin of its integer network (weights / 2¹², biases / 2¹⁸), frozen, run over its 2·G passes on the noisy
+    latent. Training against the model the streams will be coded with prices the bits the codec will spend."""
 
-    def __init__(self):
+    def __init__(self, name: str = "tae-f2-ctx"):
         from latentarc.codec import context_model as cm
-        from latentarc.codec.latent_coding import coder
 
         super().__init__()
-        shipped = coder("tae-f2-ctx").model
+        shipped = context_coder(name).model
+        self.name = name
         self.cfg = shipped.cfg
         self.net = cm.ContextNet(self.cfg)
         scale = float(1 << cm.WEIGHT_BITS)
@@ -291,8 +293,22 @@ class LaplaceRate(torch.nn.Module):
         return _discrete_laplace_bits(u, torch.zeros_like(u), lam.expand_as(u)).sum(dim=(1, 2, 3))
 
 
+def context_coder(name: str):
+    """The context entropy model ``name`` names (the entropy-model registry: shipped names and ``ctx:<folder>``);
+    ``ValueError`` for an unknown name or one that is not a context model (per-channel has no network to train
+    against: ``--rate-model laplace`` stands in for it)."""
+    from latentarc.codec.latent_coding import ContextCoder, coder
+
+    c = coder(name)
+    if not isinstance(c, ContextCoder):
+        raise ValueError(f"--rate-model {name}: not a context entropy model; use {LAPLACE_RATE} for a per-channel "
+                         "stand-in")
+    return c
+
+
 def rate_model(name: str) -> torch.nn.Module:
-    return ContextRate() if name == "tae-f2-ctx" else LaplaceRate()
+    """``--rate-model``: :data:`LAPLACE_RATE` or a context entropy model's name (:class:`ContextRate`)."""
+    return LaplaceRate() if name == LAPLACE_RATE else ContextRate(name)
 
 
 def lpips_loss(weight: float):
