@@ -467,7 +467,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=int, default=256, help="training crop in pixels (multiple of 8)")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--warmup", type=int, default=50, help="linear learning-rate warm-up steps")
-    p.add_argument("--quality-range", default="0,100", metavar="LO,HI", help="qualities drawn per example")
+    p.add_argument("--quality-range", default="0,100", metavar="LO,HI",
+                   help="qualities drawn per example; down to -17, the coarser steps rate control reaches below "
+                        "quality 0 (step 12 at -16.3)")
     p.add_argument("--rate-model", default="tae-f2-ctx", metavar="NAME",
                    help="differentiable code length: a context entropy model by name (tae-f2-ctx, the default; "
                         "tae-f2-ft-ctx; ctx:<folder>), or laplace for a per-channel Laplacian")

@@ -320,3 +320,23 @@ def test_rate_model_prices_the_bits_of_the_coder_it_names(tmp_path):
     for bad in ("per-channel", "no-such-model"):
         with pytest.raises(ValueError):
             tc.TrainConfig(out=str(tmp_path), rate_model=bad)
+
+
+def test_qualities_below_zero_train_the_rate_controls_coarser_steps(tmp_path):
+    """--quality-range may start below 0: those examples train at the coarser base steps rate control reaches
+    (continuing the knob's doubling every 17.5 points, clipped at STEP_COARSEST), and a real step at them runs;
+    below the coarsest step's quality the range is refused."""
+    from latentarc.codec.neural import STEP_COARSEST, quality_to_step
+
+    assert tc.training_step(0.0) == quality_to_step(0.0)
+    assert tc.training_step(-17.5) == STEP_COARSEST
+    assert tc.training_step(-8.75) == pytest.approx(quality_to_step(0.0) * 2 ** 0.5)
+    assert tc.training_step(-1e-9) == pytest.approx(quality_to_step(0.0))
+    assert tc.MIN_TRAIN_QUALITY == -17
+    out = tmp_path / "run"
+    r = tc.train(tc.TrainConfig(out=str(out), images=str(TRAIN), held_out=str(PHOTOS), steps=1, batch=2, crop=64,
+                                quality_range=(-17.0, -10.0), log_every=1, threads=1, device="cpu", eval_photos=0,
+                                sens_window=8))
+    assert r.step == 1 and math.isfinite(r.history[0]["loss"]) and r.history[0]["quality"] < -10
+    with pytest.raises(ValueError, match="quality-range"):
+        tc.TrainConfig(out=str(out), quality_range=(-18.0, 100.0))

@@ -59,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from latentarc.codec.neural import quality_to_step
+from latentarc.codec.neural import STEP_COARSEST, quality_to_step
 from latentarc.codec.precision import native_bfloat16
 from latentarc.codec.quantize import FIXED_POINT, MAX_STEP, MIN_STEP
 from latentarc.codec.spec import ENCODER_PRECISIONS
@@ -122,8 +122,8 @@ class TrainConfig:
         if self.batch < 1 or self.accumulate < 1 or self.steps < 0:
             raise ValueError("--batch and --accumulate must be ≥ 1 and --steps ≥ 0")
         lo, hi = self.quality_range
-        if not 0 <= lo <= hi <= 100:
-            raise ValueError(f"--quality-range must lie in [0, 100], got {lo},{hi}")
+        if not MIN_TRAIN_QUALITY <= lo <= hi <= 100:
+            raise ValueError(f"--quality-range must lie in [{MIN_TRAIN_QUALITY}, 100], got {lo},{hi}")
         if self.rate_model != LAPLACE_RATE:
             context_coder(self.rate_model)  # ValueError now rather than at the first step
         if self.proxy not in PROXIES:
@@ -234,6 +234,21 @@ def channel_means(z: torch.Tensor) -> torch.Tensor:
     return torch.round(z.detach().mean(dim=(2, 3)) * FIXED_POINT) / FIXED_POINT
 
 
+# ------------------------------------------------------------------ qualities
+#: the lowest ``--quality-range``: qualities below 0 stand for the coarser base steps that rate control
+#: (``--target-bpp``, ``--max-bpp``) reaches beyond the quality knob, halving every 17.5 points as the knob does,
+#: up to the rate control's coarsest step; a model never trained there serves its lowest rates untrained
+MIN_TRAIN_QUALITY = math.floor(-17.5 * math.log2(STEP_COARSEST / quality_to_step(0.0)))
+
+
+def training_step(quality: float) -> float:
+    """The base step an example drawn at ``quality`` is trained at: the codec's own for 0–100, below 0 the step
+    doubling every 17.5 points further, clipped to ``STEP_COARSEST``."""
+    if quality >= 0:
+        return quality_to_step(quality)
+    return min(STEP_COARSEST, quality_to_step(0.0) * 2.0 ** (-quality / 17.5))
+
+
 # ------------------------------------------------------------------ rate models
 def _discrete_laplace_bits(u: torch.Tensor, mu: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Bits of ``u`` (step units) under P(r) ∝ exp(−λ|r − μ|) on the integers, fractional centre — the law of
@@ -339,7 +354,7 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     with amp:
         z = encoder(x).float()
         sens = channel_sensitivity(decoder, z, cfg.sens_probes, gen, cfg.sens_window)
-    base = torch.tensor([quality_to_step(float(q)) for q in quality], device=z.device)
+    base = torch.tensor([training_step(float(q)) for q in quality], device=z.device)
     steps = adaptive_steps(sens, base)
     delta = steps[:, :, None, None]
     mu = channel_means(z)[:, :, None, None]
