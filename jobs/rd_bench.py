@@ -757,6 +757,8 @@ def run_rd_bench(images, codecs=DEFAULT_CODECS, qualities=None, out_dir="rd-benc
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor, as_completed
 
+            for c in names:  # a bad name or model folder: its own error here, not a broken pool of workers
+                build_codec(c, weights=weights, device="cpu")
             with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                      initializer=_init_worker, initargs=(names, weights, device, threads, True)) as pool:
                 for fut in as_completed([pool.submit(bench_image, str(f), crop, p, metrics) for f, p in todo]):

@@ -314,3 +314,9 @@ def test_rd_bench_resumes_and_extends_a_run(tmp_path, two_photos):
         run_rd_bench(two_photos, "jpeg", [30], out, crop=64, metrics="psnr")
     with pytest.raises(ValueError, match="other settings"):
         run_rd_bench(two_photos, "jpeg", [20, "0.5bpp", 80], out, crop=48, metrics="psnr")
+    # a model folder that is not there: the error names it before any worker starts
+    from latentarc.codec.errors import ModelError
+
+    with pytest.raises(ModelError, match="not a train-codec folder"):
+        run_rd_bench(two_photos, f"tae-f2-ft:{tmp_path / 'missing'}", [20], tmp_path / "rd2", crop=64,
+                     metrics="psnr", workers=2)
