@@ -470,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-range", default="0,100", metavar="LO,HI",
                    help="qualities drawn per example; down to -17, the coarser steps rate control reaches below "
                         "quality 0 (step 12 at -16.3); a negative LO needs the = form: --quality-range=-17,100")
+    p.add_argument("--scale-range", default="0.5,1", metavar="LO,HI",
+                   help="training photos rescaled by a random factor in [LO, HI] before cropping (0.25–2; above 1 "
+                        "an upscale: the smooth content of large photos)")
     p.add_argument("--rate-model", default="tae-f2-ctx", metavar="NAME",
                    help="differentiable code length: a context entropy model by name (tae-f2-ctx, the default; "
                         "tae-f2-ft-ctx; ctx:<folder>), or laplace for a per-channel Laplacian")

@@ -84,6 +84,31 @@ def test_crops_do_not_depend_on_the_photo_cache():
     assert cached._cache and not uncached._cache
 
 
+def test_scale_range_above_one_gives_smooth_crops(tmp_path):
+    """--scale-range: crops of the same training photos upscaled ×2 carry far less pixel-to-pixel detail than
+    crops downscaled ×0.5 (the smooth content of large photos against the dense detail of small ones); the range
+    is checked and written into the card."""
+    import numpy as np
+
+    from latentarc.jobs.research.training_data import training_files
+
+    files = training_files(TRAIN, PHOTOS)[:6]
+
+    def detail(scale):
+        sampler = tc.CropSampler(files, 64, np.random.default_rng(4), scale=scale)
+        return np.mean([np.abs(np.diff(sampler.sample().astype(np.float32), axis=1)).mean() for _ in range(24)])
+
+    small, large = detail((0.5, 0.5)), detail((2.0, 2.0))
+    assert large < 0.6 * small, (small, large)
+    with pytest.raises(ValueError, match="scale-range"):
+        tc.TrainConfig(out=str(tmp_path), scale_range=(1.0, 3.0))
+    out = tmp_path / "run"
+    tc.train(tc.TrainConfig(out=str(out), images=str(TRAIN), held_out=str(PHOTOS), steps=1, batch=1, crop=64,
+                            scale_range=(1.0, 1.5), log_every=1, threads=1, device="cpu", eval_photos=0,
+                            sens_window=8))
+    assert "rescaled by a factor in\n  [1.0, 1.5]" in (out / "CARD.md").read_text()
+
+
 def test_stage_two_is_a_model_of_its_own(tmp_path):
     """--train-decoder continues a stage-1 run with the decoder trained too: the folder loads as tae-f2-ft:<folder>,
     with its own fingerprint; its streams name it and decode with it, and the stock decoder refuses them."""

@@ -37,8 +37,9 @@ LPIPS is worth 1% less MSE), which is how BD-rate on the LPIPS axis (−10·log1
 at W = 1 valued 0.01 of LPIPS like 1% of MSE, and the stage-2 run it trained bought PSNR with blur
 (docs/training.md).
 
-Data: random crops of the training photos (``../shared/data/train``) after a random downscale by 0.5–1 (which
-also hides their JPEG artefacts) and a random flip. Held-out photos (``../shared/data/photos``) are refused, by
+Data: random crops of the training photos (``../shared/data/train``) after a random rescale by a factor in
+``--scale-range`` (default 0.5–1, a downscale, which also hides their JPEG artefacts; above 1, an upscale: the
+smooth content of large photos) and a random flip. Held-out photos (``../shared/data/photos``) are refused, by
 path and by content hash. Checkpoints (``checkpoint.pt``: encoder, optimiser, RNG states, history) are written
 every ``--save-every`` steps or ``--save-minutes``, and on exit or SIGTERM; rerunning with the same ``--out``
 resumes, ``--steps`` being the total to reach. A finished run exports ``encoder.safetensors``, ``config.json``
@@ -90,6 +91,7 @@ class TrainConfig:
     lr: float = 1e-4
     warmup: int = 50
     quality_range: tuple[float, float] = (0.0, 100.0)
+    scale_range: tuple[float, float] = (0.5, 1.0)  # training photos rescaled by a factor drawn here (CropSampler)
     rate_model: str = "tae-f2-ctx"
     rate_weight: float = 1.0
     proxy: str = "ste"
@@ -124,6 +126,9 @@ class TrainConfig:
         lo, hi = self.quality_range
         if not MIN_TRAIN_QUALITY <= lo <= hi <= 100:
             raise ValueError(f"--quality-range must lie in [{MIN_TRAIN_QUALITY}, 100], got {lo},{hi}")
+        lo, hi = self.scale_range
+        if not 0.25 <= lo <= hi <= 2.0:
+            raise ValueError(f"--scale-range must lie in [0.25, 2], got {lo},{hi}")
         if self.rate_model != LAPLACE_RATE:
             context_coder(self.rate_model)  # ValueError now rather than at the first step
         if self.proxy not in PROXIES:
@@ -155,14 +160,16 @@ class TrainResult:
 
 # ------------------------------------------------------------------ data
 class CropSampler:
-    """Random ``crop``×``crop`` RGB crops: a random training file, downscaled by a random factor in [0.5, 1]
-    (no smaller than the crop allows), a random window and a random horizontal flip.
+    """Random ``crop``×``crop`` RGB crops: a random training file, rescaled by a random factor in ``scale`` (default
+    [0.5, 1]: downscaled, which also hides JPEG artefacts; no smaller than the crop allows; above 1 upscaled, which
+    gives the smooth, band-limited content of large photos), a random window and a random horizontal flip.
 
     Decoded photos are kept in memory up to ``cache_mb`` (then later ones are decoded on each draw): on a GPU the
     JPEG decoding of every draw, not the network, would set the pace. The crops do not depend on the cache."""
 
-    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator, cache_mb: float = 0.0):
-        self.files, self.crop, self.rng = files, crop, rng
+    def __init__(self, files: list[Path], crop: int, rng: np.random.Generator, cache_mb: float = 0.0,
+                 scale: tuple[float, float] = (0.5, 1.0)):
+        self.files, self.crop, self.rng, self.scale = files, crop, rng, scale
         self._cache: dict[int, np.ndarray] = {}
         self._cache_left = int(cache_mb * 2**20)
 
@@ -183,10 +190,10 @@ class CropSampler:
         for _ in range(100):
             im = self._photo(int(self.rng.integers(len(self.files))))
             w, h = im.size
-            lo = max(0.5, self.crop / min(w, h))
-            if lo > 1.0:
-                continue  # smaller than the crop
-            s = self.rng.uniform(lo, 1.0)
+            lo, hi = max(self.scale[0], self.crop / min(w, h)), self.scale[1]
+            if lo > hi:
+                continue  # smaller than the crop even at the largest scale
+            s = self.rng.uniform(lo, hi)
             size = (max(self.crop, round(w * s)), max(self.crop, round(h * s)))
             if size != (w, h):
                 im = im.resize(size, Image.BICUBIC, reducing_gap=3.0)
@@ -194,7 +201,7 @@ class CropSampler:
             y0 = self.rng.integers(0, size[1] - self.crop + 1)
             rgb = np.asarray(im.crop((x0, y0, x0 + self.crop, y0 + self.crop)))
             return rgb[:, ::-1] if self.rng.random() < 0.5 else rgb
-        raise ValueError(f"no training image is at least {self.crop} px on its short side")
+        raise ValueError(f"no training image is at least {self.crop} px on its short side at scale {self.scale[1]:g}")
 
     def batch(self, n: int, device) -> torch.Tensor:
         x = np.stack([self.sample() for _ in range(n)]).astype(np.float32) / 255.0
@@ -445,7 +452,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         print(f"resuming {out} at step {step} ({seconds:.0f} s trained)", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     chunk = {"from_step": step, "config": _jsonable(cfg), "device": str(device), "threads": torch.get_num_threads()}
-    sampler = CropSampler(files, cfg.crop, rng, cfg.cache_mb)
+    sampler = CropSampler(files, cfg.crop, rng, cfg.cache_mb, cfg.scale_range)
     stop = {"signal": None}
 
     def on_term(signum, _frame):
@@ -623,7 +630,8 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
 
 Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {about}
 
-- **Data**: {t['images_count']} training photos under `{images}`:
+- **Data**: {t['images_count']} training photos under `{images}`, random crops rescaled by a factor in
+  {list(cfg.scale_range)}:
 {sets}
 
   Weights trained on these inherit their terms: **non-commercial research use**. Held out (never trained on,
@@ -783,11 +791,13 @@ def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
 # ------------------------------------------------------------------ CLI edge
 def config_from_args(a) -> TrainConfig:
     lo, hi = (float(v) for v in a.quality_range.split(","))
+    s_lo, s_hi = (float(v) for v in a.scale_range.split(","))
     if not a.out and not a.eval_only:
         raise ValueError("train-codec needs --out FOLDER (checkpoints, the encoder and its card go there)")
     return TrainConfig(out=a.out or "", images=a.images, held_out=a.held_out, steps=a.steps, batch=a.batch,
                        accumulate=a.accumulate, crop=a.crop,
-                       lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), rate_model=a.rate_model,
+                       lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), scale_range=(s_lo, s_hi),
+                       rate_model=a.rate_model,
                        rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
                        lpips_form=a.lpips_form, range_weight=a.range_weight,
                        sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
