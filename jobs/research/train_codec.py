@@ -243,8 +243,8 @@ def channel_means(z: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ qualities
 #: the lowest ``--quality-range``: qualities below 0 stand for the coarser base steps that rate control
-#: (``--target-bpp``, ``--max-bpp``) reaches beyond the quality knob, halving every 17.5 points as the knob does,
-#: up to the rate control's coarsest step; a model never trained there serves its lowest rates untrained
+#: (``--target-bpp``, ``--max-bpp``) reaches beyond the quality knob, the step doubling every 17.5 points down as on
+#: the knob, up to the rate control's coarsest step; a model never trained there serves its lowest rates untrained
 MIN_TRAIN_QUALITY = math.floor(-17.5 * math.log2(STEP_COARSEST / quality_to_step(0.0)))
 
 
