@@ -365,3 +365,24 @@ def test_qualities_below_zero_train_the_rate_controls_coarser_steps(tmp_path):
     assert r.step == 1 and math.isfinite(r.history[0]["loss"]) and r.history[0]["quality"] < -10
     with pytest.raises(ValueError, match="quality-range"):
         tc.TrainConfig(out=str(out), quality_range=(-18.0, 100.0))
+
+
+def test_rd_slope_finds_the_rate_term_underpricing_bits_at_coarse_steps():
+    """rd_slope on real training crops, the shipped fine-tuned model and its context model: coarser steps cost
+    fewer bits and the real slope −dD/dR ÷ D grows as the rate falls, while the rate term's λ ÷ D saturates, so
+    at the coarsest steps the real slope outgrows λ several times over what it is at quality 30."""
+    import numpy as np
+
+    from latentarc.codec.models import load_model
+    from latentarc.jobs.research import rd_slope
+
+    model = load_model("tae-f2-ft", device="cpu")
+    ctx = tc.context_coder("tae-f2-ft-ctx").model
+    pics = rd_slope.crops(3, 128)
+    assert len(pics) == 3 and all(p.shape == (128, 128, 3) for p in pics)
+    mid = [rd_slope.measure(model, ctx, p, 30.0) for p in pics]
+    low = [rd_slope.measure(model, ctx, p, -16.0) for p in pics]
+    for m, lo in zip(mid, low):
+        assert lo.step > m.step and lo.bpp < m.bpp and lo.real > m.real > 0
+    ratio = np.median([lo.real / lo.formula for lo in low]) / np.median([m.real / m.formula for m in mid])
+    assert ratio > 4, ratio
