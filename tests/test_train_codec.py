@@ -333,7 +333,7 @@ def test_rate_model_prices_the_bits_of_the_coder_it_names(tmp_path):
         z = model.encoder(x)[0]
     qp = choose_params(z.numpy(), quality_to_step(40.0), decoder_sensitivity(model, z))
     symbols = quantize(z.numpy(), qp)
-    u = torch.from_numpy(symbols).double()[None].float()
+    u = torch.from_numpy(symbols).float()[None]
     steps = torch.from_numpy(qp.step_values())[None].float()
     bits = {}
     for name in ("tae-f2-ft-ctx", "tae-f2-ctx"):

@@ -4,7 +4,7 @@ The rate term weighs bits by λ = 4 ln 2 · MSE_q, the high-rate slope of the RD
 min(Δ_c²/12, var_c) · w_c / 192. Where that differs from the real slope −dD/dR, training does not compare at
 equal quality: it buys distortion with bits the curve prices higher (or the reverse). This measures both on real
 crops: the real slope by coding at the base step ×/÷ ``rel`` (ideal bits under a context entropy model, decoded
-MSE), λ from the same formula with the codec's normalised sensitivity. That normalisation is a constant factor
+MSE), λ from the trainer's own ``high_rate_slope`` with the codec's normalised sensitivity, a constant factor
 per crop, so λ / D is comparable across qualities, not in absolute value.
 
     python -m latentarc.jobs.research.rd_slope --codec tae-f2-ft --entropy-model tae-f2-ft-ctx --crops 8
@@ -13,7 +13,6 @@ per crop, so λ / D is comparable across qualities, not in absolute value.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,7 +32,7 @@ def measure(model, context_model, rgb: np.ndarray, quality: float, rel: float = 
     """Both slopes for one (H, W, 3) uint8 crop at ``quality`` (below 0: ``training_step``'s coarser steps)."""
     from latentarc.codec.quantize import choose_params, decoder_sensitivity, dequantize, quantize
 
-    from .train_codec import training_step
+    from .train_codec import high_rate_slope, training_step
 
     x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
@@ -50,11 +49,9 @@ def measure(model, context_model, rgb: np.ndarray, quality: float, rel: float = 
         points.append((context_model.ideal_bits(symbols, qp.steps) / pixels, float((y - x).pow(2).mean())))
     (r_fine, d_fine), (r_coarse, d_coarse) = points
     d = (d_fine + d_coarse) / 2
-    qp = choose_params(z.numpy(), step, sens)
-    var = z.numpy().reshape(z.shape[0], -1).var(axis=1)
-    mse_q = float((np.minimum(qp.step_values() ** 2 / 12, var) * sens).sum() / 192)
-    return Slope(quality, step, (r_fine + r_coarse) / 2, (d_coarse - d_fine) / (r_fine - r_coarse) / d,
-                 4 * math.log(2) * mse_q / d)
+    steps = torch.from_numpy(choose_params(z.numpy(), step, sens).step_values())
+    lam = float(high_rate_slope(steps, z.double().var(dim=(1, 2)), torch.from_numpy(sens)))
+    return Slope(quality, step, (r_fine + r_coarse) / 2, (d_coarse - d_fine) / (r_fine - r_coarse) / d, lam / d)
 
 
 def crops(count: int, size: int) -> list[np.ndarray]:

@@ -276,7 +276,6 @@ class ContextRate(torch.nn.Module):
 
         super().__init__()
         shipped = context_coder(name).model
-        self.name = name
         self.cfg = shipped.cfg
         self.net = cm.ContextNet(self.cfg)
         scale = float(1 << cm.WEIGHT_BITS)
@@ -343,6 +342,13 @@ def lpips_loss(weight: float):
     return loss
 
 
+def high_rate_slope(steps: torch.Tensor, latent_var: torch.Tensor, sens: torch.Tensor) -> torch.Tensor:
+    """λ per unit of ``--rate-weight``: 4 ln 2 · MSE_q, MSE_q = Σ_c min(Δ_c²/12, var_c) · w_c / 192, the high-rate
+    slope −dD/dbpp of the codec's RD curve at per-channel ``steps`` (the last axis is the channel's)."""
+    mse_q = (torch.minimum(steps.pow(2) / 12, latent_var) * sens).sum(-1) / _VALUES_PER_LATENT
+    return 4 * math.log(2) * mse_q
+
+
 # ------------------------------------------------------------------ one step
 @dataclass(frozen=True)
 class StepFigures:
@@ -372,10 +378,8 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
         x_hat = decoder(mu + u_hat * delta).float()
     d = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
     bpp = rate(noisy, steps) / (x.shape[2] * x.shape[3])
-    with torch.no_grad():  # the RD slope at each example's steps: λ = 4 ln 2 · MSE_q (module docstring)
-        var = z.detach().var(dim=(2, 3))
-        mse_q = (torch.minimum(steps.pow(2) / 12, var) * sens.float()).sum(1) / _VALUES_PER_LATENT
-        lam = cfg.rate_weight * 4 * math.log(2) * mse_q
+    with torch.no_grad():  # the RD slope at each example's steps (module docstring)
+        lam = cfg.rate_weight * high_rate_slope(steps, z.detach().var(dim=(2, 3)), sens.float())
     loss = ((d + lam * bpp) / d.detach().clamp_min(1e-10)).mean()
     if cfg.range_weight:
         loss = loss + cfg.range_weight * F.relu(z.abs() - LATENT_RANGE).pow(2).mean()
