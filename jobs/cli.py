@@ -477,7 +477,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="differentiable code length: a context entropy model by name (tae-f2-ctx, the default; "
                         "tae-f2-ft-ctx; ctx:<folder>), or laplace for a per-channel Laplacian")
     p.add_argument("--rate-weight", type=float, default=1.0,
-                   help="λ in units of the codec's high-rate RD slope at each example's steps (0: distortion only)")
+                   help="λ in units of the codec's RD slope at each example's steps (0: distortion only)")
+    p.add_argument("--rate-proxy", choices=["ste", "noise"], default="ste",
+                   help="what the rate term codes: the rounded symbols, straight-through (default: the bits the "
+                        "stream spends), or the noisy latent (overcharges low rates 2-4x)")
+    p.add_argument("--rate-slope", choices=["formula", "measured", "objective"], default="formula",
+                   help="that slope: the high-rate formula (default), or measured per example by coding it again at "
+                        "steps × 1.25 (costs a decoder and rate-model pass; prices bits right at coarse steps): of "
+                        "the MSE (measured) or of the whole distortion objective, its perceptual term too (objective)")
     p.add_argument("--proxy", choices=["ste", "noise"], default="ste",
                    help="quantization seen by the decoder: real rounding, straight-through (default), or noise")
     p.add_argument("--lpips-weight", type=float, default=0.0,

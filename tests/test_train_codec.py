@@ -347,6 +347,84 @@ def test_rate_model_prices_the_bits_of_the_coder_it_names(tmp_path):
             tc.TrainConfig(out=str(tmp_path), rate_model=bad)
 
 
+def test_rate_proxy_ste_charges_the_streams_bits_where_the_noisy_latent_overcharges():
+    """--rate-proxy ste prices the symbols the coder writes: on a real crop coded by the fine-tuned encoder at the
+    coarse steps of quality 0 and −16, its code length of the continuous latent is the integer coder's ideal length
+    of its symbols (within 2%), with a gradient back to the latent; the noisy latent (``noise``) is charged more
+    than 1.5× that at −16, the error that made the rate term a poor guide at low rates."""
+    from latentarc.codec.latent_coding import coder
+    from latentarc.codec.models import load_model
+    from latentarc.codec.quantize import centred, choose_params, decoder_sensitivity, quantize
+
+    model = load_model("tae-f2-ft", device="cpu")
+    x = torch.from_numpy(photo_crop(5, 128).rgb).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        z = model.encoder(x)[0]
+    sens = decoder_sensitivity(model, z)
+    exact = coder("tae-f2-ft-ctx").model
+    over = {}
+    for quality in (0.0, -16.0):
+        qp = choose_params(z.numpy(), tc.training_step(quality), sens)
+        u = torch.from_numpy(centred(z.numpy(), qp)).float()[None].requires_grad_(True)
+        steps = torch.from_numpy(qp.step_values())[None].float()
+        ideal = exact.ideal_bits(quantize(z.numpy(), qp), qp.steps)
+        ste = tc.rate_model("tae-f2-ft-ctx", "ste")(tc.rate_input(u, None, "ste"), steps)[0]
+        assert float(ste) == pytest.approx(ideal, rel=0.02), quality
+        ste.backward()
+        assert float(u.grad.abs().sum()) > 0
+        eps = torch.rand(u.shape, generator=torch.Generator().manual_seed(0)) - 0.5
+        with torch.no_grad():
+            noisy = float(tc.rate_model("tae-f2-ft-ctx", "noise")(tc.rate_input(u, eps, "noise"), steps)[0])
+        over[quality] = noisy / ideal
+    assert over[-16.0] > 1.5 and over[-16.0] > over[0.0] > 1, over
+    with pytest.raises(ValueError, match="rate-proxy"):
+        tc.TrainConfig(out="unused", rate_proxy="uniform")
+
+
+def x_hat(model, mu, u, steps):
+    return model.decoder(mu + torch.round(u) * steps[:, :, None, None])
+
+
+def test_measured_slope_prices_bits_at_coarse_steps_higher_than_the_formula():
+    """--rate-slope measured: on real training crops coded by the fine-tuned model, the secant −ΔD/ΔR is positive
+    and finite, and relative to the high-rate formula it grows from quality 30 to −16 (the formula saturates),
+    so λ follows the codec's real trade where the formula would hand out bits cheaply. ``objective`` adds the
+    perceptual term's change: never less, and at W = 2 (log form) more than twice the MSE's slope."""
+    import contextlib
+
+    import numpy as np
+
+    from latentarc.codec.models import load_model
+    from latentarc.jobs.research import rd_slope
+
+    model = load_model("tae-f2-ft", device="cpu")
+    x = torch.from_numpy(np.stack(rd_slope.crops(3, 128))).permute(0, 3, 1, 2).float() / 255
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        z = model.encoder(x).float()
+    sens = tc.channel_sensitivity(model.decoder, z, 1, gen, 16)
+    rate = tc.rate_model("tae-f2-ft-ctx", "ste")
+    lpips = tc.lpips_loss(2.0)
+    ratio = {}
+    for quality in (30.0, -16.0):
+        steps = tc.adaptive_steps(sens, torch.full((len(x),), tc.training_step(quality)))
+        mu = tc.channel_means(z)[:, :, None, None]
+        u = (z - mu) / steps[:, :, None, None]
+        with torch.no_grad():
+            d = (x_hat(model, mu, u, steps) - x).pow(2).mean(dim=(1, 2, 3))
+            bpp = rate(tc.rate_input(u, None, "ste"), steps) / (128 * 128)
+            slope = tc.measured_slope(model.decoder, rate, x, z, mu, steps, None, d, bpp, True, "ste",
+                                      contextlib.nullcontext())
+            p = lpips(x_hat(model, mu, u, steps).clamp(0, 1), x).float()
+            whole = tc.measured_slope(model.decoder, rate, x, z, mu, steps, None, d, bpp, True, "ste",
+                                      contextlib.nullcontext(), tc.PerceptualSlope(lpips, p, 2.0, "log"))
+        assert bool(torch.isfinite(slope).all()) and float(slope.max()) > 0
+        ratio[quality] = float((slope / tc.high_rate_slope(steps, z.var(dim=(2, 3)), sens)).median())
+        # the perceptual term gets worse as the step grows too: with it, each bit is worth more (about 5× at W = 2)
+        assert bool((whole >= slope).all()) and float((whole / slope.clamp_min(1e-12)).median()) > 2
+    assert ratio[-16.0] > 4 * ratio[30.0], ratio
+
+
 def test_qualities_below_zero_train_the_rate_controls_coarser_steps(tmp_path):
     """--quality-range may start below 0: those examples train at the coarser base steps rate control reaches
     (continuing the knob's doubling every 17.5 points, clipped at STEP_COARSEST), and a real step at them runs;

@@ -13,13 +13,19 @@ Objective, per example i (a random crop at a quality drawn uniformly over ``--qu
   codec's fixed point, ``w_c`` the decoder's mean squared Jacobian norm measured on the example's own latent
   (Hutchinson, as ``codec/quantize.py``), channels centred on their mean. The decoder sees the real rounded
   latent with a straight-through gradient (``--proxy ste``) or additive uniform noise (``--proxy noise``).
-* R is the code length of the noisy latent (u + U(−½, ½) in step units) under a context entropy model
+* R is the code length of the rounded latent, the symbols the stream codes, with a straight-through gradient
+  (``--rate-proxy ste``, default), or of the noisy one (``noise``: u + U(−½, ½) in step units, priced by the
+  Laplacian's mass on [u − ½, u + ½]), under a context entropy model
   (``--rate-model NAME``: its 8 passes, the float twin of the integer network, frozen; ``tae-f2-ctx`` by default,
   the model a stage-3 run retrained for this encoder's latents once there is one) or a per-channel Laplacian
   (``--rate-model laplace``).
-* λ_i = ``--rate-weight`` · 4 ln 2 · MSE_q,i is the high-rate slope of the codec's own RD curve at that step
-  (MSE_q,i = Σ_c min(Δ_c²/12, var_c) · w_c / 192, the quantization noise the decoder Jacobian predicts): a change
-  of the encoder that saves bits for less distortion than the curve's own trade is a gain at every quality.
+* λ_i = ``--rate-weight`` · the slope −dD/dR of the codec's own RD curve at that step: a change of the encoder
+  that saves bits for less distortion than the curve's own trade is a gain at every quality. ``--rate-slope
+  formula`` (default) takes the high-rate slope 4 ln 2 · MSE_q,i (MSE_q,i = Σ_c min(Δ_c²/12, var_c) · w_c / 192,
+  the quantization noise the decoder Jacobian predicts); it tracks the real slope at qualities 30 to 50 and
+  underprices bits at coarser steps (median over 8 training crops: 2× at quality 15, 5× at 0, 26× at −16).
+  ``measured`` codes each example again at its steps × 1.25 (no gradient) and takes the secant −ΔD/ΔR, floored at
+  ¼ of the formula (a crop whose distortion does not move).
 * Dividing by sg(D_i) makes the gradient that of Σ ln D_i (mean PSNR): the MSE at quality 0 is ~50× that at
   100, and unnormalised the low qualities alone would steer the encoder.
 
@@ -70,6 +76,14 @@ from latentarc.jobs.research.training_data import (DEFAULT_HELD_OUT, DEFAULT_TRA
 
 LAPLACE_RATE = "laplace"  # --rate-model: a per-channel Laplacian; any other value names a context model
 PROXIES = ("ste", "noise")
+#: --rate-slope: how λ's slope is found per example (:func:`high_rate_slope`, :func:`measured_slope`)
+RATE_SLOPES = ("formula", "measured", "objective")
+RATE_PROXY_TEXT = {"ste": "rounded latent (the symbols coded)", "noise": "noisy latent"}
+SLOPE_TEXT = {"formula": "high-rate RD slope", "measured": "RD slope measured per example (secant to steps × 1.25)",
+              "objective": "slope of the whole distortion objective (MSE and perceptual term), measured per example "
+                           "(secant to steps × 1.25)"}
+#: --rate-slope measured: the secant between an example's steps and its steps × this
+SLOPE_REL = 1.25
 LPIPS_FORMS = ("linear", "log")
 EVAL_QUALITIES = (10, 40, 70)
 EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
@@ -94,6 +108,8 @@ class TrainConfig:
     scale_range: tuple[float, float] = (0.5, 1.0)  # training photos rescaled by a factor drawn here (CropSampler)
     rate_model: str = "tae-f2-ctx"
     rate_weight: float = 1.0
+    rate_slope: str = "formula"
+    rate_proxy: str = "ste"
     proxy: str = "ste"
     lpips_weight: float = 0.0
     lpips_form: str = "linear"  # "log": W · LPIPS / sg(LPIPS), normalised like the distortion term
@@ -131,8 +147,10 @@ class TrainConfig:
             raise ValueError(f"--scale-range must lie in [0.25, 2], got {lo},{hi}")
         if self.rate_model != LAPLACE_RATE:
             context_coder(self.rate_model)  # ValueError now rather than at the first step
-        if self.proxy not in PROXIES:
-            raise ValueError(f"--proxy must be one of {', '.join(PROXIES)}")
+        if self.rate_slope not in RATE_SLOPES:
+            raise ValueError(f"--rate-slope must be one of {', '.join(RATE_SLOPES)}")
+        if self.proxy not in PROXIES or self.rate_proxy not in PROXIES:
+            raise ValueError(f"--proxy and --rate-proxy must be one of {', '.join(PROXIES)}")
         if self.lpips_form not in LPIPS_FORMS:
             raise ValueError(f"--lpips-form must be one of {', '.join(LPIPS_FORMS)}")
         if self.precision not in ENCODER_PRECISIONS:  # the networks' arithmetic: the encoder's choices
@@ -258,23 +276,41 @@ def training_step(quality: float) -> float:
 
 # ------------------------------------------------------------------ rate models
 def _discrete_laplace_bits(u: torch.Tensor, mu: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """Bits of ``u`` (step units) under P(r) ∝ exp(−λ|r − μ|) on the integers, fractional centre — the law of
-    ``codec/laplace_tables.py`` and ``train_entropy.code_length``, evaluated at a non-integer (noisy) ``u``."""
+    """Bits of integer ``u`` (step units) under P(r) ∝ exp(−λ|r − μ|) on the integers, fractional centre — the law
+    of ``codec/laplace_tables.py`` and ``train_entropy.code_length``. Off the integers it is no likelihood: a
+    narrow law charges a noisy 0.4 λ·0.4 nats, where rounding would cost next to nothing."""
     frac = mu - torch.floor(mu)
     logp = (-(u - mu).abs() * lam - torch.logaddexp(-lam * frac, -lam * (1 - frac))
             + torch.log(-torch.expm1(-lam)))
     return -logp / math.log(2)
 
 
+def _interval_laplace_bits(u: torch.Tensor, mu: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """Bits of a noisy ``u`` (step units): −log₂ of the continuous Laplacian(μ, 1/λ)'s mass on [u − ½, u + ½], the
+    density of (rounded value + uniform noise) that the noise proxy prices (Ballé et al.)."""
+    hi, lo = u + 0.5 - mu, u - 0.5 - mu
+    tail = torch.log(-torch.expm1(-lam)) + math.log(0.5)  # both ends on one side of μ: ½e^{−λ·near}(1 − e^{−λ})
+    core = 1 - 0.5 * torch.exp(-lam * hi.clamp_min(0)) - 0.5 * torch.exp(lam * lo.clamp_max(0))
+    logp = torch.where(lo >= 0, tail - lam * lo,
+                       torch.where(hi <= 0, tail + lam * hi, torch.log(core.clamp_min(1e-30))))
+    return -logp / math.log(2)
+
+
+#: --rate-proxy: what the rate term codes (:func:`rate_input`) and the law it is priced under
+RATE_LAWS = {"ste": _discrete_laplace_bits, "noise": _interval_laplace_bits}
+
+
 class ContextRate(torch.nn.Module):
     """Code length under a context entropy model by name (``tae-f2-ctx``, ``tae-f2-ft-ctx``, ``ctx:<folder>``): the
-    float twin of its integer network (weights / 2¹², biases / 2¹⁸), frozen, run over its 2·G passes on the noisy
-    latent. Training against the model the streams will be coded with prices the bits the codec will spend."""
+    float twin of its integer network (weights / 2¹², biases / 2¹⁸), frozen, run over its 2·G passes on the coded
+    latent (:func:`rate_input`). Training against the model the streams will be coded with prices the bits the
+    codec will spend."""
 
-    def __init__(self, name: str = "tae-f2-ctx"):
+    def __init__(self, name: str = "tae-f2-ctx", proxy: str = "ste"):
         from latentarc.codec import context_model as cm
 
         super().__init__()
+        self.law = RATE_LAWS[proxy]
         shipped = context_coder(name).model
         self.cfg = shipped.cfg
         self.net = cm.ContextNet(self.cfg)
@@ -301,7 +337,7 @@ class ContextRate(torch.nn.Module):
         passes = len(xs)
         d = delta.repeat(passes, 1, 1, 1)
         lam = (d / torch.exp2(log2_b.clamp(-12, 14))).clamp(1e-4, 1e4)
-        bits = _discrete_laplace_bits(u.repeat(passes, 1, 1, 1), mu_y / d, lam) * torch.cat(coded)
+        bits = self.law(u.repeat(passes, 1, 1, 1), mu_y / d, lam) * torch.cat(coded)
         return bits.reshape(passes, b, -1).sum(dim=(0, 2))
 
 
@@ -309,9 +345,13 @@ class LaplaceRate(torch.nn.Module):
     """Code length under one zero-centred discrete Laplacian per channel and example, its scale the (detached)
     mean |u| — a stand-in for the per-channel model of ``codec/entropy.py``."""
 
+    def __init__(self, proxy: str = "ste"):
+        super().__init__()
+        self.law = RATE_LAWS[proxy]
+
     def forward(self, u: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         lam = 1.0 / u.detach().abs().mean(dim=(2, 3), keepdim=True).clamp_min(0.05)
-        return _discrete_laplace_bits(u, torch.zeros_like(u), lam.expand_as(u)).sum(dim=(1, 2, 3))
+        return self.law(u, torch.zeros_like(u), lam.expand_as(u)).sum(dim=(1, 2, 3))
 
 
 def context_coder(name: str):
@@ -327,9 +367,16 @@ def context_coder(name: str):
     return c
 
 
-def rate_model(name: str) -> torch.nn.Module:
-    """``--rate-model``: :data:`LAPLACE_RATE` or a context entropy model's name (:class:`ContextRate`)."""
-    return LaplaceRate() if name == LAPLACE_RATE else ContextRate(name)
+def rate_model(name: str, proxy: str = "ste") -> torch.nn.Module:
+    """``--rate-model``: :data:`LAPLACE_RATE` or a context entropy model's name (:class:`ContextRate`), pricing
+    ``--rate-proxy``'s input (:func:`rate_input`) under that proxy's law (:data:`RATE_LAWS`)."""
+    return LaplaceRate(proxy) if name == LAPLACE_RATE else ContextRate(name, proxy)
+
+
+def rate_input(u: torch.Tensor, eps: torch.Tensor | None, proxy: str) -> torch.Tensor:
+    """What the rate term codes of ``u`` (step units): ``ste``, the symbols the coder writes (rounded, gradient
+    straight through), so the term charges what the stream will spend; ``noise``, ``u`` + the uniform ``eps``."""
+    return u + (torch.round(u) - u).detach() if proxy == "ste" else u + eps
 
 
 def lpips_loss(weight: float):
@@ -347,6 +394,41 @@ def high_rate_slope(steps: torch.Tensor, latent_var: torch.Tensor, sens: torch.T
     slope −dD/dbpp of the codec's RD curve at per-channel ``steps`` (the last axis is the channel's)."""
     mse_q = (torch.minimum(steps.pow(2) / 12, latent_var) * sens).sum(-1) / _VALUES_PER_LATENT
     return 4 * math.log(2) * mse_q
+
+
+@dataclass(frozen=True)
+class PerceptualSlope:
+    """The perceptual term's share of ``--rate-slope objective``: the loss adds ``weight`` · f(P), f(P) = P
+    (linear) or P / sg(P) (log), and at the example's point P = ``p``."""
+    lpips: object  # (N, 3, H, W) × 2 → (N,)
+    p: torch.Tensor
+    weight: float
+    form: str
+
+    def change(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """(B,) Δf(P) from the example's point to ``x_hat``."""
+        dp = self.lpips(x_hat.clamp(0, 1), x).float() - self.p
+        return self.weight * (dp / self.p.clamp_min(1e-6) if self.form == "log" else dp)
+
+
+def measured_slope(decoder, rate: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor,
+                   steps: torch.Tensor, eps: torch.Tensor | None, d: torch.Tensor, bpp: torch.Tensor, rounded: bool,
+                   rate_proxy: str, amp, perceptual: PerceptualSlope | None = None) -> torch.Tensor:
+    """(B,) the secant −ΔD/ΔR of each example's RD curve, from its point (``d``, ``bpp`` at ``steps``) to ``x``'s
+    latent ``z`` coded at ``steps`` × SLOPE_REL: decoded rounded (or with the same uniform noise ``eps`` in step
+    units), its rate taken as ``rate_proxy`` takes it. With ``perceptual``, ΔD also counts the perceptual term's
+    change in the loss's units (× ``d``, as the rate term is divided by sg(D)): a move along the curve then leaves
+    the whole objective unchanged, not only its MSE."""
+    coarse = steps * SLOPE_REL
+    delta = coarse[:, :, None, None]
+    u = (z - mu) / delta
+    with amp:
+        x_hat = decoder(mu + (torch.round(u) if rounded else u + eps) * delta).float()
+        d_coarse = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
+        if perceptual is not None:
+            d_coarse = d_coarse + d * perceptual.change(x_hat, x)
+    bpp_coarse = rate(rate_input(u, eps, rate_proxy), coarse) / (x.shape[2] * x.shape[3])
+    return (d_coarse - d).clamp_min(0) / (bpp - bpp_coarse).clamp_min(1e-6)
 
 
 # ------------------------------------------------------------------ one step
@@ -372,20 +454,29 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
     delta = steps[:, :, None, None]
     mu = channel_means(z)[:, :, None, None]
     u = (z - mu) / delta
-    noisy = u + torch.rand(u.shape, generator=gen).to(u) - 0.5
-    u_hat = u + (torch.round(u) - u).detach() if cfg.proxy == "ste" else noisy
+    eps = torch.rand(u.shape, generator=gen).to(u) - 0.5
+    u_hat = rate_input(u, eps, cfg.proxy)  # --proxy: the latent the decoder sees, rounded or noisy
     with amp:
         x_hat = decoder(mu + u_hat * delta).float()
     d = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
-    bpp = rate(noisy, steps) / (x.shape[2] * x.shape[3])
-    with torch.no_grad():  # the RD slope at each example's steps (module docstring)
-        lam = cfg.rate_weight * high_rate_slope(steps, z.detach().var(dim=(2, 3)), sens.float())
-    loss = ((d + lam * bpp) / d.detach().clamp_min(1e-10)).mean()
-    if cfg.range_weight:
-        loss = loss + cfg.range_weight * F.relu(z.abs() - LATENT_RANGE).pow(2).mean()
+    bpp = rate(rate_input(u, eps, cfg.rate_proxy), steps) / (x.shape[2] * x.shape[3])
+    p = None
     if lpips is not None:
         with amp:
             p = lpips(x_hat.clamp(0, 1), x).float()
+    with torch.no_grad():  # the RD slope at each example's steps (module docstring)
+        lam = high_rate_slope(steps, z.detach().var(dim=(2, 3)), sens.float())
+        if cfg.rate_slope != "formula":
+            perceptual = (PerceptualSlope(lpips, p.detach(), cfg.lpips_weight, cfg.lpips_form)
+                          if cfg.rate_slope == "objective" and p is not None else None)
+            lam = torch.maximum(lam / 4, measured_slope(decoder, rate, x, z.detach(), mu, steps, eps,
+                                                        d.detach(), bpp.detach(), cfg.proxy == "ste",
+                                                        cfg.rate_proxy, amp, perceptual))
+        lam = cfg.rate_weight * lam
+    loss = ((d + lam * bpp) / d.detach().clamp_min(1e-10)).mean()
+    if cfg.range_weight:
+        loss = loss + cfg.range_weight * F.relu(z.abs() - LATENT_RANGE).pow(2).mean()
+    if p is not None:
         if cfg.lpips_form == "log":
             p = p / p.detach().clamp_min(1e-6)
         loss = loss + cfg.lpips_weight * p.mean()
@@ -427,7 +518,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         decoder = copy.deepcopy(stock.decoder).train().requires_grad_(True)
     else:  # stage 1: frozen (requires_grad False, shared with the stock model)
         decoder = stock.decoder
-    rate = rate_model(cfg.rate_model).to(device)
+    rate = rate_model(cfg.rate_model, cfg.rate_proxy).to(device)
     base_lrs = [cfg.lr] + ([cfg.decoder_lr or cfg.lr] if cfg.train_decoder else [])
     groups = [{"params": list(encoder.parameters())}]
     if cfg.train_decoder:
@@ -591,7 +682,8 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
             "steps": result.step, "seconds": round(result.seconds, 1), "final": last, "chunks": chunks,
             "init": result.init,
             "objective": {"distortion": "mse" + (f" + {cfg.lpips_weight} {perceptual}" if cfg.lpips_weight else ""),
-                          "proxy": cfg.proxy, "rate_model": cfg.rate_model, "rate_weight": cfg.rate_weight,
+                          "proxy": cfg.proxy, "rate_proxy": cfg.rate_proxy, "rate_model": cfg.rate_model,
+                          "rate_weight": cfg.rate_weight, "rate_slope": cfg.rate_slope,
                           "quality_range": list(cfg.quality_range),
                           "range_weight": cfg.range_weight},
         },
@@ -642,8 +734,8 @@ Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {a
   refused by path and content hash): `{t['held_out']}`.
 - **Objective**: per example (D + λ·R) / sg(D), D = pixel MSE through the codec's adaptive quantization
   ({cfg.proxy} proxy) at a quality drawn uniformly in {list(cfg.quality_range)}, R the {cfg.rate_model} code
-  length of the noisy latent, λ = {cfg.rate_weight} × the high-rate RD slope at the example's
-  steps{_perceptual_text(cfg)} (docs/training.md).
+  length of the {RATE_PROXY_TEXT[cfg.rate_proxy]}, λ = {cfg.rate_weight} × the {SLOPE_TEXT[cfg.rate_slope]} at the
+  example's steps{_perceptual_text(cfg)} (docs/training.md).
 - **Training**: {t['steps']} steps, {t['seconds']:.0f} s wall time in all, seed {cfg.seed}; chunks: {chunks}.
   Final: {final}.{_lineage_text(t.get('init'), t['steps'], t['seconds'])}
 
@@ -802,7 +894,8 @@ def config_from_args(a) -> TrainConfig:
                        accumulate=a.accumulate, crop=a.crop,
                        lr=a.lr, warmup=a.warmup, quality_range=(lo, hi), scale_range=(s_lo, s_hi),
                        rate_model=a.rate_model,
-                       rate_weight=a.rate_weight, proxy=a.proxy, lpips_weight=a.lpips_weight,
+                       rate_weight=a.rate_weight, rate_slope=a.rate_slope, rate_proxy=a.rate_proxy,
+                       proxy=a.proxy, lpips_weight=a.lpips_weight,
                        lpips_form=a.lpips_form, range_weight=a.range_weight,
                        sens_probes=a.sens_probes, sens_window=a.sens_window, save_every=a.save_every,
                        save_minutes=a.save_minutes, max_minutes=a.max_minutes, cache_mb=a.cache_mb,
