@@ -25,7 +25,8 @@ Objective, per example i (a random crop at a quality drawn uniformly over ``--qu
   the quantization noise the decoder Jacobian predicts); it tracks the real slope at qualities 30 to 50 and
   underprices bits at coarser steps (median over 8 training crops: 2× at quality 15, 5× at 0, 26× at −16).
   ``measured`` codes each example again at its steps × 1.25 (no gradient) and takes the secant −ΔD/ΔR, floored at
-  ¼ of the formula (a crop whose distortion does not move).
+  ¼ of the formula (a crop whose distortion does not move); ``objective`` counts the perceptual term's change in
+  ΔD too, so a move along the curve leaves the whole loss unchanged (:class:`PerceptualSlope`).
 * Dividing by sg(D_i) makes the gradient that of Σ ln D_i (mean PSNR): the MSE at quality 0 is ~50× that at
   100, and unnormalised the low qualities alone would steer the encoder.
 
@@ -59,6 +60,7 @@ import json
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -400,7 +402,7 @@ def high_rate_slope(steps: torch.Tensor, latent_var: torch.Tensor, sens: torch.T
 class PerceptualSlope:
     """The perceptual term's share of ``--rate-slope objective``: the loss adds ``weight`` · f(P), f(P) = P
     (linear) or P / sg(P) (log), and at the example's point P = ``p``."""
-    lpips: object  # (N, 3, H, W) × 2 → (N,)
+    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # two (N, 3, H, W) images → (N,)
     p: torch.Tensor
     weight: float
     form: str
