@@ -480,7 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="λ in units of the codec's RD slope at each example's steps (0: distortion only)")
     p.add_argument("--rate-proxy", choices=["ste", "noise"], default="ste",
                    help="what the rate term codes: the rounded symbols, straight-through (default: the bits the "
-                        "stream spends), or the noisy latent (overcharges low rates 2-4x)")
+                        "stream spends), or the noisy latent (2.6x the bits at quality 0)")
     p.add_argument("--rate-slope", choices=["formula", "measured", "objective"], default="formula",
                    help="that slope: the high-rate formula (default), or measured per example by coding it again at "
                         "steps × 1.25 (costs a decoder and rate-model pass; prices bits right at coarse steps): of "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -426,6 +427,21 @@ def test_measured_slope_prices_bits_at_coarse_steps_higher_than_the_formula():
         gain[quality] = float((whole / slope.clamp_min(1e-12)).median())
     assert gain[30.0] > 2, gain
     assert ratio[-16.0] > 4 * ratio[30.0], ratio
+
+
+def test_a_step_with_the_objectives_measured_slope_trains_and_is_recorded(tmp_path):
+    """One real training step with ``--rate-slope objective`` (and the LPIPS term it reads) runs to a finite loss,
+    and the config and card say which slope and rate proxy priced the bits."""
+    out = tmp_path / "run"
+    r = tc.train(tc.TrainConfig(out=str(out), images=str(TRAIN), held_out=str(PHOTOS), steps=1, batch=1, crop=64,
+                                log_every=1, threads=1, device="cpu", eval_photos=0, sens_window=8,
+                                lpips_weight=2.0, lpips_form="log", rate_slope="objective"))
+    assert r.step == 1 and math.isfinite(r.history[0]["loss"])
+    objective = json.loads((out / "config.json").read_text())["training"]["objective"]
+    assert objective["rate_slope"] == "objective" and objective["rate_proxy"] == "ste"
+    assert "whole distortion objective" in (out / "CARD.md").read_text()
+    with pytest.raises(ValueError, match="rate-slope"):
+        tc.TrainConfig(out=str(out), rate_slope="guessed")
 
 
 def test_qualities_below_zero_train_the_rate_controls_coarser_steps(tmp_path):
