@@ -415,10 +415,10 @@ def test_measured_slope_prices_bits_at_coarse_steps_higher_than_the_formula():
         with torch.no_grad():
             d = (_decoded(model, mu, u, steps) - x).pow(2).mean(dim=(1, 2, 3))
             bpp = rate(tc.rate_input(u, None, "ste"), steps) / (128 * 128)
-            slope = tc.measured_slope(model.decoder, rate, x, z, mu, steps, None, d, bpp, True, "ste",
+            slope = tc.measured_slope(model.decoder, rate, x, z, mu, steps, None, d, bpp, "ste", "ste",
                                       contextlib.nullcontext())
             p = lpips(_decoded(model, mu, u, steps).clamp(0, 1), x).float()
-            whole = tc.measured_slope(model.decoder, rate, x, z, mu, steps, None, d, bpp, True, "ste",
+            whole = tc.measured_slope(model.decoder, rate, x, z, mu, steps, None, d, bpp, "ste", "ste",
                                       contextlib.nullcontext(), tc.PerceptualSlope(lpips, p, 2.0, "log"))
         assert bool(torch.isfinite(slope).all()) and float(slope.max()) > 0
         ratio[quality] = float((slope / tc.high_rate_slope(steps, z.var(dim=(2, 3)), sens)).median())

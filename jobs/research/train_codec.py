@@ -81,11 +81,12 @@ PROXIES = ("ste", "noise")
 #: --rate-slope: how λ's slope is found per example (:func:`high_rate_slope`, :func:`measured_slope`)
 RATE_SLOPES = ("formula", "measured", "objective")
 RATE_PROXY_TEXT = {"ste": "rounded latent (the symbols coded)", "noise": "noisy latent"}
-SLOPE_TEXT = {"formula": "high-rate RD slope", "measured": "RD slope measured per example (secant to steps × 1.25)",
-              "objective": "slope of the whole distortion objective (MSE and perceptual term), measured per example "
-                           "(secant to steps × 1.25)"}
 #: --rate-slope measured: the secant between an example's steps and its steps × this
 SLOPE_REL = 1.25
+SLOPE_TEXT = {"formula": "high-rate RD slope",
+              "measured": f"RD slope measured per example (secant to steps × {SLOPE_REL})",
+              "objective": "slope of the whole distortion objective (MSE and perceptual term), measured per example "
+                           f"(secant to steps × {SLOPE_REL})"}
 LPIPS_FORMS = ("linear", "log")
 EVAL_QUALITIES = (10, 40, 70)
 EVAL_ENTROPY_MODELS = ("per-channel", "tae-f2-ctx")
@@ -414,18 +415,18 @@ class PerceptualSlope:
 
 
 def measured_slope(decoder, rate: torch.nn.Module, x: torch.Tensor, z: torch.Tensor, mu: torch.Tensor,
-                   steps: torch.Tensor, eps: torch.Tensor | None, d: torch.Tensor, bpp: torch.Tensor, rounded: bool,
+                   steps: torch.Tensor, eps: torch.Tensor | None, d: torch.Tensor, bpp: torch.Tensor, proxy: str,
                    rate_proxy: str, amp, perceptual: PerceptualSlope | None = None) -> torch.Tensor:
     """(B,) the secant −ΔD/ΔR of each example's RD curve, from its point (``d``, ``bpp`` at ``steps``) to ``x``'s
-    latent ``z`` coded at ``steps`` × SLOPE_REL: decoded rounded (or with the same uniform noise ``eps`` in step
-    units), its rate taken as ``rate_proxy`` takes it. With ``perceptual``, ΔD also counts the perceptual term's
-    change in the loss's units (× ``d``, as the rate term is divided by sg(D)): a move along the curve then leaves
-    the whole objective unchanged, not only its MSE."""
+    latent ``z`` coded at ``steps`` × SLOPE_REL, decoded and priced as ``proxy`` and ``rate_proxy`` take it
+    (:func:`rate_input`, with the same uniform noise ``eps`` in step units). With ``perceptual``, ΔD also counts
+    the perceptual term's change in the loss's units (× ``d``, as the rate term is divided by sg(D)): a move along
+    the curve then leaves the whole objective unchanged, not only its MSE."""
     coarse = steps * SLOPE_REL
     delta = coarse[:, :, None, None]
     u = (z - mu) / delta
     with amp:
-        x_hat = decoder(mu + (torch.round(u) if rounded else u + eps) * delta).float()
+        x_hat = decoder(mu + rate_input(u, eps, proxy) * delta).float()
         d_coarse = (x_hat - x).pow(2).mean(dim=(1, 2, 3))
         if perceptual is not None:
             d_coarse = d_coarse + d * perceptual.change(x_hat, x)
@@ -472,8 +473,8 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
             perceptual = (PerceptualSlope(lpips, p.detach(), cfg.lpips_weight, cfg.lpips_form)
                           if cfg.rate_slope == "objective" and p is not None else None)
             lam = torch.maximum(lam / 4, measured_slope(decoder, rate, x, z.detach(), mu, steps, eps,
-                                                        d.detach(), bpp.detach(), cfg.proxy == "ste",
-                                                        cfg.rate_proxy, amp, perceptual))
+                                                        d.detach(), bpp.detach(), cfg.proxy, cfg.rate_proxy,
+                                                        amp, perceptual))
         lam = cfg.rate_weight * lam
     loss = ((d + lam * bpp) / d.detach().clamp_min(1e-10)).mean()
     if cfg.range_weight:
