@@ -31,6 +31,7 @@ def load_codec(
     realistic_refiner=None,
     latent_search: int = 0,
     encoder_precision: str = "float32",
+    full_resolution: bool = False,
 ) -> NeuralCodec:
     """A :class:`NeuralCodec` over the model ``name`` (weights verified, cached per process).
 
@@ -40,9 +41,11 @@ def load_codec(
     own) against each original and records the verdict in the stream (``codec.verdicts``), ``verify_realistic``
     does the same for realistic refinement (with ``realistic_refiner``); ``latent_search`` the iterations of the
     encoder-side latent search (``codec.latent_search``; 0: the encoder's latent as it is);
-    ``encoder_precision`` the arithmetic of the encoder-side passes (``codec.precision``)."""
+    ``encoder_precision`` the arithmetic of the encoder-side passes (``codec.precision``); ``full_resolution``
+    never codes a low ``target_bpp`` at a reduced resolution (``codec.neural.CODED_SCALES``)."""
     return NeuralCodec(load_model(name, weights=weights, device=device or default_device()), adaptive=adaptive,
                        entropy_model=entropy_model, rdoq=rdoq, verify_refine=verify_refine, refiner=refiner,
                        verify_realistic=verify_realistic, realistic_refiner=realistic_refiner,
-                       latent_search=latent_search, encoder_precision=encoder_precision)
+                       latent_search=latent_search, encoder_precision=encoder_precision,
+                       full_resolution=full_resolution)
 

@@ -7,6 +7,11 @@ Layout, little-endian::
     | params (u32 len + bytes) | sections: count u8, each tag 4 B + u32 len + bytes | payload (u32 len + bytes)
     | CRC-32C (u32) of everything before it
 
+Width and height are those of the coded picture. A stream coded at a reduced resolution (rate control's low end,
+``codec.neural``) carries the size to restore in a ``SIZE`` section (width u32, height u32) and is written as
+version 2, so a reader of version 1 only refuses it instead of returning a smaller image; every other stream is
+version 1, byte for byte as before.
+
 :func:`parse` checks length, magic, version and CRC before it reads any field, then bounds every length
 against the bytes actually present, so a damaged or hostile stream yields a typed error and never a large
 allocation or a garbage image. Sections carry optional extras (alpha plane, ICC, EXIF) by tag.
@@ -22,7 +27,10 @@ import google_crc32c
 from .errors import BadMagic, ChecksumMismatch, CorruptStream, TruncatedStream, UnsupportedVersion
 
 MAGIC = b"LARC"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what a stream restored at its coded size is written as
+RESIZED_VERSION = 2  # a stream with a SIZE section: restored at another size than it was coded at
+READ_VERSIONS = frozenset({FORMAT_VERSION, RESIZED_VERSION})
+SECTION_SIZE = "SIZE"
 FINGERPRINT_BYTES = 8
 _MIN_SIZE = len(MAGIC) + 1 + 4
 
@@ -44,7 +52,20 @@ class Stream:
     pad_right: int = 0
     pad_bottom: int = 0
     sections: dict[str, bytes] = field(default_factory=dict)
+    #: the size to restore (width, height) when it is not the coded one: packed as the SIZE section
+    restored_size: tuple[int, int] | None = None
     format_version: int = FORMAT_VERSION
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of the restored image."""
+        return self.restored_size or (self.width, self.height)
+
+
+def version_of(data: bytes) -> int:
+    """The container version a stream declares (byte 4), or :data:`FORMAT_VERSION` for bytes that are no
+    latentarc container (another codec's own payload)."""
+    return data[4] if len(data) > 4 and bytes(data[:4]) == MAGIC else FORMAT_VERSION
 
 
 def _short_str(s: str) -> bytes:
@@ -57,18 +78,24 @@ def _short_str(s: str) -> bytes:
 def pack(s: Stream) -> bytes:
     if len(s.model_fingerprint) != FINGERPRINT_BYTES:
         raise ValueError("model fingerprint must be 8 bytes")
+    sections = dict(s.sections)
+    sections.pop(SECTION_SIZE, None)
+    version = FORMAT_VERSION
+    if s.restored_size is not None and s.restored_size != (s.width, s.height):
+        sections[SECTION_SIZE] = struct.pack("<II", *s.restored_size)
+        version = RESIZED_VERSION
     parts = [
         MAGIC,
-        bytes([s.format_version]),
+        bytes([version]),
         _short_str(s.codec),
         s.model_fingerprint,
         struct.pack("<BIIHH", s.entropy_model, s.width, s.height, s.pad_right, s.pad_bottom),
         _short_str(s.mode),
         struct.pack("<I", len(s.params)),
         s.params,
-        bytes([len(s.sections)]),
+        bytes([len(sections)]),
     ]
-    for tag, body in sorted(s.sections.items()):
+    for tag, body in sorted(sections.items()):
         t = tag.encode("ascii")
         if len(t) != 4:
             raise ValueError(f"section tag {tag!r} must be 4 ASCII characters")
@@ -108,8 +135,9 @@ def check_envelope(data: bytes) -> None:
         raise BadMagic("not a latentarc stream (too short, wrong magic)")
     if bytes(data[:4]) != MAGIC:
         raise BadMagic(f"not a latentarc stream: magic {bytes(data[:4])!r}, expected {MAGIC!r}")
-    if data[4] != FORMAT_VERSION:
-        raise UnsupportedVersion(f"format version {data[4]}; this build reads version {FORMAT_VERSION}")
+    if data[4] not in READ_VERSIONS:
+        raise UnsupportedVersion(f"format version {data[4]}; this build reads versions "
+                                 f"{', '.join(map(str, sorted(READ_VERSIONS)))}")
     (stored,) = struct.unpack_from("<I", data, len(data) - 4)
     if crc32c(bytes(data[:-4])) != stored:
         raise ChecksumMismatch("CRC-32C mismatch: the stream is truncated or was altered")
@@ -136,4 +164,16 @@ def parse(data: bytes) -> Stream:
         raise CorruptStream(f"{len(r.data) - r.pos} unexpected bytes after the payload")
     if width == 0 or height == 0:
         raise CorruptStream("image has zero width or height")
-    return Stream(codec, width, height, mode, params, payload, fp, entropy_model, pad_r, pad_b, sections)
+    version = data[4]
+    size = sections.pop(SECTION_SIZE, None)
+    if (size is not None) != (version == RESIZED_VERSION):
+        raise CorruptStream(f"format version {version} with{'out' if size is None else ''} a {SECTION_SIZE} section")
+    restored = None
+    if size is not None:
+        if len(size) != 8:
+            raise CorruptStream(f"{SECTION_SIZE} section of {len(size)} bytes, expected 8")
+        restored = struct.unpack("<II", size)
+        if 0 in restored or restored == (width, height):
+            raise CorruptStream(f"{SECTION_SIZE} section gives {restored[0]}x{restored[1]}, not another size to restore")
+    return Stream(codec, width, height, mode, params, payload, fp, entropy_model, pad_r, pad_b, sections, restored,
+                  version)

@@ -197,6 +197,8 @@ def _check_header(s: bitstream.Stream, name: str, max_pixels: int) -> dict:
         raise UnsupportedVersion(f"entropy model id {s.entropy_model} is not known for {name} streams")
     if s.pad_right or s.pad_bottom:
         raise CorruptStream(f"{name} streams are never padded")
+    if s.restored_size is not None:
+        raise CorruptStream(f"{name} streams are restored at their coded size; this one asks for another")
     if s.width * s.height > max_pixels:
         raise CorruptStream(f"declared size {s.width}x{s.height} exceeds the {max_pixels} pixel guard")
     if _SECTION_ALPHA in s.sections and restored_mode(s.mode, True) not in ("RGBA", "LA"):

@@ -8,6 +8,10 @@ from running that same decode path, so the recorded PSNR is the PSNR a restore w
 Operating points (exactly one): ``quality`` 0–100 (a fixed base step per quality), ``target_bpp`` (bisection
 on the base step against the exact stream size, landing within ±5% where the image allows it) or ``min_psnr``
 (the largest base step whose *decoded* PSNR meets the floor, found with a bracketing secant search).
+
+A target below what the full-resolution latent reaches at the coarsest step is coded at a reduced resolution
+(:data:`CODED_SCALES`) and upscaled on decode: there the smaller picture at a finer step beats the full one at
+its coarsest on PSNR, LPIPS and DISTS alike, where the full one could not even meet the target (docs/codec.md).
 """
 
 from __future__ import annotations
@@ -58,6 +62,12 @@ def quality_to_step(quality: float) -> float:
 
 #: search range of the rate-control and quality-floor modes (wider than the quality scale on both ends)
 STEP_FINEST, STEP_COARSEST = 0.03, 12.0
+#: the resolutions (fractions of width and height) ``target_bpp`` may code at, tried in turn while even the
+#: coarsest step overshoots the target; a side is never reduced below the codec's ``min_coded`` pixels
+CODED_SCALES = (1.0, 0.5, 0.25)
+#: resampling of the reduced resolution: antialiased down at encode, bicubic up at decode (Pillow's integer
+#: arithmetic, the same pixels on every machine)
+_DOWN, _UP = Image.Resampling.LANCZOS, Image.Resampling.BICUBIC
 
 
 @dataclass
@@ -73,6 +83,19 @@ class Analysis:
     sections: dict[str, bytes]
     search: dict | None = None  # what the encoder-side latent search did (latent_search.SearchResult.summary)
     codec: "NeuralCodec | None" = field(default=None, repr=False)  # the codec that made it (search, model)
+    #: the picture to restore when ``pic`` is a reduced copy of it (else None: ``pic`` itself)
+    source: Picture | None = field(default=None, repr=False)
+    #: analyses of reduced copies, by scale, made when rate control first needs them
+    reduced: dict[float, "Analysis | None"] = field(default_factory=dict, repr=False)
+
+    @property
+    def original(self) -> Picture:
+        return self.source or self.pic
+
+    @property
+    def restored_size(self) -> tuple[int, int] | None:
+        """(width, height) to restore when the coded picture is a reduced copy."""
+        return None if self.source is None else (self.source.width, self.source.height)
 
 
 class NeuralCodec(Codec):
@@ -90,7 +113,7 @@ class NeuralCodec(Codec):
                    adaptive=not spec.global_step, entropy_model=spec.entropy_model, rdoq=spec.rdoq,
                    verify_refine=spec.verify_refine, refiner=spec.refiner,
                    verify_realistic=spec.verify_realistic, realistic_refiner=spec.refiner,
-                   latent_search=spec.latent_search,
+                   latent_search=spec.latent_search, full_resolution=spec.full_resolution,
                    probes=spec.probes, encoder_precision=spec.encoder_precision)
 
     def __init__(
@@ -110,8 +133,11 @@ class NeuralCodec(Codec):
         realistic_refiner=None,
         latent_search: LatentSearch | int | None = None,
         encoder_precision: str = "float32",
+        full_resolution: bool = False,
     ):
         self.model = model
+        # what target_bpp may code at (CODED_SCALES); full resolution only when asked
+        self.coded_scales = (1.0,) if full_resolution else CODED_SCALES
         # the arithmetic of the encoder and the sensitivity probes (codec/precision.py); decoding is float32
         self.encoder_dtype = encoder_dtype(encoder_precision, model)
         # encoder-side search for a better latent to quantize (codec/latent_search.py); an int is its iterations
@@ -172,6 +198,7 @@ class NeuralCodec(Codec):
         if min_psnr is not None:
             return self._encode_min_psnr(a, min_psnr)
         if target_bpp is not None:
+            a = self._resolution_for(a, target_bpp)
             step, knob = self._step_for_bpp(a, target_bpp), {"target_bpp": target_bpp}
         else:
             q = DEFAULT_QUALITY if quality is None else quality
@@ -194,7 +221,7 @@ class NeuralCodec(Codec):
         from .images import colour_planes
         from .metrics import METRICS, Reference, sharpness_ratio
 
-        reference = a.pic.reference()
+        reference = a.original.reference()
         ref = Reference(reference, device=self.model.device)  # scored once per candidate decode
 
         faithful, realistic = ("psnr", "ms_ssim", "lpips"), ("lpips", "sharpness")  # what each check compares
@@ -261,6 +288,39 @@ class NeuralCodec(Codec):
             sections[_SECTION_EXIF] = pic.exif
         return Analysis(pic, z.float().cpu().numpy(), sens, (pad_r, pad_b), sections, search, self)
 
+    def _reduced(self, a: Analysis, scale: float) -> Analysis | None:
+        """The analysis of ``a``'s picture at ``scale`` of its width and height (None: a side would fall below
+        ``min_coded``). The alpha plane, ICC and EXIF stay the original's: only the colour planes are reduced."""
+        if scale == 1.0:
+            return a
+        if scale not in a.reduced:
+            pic = a.original
+            w, h = round(pic.width * scale), round(pic.height * scale)
+            if min(w, h) < self.min_coded:
+                a.reduced[scale] = None
+            else:
+                rgb = np.asarray(Image.fromarray(pic.rgb).resize((w, h), _DOWN))
+                small = self.analyse(Picture(rgb, None, pic.mode))
+                small.sections, small.source = a.sections, pic
+                a.reduced[scale] = small
+        return a.reduced[scale]
+
+    def _resolution_for(self, a: Analysis, target_bpp: float) -> Analysis:
+        """The analysis rate control codes ``target_bpp`` from: the first of :data:`CODED_SCALES` whose coarsest
+        step meets the target (within the ±5% rate control aims at). When none does (the stream's fixed overhead
+        alone is above it), full resolution at its coarsest step: a smaller picture would spend about the same
+        bytes on fewer pixels."""
+        if target_bpp <= 0:
+            raise ValueError("target_bpp must be positive")
+        target = 1.05 * target_bpp * a.pic.width * a.pic.height / 8.0
+        for scale in self.coded_scales:
+            here = self._reduced(a, scale)
+            if here is None:
+                break
+            if self._estimated_bytes(here, STEP_COARSEST) <= target:
+                return here
+        return a
+
     def _coded_size(self, n: int) -> int:
         d = self.model.downscale
         return max(-(-n // d) * d, self.min_coded)
@@ -280,6 +340,7 @@ class NeuralCodec(Codec):
                 codec=self.name,
                 width=a.pic.width,
                 height=a.pic.height,
+                restored_size=a.restored_size,
                 mode=a.pic.mode,
                 params=qp.pack() + side,
                 payload=payload,
@@ -295,6 +356,8 @@ class NeuralCodec(Codec):
         qp, symbols, laws = self._quantize(a, step)
         data = self._stream(a, qp, *self.coder.encode(symbols, qp, laws))
         params = {"base_step": round(step, 6), "adaptive": self.adaptive}
+        if a.source is not None:
+            params["coded_size"] = [a.pic.width, a.pic.height]
         if self.rdoq:
             params["rdoq"] = self.rdoq
         if a.search:
@@ -311,7 +374,7 @@ class NeuralCodec(Codec):
         """Bisection in log-step: stream size decreases monotonically (in practice) with the step."""
         if target_bpp <= 0:
             raise ValueError("target_bpp must be positive")
-        target = target_bpp * a.pic.width * a.pic.height / 8.0
+        target = target_bpp * a.original.width * a.original.height / 8.0
         lo, hi = math.log(STEP_FINEST), math.log(STEP_COARSEST)
         best = (math.inf, STEP_FINEST)
         for _ in range(iterations):
@@ -373,8 +436,12 @@ class NeuralCodec(Codec):
         for size, pad in ((s.width, s.pad_right), (s.height, s.pad_bottom)):
             if (size + pad) % d or pad >= max(d, self.min_coded):
                 raise CorruptStream("padding is inconsistent with the model's stride")
-        if s.width * s.height > self.max_pixels:
-            raise CorruptStream(f"declared size {s.width}x{s.height} exceeds the {self.max_pixels} pixel guard")
+        for w, h in {(s.width, s.height), s.output_size}:
+            if w * h > self.max_pixels:
+                raise CorruptStream(f"declared size {w}x{h} exceeds the {self.max_pixels} pixel guard")
+        if s.restored_size is not None and not all(
+                o > c for o, c in zip(s.output_size, (s.width, s.height))):
+            raise CorruptStream(f"restored size {s.output_size} is not larger than the coded {s.width}x{s.height}")
         if _SECTION_ALPHA in s.sections and restored_mode(s.mode, True) not in ("RGBA", "LA"):
             # the encoder never writes alpha for 16-bit greyscale; Pillow cannot attach it (ValueError)
             raise CorruptStream(f"an alpha section is not valid for mode {s.mode!r}")
@@ -395,7 +462,7 @@ class NeuralCodec(Codec):
         alpha = None
         if _SECTION_ALPHA in s.sections:  # the lossless plane is checked before any network runs
             try:
-                alpha = decode_alpha(s.sections[_SECTION_ALPHA], s.width, s.height)
+                alpha = decode_alpha(s.sections[_SECTION_ALPHA], *s.output_size)
             except Image.DecompressionBombError as e:  # a forged PNG header; not an OSError, so decode_alpha misses it
                 raise UnreadableImage(f"alpha plane is damaged: {e}") from None
         d = self.model.downscale
@@ -418,6 +485,8 @@ class NeuralCodec(Codec):
         img = self.model.decode(latent[None])[0]
         rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         rgb = np.ascontiguousarray(rgb[: s.height, : s.width])
+        if s.restored_size is not None:
+            rgb = np.asarray(Image.fromarray(rgb).resize(s.restored_size, _UP))
         image = to_image(rgb, s.mode, alpha)
         return Decoded(image, s.mode, s.sections.get(_SECTION_ICC), s.sections.get(_SECTION_EXIF), rgb, refinement)
 
@@ -440,8 +509,10 @@ class NeuralCodec(Codec):
             "model_fingerprint": s.model_fingerprint.hex(),
             "entropy_model": s.entropy_model,
             "entropy_model_name": coder.name,
-            "width": s.width,
-            "height": s.height,
+            "width": s.output_size[0],
+            "height": s.output_size[1],
+            "coded_width": s.width,
+            "coded_height": s.height,
             "pad_right": s.pad_right,
             "pad_bottom": s.pad_bottom,
             "mode": s.mode,
@@ -456,7 +527,7 @@ class NeuralCodec(Codec):
             "ideal_payload_bytes": round(ideal / 8, 1),
             "ideal_total_bytes": round(ideal / 8 + side, 1),
             "overhead_vs_ideal_pct": round(100 * (len(data) / (ideal / 8 + side) - 1), 4) if ideal else 0.0,
-            "bpp": round(len(data) * 8 / (s.width * s.height), 5),
+            "bpp": round(len(data) * 8 / (s.output_size[0] * s.output_size[1]), 5),
             "refine_verified": _verdict_info(s.sections, V.Verdict),
             "realistic_verified": _verdict_info(s.sections, V.RealisticVerdict),
         }

@@ -35,6 +35,8 @@ class CodecSpec:
     entropy_model: str | None = None
     #: RD-optimised rounding strength (None: the entropy model's default; 0: plain rounding)
     rdoq: float | None = None
+    #: never code at a reduced resolution (``codec.neural.CODED_SCALES``): low bpp targets overshoot instead
+    full_resolution: bool = False
     #: iterations of the encoder-side latent search (``codec.latent_search``; 0: off)
     latent_search: int = 0
     #: Hutchinson probes (decoder backward passes) per channel-sensitivity estimate (``quantize.decoder_sensitivity``)

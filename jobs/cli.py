@@ -101,6 +101,11 @@ def _codec_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--rdoq", type=float, metavar="K",
                    help="strength of RD-optimised rounding of neural latents (0: plain rounding; default: the "
                         "entropy model's own: 1 for tae-f2-ctx, 0 for tae-f2-ft-ctx); needs a context entropy model")
+    p.add_argument("--full-resolution", action="store_true",
+                   help="neural codecs: never code at a reduced resolution. By default a --target-bpp below what "
+                        "the full-size latent reaches at its coarsest step is coded at half (then a quarter of) "
+                        "the width and height and upscaled on restore, which meets the target at better quality; "
+                        "with this flag such a target overshoots instead")
     p.add_argument("--verify-refine", action="store_true",
                    help="decode each neural stream with and without faithful refinement, measure PSNR, MS-SSIM and "
                         "LPIPS of each against the original, and record in the stream which K helps without raising "
@@ -261,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", help="folder of images")
     p.add_argument("--codecs", metavar="LIST",
                    help="codecs to compare, e.g. tae-f2,tae-f2@tae-f2-ctx,avif,jxl,webp,jpeg (default: tae-f2, avif, "
-                        "jxl, webp, jpeg); NAME@ENTROPY[:RDOQ], NAME+search=N and NAME+global are neural variants")
+                        "jxl, webp, jpeg); NAME@ENTROPY[:RDOQ], NAME+search=N, NAME+global and NAME+fullres "
+                        "(low targets at full resolution) are neural variants")
     p.add_argument("--codec", metavar="NAME", help="benchmark this one codec (instead of --codecs)")
     p.add_argument("--qualities", default=None,
                    help='comma-separated operating points for every codec: qualities 0–100 and/or rates like '

@@ -107,17 +107,18 @@ def parse_points(text: str) -> list[Point]:
 
 
 class BenchCodec(NamedTuple):
-    """A bench codec spec taken apart: ``NAME[@ENTROPY[:RDOQ]][+search=N][+global]``."""
+    """A bench codec spec taken apart: ``NAME[@ENTROPY[:RDOQ]][+search=N][+global][+fullres]``."""
 
     name: str
     entropy: str  # "" = the codec's own entropy model
     search: int | None  # latent-search steps, None when not asked
     global_step: bool = False  # one quantization step for all channels (the baseline of adaptive steps)
+    full_resolution: bool = False  # never code a low bpp target at a reduced resolution (``codec.neural``)
 
     @classmethod
     def parse(cls, spec: str) -> "BenchCodec":
         body, *options = spec.split("+")
-        search, global_step = None, False
+        search, global_step, full_resolution = None, False, False
         for o in options:
             key, eq, value = o.partition("=")
             if key == "search" and eq:
@@ -127,15 +128,17 @@ class BenchCodec(NamedTuple):
                     raise ValueError(f"bad codec spec {spec!r}: +search= takes a whole number of steps") from None
             elif o == "global":
                 global_step = True
+            elif o == "fullres":
+                full_resolution = True
             else:
-                raise ValueError(f"bad codec spec {spec!r}: options are +search=N and +global")
+                raise ValueError(f"bad codec spec {spec!r}: options are +search=N, +global and +fullres")
         name, _, entropy = body.partition("@")
-        return cls(name, entropy, search, global_step)
+        return cls(name, entropy, search, global_step, full_resolution)
 
     @property
     def is_variant(self) -> bool:
         """A neural codec with other settings than its defaults (its BD-rate against the base is reported)."""
-        return bool(self.entropy or self.search is not None or self.global_step)
+        return bool(self.entropy or self.search is not None or self.global_step or self.full_resolution)
 
 
 def default_points(codec: str) -> list[Point]:
@@ -161,7 +164,8 @@ def _codec_names(codecs) -> list[str]:
 def build_codec(spec: str, *, weights=None, device=None):
     """``NAME``, ``NAME@ENTROPY[:RDOQ]`` (a neural codec with that entropy model, and optionally that strength
     of RD-optimised rounding), either followed by ``+search=N`` (N steps of encoder-side latent search) and/or
-    ``+global`` (one quantization step for every channel) → the codec."""
+    ``+global`` (one quantization step for every channel) and/or ``+fullres`` (low bpp targets at full resolution,
+    overshooting, as before ``codec.neural.CODED_SCALES``) → the codec."""
     from latentarc.codec.codecs import get_codec
 
     from .bench_inputs import entropy_spec
@@ -170,9 +174,11 @@ def build_codec(spec: str, *, weights=None, device=None):
     kw = {} if s.search is None else {"latent_search": s.search}
     if s.global_step:
         kw["global_step"] = True
+    if s.full_resolution:
+        kw["full_resolution"] = True
     codec = get_codec(s.name, weights=weights, device=device, **(entropy_spec(s.entropy) if s.entropy else {}), **kw)
     if s.is_variant and not codec.caps.analysis:
-        raise ValueError(f"{s.name} has no latent: @ENTROPY, +search= and +global apply to neural codecs")
+        raise ValueError(f"{s.name} has no latent: @ENTROPY, +search=, +global and +fullres apply to neural codecs")
     return codec
 
 
@@ -250,6 +256,7 @@ def measure(codec, pic, point, analysis=None, analysis_s: float = 0.0, analysis_
         "encode_mp_s": mp / (t1 - t0) if t1 > t0 else None,
         "decode_mp_s": mp / (t2 - t1) if t2 > t1 else None,
         "base_step": res.params.get("base_step"),  # neural codecs: the quantization operating point
+        "coded_size": res.params.get("coded_size"),  # neural codecs at a reduced resolution: [width, height]
     }
 
 

@@ -166,7 +166,7 @@ class EncodeActor:
             row_out = TableRow(
                 key=row["key"], source_uri=row["source_uri"], source_size=row["source_size"],
                 source_etag=row["source_etag"], source_sha256=row["source_sha256"], width=pic.width,
-                height=pic.height, mode=pic.mode, codec=name, format_version=bitstream.FORMAT_VERSION,
+                height=pic.height, mode=pic.mode, codec=name, format_version=bitstream.version_of(res.data),
                 model_sha256=member.weights_sha256(), params=json.dumps(res.params, sort_keys=True), payload=res.data,
                 payload_size=len(res.data), payload_crc32c=bitstream.crc32c(res.data), bpp=res.bpp, psnr=res.psnr,
                 ms_ssim=quality, metadata=json.dumps(meta, sort_keys=True).encode(), encoded_at=_now(),

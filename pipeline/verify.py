@@ -71,7 +71,7 @@ from latentarc.pipeline.table import (
 __all__ = ["MAX_LISTED", "SUPPORTED_FORMAT_VERSIONS", "VerifyReport", "print_report", "verify_table"]
 
 #: format versions this build reads
-SUPPORTED_FORMAT_VERSIONS = frozenset({bitstream.FORMAT_VERSION})
+SUPPORTED_FORMAT_VERSIONS = bitstream.READ_VERSIONS
 #: findings listed per check (further ones are only counted)
 MAX_LISTED = 200
 _KEYS_NAMED = 20  # keys named in one aggregated problem
@@ -362,7 +362,8 @@ class _Verifier:
             return
         header_bad = [
             f"{c} {hv!r} in the header, {row.get(c)!r} in the column"
-            for c, hv in (("width", s.width), ("height", s.height), ("codec", s.codec), ("mode", s.mode))
+            for c, hv in (("width", s.output_size[0]), ("height", s.output_size[1]), ("codec", s.codec),
+                          ("mode", s.mode))
             if row.get(c) is not None and row.get(c) != hv
         ]
         if header_bad:

@@ -83,13 +83,15 @@ def test_bench_spec_and_cli_flag(codec, tmp_path, capsys):
 
     from latentarc.jobs.rd_bench import BenchCodec, build_codec, default_points
 
-    assert BenchCodec.parse("tae-f2@tae-f2-ctx:0.5+search=3") == ("tae-f2", "tae-f2-ctx:0.5", 3, False)
-    assert BenchCodec.parse("avif") == ("avif", "", None, False)
-    assert BenchCodec.parse("tae-f2+global+search=2") == ("tae-f2", "", 2, True)
+    assert BenchCodec.parse("tae-f2@tae-f2-ctx:0.5+search=3") == ("tae-f2", "tae-f2-ctx:0.5", 3, False, False)
+    assert BenchCodec.parse("avif") == ("avif", "", None, False, False)
+    assert BenchCodec.parse("tae-f2+global+search=2") == ("tae-f2", "", 2, True, False)
+    assert BenchCodec.parse("tae-f2-ft+fullres").full_resolution and BenchCodec.parse("tae-f2-ft+fullres").is_variant
     c = build_codec("tae-f2@tae-f2-ctx+search=3")
     assert c.latent_search.iterations == 3 and c.coder.name == "tae-f2-ctx"
+    assert build_codec("tae-f2+fullres").coded_scales == (1.0,) and len(build_codec("tae-f2").coded_scales) > 1
     assert default_points("tae-f2+search=3") == default_points("tae-f2")
-    for bad in ("avif+search=3", "avif+global", "tae-f2+search=many", "tae-f2+fast"):
+    for bad in ("avif+search=3", "avif+global", "avif+fullres", "tae-f2+search=many", "tae-f2+fast"):
         with pytest.raises(ValueError):
             build_codec(bad)
 
