@@ -174,6 +174,7 @@ def parse(data: bytes) -> Stream:
             raise CorruptStream(f"{SECTION_SIZE} section of {len(size)} bytes, expected 8")
         restored = struct.unpack("<II", size)
         if 0 in restored or restored == (width, height):
-            raise CorruptStream(f"{SECTION_SIZE} section gives {restored[0]}x{restored[1]}, not another size to restore")
+            raise CorruptStream(f"{SECTION_SIZE} section gives {restored[0]}x{restored[1]}, "
+                                "not another size to restore")
     return Stream(codec, width, height, mode, params, payload, fp, entropy_model, pad_r, pad_b, sections, restored,
                   version)
