@@ -143,3 +143,15 @@ def test_compress_table_records_version_2_and_verifies(ray_cluster, tmp_path):
     assert rows["tiny.png"]["format_version"] == bitstream.FORMAT_VERSION
     r = verify_table(str(table), weights=str(MODELS), decode=True)
     assert r.ok and r.decoded_with_reference == 2, r.problems
+
+
+def test_golden_reduced_stream_is_version_2_and_restores_its_source_size():
+    """The golden version-2 stream (tests/golden, decoded as recorded by test_golden) is what it claims to be."""
+    from pathlib import Path
+
+    from latentarc.codec.api import codec_for_stream
+
+    data = (Path(__file__).resolve().parent / "golden" / "tae-f2-ft-reduced.larc").read_bytes()
+    info = codec_for_stream(data).info(data)
+    assert info["format_version"] == bitstream.RESIZED_VERSION
+    assert (info["coded_width"], info["coded_height"], info["width"], info["height"]) == (160, 120, 320, 240)

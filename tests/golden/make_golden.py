@@ -30,6 +30,8 @@ STREAMS = {  # file → (codec, encode options)
     "tae-f2-global-step.larc": ("tae-f2", ["--quality", "60", "--global-step"]),
     "tae-f2-rgba.larc": ("tae-f2", ["--quality", "60"]),
     "tae-f2-ft.larc": ("tae-f2-ft", ["--quality", "60"]),  # its own decoder and context model
+    # format version 2: a target below the full size's reach, coded at half size (a SIZE section)
+    "tae-f2-ft-reduced.larc": ("tae-f2-ft", ["--target-bpp", "0.03"]),
     "avif.larc": ("avif", ["--quality", "60"]),
     "jxl.larc": ("jxl", ["--quality", "60"]),
     "passthrough.larc": ("passthrough", []),
@@ -63,7 +65,9 @@ def add(names: list[str]) -> None:
 
 def _source(fname: str) -> str:
     """The source a stream of :data:`STREAMS` is encoded from."""
-    return "alpha.png" if "rgba" in fname else "scene.png"
+    if "rgba" in fname:
+        return "alpha.png"
+    return "photo.jpg" if "reduced" in fname else "scene.png"  # (scene.png is too small to reduce)
 
 
 def _cli() -> list[str]:
