@@ -411,6 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "stochastic steps are what it learns to finish (default 0)")
     p.add_argument("--name", default="tae-f2-denoiser",
                    help="model name written into config.json and the card (e.g. tae-f2-realistic)")
+    p.add_argument("--codec", default="tae-f2", metavar="MODEL",
+                   help="the model whose latents it learns to denoise (default tae-f2; e.g. tae-f2-ft): the "
+                        "refiner is bound to that model's decoder and refuses other streams")
     p.add_argument("--max-minutes", type=float,
                    help="stop after M minutes of training and validate and export as at the end; the cosine "
                         "learning rate follows whichever of --iterations and this ends first")

@@ -1058,3 +1058,29 @@ def test_cli_decode_says_which_refinement_ran(tmp_path, capsys):
     assert capsys.readouterr().out.strip().endswith("refinement realistic/2 (eta 0.3) (unverified)")
     assert main(["decode", str(stream), str(tmp_path / "x.png"), "--refine", "faithful", "--eta", "0.3"]) != 0
     assert "only realistic" in capsys.readouterr().err
+
+
+def test_train_refiner_for_another_model_is_bound_to_its_decoder(tmp_path):
+    """``--codec tae-f2-ft``: the refiner learns that model's latents, records its decoder, and refinement refuses
+    it for the stock decoder's streams (and the stock refiner for tae-f2-ft's)."""
+    from latentarc.codec.models import load_model
+    from latentarc.jobs.cli import main
+
+    from .conftest import PHOTOS, TRAIN
+
+    out = tmp_path / "ft-den"
+    rc = main(["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--out", str(out), "--iterations", "2",
+               "--batch-size", "2", "--limit", "3", "--holdout-every", "3", "--probes", "1", "--max-side", "128",
+               "--crop", "8", "--channels", "32,32", "--cache", str(tmp_path / "cache"), "--device", "cpu",
+               "--codec", "tae-f2-ft", "--name", "tae-f2-ft-denoiser"])
+    assert rc == 0
+    cfg = json.loads((out / "config.json").read_text())
+    ft, stock = load_model("tae-f2-ft", device="cpu"), load_model("tae-f2", device="cpu")
+    assert cfg["codec"] == "tae-f2-ft" and cfg["decoder_sha256"] == ft.fingerprint != stock.fingerprint
+    assert "`tae-f2-ft` codec" in (out / "CARD.md").read_text()
+    r = load_refiner(str(out))
+    R.check_latent_space(r, ft.fingerprint)
+    with pytest.raises(ModelError, match="trained for the decoder"):
+        R.check_latent_space(r, stock.fingerprint)
+    with pytest.raises(ModelError, match="trained for the decoder"):
+        R.check_latent_space(load_refiner(R.DENOISER_NAME), ft.fingerprint)

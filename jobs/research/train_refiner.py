@@ -1,8 +1,9 @@
-"""``latentarc train-refiner``: train the tae-f2 latent denoiser used by ``--refine`` (codec/refine.py, Backend B).
+"""``latentarc train-refiner``: train the latent denoiser used by ``--refine`` (codec/refine.py, Backend B) for one
+model's latents (``--codec``: tae-f2 by default, or a fine-tuned model such as tae-f2-ft).
 
 Data: the images under IMAGES (default ``../shared/data/train``; the evaluation photos in ``--held-out`` are
 refused, by path and by content), each optionally downscaled so its longer side is at most ``--max-side``, encoded
-once to tae-f2 latents together with the codec's own per-channel decoder sensitivities; both are cached in one
+once to the model's latents together with the codec's own per-channel decoder sensitivities; both are cached in one
 ``.npz`` (keyed by the file list, size and encoder fingerprint). A FIXED validation split is kept aside: every
 ``--holdout-every``-th file in name order (a fine-tune, ``--init``, keeps its parent's held-out files instead),
 recorded in config.json and CARD.md and used only for the validation figures.
@@ -442,6 +443,7 @@ class RefinerTrainConfig:
     max_minutes: float | None = None  # stop after M minutes of training (the cosine schedule ends there too)
     unrolled_fraction: float = 0.0  # share of batches trained through the realistic sampler's two steps
     name: str = "tae-f2-denoiser"  # written into config.json and the card
+    codec: str = "tae-f2"  # the model (registry name) whose latents it denoises and whose decoder it is bound to
     threads: int | None = None
     prediction: str = "v_prediction"
     condition: str = "steps"
@@ -481,7 +483,8 @@ def config_from_args(a) -> RefinerTrainConfig:
         disc_steps=a.disc_steps, disc_width=a.disc_width, disc_layers=a.disc_layers, disc_lr=a.disc_lr,
         disc_warmup=a.disc_warmup,
         base_steps=base,
-        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, unrolled_fraction=a.unrolled_fraction,
+        save_every=a.save_every, max_minutes=a.max_minutes, name=a.name, codec=a.codec,
+        unrolled_fraction=a.unrolled_fraction,
         threads=a.threads,
         prediction=a.prediction, condition=a.condition, init=a.init,
         quantized_fraction=a.quantized_fraction, dtype=a.dtype, weights=a.weights, device=a.device)
@@ -508,7 +511,7 @@ def train(a: RefinerTrainConfig) -> dict:
     if not train_names:
         raise ValueError(f"no training images in {src}")
     t0 = time.perf_counter()
-    model = load_model("tae-f2", weights=a.weights, device=device)
+    model = load_model(a.codec, weights=a.weights, device=device)
     cache = Path(a.cache) if a.cache else Path.home() / ".cache" / "latentarc" / "refiner-latents"
     latents = encode_latents(paths, model, a.max_side, cache, a.probes, root=src)
     encode_s = time.perf_counter() - t0
@@ -602,7 +605,7 @@ def train(a: RefinerTrainConfig) -> dict:
 
     cfg = {
         "name": a.name,
-        "codec": "tae-f2",
+        "codec": a.codec,
         "decoder_sha256": model.fingerprint,
         "model_sha256": sha256_file(out / "model.safetensors"),  # checked on every load
         "unet": {k: v for k, v in dict(unet.config).items()},
@@ -658,11 +661,11 @@ def train(a: RefinerTrainConfig) -> dict:
 LOSS_TEXT = {
     "pixel": "MSE to the {target} target, channels weighted by decoder sensitivity × σ_c² (mean 1)",
     "latent": "flat MSE to the {target} target",
-    "decoded-lpips": "pixel MSE plus {lpips_weight} × LPIPS (AlexNet) through the frozen tae-f2 decoder, D(x̂_0) "
+    "decoded-lpips": "pixel MSE plus {lpips_weight} × LPIPS (AlexNet) through the frozen {codec} decoder, D(x̂_0) "
                      "against D(x_0) (the {target} output converted to x̂_0)",
-    "decoded-ssim": "pixel MSE plus (1 − SSIM) through the frozen tae-f2 decoder, D(x̂_0) against D(x_0) (the "
+    "decoded-ssim": "pixel MSE plus (1 − SSIM) through the frozen {codec} decoder, D(x̂_0) against D(x_0) (the "
                     "{target} output converted to x̂_0)",
-    "decoded": "pixel MSE through the frozen tae-f2 decoder, D(x̂_0) against D(x_0) (the {target} output "
+    "decoded": "pixel MSE through the frozen {codec} decoder, D(x̂_0) against D(x_0) (the {target} output "
                "converted to x̂_0)",
 }
 
@@ -703,14 +706,15 @@ def _names(names: list[str], most: int = 12) -> str:
 
 def _card(c: dict) -> str:
     sets = terms_lines(image_sets(c["trained_on"]), Path(c["data"]))
-    loss = (LOSS_TEXT[c["loss"]].format(target=c["prediction"], lpips_weight=c.get("lpips_weight"))
+    loss = (LOSS_TEXT[c["loss"]].format(target=c["prediction"], lpips_weight=c.get("lpips_weight"),
+                                        codec=c.get("codec", "tae-f2"))
             + _pixel_terms_text(c) + _adversary_text(c))
     rows = "\n".join(f"| {k} | {v['mse_dequantized']:.5f} | {v['mse_denoised']:.5f} | "
                      f"{v.get('psnr_dequantized', float('nan')):.2f} | {v.get('psnr_denoised', float('nan')):.2f} | "
                      f"{v['images']} |" for k, v in c["validation"].items())
     return f"""# {c.get('name', 'tae-f2-denoiser')}
 
-Latent denoiser for `latentarc decode --refine` with the `tae-f2` codec (codec/refine.py, Backend B), for the
+Latent denoiser for `latentarc decode --refine` with the `{c.get('codec', 'tae-f2')}` codec (codec/refine.py, Backend B), for the
 decoder with SHA-256 `{c.get('decoder_sha256', 'unrecorded')}` (refinement refuses streams of another decoder):
 a diffusers `UNet2DModel` (blocks {c['unet']['block_out_channels']}, {c['unet']['layers_per_block']} layer(s)
 per block), timestep-conditioned{' and step-map-conditioned (' + c['condition'] + ')' if c.get('condition') else ''}, predicting `{c['prediction']}` in per-channel normalised latent units, DDIM
