@@ -54,6 +54,7 @@ class Stream:
     sections: dict[str, bytes] = field(default_factory=dict)
     #: the size to restore (width, height) when it is not the coded one: packed as the SIZE section
     restored_size: tuple[int, int] | None = None
+    #: what :func:`parse` read; :func:`pack` writes the version the content needs (2 with a restored size)
     format_version: int = FORMAT_VERSION
 
     @property
