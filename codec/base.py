@@ -22,7 +22,10 @@ from .registry import Registry
 from .spec import CodecSpec
 from .types import Capabilities, Decoded, EncodeResult
 
-__all__ = ["Codec", "CODECS", "Capabilities", "EncodeResult", "Decoded"]
+__all__ = ["Codec", "CODECS", "Capabilities", "EncodeResult", "Decoded", "TARGET_TOLERANCE"]
+
+#: how far ``target_bpp`` may land from the target, relative (±5%), where the image allows it
+TARGET_TOLERANCE = 0.05
 
 
 class Codec(ABC):

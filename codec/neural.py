@@ -26,7 +26,7 @@ from PIL import Image
 from . import bitstream, entropy, latent_coding
 from . import verdicts as V
 from .autoencoder import LatentAutoencoder
-from .base import CODECS, Capabilities, Codec
+from .base import CODECS, TARGET_TOLERANCE, Capabilities, Codec
 from .bracket import Probe, cheapest_passing
 from .errors import (
     BitstreamError,
@@ -198,6 +198,8 @@ class NeuralCodec(Codec):
         if min_psnr is not None:
             return self._encode_min_psnr(a, min_psnr)
         if target_bpp is not None:
+            if target_bpp <= 0:
+                raise ValueError("target_bpp must be positive")
             a = self._resolution_for(a, target_bpp)
             step, knob = self._step_for_bpp(a, target_bpp), {"target_bpp": target_bpp}
         else:
@@ -307,12 +309,10 @@ class NeuralCodec(Codec):
 
     def _resolution_for(self, a: Analysis, target_bpp: float) -> Analysis:
         """The analysis rate control codes ``target_bpp`` from: the first of :data:`CODED_SCALES` whose coarsest
-        step meets the target (within the ±5% rate control aims at). When none does (the stream's fixed overhead
+        step meets the target (within :data:`~.base.TARGET_TOLERANCE`). When none does (the stream's fixed overhead
         alone is above it), full resolution at its coarsest step: a smaller picture would spend about the same
         bytes on fewer pixels."""
-        if target_bpp <= 0:
-            raise ValueError("target_bpp must be positive")
-        target = 1.05 * target_bpp * a.pic.width * a.pic.height / 8.0
+        target = (1 + TARGET_TOLERANCE) * target_bpp * a.original.width * a.original.height / 8.0
         for scale in self.coded_scales:
             here = self._reduced(a, scale)
             if here is None:
@@ -372,8 +372,6 @@ class NeuralCodec(Codec):
 
     def _step_for_bpp(self, a: Analysis, target_bpp: float, iterations: int = 40) -> float:
         """Bisection in log-step: stream size decreases monotonically (in practice) with the step."""
-        if target_bpp <= 0:
-            raise ValueError("target_bpp must be positive")
         target = target_bpp * a.original.width * a.original.height / 8.0
         lo, hi = math.log(STEP_FINEST), math.log(STEP_COARSEST)
         best = (math.inf, STEP_FINEST)

@@ -553,6 +553,7 @@ def _codec_spec(a, **overrides):
 
 
 def _cmd_encode(a) -> int:
+    from latentarc.codec.base import TARGET_TOLERANCE
     from latentarc.codec.codecs import build, encode_with
     from latentarc.codec.images import read_image
 
@@ -581,7 +582,7 @@ def _cmd_encode(a) -> int:
         f"{a.image}: {pic.width}x{pic.height} {pic.mode} → {a.out}: {len(res.data)} bytes, "
         f"{res.bpp:.4f} bpp, PSNR {res.psnr:.2f} dB{perceptual}, {dt:.1f} s{chosen}"
     )
-    if a.target_bpp and abs(res.bpp / a.target_bpp - 1) > 0.05:
+    if a.target_bpp and abs(res.bpp / a.target_bpp - 1) > TARGET_TOLERANCE:
         print(f"warning: {a.target_bpp} bpp is not reachable for this image; nearest is {res.bpp:.4f}", file=sys.stderr)
     return EXIT_OK
 

@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 
+from ..codec.base import TARGET_TOLERANCE
 from .bench_inputs import read_pictures
-
-TARGET_TOLERANCE = 0.05  # the ±5% the rate control promises
 
 
 def measure_target(codec, pic, target_bpp: float) -> dict:

@@ -83,6 +83,8 @@ RATE_SLOPES = ("formula", "measured", "objective")
 RATE_PROXY_TEXT = {"ste": "rounded latent (the symbols coded)", "noise": "noisy latent"}
 #: --rate-slope measured: the secant between an example's steps and its steps × this
 SLOPE_REL = 1.25
+#: ... floored at this share of the formula's slope (a crop whose distortion does not move)
+SLOPE_FLOOR = 0.25
 SLOPE_TEXT = {"formula": "high-rate RD slope",
               "measured": f"RD slope measured per example (secant to steps × {SLOPE_REL})",
               "objective": "slope of the whole distortion objective (MSE and perceptual term), measured per example "
@@ -472,7 +474,7 @@ def objective(encoder, decoder, rate: torch.nn.Module, x: torch.Tensor, quality:
         if cfg.rate_slope != "formula":
             perceptual = (PerceptualSlope(lpips, p.detach(), cfg.lpips_weight, cfg.lpips_form)
                           if cfg.rate_slope == "objective" and p is not None else None)
-            lam = torch.maximum(lam / 4, measured_slope(decoder, rate, x, z.detach(), mu, steps, eps,
+            lam = torch.maximum(lam * SLOPE_FLOOR, measured_slope(decoder, rate, x, z.detach(), mu, steps, eps,
                                                         d.detach(), bpp.detach(), cfg.proxy, cfg.rate_proxy,
                                                         amp, perceptual))
         lam = cfg.rate_weight * lam
