@@ -10,11 +10,9 @@ import torch
 from .codecs import codec_for_stream
 from .models import load_model
 from .neural import NeuralCodec
-from .spec import default_device
+from .spec import DEFAULT_CODEC, default_device
 
 __all__ = ["DEFAULT_CODEC", "load_codec", "codec_for_stream", "default_device"]
-
-DEFAULT_CODEC = "tae-f2"
 
 
 def load_codec(

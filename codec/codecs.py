@@ -35,14 +35,11 @@ from .exact import JpegExactCodec, is_jpeg
 from .floors import EXACT_SCORES, Floors, unreachable_message
 from .images import Picture
 from .metrics import Reference, ms_ssim, psnr
-from .spec import CodecSpec
+from .spec import DEFAULT_AUTO_CODECS, CodecSpec
 from .types import Decoded, EncodeResult
 
 __all__ = ["build", "get_codec", "capabilities", "check_weights", "codec_for_stream", "AutoCodec", "encode_with",
            "smallest_meeting", "DEFAULT_AUTO_CODECS", "names"]
-
-#: codecs ``auto`` tries when none are named
-DEFAULT_AUTO_CODECS = ("tae-f2", "avif", "jxl")
 
 
 # ------------------------------------------------------------------------------------------ registry

@@ -235,12 +235,12 @@ class NeuralCodec(Codec):
         def measure(cfg, refiner, names):
             return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode), names)
 
-        wanted = tuple(dict.fromkeys((faithful if self.verify_refine else ())
+        wanted = tuple(dict.fromkeys((faithful if self._checks_faithful else ())
                                      + (realistic if self.verify_realistic else ())))
         base = dict(zip(wanted, figures(planes, wanted) if planes is not None
                         else measure(R.RefineConfig("none", 0), None, wanted)))
         s, params = bitstream.parse(res.data), dict(res.params)
-        if self.verify_refine:
+        if self._checks_faithful:
             refiner = R.resolve(self.refiner, self.name, self.model.device)
             k, dp, dm = V.choose_verified_steps(
                 tuple(base[m] for m in faithful),
@@ -261,7 +261,20 @@ class NeuralCodec(Codec):
     @property
     def checks_refinement(self) -> bool:
         """Whether encoding checks a refinement mode against the original (``_verified``)."""
-        return self.verify_refine or self.verify_realistic
+        return self._checks_faithful or self.verify_realistic
+
+    @property
+    def _checks_faithful(self) -> bool:
+        """``verify_refine``, unless faithful decodes this model's latents unrefined (nothing to check)."""
+        return self.verify_refine and not self._unrefined("faithful", self.refiner)
+
+    def _unrefined(self, mode: str, refiner) -> str | None:
+        """Why ``mode`` leaves this model's latents as they are when no refiner is named (``refine.UNREFINED``)."""
+        if refiner is not None:
+            return None
+        from .refine import unrefined_reason
+
+        return unrefined_reason(self.name, mode)
 
     @torch.no_grad()
     def analyse(self, pic: Picture) -> Analysis:
@@ -473,7 +486,10 @@ class NeuralCodec(Codec):
             raise CorruptStream(f"entropy decoding failed: {e}") from None
         latent = torch.from_numpy(dequantize(symbols.reshape(-1, h, w), qp)).to(self.model.device)
         refinement = "none"
-        if refine is not None and refine.active:
+        unrefined = self._unrefined(refine.mode, refiner) if refine is not None and refine.active else None
+        if unrefined:
+            refinement = f"none ({unrefined})"
+        elif refine is not None and refine.active:
             from . import refine as R
 
             refiner = R.resolve(refiner, self.name, self.model.device, refine.mode)

@@ -71,19 +71,28 @@ ETA = {"faithful": 0.0, "realistic": 1.0}
 #: the lowest LPIPS at every measured rate; K = 2 is sharper but further from the original (the card)
 MODE_STEPS = {"none": 0, "faithful": DEFAULT_STEPS, "realistic": 1}
 
-#: the shipped tae-f2 denoisers: ``codec/weights/<name>/`` (safetensors + config.json + CARD.md) — the faithful
-#: one, and the realistic one fine-tuned from it with LPIPS and the local detail-energy loss (its card)
+#: the shipped denoisers: ``codec/weights/<name>/`` (safetensors + config.json + CARD.md) — tae-f2's faithful one,
+#: its realistic one fine-tuned from it with LPIPS and the local detail-energy loss, and that one fine-tuned again
+#: for tae-f2-ft's latents (their cards)
 DENOISER_NAME = "tae-f2-denoiser"
 REALISTIC_NAME = "tae-f2-realistic"
+FT_REALISTIC_NAME = "tae-f2-ft-realistic"
 PACKAGE_WEIGHTS = WEIGHTS_DIR
 #: shipped denoisers (folders under ``codec/weights/``) → SHA-256 of their ``model.safetensors``
 SHIPPED_DENOISERS = {
     DENOISER_NAME: "d36030c53465cbd5d3efcedb7ef6e7df985ccf645bb0ab2dfa5c509cac35101e",
     REALISTIC_NAME: "1f494a3f4589fdb3cbdae438ed5b20cfff2f2f1c4d30268b01ecdace935951ef",
+    FT_REALISTIC_NAME: "3a8df158605ca9541a67030da8029d02c162527b27a1c160532136057d9cd29f",
 }
 #: which refiner a codec uses for each mode when none is named: each mode has its own model (a denoiser trained
-#: for realism differs from one trained to be faithful); a mode missing here has no default (a typed error)
-DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": REALISTIC_NAME}}
+#: for realism differs from one trained to be faithful); a mode in neither table has no default (a typed error)
+DEFAULT_REFINERS = {"tae-f2": {"faithful": DENOISER_NAME, "realistic": REALISTIC_NAME},
+                    "tae-f2-ft": {"realistic": FT_REALISTIC_NAME}}
+#: modes a codec decodes unrefined when no refiner is named, and why (measured: docs/refinement.md). tae-f2-ft's
+#: decoder was trained on the codec's quantized latents; a denoiser fine-tuned for them lowered PSNR and raised
+#: LPIPS at 0.05–0.2 bpp, and the encoder's check chose no refinement on 26 of 27 streams: its faithful decode is
+#: the unrefined one
+UNREFINED = {"tae-f2-ft": {"faithful": "tae-f2-ft's decoder is trained on quantized latents: no denoiser gained"}}
 
 
 @dataclass(frozen=True)
@@ -531,12 +540,20 @@ def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = 
         return _CACHE[key]
 
 
+def unrefined_reason(codec_name: str, mode: str) -> str | None:
+    """Why ``mode`` decodes ``codec_name``'s streams unrefined when no refiner is named (:data:`UNREFINED`), or
+    None when it refines them."""
+    return UNREFINED.get(codec_name, {}).get(mode)
+
+
 def refiner_for_codec(codec_name: str, *, mode: str = "faithful", device=None) -> Refiner:
     """The refiner a codec uses for ``mode`` when none is named; a typed error when there is none."""
     name = DEFAULT_REFINERS.get(codec_name, {}).get(mode)
     if name is None:
-        raise ModelError(f"no default refiner for {codec_name} ({mode}): pass --refiner a train-refiner folder or "
-                         "diffusers-unet:<hub id or folder> (an SD-family U-Net for the same latent space)")
+        why = unrefined_reason(codec_name, mode)
+        raise ModelError(f"no default refiner for {codec_name} ({mode}{': ' + why if why else ''}): pass --refiner "
+                         "a train-refiner folder or diffusers-unet:<hub id or folder> (an SD-family U-Net for the "
+                         "same latent space)")
     return load_refiner(name, device=device)
 
 

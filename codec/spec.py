@@ -14,7 +14,13 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["CodecSpec", "ENCODER_PRECISIONS", "default_device"]
+__all__ = ["CodecSpec", "DEFAULT_AUTO_CODECS", "DEFAULT_CODEC", "ENCODER_PRECISIONS", "default_device"]
+
+#: the codec new streams use when none is named: tae-f2 fine-tuned for rate, MSE and LPIPS with its own context
+#: model (``codec.encoders.SHIPPED_FT``); streams of every other model keep decoding with their own
+DEFAULT_CODEC = "tae-f2-ft"
+#: the codecs ``auto`` tries when none are named
+DEFAULT_AUTO_CODECS = (DEFAULT_CODEC, "avif", "jxl")
 
 #: the choices of ``encoder_precision`` (``codec.precision``)
 ENCODER_PRECISIONS = ("float32", "bfloat16")
@@ -22,7 +28,7 @@ ENCODER_PRECISIONS = ("float32", "bfloat16")
 
 @dataclass(frozen=True)
 class CodecSpec:
-    name: str = "tae-f2"
+    name: str = DEFAULT_CODEC
     #: explicit weight file or folder (else ``$LATENTARC_MODEL_DIR``, the user cache, a checked download)
     weights: str | None = None
     #: torch device; None: CUDA when present, else CPU
@@ -52,7 +58,7 @@ class CodecSpec:
     #: own for each mode)
     refiner: str | None = None
     # ---- auto (``codec.codecs.AutoCodec``)
-    #: the codecs auto chooses from, comma-separated (None: ``codecs.DEFAULT_AUTO_CODECS``)
+    #: the codecs auto chooses from, comma-separated (None: :data:`DEFAULT_AUTO_CODECS`)
     codecs: str | None = None
 
     def replace(self, **changes) -> "CodecSpec":

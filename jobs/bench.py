@@ -3,9 +3,9 @@ bpp at equal quality of the codecs asked for (:mod:`.rd_bench`), and, with ``--t
 rate-control checks of the first of them (:mod:`.rate_checks`).
 
 Which codecs: ``--codecs LIST`` (NAME, NAME@ENTROPY[:RDOQ], NAME+search=N, NAME+global), else ``--codec NAME``
-alone, else tae-f2, avif, jxl, webp and jpeg. ``--compare-global`` adds the first codec with one global
-quantization step, ``--compare-entropy X`` the first codec with entropy model X; each variant's BD-rate against
-its base is reported. ``--qualities ""`` skips the RD run (the checks only).
+alone, else ``rd_bench.DEFAULT_CODECS`` (the default codec, tae-f2, avif, jxl, webp and jpeg). ``--compare-global``
+adds the first codec with one global quantization step, ``--compare-entropy X`` the first codec with entropy model
+X; each variant's BD-rate against its base is reported. ``--qualities ""`` skips the RD run (the checks only).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..codec.spec import ENCODER_PRECISIONS
+from ..codec.spec import DEFAULT_AUTO_CODECS, DEFAULT_CODEC, ENCODER_PRECISIONS
 from .exit_codes import EXIT_OK, EXIT_PARTIAL, EXIT_USAGE
 from .research.training_data import DEFAULT_HELD_OUT, DEFAULT_TRAIN
 
@@ -70,20 +70,20 @@ def _knobs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--min-psnr", type=float, help="smallest stream whose decoded PSNR (dB) meets this floor")
 
 
-_CODEC_HELP = ("auto, a model registry name (tae-f2, diffusers:<ref>), avif, jxl, webp, jpeg, jpeg-exact or "
-               "passthrough (default tae-f2); auto keeps, per image, the smallest stream among --codecs that meets "
-               "the floors (--min-psnr, --min-ms-ssim, --max-lpips, --max-dists: every one given), else the original "
-               "file or, for JPEG, its jpeg-exact transcode")
+_CODEC_HELP = ("auto, a model registry name (tae-f2-ft, tae-f2, diffusers:<ref>), avif, jxl, webp, jpeg, jpeg-exact "
+               f"or passthrough (default {DEFAULT_CODEC}); auto keeps, per image, the smallest stream among --codecs "
+               "that meets the floors (--min-psnr, --min-ms-ssim, --max-lpips, --max-dists: every one given), else the "
+               "original file or, for JPEG, its jpeg-exact transcode")
 
 
 def _codec_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--codec", default="tae-f2", help=_CODEC_HELP)
+    p.add_argument("--codec", default=DEFAULT_CODEC, help=_CODEC_HELP)
     p.add_argument("--lossless", action="store_true",
                    help="change no pixel: JPEG files as jpeg-exact (JPEG XL transcodes rebuilt bit for bit), other "
                         "images as lossless JPEG XL or WebP checked pixel for pixel, whichever is smaller, else "
                         "the original file; replaces --codec and the quality knobs")
-    p.add_argument("--codecs", default="tae-f2,avif,jxl", metavar="LIST",
-                   help="comma-separated codecs --codec auto chooses from (default tae-f2,avif,jxl)")
+    p.add_argument("--codecs", default=",".join(DEFAULT_AUTO_CODECS), metavar="LIST",
+                   help=f"comma-separated codecs --codec auto chooses from (default {','.join(DEFAULT_AUTO_CODECS)})")
     p.add_argument("--min-ms-ssim", type=float, metavar="M",
                    help="quality floor on decoded MS-SSIM (0–1); alone or with --min-psnr")
     p.add_argument("--max-lpips", type=float, metavar="D",
@@ -160,7 +160,7 @@ def _codec_name(a) -> str:
     knobs = [f"--{k.replace('_', '-')}" for k in ("quality", "target_bpp", "min_psnr", "min_ms_ssim", "max_lpips",
                                                   "max_dists")
              if getattr(a, k) is not None]
-    if a.codec != "tae-f2" or knobs:
+    if a.codec != DEFAULT_CODEC or knobs:
         raise ValueError(f"--lossless chooses the codec and keeps every pixel; drop {' '.join(knobs or ['--codec'])}")
     return "lossless"
 
@@ -265,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "folder of images, and rate-control checks")
     p.add_argument("images", help="folder of images")
     p.add_argument("--codecs", metavar="LIST",
-                   help="codecs to compare, e.g. tae-f2,tae-f2@tae-f2-ctx,avif,jxl,webp,jpeg (default: tae-f2, avif, "
-                        "jxl, webp, jpeg); NAME@ENTROPY[:RDOQ], NAME+search=N, NAME+global and NAME+fullres "
-                        "(low targets at full resolution) are neural variants")
+                   help="codecs to compare, e.g. tae-f2,tae-f2@tae-f2-ctx,avif,jxl,webp,jpeg (default: "
+                        f"{DEFAULT_CODEC}, tae-f2, avif, jxl, webp, jpeg); NAME@ENTROPY[:RDOQ], NAME+search=N, "
+                        "NAME+global and NAME+fullres (low targets at full resolution) are neural variants")
     p.add_argument("--codec", metavar="NAME", help="benchmark this one codec (instead of --codecs)")
     p.add_argument("--qualities", default=None,
                    help='comma-separated operating points for every codec: qualities 0–100 and/or rates like '
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench-refine", help="research: refinement modes against none on the same streams — PSNR, "
                                             "MS-SSIM, LPIPS, DISTS, sharpness, decode s/MP")
     p.add_argument("images", help="folder of images")
-    p.add_argument("--codec", default="tae-f2")
+    p.add_argument("--codec", default=DEFAULT_CODEC)
     p.add_argument("--modes", dest="refine_modes", default="faithful,realistic",
                    help="refinement modes to compare with none (default faithful,realistic)")
     p.add_argument("--steps", dest="refine_steps", metavar="LIST", help="step counts K (default 1,2,4)")

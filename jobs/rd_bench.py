@@ -50,12 +50,14 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..codec.spec import DEFAULT_CODEC
 from .bench_inputs import json_safe
 from .rd_perceptual import (COMMON_NOTE, EQUAL_QUALITY_NOTE, LEVELS, METRICS, PERCEPTUAL, common_subset,
                             common_subset_cells, distance_db, equal_quality, equal_quality_cells,
                             format_equal_quality, parse_metrics)
 
-DEFAULT_CODECS = ("tae-f2", "avif", "jxl", "webp", "jpeg")
+#: the default codec, the stock model it was trained from, and the classical codecs
+DEFAULT_CODECS = (DEFAULT_CODEC, "tae-f2", "avif", "jxl", "webp", "jpeg")
 # Each scale's coarsest setting (0) is 0.05–0.09 bpp for tae-f2 on held-out ~1 MP photos (005, 025, 035), 0.09–0.13
 # avif, 0.08–0.13 jpeg (q0 = q1), 0.10–0.21 webp, 0.14–0.25 jxl: the 0–100 scales stop above the ≈0.03 bpp wanted,
 # so neural codecs add a 0.03 bpp rate-controlled point (their step range goes well past quality 0's).
@@ -474,7 +476,8 @@ def format_curves(curves: dict[str, list[dict]], speed: dict[str, dict]) -> str:
 # ------------------------------------------------------------------------------------------ plots / HTML
 PLOTS = (("psnr", "PSNR (dB)", "rd_psnr.png"), ("ms_ssim", "MS-SSIM", "rd_msssim.png"),
          ("lpips", "LPIPS (lower is better)", "rd_lpips.png"), ("dists", "DISTS (lower is better)", "rd_dists.png"))
-COLOURS = {"tae-f2": "#d62728", "avif": "#1f77b4", "jxl": "#2ca02c", "webp": "#9467bd", "jpeg": "#7f7f7f"}
+COLOURS = {"tae-f2": "#d62728", "tae-f2-ft": "#ff7f0e", "avif": "#1f77b4", "jxl": "#2ca02c", "webp": "#9467bd",
+           "jpeg": "#7f7f7f"}
 
 
 def _style(codec: str) -> dict:

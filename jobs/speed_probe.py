@@ -22,6 +22,9 @@ import resource
 import sys
 import time
 
+#: the entropy model a request names for "the model's own" (``load_codec(entropy_model=None)``): per-channel for
+#: tae-f2, its context model for tae-f2-ft, whatever the tree's default codec is
+OWN_ENTROPY = "own"
 #: (side, file suffix, function) → part name: the code every tree has, timed by its cumulative time
 PARTS = {
     ("encode", "codec/tae.py", "encode"): "encoder network",
@@ -73,7 +76,8 @@ def main() -> int:
         key = json.dumps([req["entropy"], req.get("options", {})], sort_keys=True)
         data = open(req["image"], "rb").read()
         if key not in codecs:
-            codec = load_codec(entropy_model=req["entropy"], **req.get("options", {}))
+            own = req["entropy"] == OWN_ENTROPY  # the model's own entropy model (load_codec's None)
+            codec = load_codec(entropy_model=None if own else req["entropy"], **req.get("options", {}))
             rgb = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[:64, :64]
             buf = io.BytesIO()
             Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG")

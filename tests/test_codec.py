@@ -11,6 +11,7 @@ import torch
 from latentarc.codec.errors import QualityFloorUnreachable
 from latentarc.codec.images import colour_planes
 from latentarc.codec.metrics import psnr
+from latentarc.codec.spec import DEFAULT_CODEC
 from latentarc.jobs.cli import main
 
 from .conftest import photo_crop
@@ -107,7 +108,7 @@ def test_cli_encode_info_decode(tmp_path, capsys):
     assert main(["encode", str(src), str(out), "--quality", "70"]) == 0
     assert main(["info", str(out)]) == 0
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
-    assert info["width"] == 200 and info["height"] == 150 and info["codec"] == "tae-f2"
+    assert info["width"] == 200 and info["height"] == 150 and info["codec"] == DEFAULT_CODEC
     # payload within 3% of the ideal code length plus side information
     assert info["stream_bytes"] <= 1.03 * info["ideal_total_bytes"]
     assert main(["decode", str(out), str(dec)]) == 0

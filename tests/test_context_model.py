@@ -185,8 +185,8 @@ def test_codec_streams_select_their_entropy_model():
     from latentarc.codec.api import load_codec
     from latentarc.codec import bitstream
 
-    ctx = load_codec(weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx", rdoq=0)
-    pc = load_codec(weights=str(MODELS), device="cpu")
+    ctx = load_codec("tae-f2", weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx", rdoq=0)
+    pc = load_codec("tae-f2", weights=str(MODELS), device="cpu")
     pic = photo_crop(HELD_OUT, 192)
     a = ctx.encode(pic, quality=40, measure=False)
     b = pc.encode(pic, quality=40, measure=False)
@@ -207,7 +207,7 @@ def test_rd_optimised_rounding_trades_bits_for_distortion(shipped, photo_symbols
     Lagrangian cost it minimises lower than plain rounding's; strength 0 is plain rounding."""
     from latentarc.codec.api import load_codec
 
-    codec = load_codec(weights=str(MODELS), device="cpu")
+    codec = load_codec("tae-f2", weights=str(MODELS), device="cpu")
     a = codec.analyse(photo_crop(HELD_OUT, 192))
     qp = choose_params(a.latent, 0.8, a.sensitivity)
     u = centred(a.latent, qp)
@@ -261,14 +261,14 @@ def test_codec_rdoq_is_an_encoder_choice():
     from latentarc.codec.api import load_codec
 
     pic = photo_crop(HELD_OUT, 192)
-    rdo = load_codec(weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx")
-    plain = load_codec(weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx", rdoq=0)
+    rdo = load_codec("tae-f2", weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx")
+    plain = load_codec("tae-f2", weights=str(MODELS), device="cpu", entropy_model="tae-f2-ctx", rdoq=0)
     a, b = rdo.encode(pic, quality=40), plain.encode(pic, quality=40)
     assert a.params["rdoq"] == 1.0 and "rdoq" not in b.params
     assert len(a.data) < 0.97 * len(b.data) and a.psnr < b.psnr
     assert abs(plain.decode(a.data).rgb.astype(float) - rdo.decode(a.data).rgb).max() == 0
     with pytest.raises(ValueError, match="context model"):
-        load_codec(weights=str(MODELS), device="cpu", rdoq=1.0)
+        load_codec("tae-f2", weights=str(MODELS), device="cpu", rdoq=1.0)
 
 
 @pytest.mark.parametrize("name,golden", [("tae-f2-ctx-v1", "2c9e88227ee90c64"), ("tae-f2-ctx", "b63df96dd4ad8a6b")])
@@ -338,8 +338,8 @@ def test_a_trained_folder_codes_streams_only_with_itself(tmp_path):
     name = f"ctx:{out}"
     assert entropy_spec(f"{name}:0") == {"entropy_model": name, "rdoq": 0.0}
     assert entropy_spec(name) == {"entropy_model": name}
-    mine = load_codec(weights=str(MODELS), device="cpu", entropy_model=name, rdoq=0)
-    pc = load_codec(weights=str(MODELS), device="cpu")
+    mine = load_codec("tae-f2", weights=str(MODELS), device="cpu", entropy_model=name, rdoq=0)
+    pc = load_codec("tae-f2", weights=str(MODELS), device="cpu")
     pic = photo_crop(HELD_OUT, 128)
     a = mine.encode(pic, quality=40, measure=False)
     assert bitstream.parse(a.data).entropy_model == 98
@@ -353,7 +353,7 @@ def test_a_trained_folder_codes_streams_only_with_itself(tmp_path):
     meta = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**meta, "id": 3}))
     with pytest.raises(ModelError, match="tae-f2-ctx"):
-        load_codec(weights=str(MODELS), device="cpu", entropy_model=name)
+        load_codec("tae-f2", weights=str(MODELS), device="cpu", entropy_model=name)
 
 
 def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
@@ -377,7 +377,7 @@ def test_bench_entropy_accounts_for_every_bit(tmp_path, capsys):
 
     from latentarc.codec.api import load_codec
 
-    codec = load_codec(device="cpu")
+    codec = load_codec("tae-f2", device="cpu")
     paths = sorted(p for p in PHOTOS.iterdir() if p.suffix == ".png")[:3]
     latents = encode_latents(paths, codec.model, 160, tmp_path / "cache", probes=codec.probes)
     model = coder("tae-f2-ctx").model
@@ -422,7 +422,7 @@ def test_stage_three_codes_a_learned_encoders_latents(tmp_path, capsys):
     codec = load_codec(learned, device="cpu")
     paths = sorted(p for p in PHOTOS.iterdir() if p.suffix == ".png")[:2]
     z_le = encode_latents(paths, codec.model, 128, cache, probes=codec.probes)
-    z_stock = encode_latents(paths, load_codec(device="cpu").model, 128, cache, probes=codec.probes)
+    z_stock = encode_latents(paths, load_codec("tae-f2", device="cpu").model, 128, cache, probes=codec.probes)
     name = paths[0].name
     assert z_le[name][0].shape == z_stock[name][0].shape and not np.allclose(z_le[name][0], z_stock[name][0])
 

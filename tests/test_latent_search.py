@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from latentarc.codec.spec import DEFAULT_CODEC
 from latentarc.codec.autoencoder import LatentAutoencoder
 from latentarc.codec.latent_search import LatentSearch, search_latent
 from latentarc.codec.metrics import psnr
@@ -103,4 +104,4 @@ def test_bench_spec_and_cli_flag(codec, tmp_path, capsys):
     assert main(["encode", str(src), str(out), "--latent-search", "-1"]) != 0
     assert "iterations must be ≥ 0" in "".join(capsys.readouterr())
     assert main(["info", str(out)]) == 0
-    assert json.loads(capsys.readouterr().out)["codec"] == "tae-f2"
+    assert json.loads(capsys.readouterr().out)["codec"] == DEFAULT_CODEC

@@ -12,7 +12,7 @@ from PIL import Image
 
 from latentarc.codec.metrics import psnr
 from latentarc.jobs.cli import main
-from latentarc.codec.spec import CodecSpec
+from latentarc.codec.spec import DEFAULT_CODEC, CodecSpec
 from latentarc.pipeline.compress import CompressOptions, run_compress, watch
 from latentarc.pipeline.restore import run_restore
 from latentarc.pipeline.table.schema import TABLE_SCHEMA
@@ -23,8 +23,9 @@ from .conftest import MODELS, photo_png
 pytestmark = [pytest.mark.usefixtures("ray_cluster"), pytest.mark.shared("models", "photos")]
 
 
-def _opts(verify_refine: bool = False, latent_search: int = 0, verify_realistic: bool = False, **kw) -> CompressOptions:
-    spec = CodecSpec(weights=str(MODELS), verify_refine=verify_refine, latent_search=latent_search,
+def _opts(verify_refine: bool = False, latent_search: int = 0, verify_realistic: bool = False,
+          name: str = DEFAULT_CODEC, **kw) -> CompressOptions:
+    spec = CodecSpec(name, weights=str(MODELS), verify_refine=verify_refine, latent_search=latent_search,
                      verify_realistic=verify_realistic)
     return CompressOptions(spec, quality=60, batch_size=2, workers=2, **kw)
 
@@ -60,7 +61,7 @@ def test_s3_to_s3_compress_restore_and_rerun(s3_source, bucket, s3, tmp_path):
     assert set(errs["stage"].to_pylist()) == {"decode"}
     assert set(errs["error_type"].to_pylist()) == {"UnreadableImage"}
     for r in rows.to_pylist():
-        assert r["payload_size"] == len(r["payload"]) and r["codec"] == "tae-f2" and r["psnr"] > 18
+        assert r["payload_size"] == len(r["payload"]) and r["codec"] == DEFAULT_CODEC and r["psnr"] > 18
     # the savings report is on storage and counts real stored bytes
     saved = table.reports()[-1]
     assert saved["run_id"] == report["run_id"] and saved["stored_bytes"] > 0
@@ -118,8 +119,9 @@ def test_manifest_source_subset_restore_and_unsafe_keys(tmp_path, bucket, s3):
     manifest = tmp_path / "list.txt"
     manifest.write_text("# three objects\n" + "\n".join(uris) + "\n\n")
     table_uri = str(tmp_path / "t")
-    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True, latent_search=2, verify_realistic=True),
-                          source_options=s3)
+    # tae-f2: both refinement modes have a check to record (tae-f2-ft's faithful mode decodes unrefined)
+    report = run_compress(str(manifest), table_uri, _opts(verify_refine=True, latent_search=2, verify_realistic=True,
+                                                          name="tae-f2"), source_options=s3)
     assert report["rows"] == 3 and report["errors"] == 0
     rows = BitstreamTable(table_uri).read(columns=["key", "params", "payload"]).to_pylist()
     keys = [r["key"] for r in rows]

@@ -262,6 +262,37 @@ def test_fine_tune_keeps_its_parents_validation_images(tiny_denoiser, tmp_path):
     assert "held-out files of" in cfg["holdout_rule"]
 
 
+def test_fine_tune_for_another_model_takes_that_models_latent_statistics(tiny_denoiser, tmp_path):
+    """--init keeps the parent's normalisation for the same decoder's latents; for another model's (tae-f2-ft's
+    are offset and wider) it starts from the parent's network with the mean and spread of the new latents."""
+    from latentarc.codec.models import load_model
+    from latentarc.jobs.cli import main
+    from latentarc.jobs.research.latent_cache import encode_latents
+    from latentarc.jobs.research.train_refiner import latent_stats
+
+    from .conftest import PHOTOS, TRAIN
+
+    parent, _, files = tiny_denoiser
+    stats = {}
+    for codec in ("tae-f2", "tae-f2-ft"):
+        out = tmp_path / codec
+        rc = main(["train-refiner", str(TRAIN), "--held-out", str(PHOTOS), "--out", str(out), "--init", str(parent),
+                   "--iterations", "1", "--batch-size", "2", "--limit", "4", "--probes", "1", "--max-side", "128",
+                   "--crop", "8", "--cache", str(tmp_path / "cache"), "--device", "cpu", "--codec", codec])
+        assert rc == 0
+        cfg = json.loads((out / "config.json").read_text())
+        stats[codec] = np.array(cfg["latent_mean"]), np.array(cfg["latent_std"]), cfg["trained_on"]
+    before = json.loads((parent / "config.json").read_text())
+    assert np.allclose(stats["tae-f2"][0], before["latent_mean"], rtol=0, atol=1e-7)
+    assert np.allclose(stats["tae-f2"][1], before["latent_std"], rtol=0, atol=1e-7)
+    mean, std, trained_on = stats["tae-f2-ft"]
+    paths = [TRAIN / n for n in files]
+    latents = encode_latents(paths, load_model("tae-f2-ft", device="cpu"), 128, tmp_path / "cache", 1, root=TRAIN)
+    want_mean, want_std = latent_stats(latents, trained_on)
+    assert np.allclose(mean, want_mean, atol=1e-6) and np.allclose(std, want_std, atol=1e-6)
+    assert np.abs(mean - np.array(before["latent_mean"])).max() > 0.5
+
+
 def test_fine_tune_refuses_a_parent_that_trained_on_its_held_out_images(tmp_path):
     """A parent whose record both trains on and holds out an image would leak it into the fine-tune's figures."""
     from latentarc.jobs.research.train_refiner import inherited_split
@@ -546,8 +577,9 @@ def test_refine_bench_at_target_rates(tiny_denoiser, tmp_path):
 
     out, _, _ = tiny_denoiser
     js = tmp_path / "refine.json"
-    assert main(["bench-refine", str(PHOTOS), "--modes", "faithful", "--steps", "1", "--refiner", str(out),
-                 "--limit", "1", "--crop", "128", "--targets", "0.3,0.6", "--metrics", "psnr", "--json-out", str(js),
+    assert main(["bench-refine", str(PHOTOS), "--codec", "tae-f2", "--modes", "faithful", "--steps", "1",
+                 "--refiner", str(out), "--limit", "1", "--crop", "128", "--targets", "0.3,0.6", "--metrics", "psnr",
+                 "--json-out", str(js),
                  "--device", "cpu"]) == 0
     doc = json.loads(js.read_text())
     assert [p["value"] for p in doc["points"]] == [0.3, 0.6]
@@ -568,7 +600,7 @@ def test_refine_bench_measures_every_mode_on_the_same_stream(tiny_denoiser, tmp_
     js = tmp_path / "refine.json"
     page = tmp_path / "refine.html"
     # the shipped denoiser for faithful, a candidate for realistic
-    rc = main(["bench-refine", str(PHOTOS), "--modes", "faithful,realistic", "--steps", "1,2",
+    rc = main(["bench-refine", str(PHOTOS), "--codec", "tae-f2", "--modes", "faithful,realistic", "--steps", "1,2",
                "--realistic-refiner", str(out), "--limit", "1", "--crop", "96", "--qualities", "30,70", "--seed", "3",
                "--metrics", "psnr,ms-ssim,lpips", "--json-out", str(js), "--html", str(page), "--device", "cpu"])
     assert rc == 0
@@ -623,8 +655,9 @@ def test_refine_bench_compares_etas(tiny_denoiser, tmp_path):
 
     out, _, _ = tiny_denoiser
     js = tmp_path / "etas.json"
-    assert main(["bench-refine", str(PHOTOS), "--modes", "faithful,realistic", "--steps", "2", "--etas", "0,0.5",
-                 "--refiner", str(out), "--limit", "1", "--crop", "64", "--qualities", "30", "--metrics", "psnr",
+    assert main(["bench-refine", str(PHOTOS), "--codec", "tae-f2", "--modes", "faithful,realistic", "--steps", "2",
+                 "--etas", "0,0.5", "--refiner", str(out), "--limit", "1", "--crop", "64", "--qualities", "30",
+                 "--metrics", "psnr",
                  "--json-out", str(js), "--device", "cpu"]) == 0
     doc = json.loads(js.read_text())
     mine = {r["config"]: r for r in doc["rows"]}
@@ -923,7 +956,8 @@ def test_shipped_denoiser_on_held_out_photos(codec):
 
 
 def test_cli_encode_verify_refine_then_decode(tmp_path, small_pic, capsys):
-    """encode --verify-refine --verify-realistic writes both checks; info shows them; decode follows each."""
+    """encode --verify-refine --verify-realistic writes both checks (tae-f2); info shows them; decode follows
+    each."""
     from PIL import Image
 
     from latentarc.jobs.cli import main
@@ -931,8 +965,8 @@ def test_cli_encode_verify_refine_then_decode(tmp_path, small_pic, capsys):
     R._CACHE.clear()
     src, stream, out = tmp_path / "in.png", tmp_path / "s.larc", tmp_path / "o.png"
     Image.fromarray(small_pic.rgb).save(src)
-    assert main(["encode", str(src), str(stream), "--quality", "30", "--verify-refine", "--verify-realistic",
-                 "--device", "cpu"]) == 0
+    assert main(["encode", str(src), str(stream), "--codec", "tae-f2", "--quality", "30", "--verify-refine",
+                 "--verify-realistic", "--device", "cpu"]) == 0
     capsys.readouterr()
     assert main(["info", str(stream), "--device", "cpu"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -1037,7 +1071,7 @@ def test_train_refiner_unrolled_through_two_sampler_steps(tiny_denoiser, tmp_pat
 
 def test_cli_decode_says_which_refinement_ran(tmp_path, capsys):
     """decode --refine prints what ran: the realistic mode's default single step, faithful's four steps on a
-    stream the encoder did not verify."""
+    tae-f2 stream the encoder did not verify."""
     from PIL import Image
 
     from latentarc.jobs.cli import main
@@ -1046,7 +1080,7 @@ def test_cli_decode_says_which_refinement_ran(tmp_path, capsys):
 
     src, stream = tmp_path / "c.png", tmp_path / "c.larc"
     Image.open(sorted(PHOTOS.glob("*.png"))[19]).crop((200, 200, 296, 296)).save(src)
-    assert main(["encode", str(src), str(stream), "--quality", "10"]) == 0
+    assert main(["encode", str(src), str(stream), "--codec", "tae-f2", "--quality", "10"]) == 0
     assert main(["decode", str(stream), str(tmp_path / "r.png"), "--refine", "realistic"]) == 0
     assert main(["decode", str(stream), str(tmp_path / "f.png"), "--refine", "faithful"]) == 0
     assert main(["decode", str(stream), str(tmp_path / "n.png")]) == 0

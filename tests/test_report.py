@@ -8,7 +8,7 @@ import math
 import pytest
 
 from latentarc.jobs.cli import main
-from latentarc.codec.spec import CodecSpec
+from latentarc.codec.spec import DEFAULT_CODEC, CodecSpec
 from latentarc.pipeline.compress import CompressOptions, run_compress
 from latentarc.pipeline.report import build_report, prefix_of
 from latentarc.pipeline.savings import GIB
@@ -55,8 +55,8 @@ def test_report_numbers_match_the_table(table_dir, capsys):
     assert r["usd_per_month_saved"] == pytest.approx(max(0, r["original_bytes"] - r["stored_bytes"]) / GIB * price)
 
     # per codec
-    assert set(r["per_codec"]) == {"tae-f2", "avif"}
-    assert r["per_codec"]["tae-f2"]["rows"] == 3 and r["per_codec"]["avif"]["rows"] == 1
+    assert set(r["per_codec"]) == {DEFAULT_CODEC, "avif"}
+    assert r["per_codec"][DEFAULT_CODEC]["rows"] == 3 and r["per_codec"]["avif"]["rows"] == 1
     for c, g in r["per_codec"].items():
         mine = [x for x in rows if x["codec"] == c]
         assert g["original_bytes"] == sum(x["source_size"] for x in mine)

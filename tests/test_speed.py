@@ -121,7 +121,8 @@ def test_bench_speed_compares_a_source_tree_with_a_variant(tmp_path, monkeypatch
     assert s["global/per-channel"]["d_psnr"] != 0 and s["global/per-channel"]["against"] == "baseline"
     # the baseline ran from a source tree put first on the path, this variant from the installed package: the
     # same code either way here, so the adaptive streams of both are byte-identical to a direct encode
-    direct = load_codec().encode(read_image((images / "002.png").read_bytes()), quality=40, measure=False)
+    direct = load_codec(entropy_model="per-channel").encode(read_image((images / "002.png").read_bytes()),
+                                                            quality=40, measure=False)
     base = next(r for r in rows if r["variant"] == "baseline" and r["image"] == "002.png")
     assert base["bytes"] == len(direct.data)
     for r in rows:
@@ -130,3 +131,26 @@ def test_bench_speed_compares_a_source_tree_with_a_variant(tmp_path, monkeypatch
         assert sum(r["decode_parts"].values()) == pytest.approx(r["decode_s"], rel=1e-6)
     assert "where the time went" in speed_bench.format_summary(result)
     assert json.loads((tmp_path / "out" / "speed.json").read_text())["summary"] == s
+
+
+@needs_shared
+def test_bench_speed_own_entropy_codes_each_model_with_its_own(tmp_path, monkeypatch):
+    """``--entropy own``: each variant's model codes with its own entropy model — the default codec with its
+    context model, stock tae-f2 per-channel — so one default is measured against another."""
+    from latentarc.jobs.speed_probe import OWN_ENTROPY
+
+    from .conftest import MODELS
+
+    monkeypatch.setenv("LATENTARC_MODEL_DIR", str(MODELS))
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "002.png").write_bytes(photo_png(2, 64, 64))
+    variants = [speed_bench.Variant("new"), speed_bench.Variant.parse("stock:name=tae-f2")]
+    result = speed_bench.run(sorted(images.iterdir()), variants, entropies=[OWN_ENTROPY], quality=40, threads=1,
+                             out=tmp_path / "out", progress=lambda m: None)
+    assert set(result["summary"]) == {"new/own", "stock/own"}
+    rows = {r["variant"]: r for r in map(json.loads, (tmp_path / "out" / "rows.jsonl").read_text().splitlines())}
+    pic = read_image((images / "002.png").read_bytes())
+    for variant, codec in (("new", load_codec()), ("stock", load_codec("tae-f2"))):
+        assert rows[variant]["bytes"] == len(codec.encode(pic, quality=40, measure=False).data), variant
+    assert rows["new"]["bytes"] != rows["stock"]["bytes"]

@@ -282,7 +282,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     """Every refinement mode × step count against ``none`` on the same streams (see the module docstring)."""
     from latentarc.codec.api import default_device
     from latentarc.codec.neural import NeuralCodec
-    from latentarc.codec.refine import load_refiner, refiner_for_codec
+    from latentarc.codec.refine import load_refiner, refiner_for_codec, unrefined_reason
     from latentarc.codec.models import load_model
     from latentarc.jobs.bench_inputs import centre_crop, json_safe, list_images, read_pictures
 
@@ -290,15 +290,17 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     files = list_images(args.images, args.limit)
     model = load_model(args.codec, weights=args.weights, device=args.device or default_device())  # neural only
     device = model.device
-    # one named refiner for every mode, or each mode's own default (a realistic model may differ from the faithful)
-    refiners = {m: load_refiner(args.refiner, device=device) if args.refiner
-                else refiner_for_codec(model.name, mode=m, device=device) for m in ("faithful", "realistic")}
-    if args.realistic_refiner:
-        refiners["realistic"] = load_refiner(args.realistic_refiner, device=device)
+    # one named refiner for every mode, or each mode's own default (a realistic model may differ from the faithful);
+    # None for a mode the model decodes unrefined (refine.UNREFINED): its rows are the unrefined decode
+    named = {"faithful": args.refiner, "realistic": args.realistic_refiner or args.refiner}
+    refiners = {m: load_refiner(named[m], device=device) if named[m]
+                else None if unrefined_reason(model.name, m)
+                else refiner_for_codec(model.name, mode=m, device=device)
+                for m in ("faithful", "realistic") if m in modes}
     # streams carry the encoder's refinement checks (faithful/v, realistic/v); the payload, and so every other row,
     # is the same
-    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners["faithful"],
-                        verify_realistic="realistic" in modes, realistic_refiner=refiners["realistic"])
+    codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners.get("faithful"),
+                        verify_realistic="realistic" in modes, realistic_refiner=refiners.get("realistic"))
     cfgs = configs(modes, steps, args.seed, list(args.etas))
     labels = [label(c) for c in cfgs]
 
@@ -343,7 +345,8 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     summary = summarise(rows, [point_label(k, v) for k, v in points], labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
-    used = {m: refiners[m].name for m in ("faithful", "realistic") if m in modes}
+    used = {m: refiners[m].name if refiners[m] else f"none ({unrefined_reason(model.name, m)})"
+            for m in ("faithful", "realistic") if m in modes}
     names = (next(iter(used.values())) if len(set(used.values())) == 1
              else ", ".join(f"{m} {name}" for m, name in used.items())) or "none"
     print(f"latentarc bench-refine: codec {args.codec}, refiner {names}, "

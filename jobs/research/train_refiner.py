@@ -192,6 +192,12 @@ class Corruptor:
         return (np.sqrt(self.ac[t]) * x0 + np.sqrt(1 - self.ac[t]) * eps).astype(np.float32), t, x0, steps
 
 
+def latent_stats(latents: dict, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of the named latents: the denoiser's normalisation."""
+    flat = np.concatenate([latents[n][0].reshape(latents[n][0].shape[0], -1) for n in names], axis=1)
+    return flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
+
+
 def _crop(z: np.ndarray, size: int, rng) -> np.ndarray:
     _, h, w = z.shape
     y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
@@ -522,9 +528,14 @@ def train(a: RefinerTrainConfig) -> dict:
         unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init))
         unet = unet.to(device)
         a = replace(a, prediction=sched.config.prediction_type)
+        if init_cfg.get("decoder_sha256") != model.fingerprint:
+            # another model's latents (e.g. tae-f2-ft's: offsets of several σ, 1.7× the spread): the network starts
+            # from the parent, the normalisation is this latent space's, so its inputs are distributed as it learnt
+            mean, std = latent_stats(latents, train_names)
+            print(f"--init {a.init} was trained for another decoder: latent statistics recomputed for {a.codec}",
+                  flush=True)
     else:
-        flat = np.concatenate([latents[n][0].reshape(latents[n][0].shape[0], -1) for n in train_names], axis=1)
-        mean, std = flat.mean(axis=1), np.maximum(flat.std(axis=1), 1e-3)
+        mean, std = latent_stats(latents, train_names)
         sched = make_scheduler(a.prediction)
         channels = a.channels
         conditioned = a.condition == "steps"
