@@ -282,6 +282,8 @@ def test_fine_tune_for_another_model_takes_that_models_latent_statistics(tiny_de
         assert rc == 0
         cfg = json.loads((out / "config.json").read_text())
         stats[codec] = np.array(cfg["latent_mean"]), np.array(cfg["latent_std"]), cfg["trained_on"]
+        assert ("recomputed on tae-f2-ft" if codec == "tae-f2-ft" else "the parent's") in cfg["latent_stats"]
+        assert cfg["latent_stats"] in (out / "CARD.md").read_text()
     before = json.loads((parent / "config.json").read_text())
     assert np.allclose(stats["tae-f2"][0], before["latent_mean"], rtol=0, atol=1e-7)
     assert np.allclose(stats["tae-f2"][1], before["latent_std"], rtol=0, atol=1e-7)

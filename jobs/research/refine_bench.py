@@ -345,7 +345,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     summary = summarise(rows, [point_label(k, v) for k, v in points], labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
-    used = {m: refiners[m].name if refiners[m] else f"none ({unrefined_reason(model.name, m)})"
+    used = {m: refiners[m].name if refiners[m] is not None else f"none ({unrefined_reason(model.name, m)})"
             for m in ("faithful", "realistic") if m in modes}
     names = (next(iter(used.values())) if len(set(used.values())) == 1
              else ", ".join(f"{m} {name}" for m, name in used.items())) or "none"

@@ -528,14 +528,17 @@ def train(a: RefinerTrainConfig) -> dict:
         unet, sched, mean, std, conditioned, init_cfg = load_init(Path(a.init))
         unet = unet.to(device)
         a = replace(a, prediction=sched.config.prediction_type)
+        stats_from = "the parent's"
         if init_cfg.get("decoder_sha256") != model.fingerprint:
             # another model's latents (e.g. tae-f2-ft's: offsets of several σ, 1.7× the spread): the network starts
             # from the parent, the normalisation is this latent space's, so its inputs are distributed as it learnt
             mean, std = latent_stats(latents, train_names)
+            stats_from = f"recomputed on {a.codec}'s training latents (the parent was trained for another decoder)"
             print(f"--init {a.init} was trained for another decoder: latent statistics recomputed for {a.codec}",
                   flush=True)
     else:
         mean, std = latent_stats(latents, train_names)
+        stats_from = "its training latents'"
         sched = make_scheduler(a.prediction)
         channels = a.channels
         conditioned = a.condition == "steps"
@@ -623,6 +626,7 @@ def train(a: RefinerTrainConfig) -> dict:
         "scheduler": dict(sched.config),
         "latent_mean": mean.tolist(),
         "latent_std": std.tolist(),
+        "latent_stats": stats_from,  # whose mean and spread normalise its inputs
         "prediction": a.prediction,
         "condition": STEP_CONDITION if conditioned else None,
         "data": str(src),
@@ -728,7 +732,7 @@ def _card(c: dict) -> str:
 Latent denoiser for `latentarc decode --refine` with the `{c.get('codec', 'tae-f2')}` codec (codec/refine.py, Backend B), for the
 decoder with SHA-256 `{c.get('decoder_sha256', 'unrecorded')}` (refinement refuses streams of another decoder):
 a diffusers `UNet2DModel` (blocks {c['unet']['block_out_channels']}, {c['unet']['layers_per_block']} layer(s)
-per block), timestep-conditioned{' and step-map-conditioned (' + c['condition'] + ')' if c.get('condition') else ''}, predicting `{c['prediction']}` in per-channel normalised latent units, DDIM
+per block), timestep-conditioned{' and step-map-conditioned (' + c['condition'] + ')' if c.get('condition') else ''}, predicting `{c['prediction']}` in per-channel normalised latent units (statistics: {c.get('latent_stats', 'unrecorded')}), DDIM
 schedule (scaled_linear, 1000 steps).
 
 * Data: {len(c['trained_on'])} photos from `{c['data']}` (longer side ≤ {c['max_side']} px), random
