@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .bench_inputs import list_images
+from .speed_probe import OWN_ENTROPY
 
 PROBE = Path(__file__).with_name("speed_probe.py")
 
@@ -198,9 +199,9 @@ def add_arguments(p) -> None:
     p.add_argument("images", help="folder of images")
     p.add_argument("--out", required=True, help="folder for rows.jsonl and speed.json")
     p.add_argument("--limit", type=int, help="only the first N images (name order)")
-    p.add_argument("--entropy", default="per-channel,tae-f2-ctx",
-                   help="entropy models, comma-separated (default per-channel,tae-f2-ctx); 'own': each variant's "
-                        "model's own (the default codec against a --baseline tree's default)")
+    p.add_argument("--entropy", default=OWN_ENTROPY,
+                   help=f"entropy models, comma-separated, e.g. per-channel,tae-f2-ctx (default {OWN_ENTROPY}: each "
+                        "variant's model's own — with --baseline, one tree's default codec against the other's)")
     p.add_argument("--quality", type=float, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1: per-core figures)")
     p.add_argument("--baseline", metavar="TREE", help="a latentarc source tree to compare against, run first "
