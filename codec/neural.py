@@ -236,7 +236,7 @@ class NeuralCodec(Codec):
             return figures(colour_planes(self.decode(res.data, refine=cfg, refiner=refiner).rgb, a.pic.mode), names)
 
         wanted = tuple(dict.fromkeys((faithful if self._checks_faithful else ())
-                                     + (realistic if self.verify_realistic else ())))
+                                     + (realistic if self._checks_realistic else ())))
         base = dict(zip(wanted, figures(planes, wanted) if planes is not None
                         else measure(R.RefineConfig("none", 0), None, wanted)))
         s, params = bitstream.parse(res.data), dict(res.params)
@@ -247,7 +247,7 @@ class NeuralCodec(Codec):
                 {k: measure(R.RefineConfig("faithful", k, verified=False), refiner, faithful) for k in V.VERIFY_STEPS})
             s.sections[V.VERDICT_SECTION] = V.Verdict(refiner.fingerprint(), k, dp, dm).pack()
             params["refine_verified"] = {"steps": k, "d_psnr": round(dp, 3), "d_ms_ssim": round(dm, 6)}
-        if self.verify_realistic:
+        if self._checks_realistic:
             refiner = R.resolve(self.realistic_refiner, self.name, self.model.device, mode="realistic")
             tried = {(k, eta): measure(R.RefineConfig("realistic", k, V.VERIFY_SEED, verified=False, eta=eta),
                                        refiner, realistic) for k, eta in V.REALISTIC_CANDIDATES}
@@ -261,20 +261,23 @@ class NeuralCodec(Codec):
     @property
     def checks_refinement(self) -> bool:
         """Whether encoding checks a refinement mode against the original (``_verified``)."""
-        return self._checks_faithful or self.verify_realistic
+        return self._checks_faithful or self._checks_realistic
 
     @property
     def _checks_faithful(self) -> bool:
         """``verify_refine``, unless faithful decodes this model's latents unrefined (nothing to check)."""
         return self.verify_refine and not self._unrefined("faithful", self.refiner)
 
-    def _unrefined(self, mode: str, refiner) -> str | None:
-        """Why ``mode`` leaves this model's latents as they are when no refiner is named (``refine.UNREFINED``)."""
-        if refiner is not None:
-            return None
-        from .refine import unrefined_reason
+    @property
+    def _checks_realistic(self) -> bool:
+        """``verify_realistic``, unless realistic decodes this model's latents unrefined."""
+        return self.verify_realistic and not self._unrefined("realistic", self.realistic_refiner)
 
-        return unrefined_reason(self.name, mode)
+    def _unrefined(self, mode: str, refiner) -> str | None:
+        """Why ``mode`` leaves this model's latents as they are with ``refiner`` (``refine.unrefined``)."""
+        from .refine import unrefined
+
+        return unrefined(refiner, self.name, mode)
 
     @torch.no_grad()
     def analyse(self, pic: Picture) -> Analysis:
@@ -486,16 +489,16 @@ class NeuralCodec(Codec):
             raise CorruptStream(f"entropy decoding failed: {e}") from None
         latent = torch.from_numpy(dequantize(symbols.reshape(-1, h, w), qp)).to(self.model.device)
         refinement = "none"
-        unrefined = self._unrefined(refine.mode, refiner) if refine is not None and refine.active else None
-        if unrefined:
-            refinement = f"none ({unrefined})"
-        elif refine is not None and refine.active:
+        if refine is not None and refine.active:
             from . import refine as R
 
-            refiner = R.resolve(refiner, self.name, self.model.device, refine.mode)
-            R.check_latent_space(refiner, self.model.fingerprint)
-            refine, refinement = R.effective(refine, s.sections, refiner)
-            latent = R.apply(latent[None], qp.step_values(), refine, refiner, self.name)[0]
+            resolved = R.resolve(refiner, self.name, self.model.device, refine.mode)
+            if resolved is None:
+                refinement = f"none ({self._unrefined(refine.mode, refiner)})"
+            else:
+                R.check_latent_space(resolved, self.model.fingerprint)
+                refine, refinement = R.effective(refine, s.sections, resolved)
+                latent = R.apply(latent[None], qp.step_values(), refine, resolved, self.name)[0]
         img = self.model.decode(latent[None])[0]
         rgb = (img.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy())
         rgb = np.ascontiguousarray(rgb[: s.height, : s.width])

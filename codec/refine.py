@@ -540,25 +540,28 @@ def load_refiner(name: str, *, device=None, weights: str | os.PathLike | None = 
         return _CACHE[key]
 
 
-def unrefined_reason(codec_name: str, mode: str) -> str | None:
-    """Why ``mode`` decodes ``codec_name``'s streams unrefined when no refiner is named (:data:`UNREFINED`), or
-    None when it refines them."""
-    return UNREFINED.get(codec_name, {}).get(mode)
+def unrefined(refiner: Refiner | str | None, codec_name: str, mode: str) -> str | None:
+    """Why ``mode`` leaves ``codec_name``'s latents as they are with this choice of ``refiner`` — only when none
+    is named and :data:`UNREFINED` lists the mode — or None when it refines them."""
+    return None if refiner is not None else UNREFINED.get(codec_name, {}).get(mode)
 
 
 def refiner_for_codec(codec_name: str, *, mode: str = "faithful", device=None) -> Refiner:
     """The refiner a codec uses for ``mode`` when none is named; a typed error when there is none."""
     name = DEFAULT_REFINERS.get(codec_name, {}).get(mode)
     if name is None:
-        why = unrefined_reason(codec_name, mode)
+        why = unrefined(None, codec_name, mode)
         raise ModelError(f"no default refiner for {codec_name} ({mode}{': ' + why if why else ''}): pass --refiner "
                          "a train-refiner folder or diffusers-unet:<hub id or folder> (an SD-family U-Net for the "
                          "same latent space)")
     return load_refiner(name, device=device)
 
 
-def resolve(refiner: Refiner | str | None, codec_name: str, device=None, mode: str = "faithful") -> Refiner:
-    """A refiner object from an object, a name, or None (the codec's default for ``mode``)."""
+def resolve(refiner: Refiner | str | None, codec_name: str, device=None, mode: str = "faithful") -> Refiner | None:
+    """A refiner object from an object, a name, or None (the codec's default for ``mode``); None when that mode
+    decodes the codec's latents unrefined (:func:`unrefined` says why)."""
+    if unrefined(refiner, codec_name, mode):
+        return None
     if refiner is None:
         return refiner_for_codec(codec_name, mode=mode, device=device)
     if isinstance(refiner, str):
@@ -587,9 +590,12 @@ def effective(config: RefineConfig, sections: dict[str, bytes], refiner: Refiner
 
 def apply(latent: torch.Tensor, steps, config: RefineConfig, refiner: Refiner | None, codec_name: str,
           device=None) -> torch.Tensor:
-    """Refine one dequantized latent (1, C, h, w); ``refiner`` None → the codec's default refiner."""
+    """Refine one dequantized latent (1, C, h, w); ``refiner`` None → the codec's default refiner (the latent as
+    it is where the mode decodes unrefined)."""
     if not config.active:
         return latent
     refiner = resolve(refiner, codec_name, device or latent.device, config.mode)
+    if refiner is None:
+        return latent
     return refiner.refine(latent, torch.as_tensor(np.asarray(steps, dtype=np.float64)), mode=config.mode,
                           num_steps=config.steps, seed=config.seed, eta=config.eta)

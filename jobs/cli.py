@@ -515,8 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tae-f2-ft:<folder>, whose streams name it (continue a stage-1 --out to chain the stages)")
     p.add_argument("--decoder-lr", type=float, help="the decoder's learning rate with --train-decoder (default --lr)")
     p.add_argument("--init", metavar="DIR",
-                   help="start from a train-codec folder's weights (encoder; with --train-decoder its decoder too, "
-                        "if it has one) when --out has no checkpoint yet")
+                   help="start from a train-codec folder's weights when --out has no checkpoint yet: its encoder, and "
+                        "a fine-tuned decoder if it has one (trained with --train-decoder, else frozen and written "
+                        "back bit for bit: the model keeps its fingerprint)")
     p.add_argument("--cache-mb", type=float, default=2048.0,
                    help="decoded training photos kept in memory, in MB (default 2048; 0: decode every draw)")
     p.add_argument("--log-every", type=int, default=10)

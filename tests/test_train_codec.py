@@ -151,20 +151,48 @@ def test_stage_two_is_a_model_of_its_own(tmp_path):
 
 
 def test_init_starts_from_a_train_codec_folder(tmp_path):
-    """--init loads a finished folder's encoder (hash checked) into a new run; a stage-2 folder needs
-    --train-decoder, and then its decoder comes along."""
+    """--init loads a finished folder's encoder (hash checked) into a new run; with --train-decoder a stage-2
+    folder's decoder comes along and trains."""
     import dataclasses
 
     from safetensors.torch import load_file
 
-    first, second, third = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    first, third = tmp_path / "a", tmp_path / "c"
     tc.train(dataclasses.replace(_cfg(first, 1), train_decoder=True))
-    with pytest.raises(ValueError, match="--train-decoder"):
-        tc.train(dataclasses.replace(_cfg(second, 0), init=str(first)))
     tc.train(dataclasses.replace(_cfg(third, 0), init=str(first), train_decoder=True))  # 0 steps: exports the start
     for f in ("encoder.safetensors", "decoder.safetensors"):
         a, c = load_file(str(first / f)), load_file(str(third / f))
         assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_an_encoder_for_a_fine_tuned_models_frozen_decoder_keeps_its_fingerprint(tmp_path):
+    """A stage-2 folder continued without --train-decoder trains only the encoder, for that folder's decoder: the
+    decoder file is written back bit for bit (same SHA-256, so the same fingerprint: shipped under the parent's name,
+    its streams decode as before), also after a resume, and the new encoder's streams decode."""
+    import dataclasses
+    import json
+
+    from safetensors.torch import load_file
+
+    from latentarc.codec.api import load_codec
+    from latentarc.codec.models import load_model
+
+    parent, child = tmp_path / "ft", tmp_path / "enc"
+    tc.train(dataclasses.replace(_cfg(parent, 1), train_decoder=True, lr=1e-3))
+    tc.train(dataclasses.replace(_cfg(child, 2), init=str(parent), lr=1e-3))
+    assert tc.load_checkpoint(child)["frozen_decoder"] is not None
+    assert tc.train(dataclasses.replace(_cfg(child, 3), init=str(parent), lr=1e-3)).step == 3  # resumed
+    pm, cm = (json.loads((d / "config.json").read_text()) for d in (parent, child))
+    assert cm["decoder_sha256"] == pm["decoder_sha256"] and cm["decoder_frozen"] and cm["name"] == "tae-f2-ft"
+    assert (child / "decoder.safetensors").read_bytes() == (parent / "decoder.safetensors").read_bytes()
+    assert "frozen" in (child / "CARD.md").read_text()
+    a, b = load_file(str(parent / "encoder.safetensors")), load_file(str(child / "encoder.safetensors"))
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # the encoder trained
+    old, new = load_model(f"tae-f2-ft:{parent}", device="cpu"), load_model(f"tae-f2-ft:{child}", device="cpu")
+    assert new.fingerprint == old.fingerprint
+    pic = photo_crop(3, 96)
+    same = load_codec(f"tae-f2-ft:{child}", device="cpu")
+    assert same.decode(same.encode(pic, quality=50, measure=False).data).rgb.shape == pic.rgb.shape
 
 
 def test_chained_runs_record_their_lineage(tmp_path):

@@ -282,7 +282,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     """Every refinement mode × step count against ``none`` on the same streams (see the module docstring)."""
     from latentarc.codec.api import default_device
     from latentarc.codec.neural import NeuralCodec
-    from latentarc.codec.refine import load_refiner, refiner_for_codec, unrefined_reason
+    from latentarc.codec.refine import resolve, unrefined
     from latentarc.codec.models import load_model
     from latentarc.jobs.bench_inputs import centre_crop, json_safe, list_images, read_pictures
 
@@ -293,10 +293,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     # one named refiner for every mode, or each mode's own default (a realistic model may differ from the faithful);
     # None for a mode the model decodes unrefined (refine.UNREFINED): its rows are the unrefined decode
     named = {"faithful": args.refiner, "realistic": args.realistic_refiner or args.refiner}
-    refiners = {m: load_refiner(named[m], device=device) if named[m]
-                else None if unrefined_reason(model.name, m)
-                else refiner_for_codec(model.name, mode=m, device=device)
-                for m in ("faithful", "realistic") if m in modes}
+    refiners = {m: resolve(named[m], model.name, device, m) for m in ("faithful", "realistic") if m in modes}
     # streams carry the encoder's refinement checks (faithful/v, realistic/v); the payload, and so every other row,
     # is the same
     codec = NeuralCodec(model, verify_refine="faithful" in modes, refiner=refiners.get("faithful"),
@@ -345,7 +342,7 @@ def bench_refinement(args: RefineBenchConfig) -> None:
     summary = summarise(rows, [point_label(k, v) for k, v in points], labels)
     chk = checks(summary)
     n = len({r["image"] for r in rows})
-    used = {m: refiners[m].name if refiners[m] is not None else f"none ({unrefined_reason(model.name, m)})"
+    used = {m: refiners[m].name if refiners[m] is not None else f"none ({unrefined(None, model.name, m)})"
             for m in ("faithful", "realistic") if m in modes}
     names = (next(iter(used.values())) if len(set(used.values())) == 1
              else ", ".join(f"{m} {name}" for m, name in used.items())) or "none"

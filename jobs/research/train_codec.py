@@ -137,7 +137,7 @@ class TrainConfig:
     eval_photos: int = 3
     eval_crop: int = 512
     eval_qualities: tuple[int, ...] = EVAL_QUALITIES
-    name: str | None = None  # None: tae-f2-le, or tae-f2-ft with train_decoder
+    name: str | None = None  # None: tae-f2-le, or tae-f2-ft with a decoder of its own (trained or frozen)
 
     def __post_init__(self):
         if self.crop % 8 or self.crop < 64:
@@ -164,11 +164,6 @@ class TrainConfig:
             raise ValueError("--rate-weight, --lpips-weight and --range-weight must be ≥ 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"--max-minutes must be > 0, got {self.max_minutes}")
-
-    @property
-    def model_name(self) -> str:
-        """The name config.json and the card give the model: ``name``, else by stage."""
-        return self.name or ("tae-f2-ft" if self.train_decoder else "tae-f2-le")
 
 
 @dataclass
@@ -519,8 +514,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     lpips = lpips_loss(cfg.lpips_weight)
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     encoder = copy.deepcopy(stock.encoder).train().requires_grad_(True)
+    ck = load_checkpoint(out)
+    frozen = frozen_decoder(ck, cfg.init) if not cfg.train_decoder else None
     if cfg.train_decoder:  # stage 2: a copy, trained jointly
         decoder = copy.deepcopy(stock.decoder).train().requires_grad_(True)
+    elif frozen is not None:  # stage 1 for a fine-tuned model: its decoder, frozen
+        decoder = copy.deepcopy(stock.decoder).requires_grad_(False)
+        decoder.load_state_dict(frozen)
     else:  # stage 1: frozen (requires_grad False, shared with the stock model)
         decoder = stock.decoder
     rate = rate_model(cfg.rate_model, cfg.rate_proxy).to(device)
@@ -533,7 +533,6 @@ def train(cfg: TrainConfig) -> TrainResult:
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     step, seconds, history, chunks, init = 0, 0.0, [], [], None
-    ck = load_checkpoint(out)
     if ck is None and cfg.init:
         init = start_from(cfg.init, encoder, decoder if cfg.train_decoder else None)
     if ck is not None:
@@ -567,6 +566,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         current = [dict(chunk, to_step=step, seconds=round(elapsed - seconds, 1))] if step > chunk["from_step"] else []
         save_checkpoint(out, {"step": step, "encoder": encoder.state_dict(),
                                "decoder": decoder.state_dict() if cfg.train_decoder else None,
+                               "frozen_decoder": frozen,
                                "optimizer": opt.state_dict(),
                                "rng": rng_state(rng, gen), "seconds": elapsed, "history": history,
                                "chunks": chunks + current, "init": init})
@@ -617,27 +617,40 @@ def train(cfg: TrainConfig) -> TrainResult:
     if cfg.eval_photos:
         result.evaluation = evaluate(stock, encoder.state_dict(), cfg.held_out, cfg.eval_photos, cfg.eval_crop,
                                      cfg.eval_qualities,
-                                     decoder_state=decoder.state_dict() if cfg.train_decoder else None)
-    export(cfg, encoder.state_dict(), result, chunks, files, decoder.state_dict() if cfg.train_decoder else None)
+                                     decoder_state=decoder.state_dict() if cfg.train_decoder else frozen)
+    export(cfg, encoder.state_dict(), result, chunks, files, decoder.state_dict() if cfg.train_decoder else frozen,
+           decoder_frozen=frozen is not None)
     return result
+
+
+def frozen_decoder(ck: dict | None, init: str | None) -> dict | None:
+    """The fine-tuned decoder a stage-1 run trains its encoder for: the one its checkpoint keeps, else that of an
+    ``--init`` folder holding one (a stage-2 model: its decoder file checked against its hash); None → tae-f2's.
+    Its streams keep that model's decoder, name and fingerprint, so every stream it wrote still decodes with it."""
+    from latentarc.codec.encoders import decoder_state, folder_meta
+
+    if ck is not None:
+        return ck.get("frozen_decoder")
+    if not init:
+        return None
+    sha = folder_meta(init).get("decoder_sha256")
+    return decoder_state(init, sha) if sha else None
 
 
 def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.Module | None) -> dict:
     """Load a ``train-codec`` folder's weights (hashes checked) into ``encoder`` and, for stage 2, ``decoder``,
     and return what the new run inherits (folder, stage, hashes, steps, wall time, and the folder's own ``init``),
-    so a model trained in chained runs records every step it took. A stage-2 folder's encoder was trained for its
-    own decoder: continuing it as stage 1 is refused."""
+    so a model trained in chained runs records every step it took. A stage-2 folder continued without ``decoder``
+    trains its encoder for its frozen decoder (:func:`frozen_decoder`)."""
     from latentarc.codec.encoders import decoder_state, encoder_state, folder_meta
 
     meta = folder_meta(folder)
-    if meta.get("decoder_sha256") and decoder is None:
-        raise ValueError(f"--init {folder} holds a fine-tuned decoder too (stage 2): continue it with "
-                         "--train-decoder")
     encoder.load_state_dict(encoder_state(folder, meta["encoder_sha256"]))
     if decoder is not None and meta.get("decoder_sha256"):
         decoder.load_state_dict(decoder_state(folder, meta["decoder_sha256"]))
     stage = meta.get("stage", 1)
-    takes = "encoder and decoder" if stage == 2 and decoder is not None else "encoder"
+    takes = ("encoder and decoder" if stage == 2 and decoder is not None
+             else "encoder, for its frozen decoder" if meta.get("decoder_sha256") else "encoder")
     print(f"starting from {folder} (stage {stage}: its {takes})", flush=True)
     t = meta.get("training", {})
     return {"from": str(folder), "stage": stage, "encoder_sha256": meta["encoder_sha256"],
@@ -655,10 +668,11 @@ def _jsonable(cfg: TrainConfig) -> dict:
 
 # ------------------------------------------------------------------ export
 def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict], files: list[Path],
-           decoder_state: dict | None = None) -> None:
-    """``encoder.safetensors`` (+ ``decoder.safetensors`` for stage 2) + ``config.json`` + ``CARD.md``: a folder
-    ``tae-f2-le:<folder>`` (stage 2: ``tae-f2-ft:<folder>``) loads, and that can be shipped as
-    ``codec/weights/<name>/`` (``codec/encoders.py``)."""
+           decoder_state: dict | None = None, *, decoder_frozen: bool = False) -> None:
+    """``encoder.safetensors`` (+ ``decoder.safetensors`` for stage 2, or the frozen fine-tuned decoder,
+    ``decoder_frozen``) + ``config.json`` + ``CARD.md``: a folder ``tae-f2-le:<folder>`` (with a decoder:
+    ``tae-f2-ft:<folder>``) loads, and that can be shipped as ``codec/weights/<name>/`` (``codec/encoders.py``).
+    A frozen decoder is written back bit for bit, so the model keeps its fingerprint."""
     from safetensors.torch import save_file
 
     from latentarc.codec.encoders import BASE_MODEL, DECODER_FILE, ENCODER_FILE, FT_PREFIX, PREFIX
@@ -671,14 +685,20 @@ def export(cfg: TrainConfig, state: dict, result: TrainResult, chunks: list[dict
     images = Path(cfg.images)
     sets = image_sets([p.relative_to(images).as_posix() for p in files])
     last = result.history[-1] if result.history else {}
+    parent = (result.init or {}).get("decoder_sha256")
+    if decoder_frozen and sha256_file(out / DECODER_FILE) != parent:
+        raise RuntimeError(f"the frozen decoder written to {out} no longer has its SHA-256 {parent}")
     perceptual = "log-lpips" if cfg.lpips_form == "log" else "lpips"
     meta = {
-        "name": cfg.model_name,
+        "name": cfg.name or ("tae-f2-ft" if decoder_state is not None else "tae-f2-le"),
         "base_model": BASE_MODEL,
         "encoder_sha256": sha256_file(out / ENCODER_FILE),
-        "stage": 2 if decoder_state is not None else 1,
+        "stage": 2 if decoder_state is not None and not decoder_frozen else 1,
         "decoder_sha256": sha256_file(out / DECODER_FILE) if decoder_state is not None else None,
-        "decoder": (f"fine-tuned jointly with the encoder: a model of its own, {FT_PREFIX}:<folder>, whose streams "
+        "decoder_frozen": decoder_frozen,
+        "decoder": (f"the fine-tuned decoder of {_parent_text(result.init)}, frozen ({FT_PREFIX}:<folder>): streams "
+                    "carry its fingerprint and decode with that model" if decoder_frozen else
+                    f"fine-tuned jointly with the encoder: a model of its own, {FT_PREFIX}:<folder>, whose streams "
                     "name it and carry its decoder's fingerprint" if decoder_state is not None else
                     f"unchanged tae-f2 decoder ({PREFIX}:<folder>); streams carry its fingerprint and decode with "
                     "tae-f2"),
@@ -718,7 +738,12 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
                        f"crop {c['config']['crop']}, "
                        f"lr {_lr_text(c['config'])}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
                        for c in t["chunks"])
-    if meta["stage"] == 2:
+    if meta.get("decoder_frozen"):
+        title = "learned encoder for a fine-tuned tae-f2 decoder, frozen"
+        about = (f"fine-tuned from the encoder of {_parent_text(t['init'])}, for its decoder, unchanged: the\n"
+                 "decoder file is that model's bit for bit, so streams carry its fingerprint and every stream it\n"
+                 "wrote still decodes.")
+    elif meta["stage"] == 2:
         title = "fine-tuned tae-f2 autoencoder (encoder and decoder)"
         about = ("fine-tuned from the tae-f2 encoder and decoder (madebyollin/taesd, MIT), jointly. The decoder is\n"
                  "its own: streams made with this model carry its name and its decoder's fingerprint, decode only\n"
@@ -727,7 +752,7 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
         title = "learned tae-f2 encoder for the frozen tae-f2 decoder"
         about = ("fine-tuned from the tae-f2 encoder (madebyollin/taesd, MIT). The decoder is the unchanged tae-f2\n"
                  "decoder: streams carry its fingerprint and the name `tae-f2`, and decode with today's decoder.")
-    return f"""# {cfg.model_name}: {title}
+    return f"""# {meta['name']}: {title}
 
 Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {about}
 
@@ -748,6 +773,12 @@ Held-out figures (`latentarc train-codec --eval-only`):
 
 {format_evaluation(meta['held_out_evaluation']) if meta['held_out_evaluation'] else 'not measured'}
 """
+
+
+def _parent_text(init: dict | None) -> str:
+    """The model a frozen decoder came from, as config and card name it."""
+    init = init or {}
+    return f"`{init.get('from')}` (decoder SHA-256 {str(init.get('decoder_sha256'))[:16]}…)"
 
 
 def _lr_text(config: dict) -> str:
@@ -878,7 +909,7 @@ def evaluate_folder(out: str | Path | None, cfg: TrainConfig) -> dict:
     ck = load_checkpoint(out) if out else None
     enc = dec = None
     if ck:
-        enc, dec = ck["encoder"], ck.get("decoder")
+        enc, dec = ck["encoder"], ck.get("decoder") or ck.get("frozen_decoder")
     elif out and (Path(out) / "config.json").is_file():
         meta = folder_meta(out)
         enc = encoder_state(out, meta["encoder_sha256"])
