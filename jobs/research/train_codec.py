@@ -3,7 +3,9 @@
 Why: the tiny encoder is only an approximate inverse of its decoder, and the per-image latent search
 (``codec/latent_search.py``) shows the same decoder renders other latents several dB closer to the photo. A
 trained encoder moves that search into its weights: the same gain at no encode-time cost, and since the decoder
-is unchanged every stream still decodes with ``tae-f2`` (``codec/encoders.py``).
+is unchanged every stream still decodes with ``tae-f2`` (``codec/encoders.py``). ``--train-decoder`` trains the
+decoder too (stage 2: a model of its own); a stage-2 ``--init`` without it trains the encoder for that model's
+decoder, frozen (:func:`frozen_decoder`), which keeps its fingerprint.
 
 Objective, per example i (a random crop at a quality drawn uniformly over ``--quality-range``)::
 
@@ -740,7 +742,7 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
                        for c in t["chunks"])
     if meta.get("decoder_frozen"):
         title = "learned encoder for a fine-tuned tae-f2 decoder, frozen"
-        about = (f"fine-tuned from the encoder of {_parent_text(t['init'])}, for its decoder, unchanged: the\n"
+        about = (f"fine-tuned from the encoder of\n{_parent_text(t['init'])}, for its decoder, unchanged: the\n"
                  "decoder file is that model's bit for bit, so streams carry its fingerprint and every stream it\n"
                  "wrote still decodes.")
     elif meta["stage"] == 2:
