@@ -193,6 +193,10 @@ def test_an_encoder_for_a_fine_tuned_models_frozen_decoder_keeps_its_fingerprint
     pic = photo_crop(3, 96)
     same = load_codec(f"tae-f2-ft:{child}", device="cpu")
     assert same.decode(same.encode(pic, quality=50, measure=False).data).rgb.shape == pic.rgb.shape
+    # continued as stage 2, the decoder trains on from the frozen one, not from tae-f2's
+    tc.train(dataclasses.replace(_cfg(child, 3), train_decoder=True, lr=1e-3))
+    dec = tc.load_checkpoint(child)["decoder"]
+    assert all(torch.equal(dec[k], v) for k, v in old.decoder.state_dict().items())
 
 
 def test_chained_runs_record_their_lineage(tmp_path):

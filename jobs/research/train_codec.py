@@ -517,12 +517,13 @@ def train(cfg: TrainConfig) -> TrainResult:
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     encoder = copy.deepcopy(stock.encoder).train().requires_grad_(True)
     ck = load_checkpoint(out)
-    frozen = frozen_decoder(ck, cfg.init) if not cfg.train_decoder else None
-    if cfg.train_decoder:  # stage 2: a copy, trained jointly
-        decoder = copy.deepcopy(stock.decoder).train().requires_grad_(True)
-    elif frozen is not None:  # stage 1 for a fine-tuned model: its decoder, frozen
-        decoder = copy.deepcopy(stock.decoder).requires_grad_(False)
-        decoder.load_state_dict(frozen)
+    parent = frozen_decoder(ck, cfg.init)  # a fine-tuned decoder to start from, or None (tae-f2's)
+    frozen = None if cfg.train_decoder else parent
+    if cfg.train_decoder or parent is not None:  # stage 2 (a copy, trained jointly), or a fine-tuned one frozen
+        decoder = copy.deepcopy(stock.decoder).requires_grad_(cfg.train_decoder)
+        if parent is not None:  # a frozen run continued as stage 2 trains on from it, not from tae-f2's
+            decoder.load_state_dict(parent)
+        decoder.train(cfg.train_decoder)
     else:  # stage 1: frozen (requires_grad False, shared with the stock model)
         decoder = stock.decoder
     rate = rate_model(cfg.rate_model, cfg.rate_proxy).to(device)
