@@ -5,7 +5,7 @@ Why: the tiny encoder is only an approximate inverse of its decoder, and the per
 trained encoder moves that search into its weights: the same gain at no encode-time cost, and since the decoder
 is unchanged every stream still decodes with ``tae-f2`` (``codec/encoders.py``). ``--train-decoder`` trains the
 decoder too (stage 2: a model of its own); a stage-2 ``--init`` without it trains the encoder for that model's
-decoder, frozen (:func:`frozen_decoder`), which keeps its fingerprint.
+decoder, frozen (:func:`parent_decoder`), which keeps its fingerprint.
 
 Objective, per example i (a random crop at a quality drawn uniformly over ``--quality-range``)::
 
@@ -517,7 +517,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     stock = load_model("tae-f2", weights=cfg.weights, device=device)
     encoder = copy.deepcopy(stock.encoder).train().requires_grad_(True)
     ck = load_checkpoint(out)
-    parent = frozen_decoder(ck, cfg.init)  # a fine-tuned decoder to start from, or None (tae-f2's)
+    parent = parent_decoder(ck, cfg.init)  # a fine-tuned decoder to start from (hash checked), or None (tae-f2's)
     frozen = None if cfg.train_decoder else parent
     if cfg.train_decoder or parent is not None:  # stage 2 (a copy, trained jointly), or a fine-tuned one frozen
         decoder = copy.deepcopy(stock.decoder).requires_grad_(cfg.train_decoder)
@@ -537,7 +537,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     torch.manual_seed(cfg.seed)
     step, seconds, history, chunks, init = 0, 0.0, [], [], None
     if ck is None and cfg.init:
-        init = start_from(cfg.init, encoder, decoder if cfg.train_decoder else None)
+        init = start_from(cfg.init, encoder, cfg.train_decoder)
     if ck is not None:
         encoder.load_state_dict(ck["encoder"])
         if ck.get("decoder") is not None:
@@ -626,10 +626,11 @@ def train(cfg: TrainConfig) -> TrainResult:
     return result
 
 
-def frozen_decoder(ck: dict | None, init: str | None) -> dict | None:
-    """The fine-tuned decoder a stage-1 run trains its encoder for: the one its checkpoint keeps, else that of an
-    ``--init`` folder holding one (a stage-2 model: its decoder file checked against its hash); None → tae-f2's.
-    Its streams keep that model's decoder, name and fingerprint, so every stream it wrote still decodes with it."""
+def parent_decoder(ck: dict | None, init: str | None) -> dict | None:
+    """The fine-tuned decoder a run starts from: the frozen one its checkpoint keeps, else that of an ``--init``
+    folder holding one (a stage-2 model: its decoder file checked against its hash); None → tae-f2's. A stage-1
+    run trains its encoder for it, frozen: its streams keep that model's decoder, name and fingerprint, so every
+    stream it wrote still decodes with it."""
     from latentarc.codec.encoders import decoder_state, folder_meta
 
     if ck is not None:
@@ -640,19 +641,17 @@ def frozen_decoder(ck: dict | None, init: str | None) -> dict | None:
     return decoder_state(init, sha) if sha else None
 
 
-def start_from(folder: str | Path, encoder: torch.nn.Module, decoder: torch.nn.Module | None) -> dict:
-    """Load a ``train-codec`` folder's weights (hashes checked) into ``encoder`` and, for stage 2, ``decoder``,
-    and return what the new run inherits (folder, stage, hashes, steps, wall time, and the folder's own ``init``),
-    so a model trained in chained runs records every step it took. A stage-2 folder continued without ``decoder``
-    trains its encoder for its frozen decoder (:func:`frozen_decoder`)."""
-    from latentarc.codec.encoders import decoder_state, encoder_state, folder_meta
+def start_from(folder: str | Path, encoder: torch.nn.Module, train_decoder: bool) -> dict:
+    """Load a ``train-codec`` folder's encoder (hash checked) into ``encoder`` and return what the new run
+    inherits (folder, stage, hashes, steps, wall time, and the folder's own ``init``), so a model trained in
+    chained runs records every step it took. Its fine-tuned decoder, if any, comes through :func:`parent_decoder`:
+    trained on with ``train_decoder``, else frozen."""
+    from latentarc.codec.encoders import encoder_state, folder_meta
 
     meta = folder_meta(folder)
     encoder.load_state_dict(encoder_state(folder, meta["encoder_sha256"]))
-    if decoder is not None and meta.get("decoder_sha256"):
-        decoder.load_state_dict(decoder_state(folder, meta["decoder_sha256"]))
     stage = meta.get("stage", 1)
-    takes = ("encoder and decoder" if stage == 2 and decoder is not None
+    takes = ("encoder and decoder" if stage == 2 and train_decoder
              else "encoder, for its frozen decoder" if meta.get("decoder_sha256") else "encoder")
     print(f"starting from {folder} (stage {stage}: its {takes})", flush=True)
     t = meta.get("training", {})
