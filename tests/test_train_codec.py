@@ -21,6 +21,8 @@ def _cfg(out, steps: int) -> tc.TrainConfig:
 
 
 def test_train_resume_and_decode_with_the_stock_decoder(tmp_path):
+    import dataclasses
+
     from latentarc.codec.api import codec_for_stream, load_codec
     from latentarc.codec.models import load_model
 
@@ -30,9 +32,14 @@ def test_train_resume_and_decode_with_the_stock_decoder(tmp_path):
     ck = tc.load_checkpoint(out)
     assert ck["step"] == 3 and (out / "encoder.safetensors").is_file()
 
-    resumed = tc.train(_cfg(out, 4))  # the same --out: continues from step 3
+    assert "quality drawn uniformly in [0.0, 100.0]" in (out / "CARD.md").read_text()
+    # the same --out: continues from step 3, here with another quality range, which the card states per chunk
+    resumed = tc.train(dataclasses.replace(_cfg(out, 4), quality_range=(30.0, 100.0)))
     assert resumed.step == 4 and [r["step"] for r in resumed.history] == [1, 2, 3, 4]
     assert [(c["from_step"], c["to_step"]) for c in tc.load_checkpoint(out)["chunks"]] == [(0, 3), (3, 4)]
+    card = (out / "CARD.md").read_text()
+    assert "each chunk's range" in card and "0→3 (batch 2, crop 64, qualities 0–100," in card
+    assert "3→4 (batch 2, crop 64, qualities 30–100," in card
 
     learned = load_model(f"tae-f2-le:{out}", device="cpu")
     stock = load_model("tae-f2", device="cpu")

@@ -737,9 +737,12 @@ def _card(cfg: TrainConfig, meta: dict, images: Path) -> str:
     final = (f"loss {f['loss']:.4f}, train-crop PSNR {f['psnr']:.2f} dB at {f['bpp']:.4f} bpp (rate proxy), "
              f"mean of the last {cfg.log_every} steps" if f else "none logged")
     chunks = "; ".join(f"{c['from_step']}→{c['to_step']} (batch {_batch_text(c['config'])}, "
-                       f"crop {c['config']['crop']}, "
+                       f"crop {c['config']['crop']}, qualities {_range_text(c['config']['quality_range'])}, "
                        f"lr {_lr_text(c['config'])}, {c['device']}, {c['threads']} thread(s), {c['seconds']:.0f} s)"
                        for c in t["chunks"])
+    ranges = {tuple(c["config"]["quality_range"]) for c in t["chunks"]}
+    drawn = (f"drawn uniformly in {list(cfg.quality_range)}" if len(ranges) <= 1 else
+             f"drawn uniformly in each chunk's range (listed under Training; this chunk {list(cfg.quality_range)})")
     if meta.get("decoder_frozen"):
         title = "learned encoder for a fine-tuned tae-f2 decoder, frozen"
         about = (f"fine-tuned from the encoder of\n{_parent_text(t['init'])}, for its decoder, unchanged: the\n"
@@ -765,7 +768,7 @@ Trained by latentarc (`latentarc train-codec`, jobs/research/train_codec.py), {a
   Weights trained on these inherit their terms: **non-commercial research use**. Held out (never trained on,
   refused by path and content hash): `{t['held_out']}`.
 - **Objective**: per example (D + λ·R) / sg(D), D = pixel MSE through the codec's adaptive quantization
-  ({cfg.proxy} proxy) at a quality drawn uniformly in {list(cfg.quality_range)}, R the {cfg.rate_model} code
+  ({cfg.proxy} proxy) at a quality {drawn}, R the {cfg.rate_model} code
   length of the {RATE_PROXY_TEXT[cfg.rate_proxy]}, λ = {cfg.rate_weight} × the {SLOPE_TEXT[cfg.rate_slope]} at the
   example's steps{_perceptual_text(cfg)} (docs/training.md).
 - **Training**: {t['steps']} steps, {t['seconds']:.0f} s wall time in all, seed {cfg.seed}; chunks: {chunks}.
@@ -788,6 +791,12 @@ def _lr_text(config: dict) -> str:
     if not config.get("train_decoder"):
         return f"{config['lr']}"
     return f"{config['lr']} (decoder {config.get('decoder_lr') or config['lr']})"
+
+
+def _range_text(quality_range: list) -> str:
+    """A chunk's quality range as the card states it: ``0–100``."""
+    lo, hi = quality_range
+    return f"{lo:g}–{hi:g}"
 
 
 def _batch_text(config: dict) -> str:
