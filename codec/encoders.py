@@ -51,7 +51,7 @@ class ShippedAutoencoder:
 
 #: shipped fine-tuned autoencoders (``train-codec`` stages 1–2, with the stage-3 context model named)
 SHIPPED_FT: dict[str, ShippedAutoencoder] = {
-    FT_PREFIX: ShippedAutoencoder(encoder_sha256="27ff64e9a7e12843ea1b75ecc49e34c585a2c5fc9fbc9eb692c5afe6ed9fe9bc",
+    FT_PREFIX: ShippedAutoencoder(encoder_sha256="e04409c2a010ff47b17e724dca46f9bf347e82f7a830cd858157ce9ef755b377",
                                   decoder_sha256="6d4c984d40b8ca4515facee465f58286beb6954df381dfdd6649cb0290181687",
                                   entropy_model="tae-f2-ft-ctx"),
 }

@@ -95,8 +95,8 @@ def test_is_the_default_codec_and_refines_realistically_with_its_own_denoiser():
 
 def test_realistic_refinement_of_its_streams_brings_back_detail():
     """On a held-out photo at 0.1 bpp, the realistic mode's default single step on a tae-f2-ft stream brings the
-    sharpness closer to the original's and lowers LPIPS and DISTS (the card's figures, one photo), deterministically;
-    a --verify-realistic stream decodes to what its encoder measured best."""
+    sharpness closer to the original's and lowers DISTS, deterministically; a --verify-realistic stream decodes to
+    what its encoder measured best, below the unrefined decode on LPIPS and DISTS (the card's figures, one photo)."""
     from latentarc.codec.classical import decoded_planes
     from latentarc.codec.metrics import METRICS, Reference, sharpness_ratio
     from latentarc.codec.refine import RefineConfig
@@ -109,10 +109,15 @@ def test_realistic_refinement_of_its_streams_brings_back_detail():
     refined = codec.decode(data, refine=RefineConfig("realistic"))
     assert refined.refinement == "realistic/1 (unverified)"
     planes = decoded_planes(refined, pic.mode)
-    for metric in ("lpips", "dists"):
-        assert METRICS.get(metric)(ref, planes) < METRICS.get(metric)(ref, unrefined), metric
+    assert METRICS.get("dists")(ref, planes) < METRICS.get("dists")(ref, unrefined)
     assert sharpness_ratio(original, planes) > sharpness_ratio(original, unrefined) + 0.05
     assert np.array_equal(refined.rgb, codec.decode(data, refine=RefineConfig("realistic", seed=9)).rgb)
+
+    checked = load_codec(NAME, device="cpu", verify_realistic=True).encode(pic, target_bpp=0.1).data
+    verified = decoded_planes(codec.decode(checked, refine=RefineConfig("realistic")), pic.mode)
+    plain = decoded_planes(codec.decode(checked), pic.mode)
+    for metric in ("lpips", "dists"):
+        assert METRICS.get(metric)(ref, verified) < METRICS.get(metric)(ref, plain), metric
 
 
 def test_faithful_refinement_leaves_its_latents_as_they_are_and_says_why(tmp_path, capsys):
